@@ -1,0 +1,163 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::io;
+
+use ringleader_sys::OwnedFd;
+
+use crate::ipc::frame::FrameError;
+
+/// What went wrong, broadly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A system call failed; [`Error::io`] has the errno.
+    Io,
+    /// The channel is closed: the other side disconnected or died.
+    Disconnected,
+    /// A message larger than [`MAX_PAYLOAD`](crate::MAX_PAYLOAD) was refused.
+    TooLarge,
+    /// The peer broke the wire protocol (a malformed or oversized frame, a missing fd).
+    Protocol,
+    /// No worker with that id is known.
+    NoSuchWorker,
+    /// The settings are not valid, or cannot change any more.
+    Settings,
+    /// A message was not valid JSON for the requested type.
+    Json,
+    /// `role()` was called a second time in a worker.
+    RoleTaken,
+}
+
+/// An error from ringleader: what kind, which operation, and the cause.
+///
+/// An operation that fails without consuming an fd it was given returns it here
+/// ([`Error::take_fd`]).
+pub struct Error {
+    kind: ErrorKind,
+    op: &'static str,
+    detail: Option<String>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    fd: Option<OwnedFd>,
+}
+
+/// `Result<T, ringleader::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, op: &'static str) -> Error {
+        Error { kind, op, detail: None, source: None, fd: None }
+    }
+
+    pub(crate) fn io(op: &'static str, e: io::Error) -> Error {
+        let kind = match e.raw_os_error() {
+            Some(libc_epipe) if libc_epipe == 32 || libc_epipe == 104 => ErrorKind::Disconnected,
+            _ => ErrorKind::Io,
+        };
+        Error { kind, op, detail: None, source: Some(Box::new(e)), fd: None }
+    }
+
+    pub(crate) fn frame(op: &'static str, e: FrameError) -> Error {
+        let kind = match e {
+            FrameError::TooLarge(_) => ErrorKind::TooLarge,
+            _ => ErrorKind::Protocol,
+        };
+        Error { kind, op, detail: None, source: Some(Box::new(e)), fd: None }
+    }
+
+    pub(crate) fn json(op: &'static str, e: serde_json::Error) -> Error {
+        Error { kind: ErrorKind::Json, op, detail: None, source: Some(Box::new(e)), fd: None }
+    }
+
+    pub(crate) fn detail(mut self, detail: impl Into<String>) -> Error {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub(crate) fn with_fd(mut self, fd: Option<OwnedFd>) -> Error {
+        self.fd = fd;
+        self
+    }
+
+    /// The kind of error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The operation that failed, e.g. `"fork a worker"`.
+    pub fn operation(&self) -> &'static str {
+        self.op
+    }
+
+    /// The underlying `io::Error`, when a system call failed.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.source.as_ref().and_then(|s| s.downcast_ref::<io::Error>())
+    }
+
+    /// The errno, when a system call failed.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.io_error().and_then(io::Error::raw_os_error)
+    }
+
+    /// The fd the failed operation was given, handed back.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fd.take()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.op)?;
+        match self.kind {
+            ErrorKind::Io => f.write_str("system call failed")?,
+            ErrorKind::Disconnected => f.write_str("channel closed")?,
+            ErrorKind::TooLarge => f.write_str("message too large")?,
+            ErrorKind::Protocol => f.write_str("protocol violation")?,
+            ErrorKind::NoSuchWorker => f.write_str("no such worker")?,
+            ErrorKind::Settings => f.write_str("invalid settings")?,
+            ErrorKind::Json => f.write_str("JSON")?,
+            ErrorKind::RoleTaken => f.write_str("role() was already called in this worker")?,
+        }
+        if let Some(d) = &self.detail {
+            write!(f, " ({d})")?;
+        }
+        if let Some(s) = &self.source {
+            write!(f, ": {s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("op", &self.op)
+            .field("detail", &self.detail)
+            .field("source", &self.source)
+            .field("fd", &self.fd)
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|s| &**s as _)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        if let Some(code) = e.raw_os_error() {
+            return io::Error::from_raw_os_error(code);
+        }
+        let kind = match e.kind {
+            ErrorKind::Disconnected => io::ErrorKind::BrokenPipe,
+            ErrorKind::TooLarge | ErrorKind::Settings => io::ErrorKind::InvalidInput,
+            ErrorKind::Protocol | ErrorKind::Json => io::ErrorKind::InvalidData,
+            ErrorKind::NoSuchWorker => io::ErrorKind::NotFound,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}

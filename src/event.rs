@@ -1,0 +1,76 @@
+//! What the primary observes.
+
+use ringleader_sys::signal::Signal;
+
+use crate::Error;
+use crate::ipc::Message;
+use crate::primary::Settings;
+
+/// A worker's id: 1, 2, 3… in fork order, never reused by one primary (Node:
+/// `worker.id`).
+pub type WorkerId = u32;
+
+/// Something that happened in the cluster (Node: the `cluster` events).
+///
+/// Per worker the order is `Fork`, `Online`, any `Message`s, then `Disconnect` and `Exit`,
+/// each exactly once. A worker that dies is reported `Disconnect` first, then `Exit`; a
+/// worker that closed its channel earlier may be reported in either order, as in Node.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// [`Primary::setup`](crate::Primary::setup) ran, or a fork applied the settings (Node:
+    /// `'setup'`).
+    Setup(Settings),
+    /// A worker was spawned (Node: `'fork'`).
+    Fork {
+        /// Which.
+        worker: WorkerId,
+        /// Its process id.
+        pid: u32,
+    },
+    /// The worker has started and said so, before any of its own code ran (Node: `'online'`).
+    Online {
+        /// Which.
+        worker: WorkerId,
+    },
+    /// A message from a worker (Node: `'message'`).
+    Message {
+        /// From which.
+        worker: WorkerId,
+        /// Its bytes and fd.
+        message: Message,
+    },
+    /// The worker's channel closed (Node: `'disconnect'`).
+    Disconnect {
+        /// Which.
+        worker: WorkerId,
+        /// Whether the end was voluntary (see `WorkerHandle::exited_after_disconnect`).
+        exited_after_disconnect: bool,
+    },
+    /// The worker's process ended (Node: `'exit'`): exactly one of `code` and `signal` is set.
+    Exit {
+        /// Which.
+        worker: WorkerId,
+        /// The exit code, if it exited.
+        code: Option<i32>,
+        /// The signal that killed it.
+        signal: Option<Signal>,
+        /// Whether the end was voluntary: the primary's `kill()`/`disconnect()` or the worker's
+        /// own `disconnect()`/`kill()`, as opposed to a crash or an `exit(n)`.
+        exited_after_disconnect: bool,
+    },
+    /// Every worker that [`Primary::disconnect_all`](crate::Primary::disconnect_all) asked to
+    /// leave has disconnected and exited (Node: the callback of `cluster.disconnect(cb)`).
+    AllDisconnected,
+    /// A signal watched with [`Primary::watch_signals`](crate::Primary::watch_signals)
+    /// arrived.
+    Signal(Signal),
+    /// Something went wrong that is not the answer to a call. A worker's channel that breaks
+    /// the protocol is closed after this event, and its `Disconnect` follows (Node: `'error'`).
+    Error {
+        /// The worker concerned, if any.
+        worker: Option<WorkerId>,
+        /// What went wrong.
+        error: Error,
+    },
+}

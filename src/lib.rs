@@ -1,0 +1,100 @@
+//! Node.js-style clusters for native Linux programs.
+//!
+//! A program starts as the **primary**; it forks **workers**, re-executions of itself (or any
+//! other program), and talks to each over a control channel. Later releases add shared server
+//! ports; this one is the foundation: spawning, the channel, and the whole worker lifecycle.
+//!
+//! ```no_run
+//! use ringleader::{Event, Role};
+//!
+//! fn main() -> Result<(), ringleader::Error> {
+//!     match ringleader::role()? {
+//!         Role::Primary(primary) => {
+//!             println!("Primary {} is running", std::process::id());
+//!             for _ in 0..2 {
+//!                 primary.fork(&[])?;
+//!             }
+//!             for event in primary.events() {
+//!                 match event? {
+//!                     Event::Message { worker, message } => {
+//!                         println!("worker {worker} says {}", message.text());
+//!                         primary.worker(worker).map(|w| w.disconnect());
+//!                     }
+//!                     Event::Exit { worker, code, signal, .. } => {
+//!                         println!("worker {worker} died ({code:?}, {signal:?})");
+//!                     }
+//!                     _ => {}
+//!                 }
+//!             }
+//!         }
+//!         Role::Worker(worker) => {
+//!             println!("Worker {} started", std::process::id());
+//!             worker.send(b"hello")?;
+//!             while let Some(message) = worker.recv()? {
+//!                 worker.send(&message.data)?;
+//!             }
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Node → ringleader
+//! | Node.js `cluster` | ringleader |
+//! |---|---|
+//! | `cluster.isPrimary` / `cluster.isWorker` | [`role()`] → [`Role::Primary`] / [`Role::Worker`] |
+//! | `cluster.setupPrimary(settings)` | [`Primary::setup`] with [`Settings`] |
+//! | `settings.exec`, `args`, `cwd`, `silent`, `stdio`, `uid`, `gid` | [`Settings::exec`], [`Settings::args`], [`Settings::cwd`], [`Settings::silent`], [`Settings::stdio`], [`Settings::uid`], [`Settings::gid`] |
+//! | `cluster.schedulingPolicy`, `NODE_CLUSTER_SCHED_POLICY` | [`Primary::scheduling`], [`Settings::scheduling`], `RINGLEADER_SCHED_POLICY` |
+//! | `cluster.fork(env)` | [`Primary::fork`] → [`WorkerHandle`] |
+//! | `cluster.workers` | [`Primary::workers`], [`Primary::worker`] |
+//! | `cluster.disconnect(cb)` | [`Primary::disconnect_all`], then [`Event::AllDisconnected`] |
+//! | `cluster.on('setup' / 'fork' / 'online' / 'message' / 'disconnect' / 'exit')` | [`Primary::events`]: [`Event::Setup`], [`Event::Fork`], [`Event::Online`], [`Event::Message`], [`Event::Disconnect`], [`Event::Exit`] |
+//! | `'error'` | [`Event::Error`] |
+//! | `worker.id`, `worker.process.pid` | [`WorkerHandle::id`], [`WorkerHandle::pid`] |
+//! | `worker.send(msg[, handle])` | [`WorkerHandle::send`], [`WorkerHandle::send_fd`], [`WorkerHandle::send_json`] |
+//! | `worker.kill([signal])` | [`WorkerHandle::kill`] |
+//! | `worker.disconnect()` | [`WorkerHandle::disconnect`] |
+//! | `worker.isConnected()`, `worker.isDead()` | [`WorkerHandle::is_connected`], [`WorkerHandle::is_dead`] |
+//! | `worker.exitedAfterDisconnect`, `worker.state` | [`WorkerHandle::exited_after_disconnect`], [`WorkerHandle::state`] |
+//! | `cluster.worker.id` (in a worker) | [`Worker::id`] |
+//! | `process.send(msg[, handle])` | [`Worker::send`], [`Worker::send_fd`], [`Worker::send_json`] |
+//! | `process.on('message')` | [`Worker::recv`], [`Worker::try_recv`], [`Worker::recv_json`] |
+//! | `cluster.worker.disconnect()`, `cluster.worker.kill()` | [`Worker::disconnect`], [`Worker::kill`] |
+//! | `NODE_UNIQUE_ID`, `NODE_CHANNEL_FD` | `RINGLEADER_WORKER_ID`, `RINGLEADER_CHANNEL_FD` (removed from the worker's environment) |
+//!
+//! # Where ringleader differs from Node, on purpose
+//! - `worker.kill()` from the primary sets `exited_after_disconnect`, as Node's documentation
+//!   says (Node 20 itself does not: nodejs/node#51934).
+//! - Every worker gets exactly one `Disconnect` and one `Exit`.
+//! - Workers get `PR_SET_PDEATHSIG` (default `SIGKILL`) besides Node's exit-on-channel-close, so
+//!   no worker survives a killed primary, even one stuck in a busy loop.
+//! - A sender that outpaces its receiver is held back (above 4 MiB queued) instead of queueing
+//!   without bound.
+//! - A malformed frame from a worker closes that worker's channel with an [`Event::Error`];
+//!   the primary goes on.
+//!
+//! # Kernel requirements
+//! Linux 5.3 (pidfds); the io_uring loop needs 5.11 and falls back to epoll, saying so once on
+//! stderr, where io_uring is missing or forbidden. `RINGLEADER_BACKEND=epoll` forces epoll.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#[cfg(not(target_os = "linux"))]
+compile_error!("ringleader supports Linux only");
+
+mod error;
+mod event;
+pub mod ipc;
+mod primary;
+mod role;
+mod worker;
+
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, WorkerId};
+pub use ipc::Message;
+pub use ipc::frame::MAX_PAYLOAD;
+pub use primary::{Backend, Events, Primary, Scheduling, Settings, Stdio, WorkerHandle, WorkerState};
+pub use ringleader_sys::signal::Signal;
+pub use role::{ENV_BACKEND, ENV_SCHED_POLICY, Role, is_worker, role};
+pub use worker::Worker;

@@ -1,0 +1,160 @@
+//! The primary's two event loops behind one face: io_uring (the default) and epoll (the
+//! fallback). Both report per-fd happenings with a token; [`super::core`] does the rest, so
+//! the two behave the same.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringleader_sys::epoll::{Epoll, Interest, Ready};
+use ringleader_sys::poll::Flags;
+use ringleader_sys::uring::{Completion, OpId, Ring};
+use ringleader_sys::{AsFd, BorrowedFd};
+
+use crate::event::WorkerId;
+
+/// Which event loop a primary runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring: receives, exits and signals complete in one ring.
+    IoUring,
+    /// epoll: readiness, then the system calls.
+    Epoll,
+}
+
+/// What an fd registration is for; packed into the low bits of a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tag {
+    Channel = 0,
+    Exit = 1,
+    Writable = 2,
+}
+
+pub(crate) const SIGNALS: u64 = 3;
+
+pub(crate) fn token(id: WorkerId, tag: Tag) -> u64 {
+    (u64::from(id) << 2) | tag as u64
+}
+
+pub(crate) fn untoken(token: u64) -> (WorkerId, Option<Tag>) {
+    let id = (token >> 2) as WorkerId;
+    let tag = match token & 3 {
+        0 => Some(Tag::Channel),
+        1 => Some(Tag::Exit),
+        2 => Some(Tag::Writable),
+        _ => None,
+    };
+    (id, tag)
+}
+
+pub(crate) enum Driver {
+    Uring(Ring),
+    Epoll(Epoll, Vec<Ready>),
+}
+
+/// One thing the loop saw.
+pub(crate) enum Happening {
+    /// io_uring: a receive finished.
+    Received(Completion),
+    /// An fd is ready (epoll), or a poll finished (io_uring).
+    Ready { token: u64, read: bool, write: bool },
+}
+
+impl Driver {
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Driver::Uring(_) => Backend::IoUring,
+            Driver::Epoll(..) => Backend::Epoll,
+        }
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Driver::Uring(r) => r.as_fd(),
+            Driver::Epoll(e, _) => e.as_fd(),
+        }
+    }
+
+    /// Starts watching `fd` for readability under `token`: a receive on io_uring for a
+    /// channel (given `buf`), a one-shot poll otherwise.
+    pub(crate) fn watch_read(
+        &mut self,
+        fd: &Arc<dyn AsFd>,
+        token: u64,
+        recv_buf: Option<Vec<u8>>,
+    ) -> std::io::Result<Option<OpId>> {
+        match self {
+            Driver::Uring(ring) => match recv_buf {
+                Some(buf) => ring.recvmsg(fd, buf, token).map(Some),
+                None => ring.poll(fd, Flags::IN, token).map(Some),
+            },
+            Driver::Epoll(ep, _) => {
+                ep.add(fd.as_fd(), token, Interest { read: true, write: false }).map(|()| None)
+            }
+        }
+    }
+
+    /// io_uring: re-arms a one-shot read watch; epoll: nothing (level-triggered).
+    pub(crate) fn rearm_read(&mut self, fd: &Arc<dyn AsFd>, token: u64) -> std::io::Result<()> {
+        if let Driver::Uring(ring) = self {
+            ring.poll(fd, Flags::IN, token)?;
+        }
+        Ok(())
+    }
+
+    /// Asks to hear when a channel becomes writable (`on`), or stops asking.
+    pub(crate) fn want_write(&mut self, fd: &Arc<dyn AsFd>, id: WorkerId, on: bool) -> std::io::Result<()> {
+        match self {
+            Driver::Uring(ring) => {
+                if on {
+                    ring.poll(fd, Flags::OUT, token(id, Tag::Writable))?;
+                }
+                Ok(())
+            }
+            Driver::Epoll(ep, _) => {
+                ep.modify(fd.as_fd(), token(id, Tag::Channel), Interest { read: true, write: on })
+            }
+        }
+    }
+
+    /// Stops watching `fd`; an io_uring operation in flight is cancelled.
+    pub(crate) fn forget(&mut self, fd: &Arc<dyn AsFd>, op: Option<OpId>) {
+        match self {
+            Driver::Uring(ring) => {
+                if let Some(op) = op {
+                    let _ = ring.cancel(op);
+                }
+            }
+            Driver::Epoll(ep, _) => {
+                let _ = ep.delete(fd.as_fd());
+            }
+        }
+    }
+
+    /// Waits for what happens next (at most `timeout`) and appends it to `out`.
+    pub(crate) fn wait(&mut self, out: &mut Vec<Happening>, timeout: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Driver::Uring(ring) => {
+                let mut done = Vec::new();
+                ring.wait(&mut done, timeout)?;
+                out.extend(done.into_iter().map(|c| match c {
+                    Completion::Poll { token, result } => {
+                        let flags = result.unwrap_or(Flags::ERR);
+                        let bad = flags.intersects(Flags::ERR | Flags::HUP | Flags::NVAL);
+                        Happening::Ready {
+                            token,
+                            read: bad || flags.intersects(Flags::IN | Flags::RDHUP),
+                            write: bad || flags.contains(Flags::OUT),
+                        }
+                    }
+                    recv @ Completion::Recv { .. } => Happening::Received(recv),
+                }));
+            }
+            Driver::Epoll(ep, ready) => {
+                ready.clear();
+                ep.wait(ready, timeout)?;
+                out.extend(ready.iter().map(|r| Happening::Ready { token: r.token, read: r.read, write: r.write }));
+            }
+        }
+        Ok(())
+    }
+}

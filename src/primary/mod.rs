@@ -1,0 +1,358 @@
+//! The primary's side (Node: `cluster` in the primary).
+
+mod core;
+mod driver;
+mod settings;
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::rc::Rc;
+use std::sync::Once;
+use std::time::Duration;
+
+use ringleader_sys::epoll::Epoll;
+use ringleader_sys::signal::Signal;
+use ringleader_sys::uring::Ring;
+use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
+
+pub use self::core::WorkerState;
+use self::core::Core;
+pub use self::driver::Backend;
+use self::driver::Driver;
+pub use self::settings::{Scheduling, Settings, Stdio};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{Event, WorkerId};
+use crate::ipc::frame::Kind;
+use crate::role::{ENV_BACKEND, ENV_SCHED_POLICY};
+
+/// The primary: forks workers and reports what they do (Node: `cluster` when
+/// `cluster.isPrimary`).
+///
+/// A `Primary` lives on the thread that created it (it is not `Send`): workers get
+/// `PR_SET_PDEATHSIG` tied to the thread that spawned them. Clones are not offered; handles
+/// ([`WorkerHandle`], [`Events`]) share it and can be used inside an event loop:
+///
+/// ```no_run
+/// # use ringleader::{Event, Primary};
+/// let primary = Primary::new()?;
+/// primary.fork(&[])?;
+/// for event in primary.events() {
+///     if let Event::Exit { .. } = event? {
+///         primary.fork(&[])?; // respawn
+///     }
+/// }
+/// # Ok::<(), ringleader::Error>(())
+/// ```
+///
+/// Dropping the primary kills (`SIGKILL`) and reaps the workers still running; call
+/// [`Primary::disconnect_all`] and wait for [`Event::AllDisconnected`] for a graceful end.
+pub struct Primary {
+    core: Rc<RefCell<Core>>,
+    loop_fd: OwnedFd,
+}
+
+impl std::fmt::Debug for Primary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let core = self.core.borrow();
+        f.debug_struct("Primary")
+            .field("backend", &core.driver.backend())
+            .field("workers", &core.slots.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+static FALLBACK_NOTICE: Once = Once::new();
+
+impl Primary {
+    /// Creates a primary with its event loop: io_uring when the kernel allows it, else epoll
+    /// (said once on stderr). `RINGLEADER_BACKEND=epoll` forces epoll; `RINGLEADER_SCHED_POLICY`
+    /// (`rr` or `none`) sets the scheduling policy. [`role`](crate::role) calls this in the
+    /// primary.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Settings`] for an unknown `RINGLEADER_SCHED_POLICY`; [`ErrorKind::Io`]
+    /// when no event loop can be created.
+    pub fn new() -> Result<Primary> {
+        const OP: &str = "start the primary";
+        let scheduling = match std::env::var(ENV_SCHED_POLICY) {
+            Ok(v) => Scheduling::parse(&v).ok_or_else(|| {
+                Error::new(ErrorKind::Settings, OP).detail(format!("{ENV_SCHED_POLICY}={v:?}: expected rr or none"))
+            })?,
+            Err(_) => Scheduling::default(),
+        };
+        let driver = match std::env::var(ENV_BACKEND).as_deref() {
+            Ok("epoll") => Driver::Epoll(Epoll::new().map_err(|e| Error::io(OP, e))?, Vec::new()),
+            Ok("io_uring") | Ok("uring") | Ok("") | Err(_) => match Ring::probe(256) {
+                Ok(ring) => Driver::Uring(ring),
+                Err(e) => {
+                    FALLBACK_NOTICE.call_once(|| {
+                        eprintln!("ringleader: io_uring unavailable ({e}); using the epoll backend");
+                    });
+                    Driver::Epoll(Epoll::new().map_err(|e| Error::io(OP, e))?, Vec::new())
+                }
+            },
+            Ok(other) => {
+                return Err(Error::new(ErrorKind::Settings, OP)
+                    .detail(format!("{ENV_BACKEND}={other:?}: expected io_uring or epoll")));
+            }
+        };
+        let loop_fd = ringleader_sys::socket::dup(driver.fd()).map_err(|e| Error::io(OP, e))?;
+        Ok(Primary { core: Rc::new(RefCell::new(Core::new(driver, scheduling))), loop_fd })
+    }
+
+    /// Applies settings for the workers forked from now on (Node: `cluster.setupPrimary`).
+    /// Settings accumulate: fields left unset keep their value. Queues [`Event::Setup`].
+    ///
+    /// # Errors
+    /// [`ErrorKind::Settings`] when changing the scheduling policy after the first fork.
+    pub fn setup(&self, settings: Settings) -> Result<()> {
+        self.core.borrow_mut().setup(settings)
+    }
+
+    /// The settings in force (Node: `cluster.settings`).
+    pub fn settings(&self) -> Settings {
+        self.core.borrow().settings.clone()
+    }
+
+    /// The scheduling policy (Node: `cluster.schedulingPolicy`).
+    pub fn scheduling(&self) -> Scheduling {
+        self.core.borrow().scheduling
+    }
+
+    /// Which event loop runs.
+    pub fn backend(&self) -> Backend {
+        self.core.borrow().driver.backend()
+    }
+
+    /// Spawns a worker (Node: `cluster.fork(env)`): this program again, or
+    /// [`Settings::exec`], with `env` merged over the settings' environment. The worker gets
+    /// the next id (1, 2, 3…). Queues [`Event::Setup`] and [`Event::Fork`]; the first fork
+    /// freezes the scheduling policy.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when spawning fails, e.g. `ENOENT` for a missing program.
+    pub fn fork(&self, env: &[(&str, &str)]) -> Result<WorkerHandle> {
+        let (id, pid) = self.core.borrow_mut().fork(env)?;
+        Ok(WorkerHandle { core: self.core.clone(), id, pid })
+    }
+
+    /// The ids of the live workers (Node: `Object.keys(cluster.workers)`), in fork order. A
+    /// worker leaves this list at once when the primary disconnects it, otherwise before the
+    /// later of its `Disconnect` and `Exit` events is delivered.
+    pub fn workers(&self) -> Vec<WorkerId> {
+        self.core.borrow().slots.iter().filter(|(_, s)| s.listed).map(|(id, _)| *id).collect()
+    }
+
+    /// A handle to a worker that has not yet been fully reported gone (Node:
+    /// `cluster.workers[id]`, also for one already removed from that map by a disconnect).
+    pub fn worker(&self, id: WorkerId) -> Option<WorkerHandle> {
+        let pid = self.core.borrow().slots.get(&id)?.pid;
+        Some(WorkerHandle { core: self.core.clone(), id, pid })
+    }
+
+    /// Disconnects every worker (Node: `cluster.disconnect()`); [`Event::AllDisconnected`]
+    /// follows once each has disconnected and exited (at once when there are none).
+    ///
+    /// # Errors
+    /// Only what a single worker's disconnect returns.
+    pub fn disconnect_all(&self) -> Result<()> {
+        self.core.borrow_mut().disconnect_all()
+    }
+
+    /// Reports `signals` as [`Event::Signal`] (through `signalfd(2)`) instead of their default
+    /// action. Call it before starting other threads: a signal only reaches the signalfd while
+    /// blocked in every thread. Workers start with a clean signal mask.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Settings`] if called twice; [`ErrorKind::Io`] from `signalfd(2)`.
+    pub fn watch_signals(&self, signals: &[Signal]) -> Result<()> {
+        self.core.borrow_mut().watch_signals(signals)
+    }
+
+    /// A blocking iterator of events (Node: `cluster.on(...)`). It ends when nothing could
+    /// produce another event: no worker is left and no signal is watched.
+    pub fn events(&self) -> Events {
+        Events { core: self.core.clone() }
+    }
+
+    /// Runs the loop once, waiting at most `timeout` (`None`: until something happens), and
+    /// appends the events to `out`. Returns how many were added. For an outside event loop:
+    /// poll [`Primary::as_fd`] for readability, then call this with a zero timeout.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when the event loop itself fails.
+    pub fn poll(&self, out: &mut Vec<Event>, timeout: Option<Duration>) -> Result<usize> {
+        let mut core = self.core.borrow_mut();
+        let before = out.len();
+        core.turn(timeout)?;
+        while let Some(event) = core.deliver() {
+            out.push(event);
+        }
+        Ok(out.len() - before)
+    }
+}
+
+impl AsFd for Primary {
+    /// The event loop's fd (the io_uring or the epoll instance): readable when
+    /// [`Primary::poll`] has something to do.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.loop_fd.as_fd()
+    }
+}
+
+/// The blocking event iterator of [`Primary::events`].
+pub struct Events {
+    core: Rc<RefCell<Core>>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Events")
+    }
+}
+
+impl Iterator for Events {
+    type Item = Result<Event>;
+
+    fn next(&mut self) -> Option<Result<Event>> {
+        let mut core = self.core.borrow_mut();
+        loop {
+            if let Some(event) = core.deliver() {
+                return Some(Ok(event));
+            }
+            if core.idle() {
+                return None;
+            }
+            if let Err(e) = core.turn(None) {
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+/// One worker, seen from the primary (Node: a `Worker` object in the primary).
+#[derive(Clone)]
+pub struct WorkerHandle {
+    core: Rc<RefCell<Core>>,
+    id: WorkerId,
+    pid: u32,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle").field("id", &self.id).field("pid", &self.pid).finish()
+    }
+}
+
+impl WorkerHandle {
+    /// The worker's id (Node: `worker.id`).
+    pub fn id(&self) -> WorkerId {
+        self.id
+    }
+
+    /// The worker's process id (Node: `worker.process.pid`).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends a message (Node: `worker.send(message)`). Written at once if the socket has room,
+    /// otherwise queued and written by the event loop; when more than 4 MiB are queued for this
+    /// worker, `send` runs the loop (still reading from every worker) until the worker has read
+    /// enough.
+    ///
+    /// # Errors
+    /// [`ErrorKind::TooLarge`] above [`MAX_PAYLOAD`](crate::MAX_PAYLOAD);
+    /// [`ErrorKind::Disconnected`] once the channel is closed or closing;
+    /// [`ErrorKind::NoSuchWorker`] once the worker is gone.
+    pub fn send(&self, data: &[u8]) -> Result<()> {
+        self.core.borrow_mut().send(self.id, Kind::User, data, None)
+    }
+
+    /// Sends a message with an fd (Node: `worker.send(message, handle)`). The primary's copy is
+    /// closed once the kernel has passed it; on error the fd is given back
+    /// ([`Error::take_fd`]).
+    ///
+    /// # Errors
+    /// As [`WorkerHandle::send`].
+    pub fn send_fd(&self, data: &[u8], fd: OwnedFd) -> Result<()> {
+        self.core.borrow_mut().send(self.id, Kind::User, data, Some(fd))
+    }
+
+    /// Sends `value` as JSON.
+    ///
+    /// # Errors
+    /// As [`WorkerHandle::send`], and [`ErrorKind::Json`].
+    pub fn send_json<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let data = serde_json::to_vec(value).map_err(|e| Error::json("send a JSON message", e))?;
+        self.send(&data)
+    }
+
+    /// Sends a signal, `SIGTERM` when `None` (Node: `worker.kill([signal])`). Marks the end as
+    /// voluntary: `exited_after_disconnect` is true, as Node's documentation promises.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NoSuchWorker`] once the worker is gone; `EPERM` from
+    /// `pidfd_send_signal(2)`.
+    pub fn kill(&self, signal: Option<Signal>) -> Result<()> {
+        self.core.borrow_mut().kill(self.id, signal.unwrap_or(Signal::TERM))
+    }
+
+    /// Asks the worker to disconnect gracefully (Node: `worker.disconnect()`): messages already
+    /// sent are delivered, then the primary shuts down its writing half; the worker finishes
+    /// and closes its end. The worker leaves [`Primary::workers`] at once; `Disconnect` and
+    /// `Exit` follow, with `exited_after_disconnect` true.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NoSuchWorker`] once the worker is gone.
+    pub fn disconnect(&self) -> Result<()> {
+        self.core.borrow_mut().disconnect(self.id)
+    }
+
+    /// Whether the channel is open, as of the events delivered so far (Node:
+    /// `worker.isConnected()`).
+    pub fn is_connected(&self) -> bool {
+        self.core.borrow().slots.get(&self.id).is_some_and(|s| s.connected)
+    }
+
+    /// Whether the process has ended, as of the events delivered so far (Node:
+    /// `worker.isDead()`).
+    pub fn is_dead(&self) -> bool {
+        self.core.borrow().slots.get(&self.id).is_none_or(|s| s.dead)
+    }
+
+    /// Whether the worker is leaving by choice (Node: `worker.exitedAfterDisconnect`): after
+    /// [`WorkerHandle::kill`], [`WorkerHandle::disconnect`] or the worker's own `disconnect()`.
+    /// `None` once the worker is gone (the `Exit` event carried the value).
+    pub fn exited_after_disconnect(&self) -> Option<bool> {
+        self.core.borrow().slots.get(&self.id).map(|s| s.exited_after_disconnect)
+    }
+
+    /// The worker's state (Node: `worker.state`); `Dead` once it is gone.
+    pub fn state(&self) -> WorkerState {
+        self.core.borrow().slots.get(&self.id).map_or(WorkerState::Dead, |s| s.state)
+    }
+
+    /// The primary's end of the worker's stdin, when it is piped ([`Settings::silent`]).
+    pub fn take_stdin(&self) -> Option<File> {
+        self.take_stdio(0)
+    }
+
+    /// The primary's end of the worker's stdout, when it is piped.
+    pub fn take_stdout(&self) -> Option<File> {
+        self.take_stdio(1)
+    }
+
+    /// The primary's end of the worker's stderr, when it is piped.
+    pub fn take_stdio_err(&self) -> Option<File> {
+        self.take_stdio(2)
+    }
+
+    fn take_stdio(&self, n: usize) -> Option<File> {
+        self.core.borrow_mut().slots.get_mut(&self.id)?.stdio[n].take()
+    }
+
+    /// The worker's pidfd, to wait for or signal the process from another loop.
+    pub fn pidfd(&self) -> Option<std::sync::Arc<ringleader_sys::pidfd::PidFd>> {
+        self.core.borrow().pidfd(self.id)
+    }
+}

@@ -1,0 +1,166 @@
+//! Settings for spawning workers (Node: `cluster.setupPrimary(settings)`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use ringleader_sys::signal::Signal;
+pub use ringleader_sys::spawn::Stdio;
+
+/// How connections reach workers (Node: `cluster.schedulingPolicy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scheduling {
+    /// The primary accepts and hands each connection to a worker (Node: `SCHED_RR`, the
+    /// default).
+    #[default]
+    RoundRobin,
+    /// Workers share the listening socket and accept themselves (Node: `SCHED_NONE`).
+    Shared,
+}
+
+impl Scheduling {
+    /// Parses `rr` or `none`, the values of `RINGLEADER_SCHED_POLICY` (Node:
+    /// `NODE_CLUSTER_SCHED_POLICY`).
+    pub fn parse(s: &str) -> Option<Scheduling> {
+        match s {
+            "rr" => Some(Scheduling::RoundRobin),
+            "none" => Some(Scheduling::Shared),
+            _ => None,
+        }
+    }
+}
+
+/// How workers are spawned. Every field left unset keeps its current value when passed to
+/// [`Primary::setup`](crate::Primary::setup): settings accumulate, as in Node.
+///
+/// # Examples
+/// ```
+/// use ringleader::{Settings, Scheduling};
+/// let settings = Settings::default()
+///     .args(["--serve"])
+///     .silent(true)
+///     .scheduling(Scheduling::Shared);
+/// assert_eq!(settings.get_silent(), Some(true));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub(crate) exec: Option<PathBuf>,
+    pub(crate) args: Option<Vec<OsString>>,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) env: Option<Vec<(OsString, OsString)>>,
+    pub(crate) silent: Option<bool>,
+    pub(crate) stdio: Option<[Stdio; 3]>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) scheduling: Option<Scheduling>,
+    pub(crate) death_signal: Option<Option<Signal>>,
+}
+
+impl Settings {
+    /// The program workers run (Node: `exec`). Default: this program (`/proc/self/exe`).
+    pub fn exec(mut self, path: impl Into<PathBuf>) -> Self {
+        self.exec = Some(path.into());
+        self
+    }
+
+    /// Arguments after the program name (Node: `args`). Default: this program's own.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args = Some(args.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The workers' working directory (Node: `cwd`). Default: the primary's.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// The workers' base environment, replacing the primary's (the `fork(env)` pairs are
+    /// merged over it). Default: the primary's environment.
+    pub fn env<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        self.env = Some(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect());
+        self
+    }
+
+    /// Pipe the workers' stdin, stdout and stderr to the primary instead of sharing its own
+    /// (Node: `silent`); read them with `WorkerHandle::take_stdout` and friends.
+    pub fn silent(mut self, silent: bool) -> Self {
+        self.silent = Some(silent);
+        self
+    }
+
+    /// stdin, stdout and stderr one by one; overrides [`Settings::silent`] (Node: `stdio`).
+    pub fn stdio(mut self, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Self {
+        self.stdio = Some([stdin, stdout, stderr]);
+        self
+    }
+
+    /// `setuid(2)` in the worker (Node: `uid`).
+    pub fn uid(mut self, uid: u32) -> Self {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// `setgid(2)` in the worker (Node: `gid`).
+    pub fn gid(mut self, gid: u32) -> Self {
+        self.gid = Some(gid);
+        self
+    }
+
+    /// The scheduling policy. Read from `RINGLEADER_SCHED_POLICY` when the primary starts;
+    /// frozen at the first fork.
+    pub fn scheduling(mut self, scheduling: Scheduling) -> Self {
+        self.scheduling = Some(scheduling);
+        self
+    }
+
+    /// The signal a worker gets when the primary's thread that spawned it dies
+    /// (`PR_SET_PDEATHSIG`); `None` leaves only Node's rule (a ringleader worker exits when
+    /// its channel closes). Default: `SIGKILL`, so no worker outlives a killed primary even in
+    /// a busy loop.
+    pub fn death_signal(mut self, signal: Option<Signal>) -> Self {
+        self.death_signal = Some(signal);
+        self
+    }
+
+    /// The program set with [`Settings::exec`].
+    pub fn get_exec(&self) -> Option<&std::path::Path> {
+        self.exec.as_deref()
+    }
+
+    /// The arguments set with [`Settings::args`].
+    pub fn get_args(&self) -> Option<&[OsString]> {
+        self.args.as_deref()
+    }
+
+    /// Whether workers are silent.
+    pub fn get_silent(&self) -> Option<bool> {
+        self.silent
+    }
+
+    /// The scheduling policy, if set.
+    pub fn get_scheduling(&self) -> Option<Scheduling> {
+        self.scheduling
+    }
+
+    /// Fields set in `newer` override ours (Node: `{...cluster.settings, ...options}`).
+    pub(crate) fn merge(&mut self, newer: Settings) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if newer.$f.is_some() { self.$f = newer.$f; } )* };
+        }
+        take!(exec, args, cwd, env, silent, stdio, uid, gid, scheduling, death_signal);
+    }
+
+    pub(crate) fn stdio_or_default(&self) -> [Stdio; 3] {
+        self.stdio.unwrap_or(if self.silent == Some(true) { [Stdio::Pipe; 3] } else { [Stdio::Inherit; 3] })
+    }
+}

@@ -1,0 +1,352 @@
+//! The worker's side (Node: `cluster.worker` and `process` in a worker).
+//!
+//! A worker talks to its primary over the control channel it inherited. The user's threads
+//! read and write it directly, for latency; a small watcher thread never reads, it only
+//! polls the socket for the primary's half-close (a disconnect request or the acknowledgement
+//! of ours), for the primary's disappearance (then the worker exits with code 0, as Node's do),
+//! and for room to write output the socket could not take at once.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ringleader_sys::poll::{self, Doorbell};
+use ringleader_sys::scm::{self, Blocking};
+use ringleader_sys::socket::{self, How};
+use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::WorkerId;
+use crate::ipc::Message;
+use crate::ipc::buffers::{Inbound, Outbound, READ_CHUNK};
+use crate::ipc::frame::Kind;
+
+/// Output beyond this makes `send` wait for the primary to read (back-pressure).
+const HIGH_WATER: usize = 4 * 1024 * 1024;
+
+/// This process as a worker: its id and its channel to the primary.
+///
+/// Cheap to clone; all clones share the channel. Every method takes `&self`, so one thread may
+/// block in [`Worker::recv`] while others send.
+#[derive(Clone, Debug)]
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    id: WorkerId,
+    sock: OwnedFd,
+    out: Mutex<Out>,
+    inbound: Mutex<Inbound>,
+    state: Mutex<State>,
+    changed: Condvar,
+    doorbell: Doorbell,
+}
+
+#[derive(Debug, Default)]
+struct Out {
+    queue: Outbound,
+    /// The watcher was told there is output to flush.
+    watcher_flushing: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// We asked to disconnect, or the primary did: the channel ending is expected.
+    exited_after_disconnect: bool,
+    /// The channel is shut down on our side.
+    closed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Worker {
+    /// Takes over the inherited channel, says `Online` and starts the watcher.
+    pub(crate) fn start(id: WorkerId, sock: OwnedFd) -> Result<Worker> {
+        let doorbell = Doorbell::new().map_err(|e| Error::io("start the worker", e))?;
+        let shared = Arc::new(Shared {
+            id,
+            sock,
+            out: Mutex::new(Out::default()),
+            inbound: Mutex::new(Inbound::default()),
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            doorbell,
+        });
+        let worker = Worker { shared };
+        worker.send_frame(Kind::Online, &[], None)?;
+        let watcher = worker.shared.clone();
+        std::thread::Builder::new()
+            .name("ringleader-watch".into())
+            .spawn(move || watch(&watcher))
+            .map_err(|e| Error::io("start the worker's watcher thread", e))?;
+        Ok(worker)
+    }
+
+    /// This worker's id, 1, 2, 3… (Node: `cluster.worker.id`).
+    pub fn id(&self) -> WorkerId {
+        self.shared.id
+    }
+
+    /// Sends a message to the primary (Node: `process.send(message)`).
+    ///
+    /// The message is written at once if the socket has room, else queued and written by the
+    /// watcher thread as soon as it has. When more than 4 MiB are queued, `send` blocks until
+    /// the primary has read enough: a sender cannot outrun its receiver without bound.
+    ///
+    /// # Errors
+    /// [`ErrorKind::TooLarge`] above [`MAX_PAYLOAD`](crate::MAX_PAYLOAD);
+    /// [`ErrorKind::Disconnected`] once the channel is closed.
+    pub fn send(&self, data: &[u8]) -> Result<()> {
+        self.send_frame(Kind::User, data, None)
+    }
+
+    /// Sends a message with an fd (Node: `process.send(message, handle)`). The fd is closed
+    /// here once the kernel has passed it; on error it is given back ([`Error::take_fd`]).
+    ///
+    /// # Errors
+    /// As [`Worker::send`].
+    pub fn send_fd(&self, data: &[u8], fd: OwnedFd) -> Result<()> {
+        self.send_frame(Kind::User, data, Some(fd))
+    }
+
+    /// Sends `value` as JSON.
+    ///
+    /// # Errors
+    /// As [`Worker::send`], and [`ErrorKind::Json`] when it does not serialise.
+    pub fn send_json<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let data = serde_json::to_vec(value).map_err(|e| Error::json("send a JSON message", e))?;
+        self.send(&data)
+    }
+
+    fn send_frame(&self, kind: Kind, data: &[u8], fd: Option<OwnedFd>) -> Result<()> {
+        const OP: &str = "send to the primary";
+        if lock(&self.shared.state).closed {
+            return Err(Error::new(ErrorKind::Disconnected, OP).with_fd(fd));
+        }
+        let mut out = lock(&self.shared.out);
+        let was_empty = out.queue.pending() == 0;
+        out.queue.push(kind, data, fd).map_err(|(e, fd)| Error::frame(OP, e).with_fd(fd))?;
+        let sock = self.shared.sock.as_fd();
+        let blocking = if out.queue.pending() > HIGH_WATER { Blocking::Yes } else { Blocking::No };
+        if was_empty || blocking == Blocking::Yes {
+            match out.queue.write_to(sock, blocking) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    out.queue.discard();
+                    return Err(Error::io(OP, e));
+                }
+            }
+        }
+        if !out.watcher_flushing {
+            out.watcher_flushing = true;
+            self.shared.doorbell.ring();
+        }
+        Ok(())
+    }
+
+    /// Waits for the next message from the primary (Node: `process.on('message')`). Returns
+    /// `None` once the channel has closed: after a disconnect, or when the primary asked this
+    /// worker to disconnect.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Protocol`] if the primary's bytes are not valid frames (the channel is
+    /// closed then); [`ErrorKind::Io`] for a failed `recvmsg(2)`.
+    pub fn recv(&self) -> Result<Option<Message>> {
+        self.receive(Blocking::Yes)
+    }
+
+    /// Like [`Worker::recv`] without waiting: `Ok(None)` when no whole message is there (or the
+    /// channel is closed; [`Worker::is_connected`] tells which). For an outside event loop:
+    /// poll [`Worker::as_fd`] for readability, then call this until it returns `None`.
+    ///
+    /// # Errors
+    /// As [`Worker::recv`].
+    pub fn try_recv(&self) -> Result<Option<Message>> {
+        self.receive(Blocking::No)
+    }
+
+    /// Receives and parses a JSON message.
+    ///
+    /// # Errors
+    /// As [`Worker::recv`], and [`ErrorKind::Json`].
+    pub fn recv_json<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.recv()?.map(|m| m.json()).transpose()
+    }
+
+    fn receive(&self, blocking: Blocking) -> Result<Option<Message>> {
+        const OP: &str = "receive from the primary";
+        let mut inbound = lock(&self.shared.inbound);
+        let mut fds = Vec::new();
+        loop {
+            match inbound.next_frame() {
+                Ok(Some(frame)) if frame.kind == Kind::User => {
+                    return Ok(Some(Message { data: frame.payload, fd: frame.fd }));
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => {
+                    self.close(false);
+                    return Err(Error::frame(OP, e));
+                }
+            }
+            let n = match scm::recv(&self.shared.sock, inbound.spare(READ_CHUNK), &mut fds, blocking) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(104) => 0,
+                Err(e) => return Err(Error::io(OP, e)),
+            };
+            if n == 0 {
+                let _ = inbound.finish();
+                return Ok(None);
+            }
+            inbound.commit(n);
+            if let Err(e) = inbound.push_fds(fds.drain(..)) {
+                self.close(false);
+                return Err(Error::frame(OP, e));
+            }
+        }
+    }
+
+    /// Disconnects gracefully (Node: `cluster.worker.disconnect()`): tells the primary that
+    /// this end is voluntary, waits for its acknowledgement, then closes the channel. Both
+    /// sides then report `exited_after_disconnect() == true`. The process keeps running;
+    /// it is the application's to finish its work and return from `main`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Disconnected`] if the channel was already closed.
+    pub fn disconnect(&self) -> Result<()> {
+        {
+            let mut state = lock(&self.shared.state);
+            if state.closed {
+                return Err(Error::new(ErrorKind::Disconnected, "disconnect"));
+            }
+            state.exited_after_disconnect = true;
+        }
+        self.send_frame(Kind::Disconnecting, &[], None)?;
+        let mut state = lock(&self.shared.state);
+        while !state.closed {
+            state = self.shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        Ok(())
+    }
+
+    /// Ends this worker voluntarily (Node: `cluster.worker.kill()` in a worker): disconnects
+    /// gracefully, then exits the process with code 0.
+    pub fn kill(&self) -> ! {
+        let _ = self.disconnect();
+        std::process::exit(0)
+    }
+
+    /// Whether the channel is still open (Node: `worker.isConnected()`).
+    pub fn is_connected(&self) -> bool {
+        !lock(&self.shared.state).closed
+    }
+
+    /// Whether this worker is leaving by choice: it called [`Worker::disconnect`] or the primary
+    /// asked it to (Node: `worker.exitedAfterDisconnect`).
+    pub fn exited_after_disconnect(&self) -> bool {
+        lock(&self.shared.state).exited_after_disconnect
+    }
+
+    /// Waits until the channel is closed, or `timeout` passes. Returns whether it is closed.
+    pub fn wait_disconnected(&self, timeout: Option<Duration>) -> bool {
+        let mut state = lock(&self.shared.state);
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        while !state.closed {
+            match deadline {
+                None => state = self.shared.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = std::time::Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    state = self.shared.changed.wait_timeout(state, d - now).unwrap_or_else(|e| e.into_inner()).0;
+                }
+            }
+        }
+        true
+    }
+
+    fn close(&self, voluntary: bool) {
+        self.shared.close(voluntary);
+    }
+}
+
+impl Shared {
+    /// Shuts the channel down on our side (never `close`, so that no thread can poll or read a
+    /// reused fd number); the fd itself is closed when the last `Worker` clone goes.
+    fn close(&self, voluntary: bool) {
+        let mut state = lock(&self.state);
+        if voluntary {
+            state.exited_after_disconnect = true;
+        }
+        if !state.closed {
+            state.closed = true;
+            let _ = socket::shutdown(&self.sock, How::Both);
+        }
+        self.changed.notify_all();
+        self.doorbell.ring();
+    }
+}
+
+impl AsFd for Worker {
+    /// The control channel: readable when a message (or its end) is waiting.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.shared.sock.as_fd()
+    }
+}
+
+/// The watcher thread's loop.
+fn watch(shared: &Shared) {
+    loop {
+        let flushing = lock(&shared.out).watcher_flushing;
+        let mut interest = poll::RDHUP;
+        if flushing {
+            interest |= poll::OUT;
+        }
+        let ready = match poll::poll(&[(&shared.sock, interest), (&shared.doorbell, poll::IN)], None) {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        if ready[1].contains(poll::IN) {
+            shared.doorbell.clear();
+        }
+        let sock = ready[0];
+        if sock.intersects(poll::HUP | poll::ERR) {
+            // The primary is gone (or we shut down ourselves).
+            let state = lock(&shared.state);
+            if !state.closed && !state.exited_after_disconnect {
+                // Node's rule: a worker whose channel ends without a disconnect exits with 0.
+                std::process::exit(0);
+            }
+            drop(state);
+            shared.close(false);
+            return;
+        }
+        if sock.contains(poll::RDHUP) {
+            // The primary shut down its writing half: it asks us to disconnect, or it
+            // acknowledged our disconnect. Either way this end is voluntary.
+            shared.close(true);
+            return;
+        }
+        if sock.contains(poll::OUT) {
+            let mut out = lock(&shared.out);
+            match out.queue.write_to(shared.sock.as_fd(), Blocking::No) {
+                Ok(true) => out.watcher_flushing = false,
+                Ok(false) => {}
+                Err(_) => {
+                    out.queue.discard();
+                    out.watcher_flushing = false;
+                }
+            }
+        }
+        if lock(&shared.state).closed {
+            return;
+        }
+    }
+}

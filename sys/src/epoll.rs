@@ -1,0 +1,120 @@
+//! `epoll(7)`: the fallback event loop for kernels or sandboxes without io_uring.
+
+use std::io;
+use std::time::Duration;
+
+use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+
+/// What to wait for on one fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interest {
+    /// Readable (`EPOLLIN`, with `EPOLLRDHUP`).
+    pub read: bool,
+    /// Writable (`EPOLLOUT`).
+    pub write: bool,
+}
+
+/// One readiness report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// The token given at registration.
+    pub token: u64,
+    /// Readable, or hung up / in error (a read will tell which).
+    pub read: bool,
+    /// Writable, or in error.
+    pub write: bool,
+}
+
+/// An epoll instance (close-on-exec), level-triggered.
+pub struct Epoll {
+    fd: OwnedFd,
+    events: Vec<epoll::Event>,
+}
+
+impl std::fmt::Debug for Epoll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Epoll").field("fd", &self.fd).finish()
+    }
+}
+
+fn flags(i: Interest) -> EventFlags {
+    let mut f = EventFlags::empty();
+    if i.read {
+        f |= EventFlags::IN | EventFlags::RDHUP;
+    }
+    if i.write {
+        f |= EventFlags::OUT;
+    }
+    f
+}
+
+impl Epoll {
+    /// `epoll_create1(EPOLL_CLOEXEC)`.
+    ///
+    /// # Errors
+    /// What `epoll_create1(2)` returns.
+    pub fn new() -> io::Result<Epoll> {
+        Ok(Epoll { fd: epoll::create(CreateFlags::CLOEXEC)?, events: Vec::with_capacity(256) })
+    }
+
+    /// `EPOLL_CTL_ADD`.
+    ///
+    /// # Errors
+    /// What `epoll_ctl(2)` returns.
+    pub fn add(&self, fd: impl AsFd, token: u64, interest: Interest) -> io::Result<()> {
+        Ok(epoll::add(&self.fd, fd, EventData::new_u64(token), flags(interest))?)
+    }
+
+    /// `EPOLL_CTL_MOD`.
+    ///
+    /// # Errors
+    /// What `epoll_ctl(2)` returns.
+    pub fn modify(&self, fd: impl AsFd, token: u64, interest: Interest) -> io::Result<()> {
+        Ok(epoll::modify(&self.fd, fd, EventData::new_u64(token), flags(interest))?)
+    }
+
+    /// `EPOLL_CTL_DEL`; an fd that is not registered is not an error.
+    ///
+    /// # Errors
+    /// What `epoll_ctl(2)` returns, except `ENOENT`.
+    pub fn delete(&self, fd: impl AsFd) -> io::Result<()> {
+        match epoll::delete(&self.fd, fd) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `epoll_wait(2)`: appends what is ready to `out`; `EINTR` returns with nothing.
+    ///
+    /// # Errors
+    /// What `epoll_wait(2)` returns.
+    pub fn wait(&mut self, out: &mut Vec<Ready>, timeout: Option<Duration>) -> io::Result<()> {
+        let ts = timeout.map(|t| rustix::event::Timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(t.subsec_nanos()),
+        });
+        self.events.clear();
+        match epoll::wait(&self.fd, rustix::buffer::spare_capacity(&mut self.events), ts.as_ref()) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let bad = EventFlags::ERR | EventFlags::HUP;
+        for e in &self.events {
+            let f = e.flags;
+            out.push(Ready {
+                token: e.data.u64(),
+                read: f.intersects(EventFlags::IN | EventFlags::RDHUP | bad),
+                write: f.intersects(EventFlags::OUT | bad),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl AsFd for Epoll {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

@@ -1,0 +1,37 @@
+//! The unsafe floor of [ringleader](https://docs.rs/ringleader): thin, safe wrappers over the
+//! Linux calls a cluster needs. It knows nothing of clusters.
+//!
+//! | module | what it wraps |
+//! |---|---|
+//! | [`scm`] | `sendmsg(2)`/`recvmsg(2)` with `SCM_RIGHTS` fd passing |
+//! | [`socket`] | `socketpair(2)`, `shutdown(2)`, socket type checks |
+//! | [`spawn`] | exec of a worker with fds inherited at fixed numbers, a pidfd, `PR_SET_PDEATHSIG` |
+//! | [`pidfd`] | `pidfd_open(2)`, `pidfd_send_signal(2)`, `waitid(P_PIDFD)` |
+//! | [`signal`] | signal numbers and names, `signalfd(2)` |
+//! | [`poll`] | `poll(2)` on one or two fds, `eventfd(2)` |
+//! | [`epoll`] | `epoll(7)`, the fallback event loop |
+//! | [`uring`] | an io_uring ring with a feature probe and owned-buffer operations |
+//! | [`env`] | reading and removing the worker's environment variables |
+//!
+//! Every fd this crate creates is close-on-exec; the only way an fd crosses `execve(2)` is
+//! [`spawn::SpawnRequest::inherit`], explicitly and at a chosen number.
+//!
+//! # Portability
+//! Linux only. io_uring needs 5.19 for everything [`uring::Ring::probe`] checks; pidfds
+//! need 5.3; the rest is older.
+
+#![cfg_attr(not(target_os = "linux"), allow(unused))]
+#[cfg(not(target_os = "linux"))]
+compile_error!("ringleader-sys supports Linux only");
+
+pub mod env;
+pub mod epoll;
+pub mod pidfd;
+pub mod poll;
+pub mod scm;
+pub mod signal;
+pub mod socket;
+pub mod spawn;
+pub mod uring;
+
+pub use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};

@@ -1,0 +1,105 @@
+//! Process file descriptors: `pidfd_open(2)`, `pidfd_send_signal(2)` and `waitid(P_PIDFD)`.
+//!
+//! A pidfd names one process for good: no pid-reuse race when signalling or reaping, and it is
+//! readable (`POLLIN`) once the process has exited, so an event loop can wait for it.
+
+use std::io;
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions};
+
+use crate::signal::Signal;
+
+/// How a process ended: exactly one of `code` and `signal` is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// The exit code, when the process exited by itself.
+    pub code: Option<i32>,
+    /// The signal that ended it, when it was killed.
+    pub signal: Option<Signal>,
+}
+
+/// A pidfd for a child process.
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+    pid: u32,
+}
+
+impl PidFd {
+    /// `pidfd_open(2)` for `pid`. Race-free for an unreaped child of this process.
+    ///
+    /// # Errors
+    /// `ESRCH` when there is no such process; `ENOSYS` before Linux 5.3.
+    ///
+    /// # References
+    /// [`pidfd_open(2)`](https://man7.org/linux/man-pages/man2/pidfd_open.2.html)
+    pub fn open(pid: u32) -> io::Result<PidFd> {
+        let raw = i32::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let p = Pid::from_raw(raw).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let fd = rustix::process::pidfd_open(p, PidfdFlags::empty())?;
+        Ok(PidFd { fd, pid })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// `pidfd_send_signal(2)`. `ESRCH` (already exited) is reported as an error.
+    ///
+    /// # Errors
+    /// `ESRCH` once the process has exited, `EPERM` without permission.
+    pub fn signal(&self, sig: Signal) -> io::Result<()> {
+        let sig = rustix::process::Signal::from_named_raw(sig.as_raw())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        Ok(rustix::process::pidfd_send_signal(&self.fd, sig)?)
+    }
+
+    /// `waitid(P_PIDFD, WEXITED | WNOHANG)`: reaps the process if it has exited.
+    ///
+    /// # Errors
+    /// `ECHILD` when it was already reaped.
+    pub fn try_wait(&self) -> io::Result<Option<ExitStatus>> {
+        let status = loop {
+            match rustix::process::waitid(
+                WaitId::PidFd(self.fd.as_fd()),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+            ) {
+                Err(rustix::io::Errno::INTR) => continue,
+                other => break other?,
+            }
+        };
+        Ok(status.and_then(|s| {
+            if s.exited() {
+                Some(ExitStatus { code: s.exit_status(), signal: None })
+            } else if s.killed() || s.dumped() {
+                Some(ExitStatus {
+                    code: None,
+                    signal: s.terminating_signal().and_then(Signal::from_raw),
+                })
+            } else {
+                None
+            }
+        }))
+    }
+
+    /// Waits (blocking) until the process exits and reaps it.
+    ///
+    /// # Errors
+    /// As [`PidFd::try_wait`].
+    pub fn wait(&self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(status);
+            }
+            crate::poll::poll(&[(&self.fd, crate::poll::IN)], None)?;
+        }
+    }
+}
+
+impl AsFd for PidFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

@@ -1,0 +1,78 @@
+//! Unix stream socketpairs and the small socket calls around them.
+
+use std::io;
+
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::net::{self, AddressFamily, Shutdown, SocketFlags, SocketType};
+
+/// `socketpair(2)`: a connected pair of `AF_UNIX`/`SOCK_STREAM` sockets, both close-on-exec.
+///
+/// # Errors
+/// What `socketpair(2)` returns (`EMFILE`, `ENFILE`…).
+///
+/// # References
+/// [`socketpair(2)`](https://man7.org/linux/man-pages/man2/socketpair.2.html)
+pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Which half of a connection [`shutdown`] closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    /// No more sends: the peer reads end-of-file after the data already sent.
+    Write,
+    /// Both directions.
+    Both,
+}
+
+/// `shutdown(2)`. `ENOTCONN` (the peer is already gone) counts as success.
+///
+/// # Errors
+/// What `shutdown(2)` returns, except `ENOTCONN`.
+pub fn shutdown(fd: impl AsFd, how: How) -> io::Result<()> {
+    let how = match how {
+        How::Write => Shutdown::Write,
+        How::Both => Shutdown::Both,
+    };
+    match net::shutdown(fd, how) {
+        Ok(()) | Err(rustix::io::Errno::NOTCONN) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `fd` is an `AF_UNIX` `SOCK_STREAM` socket (checked with `getsockopt(SO_TYPE)` and
+/// `SO_DOMAIN`).
+///
+/// # Errors
+/// `ENOTSOCK` and friends from `getsockopt(2)`.
+pub fn is_unix_stream(fd: impl AsFd) -> io::Result<bool> {
+    let fd = fd.as_fd();
+    let ty = net::sockopt::socket_type(fd)?;
+    let domain = net::sockopt::socket_domain(fd)?;
+    Ok(ty == SocketType::STREAM && domain == AddressFamily::UNIX)
+}
+
+/// Sets or clears `O_NONBLOCK`.
+///
+/// # Errors
+/// What `fcntl(2)` returns.
+pub fn set_nonblocking(fd: impl AsFd, on: bool) -> io::Result<()> {
+    let fd = fd.as_fd();
+    let mut flags = rustix::fs::fcntl_getfl(fd)?;
+    flags.set(rustix::fs::OFlags::NONBLOCK, on);
+    rustix::fs::fcntl_setfl(fd, flags)?;
+    Ok(())
+}
+
+/// `dup(2)` with close-on-exec (`F_DUPFD_CLOEXEC`).
+///
+/// # Errors
+/// `EMFILE` and friends.
+pub fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
+}

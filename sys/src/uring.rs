@@ -1,0 +1,365 @@
+//! An io_uring ring with owned-buffer operations: the primary's event loop.
+//!
+//! Each operation takes ownership of what the kernel will touch (the buffer, the `msghdr`, a
+//! reference to the fd) and keeps it in a slab until the completion arrives, so no memory the
+//! kernel writes can be freed or moved early, and no fd number can be reused under an
+//! operation in flight. Completions hand the buffers back.
+//!
+//! | operation | opcode | available since |
+//! |---|---|---|
+//! | [`Ring::recvmsg`] | `IORING_OP_RECVMSG` | 5.3 |
+//! | [`Ring::poll`] | `IORING_OP_POLL_ADD` | 5.1 |
+//! | [`Ring::cancel`] | `IORING_OP_ASYNC_CANCEL` | 5.5 |
+//! | timeouts in [`Ring::wait`] | `IORING_FEAT_EXT_ARG` | 5.11 |
+//!
+//! # References
+//! [`io_uring(7)`](https://man7.org/linux/man-pages/man7/io_uring.7.html),
+//! [`io_uring_enter(2)`](https://man7.org/linux/man-pages/man2/io_uring_enter.2.html)
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_uring::{IoUring, Probe, opcode, squeue, types};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use crate::poll::Flags as PollFlags;
+use crate::scm::{RECV_CMSG_SPACE, truncated};
+
+/// Marks the user_data of internal operations (cancellations) whose completions are dropped.
+const INTERNAL: u64 = 1 << 63;
+
+/// Identifies an operation in flight, for [`Ring::cancel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpId(usize);
+
+/// A finished operation.
+#[derive(Debug)]
+pub enum Completion {
+    /// A [`Ring::recvmsg`] finished: `buf` holds `result` bytes (its length is set), `fds` what
+    /// came with them. 0 bytes is end of file.
+    Recv {
+        /// The token given with the operation.
+        token: u64,
+        /// The buffer, given back.
+        buf: Vec<u8>,
+        /// The fds received, owned and close-on-exec.
+        fds: Vec<OwnedFd>,
+        /// Bytes received, or the error (`ECANCELED` after [`Ring::cancel`]; `InvalidData` for
+        /// `MSG_CTRUNC`).
+        result: io::Result<usize>,
+    },
+    /// A [`Ring::poll`] finished with the ready flags.
+    Poll {
+        /// The token given with the operation.
+        token: u64,
+        /// The ready flags or the error.
+        result: io::Result<PollFlags>,
+    },
+}
+
+#[repr(C, align(8))]
+struct CmsgSpace([u8; RECV_CMSG_SPACE]);
+
+/// What a RECVMSG hands the kernel; boxed so that its address is stable while in flight.
+struct RecvState {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    buf: Vec<u8>,
+    cmsg: CmsgSpace,
+}
+
+enum OpKind {
+    Recv(Box<RecvState>),
+    Poll,
+}
+
+struct Op {
+    token: u64,
+    kind: OpKind,
+    /// Holds the fd open until the completion arrives.
+    _fd: Arc<dyn AsFd>,
+}
+
+/// The features [`Ring::probe`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features {
+    /// `IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT` (5.19), probed through
+    /// `IORING_OP_SOCKET`, which arrived in the same release.
+    pub multishot_accept: bool,
+    /// `IORING_OP_WAITID` (6.7).
+    pub waitid: bool,
+}
+
+/// An io_uring instance and its operations in flight.
+pub struct Ring {
+    ring: IoUring,
+    ops: Vec<Option<Op>>,
+    free: Vec<usize>,
+    in_flight: usize,
+    features: Features,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("fd", &self.ring.as_raw_fd())
+            .field("in_flight", &self.in_flight)
+            .field("features", &self.features)
+            .finish()
+    }
+}
+
+impl Ring {
+    /// Creates a ring with `entries` submission slots and checks that the kernel has what the
+    /// loop needs: RECVMSG, POLL_ADD, ASYNC_CANCEL and `IORING_FEAT_EXT_ARG`.
+    ///
+    /// # Errors
+    /// `ENOSYS`/`EPERM` where io_uring is absent or forbidden (`kernel.io_uring_disabled`,
+    /// seccomp); `Unsupported`, naming the missing feature, on an older kernel.
+    pub fn probe(entries: u32) -> io::Result<Ring> {
+        let ring = IoUring::builder().setup_clamp().build(entries)?;
+        if !ring.params().is_feature_ext_arg() {
+            return Err(missing("IORING_FEAT_EXT_ARG (Linux 5.11)"));
+        }
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        for (code, name) in [
+            (opcode::RecvMsg::CODE, "IORING_OP_RECVMSG (Linux 5.3)"),
+            (opcode::PollAdd::CODE, "IORING_OP_POLL_ADD (Linux 5.1)"),
+            (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL (Linux 5.5)"),
+        ] {
+            if !probe.is_supported(code) {
+                return Err(missing(name));
+            }
+        }
+        let features = Features {
+            multishot_accept: probe.is_supported(opcode::Socket::CODE),
+            waitid: probe.is_supported(opcode::WaitId::CODE),
+        };
+        Ok(Ring { ring, ops: Vec::new(), free: Vec::new(), in_flight: 0, features })
+    }
+
+    /// What the probe found beyond the required operations.
+    pub fn features(&self) -> Features {
+        self.features
+    }
+
+    /// How many operations are in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    fn insert(&mut self, op: Op) -> usize {
+        self.in_flight += 1;
+        match self.free.pop() {
+            Some(slot) => {
+                self.ops[slot] = Some(op);
+                slot
+            }
+            None => {
+                self.ops.push(Some(op));
+                self.ops.len() - 1
+            }
+        }
+    }
+
+    /// Queues an entry, submitting first if the submission queue is full.
+    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: every pointer in `entry` refers to memory owned by an `Op` in `self.ops`
+            // (or to nothing), which stays allocated and unmoved until its completion is reaped.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return Ok(());
+            }
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.reap_into(&mut Vec::new()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Queues `recvmsg(2)` on `fd` into `buf` (its whole capacity; its length is ignored) with
+    /// `MSG_CMSG_CLOEXEC`. The result comes as [`Completion::Recv`] with `token`.
+    ///
+    /// # Errors
+    /// When the submission queue cannot take it.
+    pub fn recvmsg(&mut self, fd: &Arc<dyn AsFd>, mut buf: Vec<u8>, token: u64) -> io::Result<OpId> {
+        buf.clear();
+        // SAFETY: an all-zero msghdr/iovec is a valid empty value; the pointers are set below.
+        let mut state: Box<RecvState> = Box::new(RecvState {
+            hdr: unsafe { std::mem::zeroed() },
+            iov: libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
+            buf,
+            cmsg: CmsgSpace([0; RECV_CMSG_SPACE]),
+        });
+        state.iov.iov_base = state.buf.as_mut_ptr().cast();
+        state.iov.iov_len = state.buf.capacity();
+        state.hdr.msg_iov = &mut state.iov;
+        state.hdr.msg_iovlen = 1;
+        state.hdr.msg_control = state.cmsg.0.as_mut_ptr().cast();
+        state.hdr.msg_controllen = RECV_CMSG_SPACE;
+        let hdr: *mut libc::msghdr = &mut state.hdr;
+        let slot = self.insert(Op { token, kind: OpKind::Recv(state), _fd: fd.clone() });
+        let entry = opcode::RecvMsg::new(types::Fd(fd.as_fd().as_raw_fd()), hdr)
+            .flags(libc::MSG_CMSG_CLOEXEC as u32)
+            .build()
+            .user_data(slot as u64);
+        self.push(&entry)?;
+        Ok(OpId(slot))
+    }
+
+    /// Queues a one-shot poll of `fd` for `flags`; the result comes as [`Completion::Poll`].
+    ///
+    /// # Errors
+    /// When the submission queue cannot take it.
+    pub fn poll(&mut self, fd: &Arc<dyn AsFd>, flags: PollFlags, token: u64) -> io::Result<OpId> {
+        let slot = self.insert(Op { token, kind: OpKind::Poll, _fd: fd.clone() });
+        let entry = opcode::PollAdd::new(types::Fd(fd.as_fd().as_raw_fd()), u32::from(flags.bits()))
+            .build()
+            .user_data(slot as u64);
+        self.push(&entry)?;
+        Ok(OpId(slot))
+    }
+
+    /// Asks the kernel to cancel `op`; its completion still arrives (with `ECANCELED` unless it
+    /// had already finished).
+    ///
+    /// # Errors
+    /// When the submission queue cannot take it.
+    pub fn cancel(&mut self, op: OpId) -> io::Result<()> {
+        if self.ops.get(op.0).is_none_or(Option::is_none) {
+            return Ok(());
+        }
+        let entry = opcode::AsyncCancel::new(op.0 as u64).build().user_data(INTERNAL);
+        self.push(&entry)
+    }
+
+    /// Submits what is queued and waits until at least one completion is ready or `timeout`
+    /// passes (`Some(ZERO)` does not wait), then appends every ready completion to `out`.
+    ///
+    /// # Errors
+    /// What `io_uring_enter(2)` returns, except `EINTR` and `ETIME` (which return with what is
+    /// ready).
+    pub fn wait(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> io::Result<()> {
+        let submitter = self.ring.submitter();
+        let res = match timeout {
+            Some(t) if t.is_zero() => submitter.submit(),
+            Some(t) => {
+                let ts = types::Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
+                let args = types::SubmitArgs::new().timespec(&ts);
+                submitter.submit_with_args(1, &args)
+            }
+            None => submitter.submit_and_wait(1),
+        };
+        match res {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+            Err(e) => return Err(e),
+        }
+        self.reap_into(out);
+        Ok(())
+    }
+
+    fn reap_into(&mut self, out: &mut Vec<Completion>) {
+        let cqes: Vec<(u64, i32)> =
+            self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        for (user_data, res) in cqes {
+            if user_data & INTERNAL != 0 {
+                continue;
+            }
+            let slot = user_data as usize;
+            let Some(op) = self.ops.get_mut(slot).and_then(Option::take) else { continue };
+            self.free.push(slot);
+            self.in_flight -= 1;
+            out.push(match op.kind {
+                OpKind::Poll => Completion::Poll {
+                    token: op.token,
+                    result: if res < 0 {
+                        Err(io::Error::from_raw_os_error(-res))
+                    } else {
+                        Ok(PollFlags::from_bits_truncate(res as u16))
+                    },
+                },
+                OpKind::Recv(state) => finish_recv(op.token, state, res),
+            });
+        }
+    }
+}
+
+fn finish_recv(token: u64, mut state: Box<RecvState>, res: i32) -> Completion {
+    let mut fds = Vec::new();
+    if res < 0 {
+        let buf = std::mem::take(&mut state.buf);
+        return Completion::Recv { token, buf, fds, result: Err(io::Error::from_raw_os_error(-res)) };
+    }
+    // SAFETY: the kernel wrote `msg_controllen` bytes of control messages into `state.cmsg`,
+    // which `hdr.msg_control` points to; CMSG_FIRSTHDR/NXTHDR stay within that length.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&state.hdr) };
+    while !cmsg.is_null() {
+        // SAFETY: CMSG_FIRSTHDR/NXTHDR returned a non-null header inside the buffer.
+        let (level, ty, len) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
+        if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN(0) is pure arithmetic.
+            let header = unsafe { libc::CMSG_LEN(0) } as usize;
+            let n = (len as usize).saturating_sub(header) / std::mem::size_of::<i32>();
+            // SAFETY: the data of an SCM_RIGHTS message is `n` ints right after its header.
+            let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<i32>();
+            for i in 0..n {
+                // SAFETY: `i < n` stays within the message; the data may be unaligned.
+                let raw = unsafe { data.add(i).read_unaligned() };
+                // SAFETY: the kernel installed this fd in our table for this message only;
+                // nothing else owns it.
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+        // SAFETY: `cmsg` is a valid header within the buffer described by `hdr`.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&state.hdr, cmsg) };
+    }
+    let mut buf = std::mem::take(&mut state.buf);
+    if state.hdr.msg_flags & libc::MSG_CTRUNC != 0 {
+        drop(fds);
+        return Completion::Recv { token, buf, fds: Vec::new(), result: Err(truncated()) };
+    }
+    let n = (res as usize).min(buf.capacity());
+    // SAFETY: the kernel initialised the first `n` bytes of the buffer's capacity.
+    unsafe { buf.set_len(n) };
+    Completion::Recv { token, buf, fds, result: Ok(n) }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.in_flight == 0 {
+            return;
+        }
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(INTERNAL);
+        // SAFETY: the cancel entry refers to no memory.
+        let _ = unsafe { self.ring.submission().push(&cancel) };
+        let mut sink = Vec::new();
+        for _ in 0..50 {
+            if self.in_flight == 0 {
+                return;
+            }
+            if self.wait(&mut sink, Some(Duration::from_millis(20))).is_err() {
+                break;
+            }
+            sink.clear();
+        }
+        // The kernel may still own some buffers: leak them rather than free memory it writes.
+        for op in self.ops.drain(..).flatten() {
+            std::mem::forget(op);
+        }
+    }
+}
+
+impl AsFd for Ring {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the ring fd lives as long as `self.ring`, which outlives the borrow.
+        unsafe { BorrowedFd::borrow_raw(self.ring.as_raw_fd()) }
+    }
+}
+
+fn missing(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, format!("io_uring lacks {what}"))
+}
