@@ -65,7 +65,8 @@ static FALLBACK_NOTICE: Once = Once::new();
 
 impl Primary {
     /// Creates a primary with its event loop: io_uring when the kernel allows it, else epoll
-    /// (said once on stderr). `RINGLEADER_BACKEND=epoll` forces epoll; `RINGLEADER_SCHED_POLICY`
+    /// (said once on stderr). `RINGLEADER_BACKEND=epoll` forces epoll, `RINGLEADER_BACKEND=io_uring`
+    /// insists on io_uring (an error where it is missing); `RINGLEADER_SCHED_POLICY`
     /// (`rr` or `none`) sets the scheduling policy. [`role`](crate::role) calls this in the
     /// primary.
     ///
@@ -82,7 +83,8 @@ impl Primary {
         };
         let driver = match std::env::var(ENV_BACKEND).as_deref() {
             Ok("epoll") => Driver::Epoll(Epoll::new().map_err(|e| Error::io(OP, e))?, Vec::new()),
-            Ok("io_uring") | Ok("uring") | Ok("") | Err(_) => match Ring::probe(256) {
+            Ok("io_uring") => Driver::Uring(Ring::probe(256).map_err(|e| Error::io(OP, e))?),
+            Ok("") | Err(_) => match Ring::probe(256) {
                 Ok(ring) => Driver::Uring(ring),
                 Err(e) => {
                     FALLBACK_NOTICE.call_once(|| {
@@ -175,8 +177,37 @@ impl Primary {
         Events { core: self.core.clone() }
     }
 
+    /// The next event, waiting at most `timeout` (`None`: as long as it takes). `Ok(None)` when
+    /// the time ran out, or when nothing could produce another event. Like the iterator, it
+    /// applies each event's bookkeeping only as the event is handed out.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when the event loop itself fails.
+    pub fn next_event(&self, timeout: Option<Duration>) -> Result<Option<Event>> {
+        let mut core = self.core.borrow_mut();
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            if let Some(event) = core.deliver() {
+                return Ok(Some(event));
+            }
+            if core.idle() {
+                return Ok(None);
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(None),
+                },
+                None => None,
+            };
+            core.turn(left)?;
+        }
+    }
+
     /// Runs the loop once, waiting at most `timeout` (`None`: until something happens), and
-    /// appends the events to `out`. Returns how many were added. For an outside event loop:
+    /// appends the events to `out`, with the bookkeeping of all of them applied (use
+    /// [`Primary::next_event`] to see the state between two events). Returns how many were
+    /// added. For an outside event loop:
     /// poll [`Primary::as_fd`] for readability, then call this with a zero timeout.
     ///
     /// # Errors

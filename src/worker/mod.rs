@@ -202,6 +202,7 @@ impl Worker {
             };
             if n == 0 {
                 let _ = inbound.finish();
+                self.shared.on_end_of_file();
                 return Ok(None);
             }
             inbound.commit(n);
@@ -278,6 +279,22 @@ impl Worker {
 }
 
 impl Shared {
+    /// A reader saw end of file: the primary shut down its writing half (a voluntary end) or
+    /// is gone. The same transition the watcher makes, so that whichever thread notices first
+    /// leaves the state right.
+    fn on_end_of_file(&self) {
+        let ready = poll::poll(&[(&self.sock, poll::RDHUP)], Some(Duration::ZERO)).unwrap_or_default();
+        let hung_up = ready.first().is_some_and(|f| f.intersects(poll::HUP | poll::ERR));
+        if !hung_up {
+            return self.close(true);
+        }
+        let state = lock(&self.state);
+        if !state.closed && !state.exited_after_disconnect {
+            // Node's rule: a worker whose channel ends without a disconnect exits with 0.
+            std::process::exit(0);
+        }
+    }
+
     /// Shuts the channel down on our side (never `close`, so that no thread can poll or read a
     /// reused fd number); the fd itself is closed when the last `Worker` clone goes.
     fn close(&self, voluntary: bool) {

@@ -1,1 +1,202 @@
+//! Helpers for the integration tests: a watchdog around every wait, fd counting, and
+//! children in their own process group that are killed on drop.
 
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ringleader::{Event, Primary, Settings};
+
+
+/// How long any single wait in a test may take before the test fails as hung.
+pub const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// A primary (this test process) whose workers run the fixture, and the events it has
+/// produced but the test has not looked at yet.
+#[derive(Debug)]
+pub struct Harness {
+    /// The primary under test.
+    pub primary: Primary,
+    online: std::cell::RefCell<std::collections::BTreeSet<ringleader::WorkerId>>,
+}
+
+impl Harness {
+    /// A primary whose workers run `fixture` with no arguments.
+    pub fn new(fixture: &str) -> Harness {
+        let primary = Primary::new().expect("primary");
+        primary.setup(Settings::default().exec(fixture).args(Vec::<String>::new())).expect("setup");
+        Harness { primary, online: Default::default() }
+    }
+
+    /// Forks a worker in `mode` and returns its id.
+    pub fn fork(&self, mode: &str) -> ringleader::WorkerId {
+        self.primary.fork(&[("FIXTURE_MODE", mode)]).expect("fork").id()
+    }
+
+    /// The next event, or a panic after [`WATCHDOG`].
+    pub fn next(&self) -> Event {
+        match self.primary.next_event(Some(WATCHDOG)).expect("next event") {
+            Some(e) => e,
+            None => panic!("watchdog: no event within {WATCHDOG:?}"),
+        }
+    }
+
+    /// Events until `pred` matches one, returned with all that came before it.
+    pub fn until(&self, mut pred: impl FnMut(&Event) -> bool) -> Vec<Event> {
+        let mut seen = Vec::new();
+        loop {
+            let e = match self.primary.next_event(Some(WATCHDOG)).expect("next event") {
+                Some(e) => e,
+                None => panic!(
+                    "watchdog: no event within {WATCHDOG:?}; seen so far: {:?}; workers {:?}",
+                    seen.iter().map(describe).collect::<Vec<_>>(),
+                    self.primary
+                ),
+            };
+            if let Event::Online { worker } = e {
+                self.online.borrow_mut().insert(worker);
+            }
+            let stop = pred(&e);
+            seen.push(e);
+            if stop {
+                return seen;
+            }
+        }
+    }
+
+    /// Events until worker `id` has both disconnected and exited, described.
+    pub fn until_gone(&self, id: ringleader::WorkerId) -> Vec<String> {
+        let (mut disconnected, mut exited) = (false, false);
+        let seen = self.until(|e| {
+            match e {
+                Event::Disconnect { worker, .. } if *worker == id => disconnected = true,
+                Event::Exit { worker, .. } if *worker == id => exited = true,
+                _ => {}
+            }
+            disconnected && exited
+        });
+        seen.iter().map(describe).collect()
+    }
+
+    /// Waits for worker `id` to be online.
+    pub fn online(&self, id: ringleader::WorkerId) {
+        if self.online.borrow().contains(&id) {
+            return;
+        }
+        self.until(|e| matches!(e, Event::Online { worker } if *worker == id));
+    }
+}
+
+/// A short, comparable name for an event: `fork 1`, `exit 1 code=Some(0) signal=None ead=true`…
+pub fn describe(e: &Event) -> String {
+    match e {
+        Event::Setup(_) => "setup".into(),
+        Event::Fork { worker, .. } => format!("fork {worker}"),
+        Event::Online { worker } => format!("online {worker}"),
+        Event::Message { worker, message } => format!("message {worker} {}", message.text()),
+        Event::Disconnect { worker, exited_after_disconnect } => {
+            format!("disconnect {worker} ead={exited_after_disconnect}")
+        }
+        Event::Exit { worker, code, signal, exited_after_disconnect } => {
+            format!("exit {worker} code={code:?} signal={signal:?} ead={exited_after_disconnect}")
+        }
+        Event::AllDisconnected => "all-disconnected".into(),
+        Event::Signal(s) => format!("signal {s}"),
+        Event::Error { worker, error } => format!("error {worker:?} {error}"),
+        _ => "other".into(),
+    }
+}
+
+/// How many fds this process has open.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// Waits until `pid` is gone (exited, zombie or reaped); returns how long it took, or `None`
+/// after `limit`.
+pub fn wait_gone(pid: u32, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let pidfd = match rustix::process::Pid::from_raw(pid as i32)
+        .map(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()))
+    {
+        Some(Ok(fd)) => fd,
+        _ => return Some(start.elapsed()),
+    };
+    let mut fds = [rustix::event::PollFd::new(&pidfd, rustix::event::PollFlags::IN)];
+    let ts = rustix::event::Timespec { tv_sec: limit.as_secs() as i64, tv_nsec: 0 };
+    match rustix::event::poll(&mut fds, Some(&ts)) {
+        Ok(n) if n > 0 => Some(start.elapsed()),
+        _ => None,
+    }
+}
+
+#[derive(Debug)]
+/// A child in its own process group, killed (the whole group) on drop, with its stdout lines
+/// read by a thread.
+pub struct Spawned {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Spawned {
+    /// Starts `program args` in a new process group.
+    pub fn start(program: impl AsRef<Path>, args: &[&str], env: &[(&str, &str)]) -> Spawned {
+        let mut cmd = Command::new(program.as_ref());
+        cmd.args(args).envs(env.iter().copied()).stdout(Stdio::piped()).process_group(0);
+        let mut child = cmd.spawn().expect("spawn fixture");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Spawned { child, lines }
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next stdout line that starts with `prefix`, without the prefix; panics after
+    /// [`WATCHDOG`].
+    pub fn expect_line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + WATCHDOG;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now()).expect("watchdog: no line");
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("watchdog: no {prefix:?} line"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+
+    /// Sends SIGKILL to the child itself (not its group).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(pgid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,186 @@
+//! The test fixture: a primary and a worker in one program.
+//!
+//! As a worker (forked by a test, or by this program as a primary) it behaves as
+//! `FIXTURE_MODE` says. As a primary (`fixture <scenario>`) it runs one of the scenarios that
+//! need a primary in its own process, printing `KEY value` lines for the test to read.
+
+use std::io::Write;
+use std::time::Duration;
+
+use ringleader::{Event, Role, Settings, Worker};
+
+fn main() {
+    let role = match ringleader::role() {
+        Ok(role) => role,
+        Err(e) => {
+            eprintln!("fixture: {e}");
+            std::process::exit(101);
+        }
+    };
+    match role {
+        Role::Worker(worker) => {
+            let mode = std::env::var("FIXTURE_MODE").unwrap_or_else(|_| "echo".into());
+            run_worker(&worker, &mode);
+        }
+        Role::Primary(primary) => {
+            let scenario = std::env::args().nth(1).unwrap_or_default();
+            run_primary(&primary, &scenario);
+        }
+    }
+}
+
+fn out(line: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+fn run_worker(worker: &Worker, mode: &str) {
+    match mode {
+        // Echo every message (and its fd) until the channel closes.
+        "echo" => echo(worker),
+        // Report what the worker sees of its start-up, then echo.
+        "env" => {
+            let env = |k: &str| std::env::var(k).ok();
+            let fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            let report = serde_json::json!({
+                "id": worker.id(),
+                "worker_id_env": env("RINGLEADER_WORKER_ID"),
+                "channel_fd_env": env("RINGLEADER_CHANNEL_FD"),
+                "foo": env("FOO"),
+                "base": env("FIXTURE_BASE"),
+                "cwd": std::env::current_dir().ok(),
+                "args": std::env::args().skip(1).collect::<Vec<_>>(),
+                "uid": rustix::process::getuid().as_raw(),
+                "gid": rustix::process::getgid().as_raw(),
+                "fds": fds,
+            });
+            worker.send_json(&report).expect("send report");
+            echo(worker);
+        }
+        // Print to stdout and stderr, then echo.
+        "print" => {
+            println!("worker {} stdout", worker.id());
+            eprintln!("worker {} stderr", worker.id());
+            echo(worker);
+        }
+        m if m.starts_with("exit:") => std::process::exit(m[5..].parse().unwrap_or(1)),
+        m if m.starts_with("send-exit:") => {
+            worker.send(b"bye").expect("send");
+            std::process::exit(m[10..].parse().unwrap_or(1));
+        }
+        // The worker's own graceful disconnect; exit 0 only if it was seen as voluntary.
+        "disconnect" => {
+            worker.disconnect().expect("disconnect");
+            let ok = worker.exited_after_disconnect() && !worker.is_connected();
+            std::process::exit(if ok { 0 } else { 3 });
+        }
+        "kill-self" => worker.kill(),
+        // Send `n` numbered messages as fast as possible, then `done`, then echo.
+        m if m.starts_with("flood:") => {
+            let n: u64 = m[6..].parse().unwrap_or(0);
+            for i in 0..n {
+                worker.send(&i.to_le_bytes()).expect("send");
+            }
+            worker.send(b"done").expect("send");
+            echo(worker);
+        }
+        // Spin without ever reading the channel.
+        "busy" => {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        // Block forever in something that is not the channel.
+        "sleep" => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        // Break the protocol: raw bytes that are not a frame.
+        "garbage" => {
+            raw_write(worker, b"this is not a frame at all");
+            echo(worker);
+        }
+        // A header that announces a 1 GiB payload.
+        "oversized" => {
+            let mut header = (1u32 << 30).to_le_bytes().to_vec();
+            header.extend_from_slice(&[0, 0, b'r', b'l']);
+            raw_write(worker, &header);
+            echo(worker);
+        }
+        // Wait for the primary's disconnect request, then report how recv ended.
+        "await-disconnect" => {
+            while let Ok(Some(_)) = worker.recv() {}
+            let ok = worker.exited_after_disconnect();
+            std::process::exit(if ok { 0 } else { 4 });
+        }
+        other => {
+            eprintln!("fixture: unknown FIXTURE_MODE {other}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn raw_write(worker: &Worker, bytes: &[u8]) {
+    use std::os::fd::AsFd;
+    rustix::io::write(worker.as_fd(), bytes).expect("raw write");
+}
+
+fn echo(worker: &Worker) {
+    loop {
+        match worker.recv() {
+            Ok(Some(message)) => {
+                let sent = match message.fd {
+                    Some(fd) => worker.send_fd(&message.data, fd),
+                    None => worker.send(&message.data),
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                eprintln!("fixture worker {}: {e}", worker.id());
+                std::process::exit(5);
+            }
+        }
+    }
+}
+
+/// Scenarios that need a primary of their own, so the test can kill it or watch it exit.
+fn run_primary(primary: &ringleader::Primary, scenario: &str) {
+    let (mode, death_signal_off, exit_after_online) = match scenario {
+        // The test SIGKILLs this primary; the busy worker must go with it.
+        "hold-busy" => ("busy", false, false),
+        // The same without PDEATHSIG: the worker's watcher must end it.
+        "hold-busy-no-deathsig" => ("busy", true, false),
+        // Exit without disconnecting: the worker sees its channel close and exits 0.
+        "exit-early" => ("echo", true, true),
+        other => {
+            eprintln!("fixture: unknown scenario {other:?}");
+            std::process::exit(2);
+        }
+    };
+    let mut settings = Settings::default().args(Vec::<String>::new());
+    if death_signal_off {
+        settings = settings.death_signal(None);
+    }
+    primary.setup(settings).expect("setup");
+    primary.fork(&[("FIXTURE_MODE", mode)]).expect("fork");
+    for event in primary.events() {
+        match event.expect("event") {
+            Event::Online { worker } => {
+                let pid = primary.worker(worker).map(|w| w.pid()).unwrap_or(0);
+                out(format_args!("WORKER {pid}"));
+                if exit_after_online {
+                    // Leave without Drop: nothing kills the worker but its own rule.
+                    std::process::exit(0);
+                }
+            }
+            Event::Exit { .. } => std::process::exit(9),
+            _ => {}
+        }
+    }
+}
