@@ -51,8 +51,8 @@ impl Harness {
             let e = match self.primary.next_event(Some(WATCHDOG)).expect("next event") {
                 Some(e) => e,
                 None => panic!(
-                    "watchdog: no event within {WATCHDOG:?}; seen so far: {:?}; workers {:?}",
-                    seen.iter().map(describe).collect::<Vec<_>>(),
+                    "watchdog: no event within {WATCHDOG:?}; last events seen: {:?}; primary {:?}",
+                    seen.iter().rev().take(20).rev().map(describe).collect::<Vec<_>>(),
                     self.primary
                 ),
             };
@@ -96,7 +96,10 @@ pub fn describe(e: &Event) -> String {
         Event::Setup(_) => "setup".into(),
         Event::Fork { worker, .. } => format!("fork {worker}"),
         Event::Online { worker } => format!("online {worker}"),
-        Event::Message { worker, message } => format!("message {worker} {}", message.text()),
+        Event::Message { worker, message } => {
+            let text: String = message.text().chars().take(40).collect();
+            format!("message {worker} {text}")
+        }
         Event::Disconnect { worker, exited_after_disconnect } => {
             format!("disconnect {worker} ead={exited_after_disconnect}")
         }

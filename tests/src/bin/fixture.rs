@@ -110,6 +110,19 @@ fn run_worker(worker: &Worker, mode: &str) {
             raw_write(worker, &header);
             echo(worker);
         }
+        // An empty user frame with 100 fds attached: more than the primary accepts at once.
+        "fd-flood" => {
+            use std::os::fd::AsFd;
+            let files: Vec<std::fs::File> = (0..100).map(|_| std::fs::File::open("/dev/null").expect("open")).collect();
+            let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+            let mut space = vec![std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(100))];
+            let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+            assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
+            let frame = [0u8, 0, 0, 0, 0, 0, b'r', b'l'];
+            rustix::net::sendmsg(worker.as_fd(), &[std::io::IoSlice::new(&frame)], &mut control, rustix::net::SendFlags::empty())
+                .expect("sendmsg");
+            echo(worker);
+        }
         // Wait for the primary's disconnect request, then report how recv ended.
         "await-disconnect" => {
             while let Ok(Some(_)) = worker.recv() {}
