@@ -11,7 +11,7 @@ use crate::ipc::frame::FrameError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// A system call failed; [`Error::io`] has the errno.
+    /// A system call failed; [`Error::io_error`] has the errno.
     Io,
     /// The channel is closed: the other side disconnected or died.
     Disconnected,
@@ -46,7 +46,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind, op: &'static str) -> Error {
-        Error { kind, op, detail: None, source: None, fd: None }
+        Error {
+            kind,
+            op,
+            detail: None,
+            source: None,
+            fd: None,
+        }
     }
 
     pub(crate) fn io(op: &'static str, e: io::Error) -> Error {
@@ -54,7 +60,13 @@ impl Error {
             Some(libc_epipe) if libc_epipe == 32 || libc_epipe == 104 => ErrorKind::Disconnected,
             _ => ErrorKind::Io,
         };
-        Error { kind, op, detail: None, source: Some(Box::new(e)), fd: None }
+        Error {
+            kind,
+            op,
+            detail: None,
+            source: Some(Box::new(e)),
+            fd: None,
+        }
     }
 
     pub(crate) fn frame(op: &'static str, e: FrameError) -> Error {
@@ -62,11 +74,23 @@ impl Error {
             FrameError::TooLarge(_) => ErrorKind::TooLarge,
             _ => ErrorKind::Protocol,
         };
-        Error { kind, op, detail: None, source: Some(Box::new(e)), fd: None }
+        Error {
+            kind,
+            op,
+            detail: None,
+            source: Some(Box::new(e)),
+            fd: None,
+        }
     }
 
     pub(crate) fn json(op: &'static str, e: serde_json::Error) -> Error {
-        Error { kind: ErrorKind::Json, op, detail: None, source: Some(Box::new(e)), fd: None }
+        Error {
+            kind: ErrorKind::Json,
+            op,
+            detail: None,
+            source: Some(Box::new(e)),
+            fd: None,
+        }
     }
 
     pub(crate) fn detail(mut self, detail: impl Into<String>) -> Error {
@@ -91,7 +115,9 @@ impl Error {
 
     /// The underlying `io::Error`, when a system call failed.
     pub fn io_error(&self) -> Option<&io::Error> {
-        self.source.as_ref().and_then(|s| s.downcast_ref::<io::Error>())
+        self.source
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<io::Error>())
     }
 
     /// The errno, when a system call failed.

@@ -94,7 +94,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, WorkerId};
 pub use ipc::Message;
 pub use ipc::frame::MAX_PAYLOAD;
-pub use primary::{Backend, Events, Primary, Scheduling, Settings, Stdio, WorkerHandle, WorkerState};
+pub use primary::{
+    Backend, Events, Primary, Scheduling, Settings, Stdio, WorkerHandle, WorkerState,
+};
 pub use ringleader_sys::signal::Signal;
 pub use role::{ENV_BACKEND, ENV_SCHED_POLICY, Role, is_worker, role};
 pub use worker::Worker;

@@ -68,7 +68,10 @@ impl Inbound {
     }
 
     /// Queues received fds for the frames that will claim them.
-    pub(crate) fn push_fds(&mut self, fds: impl IntoIterator<Item = OwnedFd>) -> Result<(), FrameError> {
+    pub(crate) fn push_fds(
+        &mut self,
+        fds: impl IntoIterator<Item = OwnedFd>,
+    ) -> Result<(), FrameError> {
         self.fds.extend(fds);
         if self.fds.len() > MAX_QUEUED_FDS {
             let n = self.fds.len();
@@ -81,7 +84,9 @@ impl Inbound {
     /// The next whole frame, if one is buffered. After an error the channel is unusable.
     pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         let data = &self.buf[self.start..self.end];
-        let Some(header) = frame::decode_header(data)? else { return Ok(None) };
+        let Some(header) = frame::decode_header(data)? else {
+            return Ok(None);
+        };
         if data.len() < header.frame_len() {
             // Make room for the rest now, so that the next read can take all of it.
             let want = header.frame_len() - data.len();
@@ -95,14 +100,22 @@ impl Inbound {
         };
         let payload = data[HEADER_LEN..header.frame_len()].to_vec();
         self.start += header.frame_len();
-        Ok(Some(Frame { kind: header.kind, payload, fd }))
+        Ok(Some(Frame {
+            kind: header.kind,
+            payload,
+            fd,
+        }))
     }
 
     /// At end of file: fds nobody claimed are an error (they are closed).
     pub(crate) fn finish(&mut self) -> Result<(), FrameError> {
         let n = self.fds.len();
         self.fds.clear();
-        if n > 0 { Err(FrameError::StrayFds(n)) } else { Ok(()) }
+        if n > 0 {
+            Err(FrameError::StrayFds(n))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -145,7 +158,8 @@ impl Outbound {
             }
         }
         let at = self.buf.len();
-        self.buf.extend_from_slice(&frame::encode_header(kind, nfds, payload.len()));
+        self.buf
+            .extend_from_slice(&frame::encode_header(kind, nfds, payload.len()));
         self.buf.extend_from_slice(payload);
         if let Some(fd) = fd {
             self.fds.push_back((at, fd));
@@ -159,7 +173,11 @@ impl Outbound {
     ///
     /// # Errors
     /// What `sendmsg(2)` returns, other than `EAGAIN` (`EPIPE` when the peer is gone).
-    pub(crate) fn write_to(&mut self, sock: BorrowedFd<'_>, blocking: Blocking) -> io::Result<bool> {
+    pub(crate) fn write_to(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        blocking: Blocking,
+    ) -> io::Result<bool> {
         while self.start < self.buf.len() {
             let mut end = self.buf.len();
             let mut nfds = 0;
@@ -170,8 +188,18 @@ impl Outbound {
                 }
                 nfds += 1;
             }
-            let fds: Vec<BorrowedFd<'_>> = self.fds.iter().take(nfds).map(|(_, fd)| fd.as_fd()).collect();
-            let sent = match scm::send(sock, &[IoSlice::new(&self.buf[self.start..end])], &fds, blocking) {
+            let fds: Vec<BorrowedFd<'_>> = self
+                .fds
+                .iter()
+                .take(nfds)
+                .map(|(_, fd)| fd.as_fd())
+                .collect();
+            let sent = match scm::send(
+                sock,
+                &[IoSlice::new(&self.buf[self.start..end])],
+                &fds,
+                blocking,
+            ) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -216,7 +244,8 @@ mod tests {
             out.write_to(a.as_fd(), Blocking::No).expect("write");
             let mut fds = Vec::new();
             // Odd read sizes split headers and payloads.
-            let n = scm::recv(&b, &mut inb.spare(777)[..777], &mut fds, Blocking::No).expect("read");
+            let n =
+                scm::recv(&b, &mut inb.spare(777)[..777], &mut fds, Blocking::No).expect("read");
             inb.commit(n);
             while let Some(f) = inb.next_frame().expect("frame") {
                 got.push(f.payload);
@@ -243,6 +272,9 @@ mod tests {
     fn frame_without_its_fd_is_an_error() {
         let mut inb = Inbound::default();
         inb.push_bytes(&frame::encode_header(Kind::User, 1, 0));
-        assert_eq!(inb.next_frame().map(|f| f.is_some()), Err(FrameError::MissingFd));
+        assert_eq!(
+            inb.next_frame().map(|f| f.is_some()),
+            Err(FrameError::MissingFd)
+        );
     }
 }

@@ -90,7 +90,10 @@ impl fmt::Display for FrameError {
             FrameError::BadMagic(m) => write!(f, "bad frame magic {m:02x?}"),
             FrameError::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
             FrameError::TooLarge(n) => {
-                write!(f, "frame payload of {n} bytes exceeds the limit of {MAX_PAYLOAD}")
+                write!(
+                    f,
+                    "frame payload of {n} bytes exceeds the limit of {MAX_PAYLOAD}"
+                )
             }
             FrameError::TooManyFds(n) => write!(f, "frame claims {n} fds"),
             FrameError::UnexpectedPayload(k) => write!(f, "{k:?} frame with a payload"),
@@ -105,7 +108,9 @@ impl std::error::Error for FrameError {}
 /// Encodes a header. The caller guarantees `len <= MAX_PAYLOAD` (see [`check`]).
 pub fn encode_header(kind: Kind, nfds: u8, len: usize) -> [u8; HEADER_LEN] {
     let len = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
-    [len[0], len[1], len[2], len[3], kind as u8, nfds, MAGIC[0], MAGIC[1]]
+    [
+        len[0], len[1], len[2], len[3], kind as u8, nfds, MAGIC[0], MAGIC[1],
+    ]
 }
 
 /// Checks that a frame may be sent.
@@ -132,7 +137,9 @@ pub fn check(kind: Kind, nfds: u8, len: usize) -> Result<(), FrameError> {
 /// # Errors
 /// Any [`FrameError`] about the header.
 pub fn decode_header(buf: &[u8]) -> Result<Option<Header>, FrameError> {
-    let Some(h) = buf.get(..HEADER_LEN) else { return Ok(None) };
+    let Some(h) = buf.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
     if h[6..8] != MAGIC {
         return Err(FrameError::BadMagic([h[6], h[7]]));
     }
@@ -143,19 +150,33 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<Header>, FrameError> {
     Ok(Some(Header { kind, nfds, len }))
 }
 
-/// Splits `buf` into whole frames from the start: `(header, payload)` pairs, the bytes
-/// consumed, and the error that stopped decoding, if any. Pure; the fuzz target's entry point.
-pub fn decode_all(buf: &[u8]) -> (Vec<(Header, &[u8])>, usize, Option<FrameError>) {
-    let mut frames = Vec::new();
-    let mut at = 0;
+/// What [`decode_all`] found.
+#[derive(Debug, Default)]
+pub struct Decoded<'a> {
+    /// Whole frames: header and payload.
+    pub frames: Vec<(Header, &'a [u8])>,
+    /// Bytes those frames took.
+    pub consumed: usize,
+    /// The error that stopped decoding, if any.
+    pub error: Option<FrameError>,
+}
+
+/// Splits `buf` into whole frames from the start. Pure; the fuzz target's entry point.
+pub fn decode_all(buf: &[u8]) -> Decoded<'_> {
+    let mut out = Decoded::default();
     loop {
+        let at = out.consumed;
         match decode_header(&buf[at..]) {
             Ok(Some(h)) if buf.len() - at >= h.frame_len() => {
-                frames.push((h, &buf[at + HEADER_LEN..at + h.frame_len()]));
-                at += h.frame_len();
+                out.frames
+                    .push((h, &buf[at + HEADER_LEN..at + h.frame_len()]));
+                out.consumed += h.frame_len();
             }
-            Ok(_) => return (frames, at, None),
-            Err(e) => return (frames, at, Some(e)),
+            Ok(_) => return out,
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
         }
     }
 }
@@ -167,7 +188,14 @@ mod tests {
     #[test]
     fn round_trip() {
         let h = encode_header(Kind::User, 1, 300);
-        assert_eq!(decode_header(&h), Ok(Some(Header { kind: Kind::User, nfds: 1, len: 300 })));
+        assert_eq!(
+            decode_header(&h),
+            Ok(Some(Header {
+                kind: Kind::User,
+                nfds: 1,
+                len: 300
+            }))
+        );
         assert_eq!(decode_header(&h[..7]), Ok(None));
     }
 
@@ -180,11 +208,17 @@ mod tests {
         h[4] = 9;
         assert_eq!(decode_header(&h), Err(FrameError::UnknownKind(9)));
         let h = encode_header(Kind::User, 0, MAX_PAYLOAD + 1);
-        assert_eq!(decode_header(&h), Err(FrameError::TooLarge(MAX_PAYLOAD + 1)));
+        assert_eq!(
+            decode_header(&h),
+            Err(FrameError::TooLarge(MAX_PAYLOAD + 1))
+        );
         let h = encode_header(Kind::User, 2, 0);
         assert_eq!(decode_header(&h), Err(FrameError::TooManyFds(2)));
         let h = encode_header(Kind::Online, 0, 4);
-        assert_eq!(decode_header(&h), Err(FrameError::UnexpectedPayload(Kind::Online)));
+        assert_eq!(
+            decode_header(&h),
+            Err(FrameError::UnexpectedPayload(Kind::Online))
+        );
         let h = encode_header(Kind::Online, 1, 0);
         assert_eq!(decode_header(&h), Err(FrameError::TooManyFds(1)));
     }
@@ -192,7 +226,10 @@ mod tests {
     #[test]
     fn largest_frame_is_accepted() {
         let h = encode_header(Kind::User, 0, MAX_PAYLOAD);
-        assert_eq!(decode_header(&h).map(|h| h.map(|h| h.len)), Ok(Some(MAX_PAYLOAD)));
+        assert_eq!(
+            decode_header(&h).map(|h| h.map(|h| h.len)),
+            Ok(Some(MAX_PAYLOAD))
+        );
     }
 
     #[test]
@@ -206,10 +243,10 @@ mod tests {
         let whole = buf.len();
         buf.extend_from_slice(&encode_header(Kind::User, 0, 5));
         buf.extend_from_slice(b"12");
-        let (frames, used, err) = decode_all(&buf);
-        assert_eq!(frames.len(), 3);
-        assert_eq!(frames[2].1, b"xyz");
-        assert_eq!(used, whole);
-        assert_eq!(err, None);
+        let d = decode_all(&buf);
+        assert_eq!(d.frames.len(), 3);
+        assert_eq!(d.frames[2].1, b"xyz");
+        assert_eq!(d.consumed, whole);
+        assert_eq!(d.error, None);
     }
 }

@@ -1,11 +1,12 @@
 //! The control channel between the primary and a worker: frames over a Unix stream
 //! socketpair, with fds passed alongside (`SCM_RIGHTS`).
 //!
-//! [`frame`] is the pure wire format (fuzzed); [`buffers`] holds bytes on their way in and out.
+//! [`frame`] is the pure wire format (fuzzed); a private module buffers bytes on their way in
+//! and out.
 //! Nothing here knows about processes.
 
-pub mod frame;
 pub(crate) mod buffers;
+pub mod frame;
 
 /// A message received from the other side: bytes, and the fd that came with them, if any.
 #[derive(Debug)]
@@ -22,7 +23,8 @@ impl Message {
     /// # Errors
     /// When the payload is not valid JSON for `T`.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> crate::Result<T> {
-        serde_json::from_slice(&self.data).map_err(|e| crate::Error::json("parse a JSON message", e))
+        serde_json::from_slice(&self.data)
+            .map_err(|e| crate::Error::json("parse a JSON message", e))
     }
 
     /// The payload as UTF-8 text, lossily.

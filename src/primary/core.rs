@@ -124,7 +124,10 @@ impl Core {
             Some(p) => p.clone(),
             None => spawn::current_exe().map_err(|e| Error::io(OP, e))?,
         };
-        let args = s.args.clone().unwrap_or_else(|| std::env::args_os().skip(1).collect());
+        let args = s
+            .args
+            .clone()
+            .unwrap_or_else(|| std::env::args_os().skip(1).collect());
         let mut vars: Vec<(OsString, OsString)> = match &s.env {
             Some(vars) => vars.clone(),
             None => std::env::vars_os().collect(),
@@ -134,7 +137,10 @@ impl Core {
             (ENV_WORKER_ID.to_owned(), id.to_string()),
             (ENV_CHANNEL_FD.to_owned(), CHANNEL_FD.to_string()),
         ];
-        let overrides = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).chain(ours);
+        let overrides = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .chain(ours);
         for (k, v) in overrides {
             vars.retain(|(name, _)| name.as_os_str() != k.as_str());
             vars.push((k.into(), v.into()));
@@ -160,9 +166,15 @@ impl Core {
         let pidfd = Arc::new(spawned.pidfd);
         let recv_op = self
             .driver
-            .watch_read(&dyn_fd(&channel), token(id, Tag::Channel), Some(Vec::with_capacity(READ_CHUNK)))
+            .watch_read(
+                &dyn_fd(&channel),
+                token(id, Tag::Channel),
+                Some(Vec::with_capacity(READ_CHUNK)),
+            )
             .map_err(|e| Error::io(OP, e))?;
-        self.driver.watch_read(&dyn_fd(&pidfd), token(id, Tag::Exit), None).map_err(|e| Error::io(OP, e))?;
+        self.driver
+            .watch_read(&dyn_fd(&pidfd), token(id, Tag::Exit), None)
+            .map_err(|e| Error::io(OP, e))?;
         self.slots.insert(
             id,
             Slot {
@@ -190,21 +202,39 @@ impl Core {
     }
 
     pub(crate) fn slot(&mut self, id: WorkerId, op: &'static str) -> Result<&mut Slot> {
-        self.slots.get_mut(&id).ok_or_else(|| Error::new(ErrorKind::NoSuchWorker, op).detail(format!("worker {id}")))
+        self.slots
+            .get_mut(&id)
+            .ok_or_else(|| Error::new(ErrorKind::NoSuchWorker, op).detail(format!("worker {id}")))
     }
 
-    pub(crate) fn send(&mut self, id: WorkerId, kind: Kind, data: &[u8], fd: Option<OwnedFd>) -> Result<()> {
+    pub(crate) fn send(
+        &mut self,
+        id: WorkerId,
+        kind: Kind,
+        data: &[u8],
+        fd: Option<OwnedFd>,
+    ) -> Result<()> {
         const OP: &str = "send to a worker";
         let Some(slot) = self.slots.get_mut(&id) else {
-            return Err(Error::new(ErrorKind::NoSuchWorker, OP).detail(format!("worker {id}")).with_fd(fd));
+            return Err(Error::new(ErrorKind::NoSuchWorker, OP)
+                .detail(format!("worker {id}"))
+                .with_fd(fd));
         };
         if slot.channel.is_none() || slot.outbound.close_when_drained {
-            return Err(Error::new(ErrorKind::Disconnected, OP).detail(format!("worker {id}")).with_fd(fd));
+            return Err(Error::new(ErrorKind::Disconnected, OP)
+                .detail(format!("worker {id}"))
+                .with_fd(fd));
         }
-        slot.outbound.push(kind, data, fd).map_err(|(e, fd)| Error::frame(OP, e).with_fd(fd))?;
+        slot.outbound
+            .push(kind, data, fd)
+            .map_err(|(e, fd)| Error::frame(OP, e).with_fd(fd))?;
         self.flush(id);
         // Back-pressure: keep the loop running (and reading) until the worker catches up.
-        while self.slots.get(&id).is_some_and(|s| s.channel.is_some() && s.outbound.pending() > HIGH_WATER) {
+        while self
+            .slots
+            .get(&id)
+            .is_some_and(|s| s.channel.is_some() && s.outbound.pending() > HIGH_WATER)
+        {
             self.turn(None)?;
         }
         Ok(())
@@ -212,8 +242,12 @@ impl Core {
 
     /// Writes what the socket takes; asks to hear about writability for the rest.
     fn flush(&mut self, id: WorkerId) {
-        let Some(slot) = self.slots.get_mut(&id) else { return };
-        let Some(channel) = slot.channel.clone() else { return };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let Some(channel) = slot.channel.clone() else {
+            return;
+        };
         if slot.outbound.pending() > 0 {
             match slot.outbound.write_to(channel.as_fd(), Blocking::No) {
                 Ok(true) => {}
@@ -283,7 +317,9 @@ impl Core {
             return Err(Error::new(ErrorKind::Settings, OP).detail("signals are already watched"));
         }
         let fd = Arc::new(SignalFd::new(signals).map_err(|e| Error::io(OP, e))?);
-        self.driver.watch_read(&dyn_fd(&fd), SIGNALS, None).map_err(|e| Error::io(OP, e))?;
+        self.driver
+            .watch_read(&dyn_fd(&fd), SIGNALS, None)
+            .map_err(|e| Error::io(OP, e))?;
         self.signals = Some(fd);
         Ok(())
     }
@@ -344,7 +380,11 @@ impl Core {
         for id in ids {
             self.flush(id);
         }
-        let timeout = if self.ready.is_empty() { timeout } else { Some(Duration::ZERO) };
+        let timeout = if self.ready.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
         let mut happenings = std::mem::take(&mut self.happenings);
         let result = self.driver.wait(&mut happenings, timeout);
         for h in happenings.drain(..) {
@@ -392,9 +432,18 @@ impl Core {
     fn read_channel(&mut self, id: WorkerId) {
         let mut fds = Vec::new();
         for _ in 0..READS_PER_TURN {
-            let Some(slot) = self.slots.get_mut(&id) else { return };
-            let Some(channel) = slot.channel.clone() else { return };
-            match scm::recv(&*channel, slot.inbound.spare(READ_CHUNK), &mut fds, Blocking::No) {
+            let Some(slot) = self.slots.get_mut(&id) else {
+                return;
+            };
+            let Some(channel) = slot.channel.clone() else {
+                return;
+            };
+            match scm::recv(
+                &*channel,
+                slot.inbound.spare(READ_CHUNK),
+                &mut fds,
+                Blocking::No,
+            ) {
                 Ok(0) => return self.end_of_channel(id),
                 Ok(n) => {
                     slot.inbound.commit(n);
@@ -411,11 +460,23 @@ impl Core {
 
     /// io_uring: a receive finished.
     fn on_received(&mut self, c: Completion) {
-        let Completion::Recv { token: tok, buf, mut fds, result } = c else { return };
+        let Completion::Recv {
+            token: tok,
+            buf,
+            mut fds,
+            result,
+        } = c
+        else {
+            return;
+        };
         let (id, _) = untoken(tok);
-        let Some(slot) = self.slots.get_mut(&id) else { return };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
         slot.recv_op = None;
-        let Some(channel) = slot.channel.clone() else { return };
+        let Some(channel) = slot.channel.clone() else {
+            return;
+        };
         match result {
             Ok(0) => self.end_of_channel(id),
             Ok(n) => {
@@ -438,7 +499,9 @@ impl Core {
     }
 
     fn take_fds(&mut self, id: WorkerId, fds: &mut Vec<OwnedFd>) -> bool {
-        let Some(slot) = self.slots.get_mut(&id) else { return false };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return false;
+        };
         if fds.is_empty() {
             return true;
         }
@@ -454,13 +517,18 @@ impl Core {
     /// Turns buffered bytes into events. Returns false if the channel was closed.
     fn drain_frames(&mut self, id: WorkerId) -> bool {
         loop {
-            let Some(slot) = self.slots.get_mut(&id) else { return false };
+            let Some(slot) = self.slots.get_mut(&id) else {
+                return false;
+            };
             match slot.inbound.next_frame() {
                 Ok(None) => return true,
                 Ok(Some(frame)) => match frame.kind {
                     Kind::User => self.ready.push_back(Event::Message {
                         worker: id,
-                        message: Message { data: frame.payload, fd: frame.fd },
+                        message: Message {
+                            data: frame.payload,
+                            fd: frame.fd,
+                        },
                     }),
                     Kind::Online => {
                         if !slot.online_generated {
@@ -495,7 +563,10 @@ impl Core {
     /// The worker broke the protocol: report it, then close its channel. The primary goes on.
     fn protocol_error(&mut self, id: WorkerId, error: Error) {
         let error = error.detail(format!("worker {id}"));
-        self.ready.push_back(Event::Error { worker: Some(id), error });
+        self.ready.push_back(Event::Error {
+            worker: Some(id),
+            error,
+        });
         self.close_channel(id);
     }
 
@@ -503,7 +574,10 @@ impl Core {
         if let Some(slot) = self.slots.get_mut(&id) {
             if let Err(e) = slot.inbound.finish() {
                 let error = Error::frame("read from a worker", e).detail(format!("worker {id}"));
-                self.ready.push_back(Event::Error { worker: Some(id), error });
+                self.ready.push_back(Event::Error {
+                    worker: Some(id),
+                    error,
+                });
             }
         }
         self.close_channel(id);
@@ -511,20 +585,29 @@ impl Core {
 
     /// Closes the channel and generates `Disconnect`, then `Exit` if the process already ended.
     fn close_channel(&mut self, id: WorkerId) {
-        let Some(slot) = self.slots.get_mut(&id) else { return };
-        let Some(channel) = slot.channel.take() else { return };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let Some(channel) = slot.channel.take() else {
+            return;
+        };
         let _ = socket::shutdown(&*channel, How::Both);
         self.driver.forget(&dyn_fd(&channel), slot.recv_op.take());
         slot.outbound.discard();
         let eda = slot.exited_after_disconnect;
-        self.ready.push_back(Event::Disconnect { worker: id, exited_after_disconnect: eda });
+        self.ready.push_back(Event::Disconnect {
+            worker: id,
+            exited_after_disconnect: eda,
+        });
         if slot.exit.is_some() {
             self.generate_exit(id);
         }
     }
 
     fn on_exit(&mut self, id: WorkerId) {
-        let Some(slot) = self.slots.get_mut(&id) else { return };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
         match slot.pidfd.try_wait() {
             Ok(Some(status)) => {
                 slot.exit = Some(status);
@@ -542,13 +625,18 @@ impl Core {
             }
             Err(e) => {
                 let error = Error::io("reap a worker", e).detail(format!("worker {id}"));
-                self.ready.push_back(Event::Error { worker: Some(id), error });
+                self.ready.push_back(Event::Error {
+                    worker: Some(id),
+                    error,
+                });
             }
         }
     }
 
     fn generate_exit(&mut self, id: WorkerId) {
-        let Some(slot) = self.slots.get_mut(&id) else { return };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
         let Some(status) = slot.exit else { return };
         if slot.exit_generated {
             return;

@@ -47,7 +47,7 @@ pub(crate) fn untoken(token: u64) -> (WorkerId, Option<Tag>) {
 }
 
 pub(crate) enum Driver {
-    Uring(Ring),
+    Uring(Box<Ring>),
     Epoll(Epoll, Vec<Ready>),
 }
 
@@ -87,9 +87,16 @@ impl Driver {
                 Some(buf) => ring.recvmsg(fd, buf, token).map(Some),
                 None => ring.poll(fd, Flags::IN, token).map(Some),
             },
-            Driver::Epoll(ep, _) => {
-                ep.add(fd.as_fd(), token, Interest { read: true, write: false }).map(|()| None)
-            }
+            Driver::Epoll(ep, _) => ep
+                .add(
+                    fd.as_fd(),
+                    token,
+                    Interest {
+                        read: true,
+                        write: false,
+                    },
+                )
+                .map(|()| None),
         }
     }
 
@@ -102,7 +109,12 @@ impl Driver {
     }
 
     /// Asks to hear when a channel becomes writable (`on`), or stops asking.
-    pub(crate) fn want_write(&mut self, fd: &Arc<dyn AsFd>, id: WorkerId, on: bool) -> std::io::Result<()> {
+    pub(crate) fn want_write(
+        &mut self,
+        fd: &Arc<dyn AsFd>,
+        id: WorkerId,
+        on: bool,
+    ) -> std::io::Result<()> {
         match self {
             Driver::Uring(ring) => {
                 if on {
@@ -110,9 +122,14 @@ impl Driver {
                 }
                 Ok(())
             }
-            Driver::Epoll(ep, _) => {
-                ep.modify(fd.as_fd(), token(id, Tag::Channel), Interest { read: true, write: on })
-            }
+            Driver::Epoll(ep, _) => ep.modify(
+                fd.as_fd(),
+                token(id, Tag::Channel),
+                Interest {
+                    read: true,
+                    write: on,
+                },
+            ),
         }
     }
 
@@ -131,7 +148,11 @@ impl Driver {
     }
 
     /// Waits for what happens next (at most `timeout`) and appends it to `out`.
-    pub(crate) fn wait(&mut self, out: &mut Vec<Happening>, timeout: Option<Duration>) -> std::io::Result<()> {
+    pub(crate) fn wait(
+        &mut self,
+        out: &mut Vec<Happening>,
+        timeout: Option<Duration>,
+    ) -> std::io::Result<()> {
         match self {
             Driver::Uring(ring) => {
                 let mut done = Vec::new();
@@ -152,7 +173,11 @@ impl Driver {
             Driver::Epoll(ep, ready) => {
                 ready.clear();
                 ep.wait(ready, timeout)?;
-                out.extend(ready.iter().map(|r| Happening::Ready { token: r.token, read: r.read, write: r.write }));
+                out.extend(ready.iter().map(|r| Happening::Ready {
+                    token: r.token,
+                    read: r.read,
+                    write: r.write,
+                }));
             }
         }
         Ok(())

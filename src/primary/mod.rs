@@ -15,8 +15,8 @@ use ringleader_sys::signal::Signal;
 use ringleader_sys::uring::Ring;
 use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 
-pub use self::core::WorkerState;
 use self::core::Core;
+pub use self::core::WorkerState;
 pub use self::driver::Backend;
 use self::driver::Driver;
 pub use self::settings::{Scheduling, Settings, Stdio};
@@ -77,29 +77,38 @@ impl Primary {
         const OP: &str = "start the primary";
         let scheduling = match std::env::var(ENV_SCHED_POLICY) {
             Ok(v) => Scheduling::parse(&v).ok_or_else(|| {
-                Error::new(ErrorKind::Settings, OP).detail(format!("{ENV_SCHED_POLICY}={v:?}: expected rr or none"))
+                Error::new(ErrorKind::Settings, OP)
+                    .detail(format!("{ENV_SCHED_POLICY}={v:?}: expected rr or none"))
             })?,
             Err(_) => Scheduling::default(),
         };
         let driver = match std::env::var(ENV_BACKEND).as_deref() {
             Ok("epoll") => Driver::Epoll(Epoll::new().map_err(|e| Error::io(OP, e))?, Vec::new()),
-            Ok("io_uring") => Driver::Uring(Ring::probe(256).map_err(|e| Error::io(OP, e))?),
+            Ok("io_uring") => {
+                Driver::Uring(Box::new(Ring::probe(256).map_err(|e| Error::io(OP, e))?))
+            }
             Ok("") | Err(_) => match Ring::probe(256) {
-                Ok(ring) => Driver::Uring(ring),
+                Ok(ring) => Driver::Uring(Box::new(ring)),
                 Err(e) => {
                     FALLBACK_NOTICE.call_once(|| {
-                        eprintln!("ringleader: io_uring unavailable ({e}); using the epoll backend");
+                        eprintln!(
+                            "ringleader: io_uring unavailable ({e}); using the epoll backend"
+                        );
                     });
                     Driver::Epoll(Epoll::new().map_err(|e| Error::io(OP, e))?, Vec::new())
                 }
             },
             Ok(other) => {
-                return Err(Error::new(ErrorKind::Settings, OP)
-                    .detail(format!("{ENV_BACKEND}={other:?}: expected io_uring or epoll")));
+                return Err(Error::new(ErrorKind::Settings, OP).detail(format!(
+                    "{ENV_BACKEND}={other:?}: expected io_uring or epoll"
+                )));
             }
         };
         let loop_fd = ringleader_sys::socket::dup(driver.fd()).map_err(|e| Error::io(OP, e))?;
-        Ok(Primary { core: Rc::new(RefCell::new(Core::new(driver, scheduling))), loop_fd })
+        Ok(Primary {
+            core: Rc::new(RefCell::new(Core::new(driver, scheduling))),
+            loop_fd,
+        })
     }
 
     /// Applies settings for the workers forked from now on (Node: `cluster.setupPrimary`).
@@ -135,21 +144,35 @@ impl Primary {
     /// [`ErrorKind::Io`] when spawning fails, e.g. `ENOENT` for a missing program.
     pub fn fork(&self, env: &[(&str, &str)]) -> Result<WorkerHandle> {
         let (id, pid) = self.core.borrow_mut().fork(env)?;
-        Ok(WorkerHandle { core: self.core.clone(), id, pid })
+        Ok(WorkerHandle {
+            core: self.core.clone(),
+            id,
+            pid,
+        })
     }
 
     /// The ids of the live workers (Node: `Object.keys(cluster.workers)`), in fork order. A
     /// worker leaves this list at once when the primary disconnects it, otherwise before the
     /// later of its `Disconnect` and `Exit` events is delivered.
     pub fn workers(&self) -> Vec<WorkerId> {
-        self.core.borrow().slots.iter().filter(|(_, s)| s.listed).map(|(id, _)| *id).collect()
+        self.core
+            .borrow()
+            .slots
+            .iter()
+            .filter(|(_, s)| s.listed)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// A handle to a worker that has not yet been fully reported gone (Node:
     /// `cluster.workers[id]`, also for one already removed from that map by a disconnect).
     pub fn worker(&self, id: WorkerId) -> Option<WorkerHandle> {
         let pid = self.core.borrow().slots.get(&id)?.pid;
-        Some(WorkerHandle { core: self.core.clone(), id, pid })
+        Some(WorkerHandle {
+            core: self.core.clone(),
+            id,
+            pid,
+        })
     }
 
     /// Disconnects every worker (Node: `cluster.disconnect()`); [`Event::AllDisconnected`]
@@ -174,7 +197,9 @@ impl Primary {
     /// A blocking iterator of events (Node: `cluster.on(...)`). It ends when nothing could
     /// produce another event: no worker is left and no signal is watched.
     pub fn events(&self) -> Events {
-        Events { core: self.core.clone() }
+        Events {
+            core: self.core.clone(),
+        }
     }
 
     /// The next event, waiting at most `timeout` (`None`: as long as it takes). `Ok(None)` when
@@ -271,7 +296,10 @@ pub struct WorkerHandle {
 
 impl std::fmt::Debug for WorkerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerHandle").field("id", &self.id).field("pid", &self.pid).finish()
+        f.debug_struct("WorkerHandle")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .finish()
     }
 }
 
@@ -306,7 +334,9 @@ impl WorkerHandle {
     /// # Errors
     /// As [`WorkerHandle::send`].
     pub fn send_fd(&self, data: &[u8], fd: OwnedFd) -> Result<()> {
-        self.core.borrow_mut().send(self.id, Kind::User, data, Some(fd))
+        self.core
+            .borrow_mut()
+            .send(self.id, Kind::User, data, Some(fd))
     }
 
     /// Sends `value` as JSON.
@@ -325,7 +355,9 @@ impl WorkerHandle {
     /// [`ErrorKind::NoSuchWorker`] once the worker is gone; `EPERM` from
     /// `pidfd_send_signal(2)`.
     pub fn kill(&self, signal: Option<Signal>) -> Result<()> {
-        self.core.borrow_mut().kill(self.id, signal.unwrap_or(Signal::TERM))
+        self.core
+            .borrow_mut()
+            .kill(self.id, signal.unwrap_or(Signal::TERM))
     }
 
     /// Asks the worker to disconnect gracefully (Node: `worker.disconnect()`): messages already
@@ -342,25 +374,41 @@ impl WorkerHandle {
     /// Whether the channel is open, as of the events delivered so far (Node:
     /// `worker.isConnected()`).
     pub fn is_connected(&self) -> bool {
-        self.core.borrow().slots.get(&self.id).is_some_and(|s| s.connected)
+        self.core
+            .borrow()
+            .slots
+            .get(&self.id)
+            .is_some_and(|s| s.connected)
     }
 
     /// Whether the process has ended, as of the events delivered so far (Node:
     /// `worker.isDead()`).
     pub fn is_dead(&self) -> bool {
-        self.core.borrow().slots.get(&self.id).is_none_or(|s| s.dead)
+        self.core
+            .borrow()
+            .slots
+            .get(&self.id)
+            .is_none_or(|s| s.dead)
     }
 
     /// Whether the worker is leaving by choice (Node: `worker.exitedAfterDisconnect`): after
     /// [`WorkerHandle::kill`], [`WorkerHandle::disconnect`] or the worker's own `disconnect()`.
     /// `None` once the worker is gone (the `Exit` event carried the value).
     pub fn exited_after_disconnect(&self) -> Option<bool> {
-        self.core.borrow().slots.get(&self.id).map(|s| s.exited_after_disconnect)
+        self.core
+            .borrow()
+            .slots
+            .get(&self.id)
+            .map(|s| s.exited_after_disconnect)
     }
 
     /// The worker's state (Node: `worker.state`); `Dead` once it is gone.
     pub fn state(&self) -> WorkerState {
-        self.core.borrow().slots.get(&self.id).map_or(WorkerState::Dead, |s| s.state)
+        self.core
+            .borrow()
+            .slots
+            .get(&self.id)
+            .map_or(WorkerState::Dead, |s| s.state)
     }
 
     /// The primary's end of the worker's stdin, when it is piped ([`Settings::silent`]).

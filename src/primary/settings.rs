@@ -87,7 +87,11 @@ impl Settings {
         K: Into<OsString>,
         V: Into<OsString>,
     {
-        self.env = Some(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect());
+        self.env = Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
         self
     }
 
@@ -157,10 +161,25 @@ impl Settings {
         macro_rules! take {
             ($($f:ident),*) => { $( if newer.$f.is_some() { self.$f = newer.$f; } )* };
         }
-        take!(exec, args, cwd, env, silent, stdio, uid, gid, scheduling, death_signal);
+        take!(
+            exec,
+            args,
+            cwd,
+            env,
+            silent,
+            stdio,
+            uid,
+            gid,
+            scheduling,
+            death_signal
+        );
     }
 
     pub(crate) fn stdio_or_default(&self) -> [Stdio; 3] {
-        self.stdio.unwrap_or(if self.silent == Some(true) { [Stdio::Pipe; 3] } else { [Stdio::Inherit; 3] })
+        self.stdio.unwrap_or(if self.silent == Some(true) {
+            [Stdio::Pipe; 3]
+        } else {
+            [Stdio::Inherit; 3]
+        })
     }
 }

@@ -128,9 +128,15 @@ impl Worker {
         }
         let mut out = lock(&self.shared.out);
         let was_empty = out.queue.pending() == 0;
-        out.queue.push(kind, data, fd).map_err(|(e, fd)| Error::frame(OP, e).with_fd(fd))?;
+        out.queue
+            .push(kind, data, fd)
+            .map_err(|(e, fd)| Error::frame(OP, e).with_fd(fd))?;
         let sock = self.shared.sock.as_fd();
-        let blocking = if out.queue.pending() > HIGH_WATER { Blocking::Yes } else { Blocking::No };
+        let blocking = if out.queue.pending() > HIGH_WATER {
+            Blocking::Yes
+        } else {
+            Blocking::No
+        };
         if was_empty || blocking == Blocking::Yes {
             match out.queue.write_to(sock, blocking) {
                 Ok(true) => return Ok(()),
@@ -184,7 +190,10 @@ impl Worker {
         loop {
             match inbound.next_frame() {
                 Ok(Some(frame)) if frame.kind == Kind::User => {
-                    return Ok(Some(Message { data: frame.payload, fd: frame.fd }));
+                    return Ok(Some(Message {
+                        data: frame.payload,
+                        fd: frame.fd,
+                    }));
                 }
                 Ok(Some(_)) => continue,
                 Ok(None) => {}
@@ -193,7 +202,12 @@ impl Worker {
                     return Err(Error::frame(OP, e));
                 }
             }
-            let n = match scm::recv(&self.shared.sock, inbound.spare(READ_CHUNK), &mut fds, blocking) {
+            let n = match scm::recv(
+                &self.shared.sock,
+                inbound.spare(READ_CHUNK),
+                &mut fds,
+                blocking,
+            ) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -231,7 +245,11 @@ impl Worker {
         self.send_frame(Kind::Disconnecting, &[], None)?;
         let mut state = lock(&self.shared.state);
         while !state.closed {
-            state = self.shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self
+                .shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
         }
         Ok(())
     }
@@ -260,13 +278,24 @@ impl Worker {
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         while !state.closed {
             match deadline {
-                None => state = self.shared.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                None => {
+                    state = self
+                        .shared
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(|e| e.into_inner())
+                }
                 Some(d) => {
                     let now = std::time::Instant::now();
                     if now >= d {
                         return false;
                     }
-                    state = self.shared.changed.wait_timeout(state, d - now).unwrap_or_else(|e| e.into_inner()).0;
+                    state = self
+                        .shared
+                        .changed
+                        .wait_timeout(state, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                 }
             }
         }
@@ -283,8 +312,11 @@ impl Shared {
     /// is gone. The same transition the watcher makes, so that whichever thread notices first
     /// leaves the state right.
     fn on_end_of_file(&self) {
-        let ready = poll::poll(&[(&self.sock, poll::RDHUP)], Some(Duration::ZERO)).unwrap_or_default();
-        let hung_up = ready.first().is_some_and(|f| f.intersects(poll::HUP | poll::ERR));
+        let ready =
+            poll::poll(&[(&self.sock, poll::RDHUP)], Some(Duration::ZERO)).unwrap_or_default();
+        let hung_up = ready
+            .first()
+            .is_some_and(|f| f.intersects(poll::HUP | poll::ERR));
         if !hung_up {
             return self.close(true);
         }
@@ -326,7 +358,10 @@ fn watch(shared: &Shared) {
         if flushing {
             interest |= poll::OUT;
         }
-        let ready = match poll::poll(&[(&shared.sock, interest), (&shared.doorbell, poll::IN)], None) {
+        let ready = match poll::poll(
+            &[(&shared.sock, interest), (&shared.doorbell, poll::IN)],
+            None,
+        ) {
             Ok(r) => r,
             Err(_) => return,
         };

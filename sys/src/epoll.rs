@@ -55,7 +55,10 @@ impl Epoll {
     /// # Errors
     /// What `epoll_create1(2)` returns.
     pub fn new() -> io::Result<Epoll> {
-        Ok(Epoll { fd: epoll::create(CreateFlags::CLOEXEC)?, events: Vec::with_capacity(256) })
+        Ok(Epoll {
+            fd: epoll::create(CreateFlags::CLOEXEC)?,
+            events: Vec::with_capacity(256),
+        })
     }
 
     /// `EPOLL_CTL_ADD`.
@@ -63,7 +66,12 @@ impl Epoll {
     /// # Errors
     /// What `epoll_ctl(2)` returns.
     pub fn add(&self, fd: impl AsFd, token: u64, interest: Interest) -> io::Result<()> {
-        Ok(epoll::add(&self.fd, fd, EventData::new_u64(token), flags(interest))?)
+        Ok(epoll::add(
+            &self.fd,
+            fd,
+            EventData::new_u64(token),
+            flags(interest),
+        )?)
     }
 
     /// `EPOLL_CTL_MOD`.
@@ -71,7 +79,12 @@ impl Epoll {
     /// # Errors
     /// What `epoll_ctl(2)` returns.
     pub fn modify(&self, fd: impl AsFd, token: u64, interest: Interest) -> io::Result<()> {
-        Ok(epoll::modify(&self.fd, fd, EventData::new_u64(token), flags(interest))?)
+        Ok(epoll::modify(
+            &self.fd,
+            fd,
+            EventData::new_u64(token),
+            flags(interest),
+        )?)
     }
 
     /// `EPOLL_CTL_DEL`; an fd that is not registered is not an error.
@@ -95,7 +108,11 @@ impl Epoll {
             tv_nsec: i64::from(t.subsec_nanos()),
         });
         self.events.clear();
-        match epoll::wait(&self.fd, rustix::buffer::spare_capacity(&mut self.events), ts.as_ref()) {
+        match epoll::wait(
+            &self.fd,
+            rustix::buffer::spare_capacity(&mut self.events),
+            ts.as_ref(),
+        ) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => return Ok(()),
             Err(e) => return Err(e.into()),

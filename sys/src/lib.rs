@@ -11,7 +11,7 @@
 //! | [`poll`] | `poll(2)` on one or two fds, `eventfd(2)` |
 //! | [`epoll`] | `epoll(7)`, the fallback event loop |
 //! | [`uring`] | an io_uring ring with a feature probe and owned-buffer operations |
-//! | [`env`] | reading and removing the worker's environment variables |
+//! | [`env`](mod@env) | reading and removing the worker's environment variables |
 //!
 //! Every fd this crate creates is close-on-exec; the only way an fd crosses `execve(2)` is
 //! [`spawn::SpawnRequest::inherit`], explicitly and at a chosen number.

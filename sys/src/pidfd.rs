@@ -72,7 +72,10 @@ impl PidFd {
         };
         Ok(status.and_then(|s| {
             if s.exited() {
-                Some(ExitStatus { code: s.exit_status(), signal: None })
+                Some(ExitStatus {
+                    code: s.exit_status(),
+                    signal: None,
+                })
             } else if s.killed() || s.dumped() {
                 Some(ExitStatus {
                     code: None,

@@ -14,8 +14,14 @@ pub use rustix::event::PollFlags as Flags;
 ///
 /// # Errors
 /// What `poll(2)` returns.
-pub fn poll(fds: &[(&dyn AsFd, PollFlags)], timeout: Option<Duration>) -> io::Result<Vec<PollFlags>> {
-    let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|(fd, f)| PollFd::from_borrowed_fd(fd.as_fd(), *f)).collect();
+pub fn poll(
+    fds: &[(&dyn AsFd, PollFlags)],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<PollFlags>> {
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|(fd, f)| PollFd::from_borrowed_fd(fd.as_fd(), *f))
+        .collect();
     let ts = timeout.map(|t| rustix::event::Timespec {
         tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
         tv_nsec: i64::from(t.subsec_nanos()),

@@ -82,7 +82,9 @@ impl Signal {
             return Signal::from_raw(n);
         }
         let s = s.strip_prefix("SIG").unwrap_or(s);
-        (1..=31).map(Signal).find(|sig| sig.name().strip_prefix("SIG") == Some(s))
+        (1..=31)
+            .map(Signal)
+            .find(|sig| sig.name().strip_prefix("SIG") == Some(s))
     }
 }
 
@@ -119,7 +121,10 @@ impl SignalFd {
     /// # References
     /// [`signalfd(2)`](https://man7.org/linux/man-pages/man2/signalfd.2.html)
     pub fn new(signals: &[Signal]) -> io::Result<SignalFd> {
-        if signals.iter().any(|s| *s == Signal::KILL || *s == Signal::STOP) {
+        if signals
+            .iter()
+            .any(|s| *s == Signal::KILL || *s == Signal::STOP)
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "SIGKILL and SIGSTOP cannot be caught",

@@ -40,7 +40,7 @@ pub enum Stdio {
 pub struct SpawnRequest<'a> {
     /// The program; a bare name is looked up in `PATH`.
     pub program: PathBuf,
-    /// argv[1..]; argv[0] is `program`.
+    /// `argv[1..]`; `argv[0]` is `program`.
     pub args: Vec<OsString>,
     /// The child's whole environment (nothing else is inherited).
     pub env: Vec<(OsString, OsString)>,
@@ -158,12 +158,26 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Spawned> {
             let target = *target as libc::c_uint;
             if target > from {
                 // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on fds.
-                unsafe { libc::syscall(libc::SYS_close_range, from, target - 1, libc::CLOSE_RANGE_CLOEXEC) };
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_close_range,
+                        from,
+                        target - 1,
+                        libc::CLOSE_RANGE_CLOEXEC,
+                    )
+                };
             }
             from = target + 1;
         }
         // SAFETY: as above, up to the highest possible fd.
-        unsafe { libc::syscall(libc::SYS_close_range, from, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                from,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
         Ok(())
     };
     // SAFETY: `child_setup` runs between fork and exec and calls only async-signal-safe
@@ -185,7 +199,12 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Spawned> {
     let stderr = child.stderr.take().map(|s| File::from(OwnedFd::from(s)));
     // `Child` neither kills nor reaps on drop; the pidfd does both from here on.
     drop(child);
-    Ok(Spawned { pidfd, stdin, stdout, stderr })
+    Ok(Spawned {
+        pidfd,
+        stdin,
+        stdout,
+        stderr,
+    })
 }
 
 /// The path of the running executable (`/proc/self/exe`), for re-executing ourselves.

@@ -127,7 +127,10 @@ impl Ring {
         for (code, name) in [
             (opcode::RecvMsg::CODE, "IORING_OP_RECVMSG (Linux 5.3)"),
             (opcode::PollAdd::CODE, "IORING_OP_POLL_ADD (Linux 5.1)"),
-            (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL (Linux 5.5)"),
+            (
+                opcode::AsyncCancel::CODE,
+                "IORING_OP_ASYNC_CANCEL (Linux 5.5)",
+            ),
         ] {
             if !probe.is_supported(code) {
                 return Err(missing(name));
@@ -137,7 +140,13 @@ impl Ring {
             multishot_accept: probe.is_supported(opcode::Socket::CODE),
             waitid: probe.is_supported(opcode::WaitId::CODE),
         };
-        Ok(Ring { ring, ops: Vec::new(), free: Vec::new(), in_flight: 0, features })
+        Ok(Ring {
+            ring,
+            ops: Vec::new(),
+            free: Vec::new(),
+            in_flight: 0,
+            features,
+        })
     }
 
     /// What the probe found beyond the required operations.
@@ -185,12 +194,21 @@ impl Ring {
     ///
     /// # Errors
     /// When the submission queue cannot take it.
-    pub fn recvmsg(&mut self, fd: &Arc<dyn AsFd>, mut buf: Vec<u8>, token: u64) -> io::Result<OpId> {
+    pub fn recvmsg(
+        &mut self,
+        fd: &Arc<dyn AsFd>,
+        mut buf: Vec<u8>,
+        token: u64,
+    ) -> io::Result<OpId> {
         buf.clear();
-        // SAFETY: an all-zero msghdr/iovec is a valid empty value; the pointers are set below.
         let mut state: Box<RecvState> = Box::new(RecvState {
+            // SAFETY: an all-zero msghdr (null pointers, zero lengths) is a valid empty value;
+            // the pointers are set below.
             hdr: unsafe { std::mem::zeroed() },
-            iov: libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
             buf,
             cmsg: CmsgSpace([0; RECV_CMSG_SPACE]),
         });
@@ -201,7 +219,11 @@ impl Ring {
         state.hdr.msg_control = state.cmsg.0.as_mut_ptr().cast();
         state.hdr.msg_controllen = RECV_CMSG_SPACE;
         let hdr: *mut libc::msghdr = &mut state.hdr;
-        let slot = self.insert(Op { token, kind: OpKind::Recv(state), _fd: fd.clone() });
+        let slot = self.insert(Op {
+            token,
+            kind: OpKind::Recv(state),
+            _fd: fd.clone(),
+        });
         let entry = opcode::RecvMsg::new(types::Fd(fd.as_fd().as_raw_fd()), hdr)
             .flags(libc::MSG_CMSG_CLOEXEC as u32)
             .build()
@@ -215,10 +237,15 @@ impl Ring {
     /// # Errors
     /// When the submission queue cannot take it.
     pub fn poll(&mut self, fd: &Arc<dyn AsFd>, flags: PollFlags, token: u64) -> io::Result<OpId> {
-        let slot = self.insert(Op { token, kind: OpKind::Poll, _fd: fd.clone() });
-        let entry = opcode::PollAdd::new(types::Fd(fd.as_fd().as_raw_fd()), u32::from(flags.bits()))
-            .build()
-            .user_data(slot as u64);
+        let slot = self.insert(Op {
+            token,
+            kind: OpKind::Poll,
+            _fd: fd.clone(),
+        });
+        let entry =
+            opcode::PollAdd::new(types::Fd(fd.as_fd().as_raw_fd()), u32::from(flags.bits()))
+                .build()
+                .user_data(slot as u64);
         self.push(&entry)?;
         Ok(OpId(slot))
     }
@@ -232,7 +259,9 @@ impl Ring {
         if self.ops.get(op.0).is_none_or(Option::is_none) {
             return Ok(());
         }
-        let entry = opcode::AsyncCancel::new(op.0 as u64).build().user_data(INTERNAL);
+        let entry = opcode::AsyncCancel::new(op.0 as u64)
+            .build()
+            .user_data(INTERNAL);
         self.push(&entry)
     }
 
@@ -247,7 +276,9 @@ impl Ring {
         let res = match timeout {
             Some(t) if t.is_zero() => submitter.submit(),
             Some(t) => {
-                let ts = types::Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
+                let ts = types::Timespec::new()
+                    .sec(t.as_secs())
+                    .nsec(t.subsec_nanos());
                 let args = types::SubmitArgs::new().timespec(&ts);
                 submitter.submit_with_args(1, &args)
             }
@@ -255,7 +286,11 @@ impl Ring {
         };
         match res {
             Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
             Err(e) => return Err(e),
         }
         self.reap_into(out);
@@ -263,14 +298,19 @@ impl Ring {
     }
 
     fn reap_into(&mut self, out: &mut Vec<Completion>) {
-        let cqes: Vec<(u64, i32)> =
-            self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        let cqes: Vec<(u64, i32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
         for (user_data, res) in cqes {
             if user_data & INTERNAL != 0 {
                 continue;
             }
             let slot = user_data as usize;
-            let Some(op) = self.ops.get_mut(slot).and_then(Option::take) else { continue };
+            let Some(op) = self.ops.get_mut(slot).and_then(Option::take) else {
+                continue;
+            };
             self.free.push(slot);
             self.in_flight -= 1;
             out.push(match op.kind {
@@ -292,23 +332,31 @@ fn finish_recv(token: u64, mut state: Box<RecvState>, res: i32) -> Completion {
     let mut fds = Vec::new();
     if res < 0 {
         let buf = std::mem::take(&mut state.buf);
-        return Completion::Recv { token, buf, fds, result: Err(io::Error::from_raw_os_error(-res)) };
+        return Completion::Recv {
+            token,
+            buf,
+            fds,
+            result: Err(io::Error::from_raw_os_error(-res)),
+        };
     }
     // SAFETY: the kernel wrote `msg_controllen` bytes of control messages into `state.cmsg`,
     // which `hdr.msg_control` points to; CMSG_FIRSTHDR/NXTHDR stay within that length.
     let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&state.hdr) };
     while !cmsg.is_null() {
-        // SAFETY: CMSG_FIRSTHDR/NXTHDR returned a non-null header inside the buffer.
-        let (level, ty, len) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
+        // SAFETY: CMSG_FIRSTHDR/NXTHDR returned a non-null, aligned header inside the buffer.
+        let header: &libc::cmsghdr = unsafe { &*cmsg };
+        let (level, ty, len) = (header.cmsg_level, header.cmsg_type, header.cmsg_len);
         if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
             // SAFETY: CMSG_LEN(0) is pure arithmetic.
-            let header = unsafe { libc::CMSG_LEN(0) } as usize;
-            let n = (len as usize).saturating_sub(header) / std::mem::size_of::<i32>();
+            let header_len = unsafe { libc::CMSG_LEN(0) } as usize;
+            let n = len.saturating_sub(header_len) / std::mem::size_of::<i32>();
             // SAFETY: the data of an SCM_RIGHTS message is `n` ints right after its header.
             let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<i32>();
             for i in 0..n {
-                // SAFETY: `i < n` stays within the message; the data may be unaligned.
-                let raw = unsafe { data.add(i).read_unaligned() };
+                // SAFETY: `i < n` keeps the pointer within the message's data.
+                let at = unsafe { data.add(i) };
+                // SAFETY: `at` points to an initialised int, possibly unaligned.
+                let raw = unsafe { at.read_unaligned() };
                 // SAFETY: the kernel installed this fd in our table for this message only;
                 // nothing else owns it.
                 fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
@@ -320,12 +368,22 @@ fn finish_recv(token: u64, mut state: Box<RecvState>, res: i32) -> Completion {
     let mut buf = std::mem::take(&mut state.buf);
     if state.hdr.msg_flags & libc::MSG_CTRUNC != 0 {
         drop(fds);
-        return Completion::Recv { token, buf, fds: Vec::new(), result: Err(truncated()) };
+        return Completion::Recv {
+            token,
+            buf,
+            fds: Vec::new(),
+            result: Err(truncated()),
+        };
     }
     let n = (res as usize).min(buf.capacity());
     // SAFETY: the kernel initialised the first `n` bytes of the buffer's capacity.
     unsafe { buf.set_len(n) };
-    Completion::Recv { token, buf, fds, result: Ok(n) }
+    Completion::Recv {
+        token,
+        buf,
+        fds,
+        result: Ok(n),
+    }
 }
 
 impl Drop for Ring {
@@ -333,7 +391,9 @@ impl Drop for Ring {
         if self.in_flight == 0 {
             return;
         }
-        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(INTERNAL);
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(INTERNAL);
         // SAFETY: the cancel entry refers to no memory.
         let _ = unsafe { self.ring.submission().push(&cancel) };
         let mut sink = Vec::new();
@@ -341,7 +401,10 @@ impl Drop for Ring {
             if self.in_flight == 0 {
                 return;
             }
-            if self.wait(&mut sink, Some(Duration::from_millis(20))).is_err() {
+            if self
+                .wait(&mut sink, Some(Duration::from_millis(20)))
+                .is_err()
+            {
                 break;
             }
             sink.clear();

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use ringleader::{Event, Primary, Settings};
 
-
 /// How long any single wait in a test may take before the test fails as hung.
 pub const WATCHDOG: Duration = Duration::from_secs(30);
 
@@ -27,13 +26,21 @@ impl Harness {
     /// A primary whose workers run `fixture` with no arguments.
     pub fn new(fixture: &str) -> Harness {
         let primary = Primary::new().expect("primary");
-        primary.setup(Settings::default().exec(fixture).args(Vec::<String>::new())).expect("setup");
-        Harness { primary, online: Default::default() }
+        primary
+            .setup(Settings::default().exec(fixture).args(Vec::<String>::new()))
+            .expect("setup");
+        Harness {
+            primary,
+            online: Default::default(),
+        }
     }
 
     /// Forks a worker in `mode` and returns its id.
     pub fn fork(&self, mode: &str) -> ringleader::WorkerId {
-        self.primary.fork(&[("FIXTURE_MODE", mode)]).expect("fork").id()
+        self.primary
+            .fork(&[("FIXTURE_MODE", mode)])
+            .expect("fork")
+            .id()
     }
 
     /// The next event, or a panic after [`WATCHDOG`].
@@ -52,7 +59,12 @@ impl Harness {
                 Some(e) => e,
                 None => panic!(
                     "watchdog: no event within {WATCHDOG:?}; last events seen: {:?}; primary {:?}",
-                    seen.iter().rev().take(20).rev().map(describe).collect::<Vec<_>>(),
+                    seen.iter()
+                        .rev()
+                        .take(20)
+                        .rev()
+                        .map(describe)
+                        .collect::<Vec<_>>(),
                     self.primary
                 ),
             };
@@ -100,10 +112,18 @@ pub fn describe(e: &Event) -> String {
             let text: String = message.text().chars().take(40).collect();
             format!("message {worker} {text}")
         }
-        Event::Disconnect { worker, exited_after_disconnect } => {
+        Event::Disconnect {
+            worker,
+            exited_after_disconnect,
+        } => {
             format!("disconnect {worker} ead={exited_after_disconnect}")
         }
-        Event::Exit { worker, code, signal, exited_after_disconnect } => {
+        Event::Exit {
+            worker,
+            code,
+            signal,
+            exited_after_disconnect,
+        } => {
             format!("exit {worker} code={code:?} signal={signal:?} ead={exited_after_disconnect}")
         }
         Event::AllDisconnected => "all-disconnected".into(),
@@ -115,13 +135,21 @@ pub fn describe(e: &Event) -> String {
 
 /// How many fds this process has open.
 pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Whether process `pid` exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 
@@ -135,8 +163,14 @@ pub fn wait_gone(pid: u32, limit: Duration) -> Option<Duration> {
         Some(Ok(fd)) => fd,
         _ => return Some(start.elapsed()),
     };
-    let mut fds = [rustix::event::PollFd::new(&pidfd, rustix::event::PollFlags::IN)];
-    let ts = rustix::event::Timespec { tv_sec: limit.as_secs() as i64, tv_nsec: 0 };
+    let mut fds = [rustix::event::PollFd::new(
+        &pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::event::Timespec {
+        tv_sec: limit.as_secs() as i64,
+        tv_nsec: 0,
+    };
     match rustix::event::poll(&mut fds, Some(&ts)) {
         Ok(n) if n > 0 => Some(start.elapsed()),
         _ => None,
@@ -155,7 +189,10 @@ impl Spawned {
     /// Starts `program args` in a new process group.
     pub fn start(program: impl AsRef<Path>, args: &[&str], env: &[(&str, &str)]) -> Spawned {
         let mut cmd = Command::new(program.as_ref());
-        cmd.args(args).envs(env.iter().copied()).stdout(Stdio::piped()).process_group(0);
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .process_group(0);
         let mut child = cmd.spawn().expect("spawn fixture");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
@@ -179,8 +216,13 @@ impl Spawned {
     pub fn expect_line(&self, prefix: &str) -> String {
         let deadline = Instant::now() + WATCHDOG;
         loop {
-            let left = deadline.checked_duration_since(Instant::now()).expect("watchdog: no line");
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("watchdog: no {prefix:?} line"));
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .expect("watchdog: no line");
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("watchdog: no {prefix:?} line"));
             if let Some(rest) = line.strip_prefix(prefix) {
                 return rest.trim().to_owned();
             }

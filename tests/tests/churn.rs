@@ -45,10 +45,26 @@ fn b22_disconnect_and_kill_storm_gives_one_disconnect_and_one_exit_each() {
         counts.len() == ids.len() && counts.values().all(|(d, x)| *d >= 1 && *x >= 1)
     });
     assert!(counts.values().all(|c| *c == (1, 1)), "{counts:?}");
-    assert!(!seen.iter().any(|e| matches!(e, Event::Error { .. })), "{:?}", seen.iter().map(describe).collect::<Vec<_>>());
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Error { .. })),
+        "{:?}",
+        seen.iter().map(describe).collect::<Vec<_>>()
+    );
     for e in &seen {
-        if let Event::Exit { exited_after_disconnect, .. } | Event::Disconnect { exited_after_disconnect, .. } = e {
-            assert!(*exited_after_disconnect, "every end here was asked for: {}", describe(e));
+        if let Event::Exit {
+            exited_after_disconnect,
+            ..
+        }
+        | Event::Disconnect {
+            exited_after_disconnect,
+            ..
+        } = e
+        {
+            assert!(
+                *exited_after_disconnect,
+                "every end here was asked for: {}",
+                describe(e)
+            );
         }
     }
     assert!(h.primary.workers().is_empty());

@@ -20,7 +20,8 @@ fn two_hundred_workers_and_fd_exchanges_leak_no_fd() {
         alive.insert(id);
         let w = h.primary.worker(id).expect("worker");
         let (mine, theirs) = UnixStream::pair().expect("pair");
-        w.send_fd(&round.to_le_bytes(), OwnedFd::from(theirs)).expect("send fd");
+        w.send_fd(&round.to_le_bytes(), OwnedFd::from(theirs))
+            .expect("send fd");
         // Keep about 4 workers alive at once, retiring the oldest in turns of
         // disconnect, kill and a received fd that is dropped.
         let seen = h.until(|e| matches!(e, Event::Message { worker, .. } if *worker == id));
@@ -32,11 +33,19 @@ fn two_hundred_workers_and_fd_exchanges_leak_no_fd() {
         if alive.len() > 4 {
             let oldest = alive.pop_first().expect("oldest");
             let w = h.primary.worker(oldest).expect("worker");
-            if round % 2 == 0 { w.disconnect().expect("disconnect") } else { w.kill(None).expect("kill") }
+            if round % 2 == 0 {
+                w.disconnect().expect("disconnect")
+            } else {
+                w.kill(None).expect("kill")
+            }
             h.until_gone(oldest);
         }
     }
     h.primary.disconnect_all().expect("disconnect all");
     h.until(|e| matches!(e, Event::AllDisconnected));
-    assert_eq!(fd_count(), before, "the primary's fd count returns to where it started");
+    assert_eq!(
+        fd_count(),
+        before,
+        "the primary's fd count returns to where it started"
+    );
 }

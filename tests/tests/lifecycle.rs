@@ -11,7 +11,11 @@ fn b1_events_in_order_and_states_follow() {
     let h = Harness::new(FIXTURE);
     let w = h.primary.fork(&[("FIXTURE_MODE", "echo")]).expect("fork");
     assert_eq!(w.state(), WorkerState::Started);
-    let seen: Vec<String> = h.until(|e| matches!(e, Event::Online { .. })).iter().map(describe).collect();
+    let seen: Vec<String> = h
+        .until(|e| matches!(e, Event::Online { .. }))
+        .iter()
+        .map(describe)
+        .collect();
     // setup from the harness, setup from fork, then fork and online.
     assert_eq!(seen, ["setup", "setup", "fork 1", "online 1"]);
     assert_eq!(w.state(), WorkerState::Online);
@@ -20,7 +24,13 @@ fn b1_events_in_order_and_states_follow() {
 
     w.disconnect().expect("disconnect");
     let seen = h.until_gone(1);
-    assert_eq!(seen, ["disconnect 1 ead=true", "exit 1 code=Some(0) signal=None ead=true"]);
+    assert_eq!(
+        seen,
+        [
+            "disconnect 1 ead=true",
+            "exit 1 code=Some(0) signal=None ead=true"
+        ]
+    );
     assert_eq!(w.state(), WorkerState::Dead);
     assert!(!w.is_connected() && w.is_dead());
     assert!(h.primary.workers().is_empty());
@@ -31,8 +41,18 @@ fn b1_exit_code_of_a_worker_that_exits_by_itself() {
     let h = Harness::new(FIXTURE);
     let id = h.fork("exit:42");
     let seen = h.until_gone(id);
-    let tail: Vec<&str> = seen.iter().map(String::as_str).filter(|s| !s.starts_with("online")).collect();
-    assert!(tail.ends_with(&["disconnect 1 ead=false", "exit 1 code=Some(42) signal=None ead=false"]), "{seen:?}");
+    let tail: Vec<&str> = seen
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.starts_with("online"))
+        .collect();
+    assert!(
+        tail.ends_with(&[
+            "disconnect 1 ead=false",
+            "exit 1 code=Some(42) signal=None ead=false"
+        ]),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -50,11 +70,22 @@ fn b2_ids_count_from_one_and_the_environment_is_cleaned() {
     });
     for (worker, report) in reports {
         assert_eq!(report["id"], worker, "the worker knows its id");
-        assert!(report["worker_id_env"].is_null(), "RINGLEADER_WORKER_ID removed: {report}");
-        assert!(report["channel_fd_env"].is_null(), "RINGLEADER_CHANNEL_FD removed: {report}");
+        assert!(
+            report["worker_id_env"].is_null(),
+            "RINGLEADER_WORKER_ID removed: {report}"
+        );
+        assert!(
+            report["channel_fd_env"].is_null(),
+            "RINGLEADER_CHANNEL_FD removed: {report}"
+        );
         // 0, 1, 2, the channel at 3, and nothing else inherited (the rest is the worker's own:
         // the watcher's eventfd and the read_dir handle).
-        let fds: Vec<u32> = report["fds"].as_array().expect("fds").iter().filter_map(|v| v.as_str()?.parse().ok()).collect();
+        let fds: Vec<u32> = report["fds"]
+            .as_array()
+            .expect("fds")
+            .iter()
+            .filter_map(|v| v.as_str()?.parse().ok())
+            .collect();
         assert!(fds.contains(&3), "{fds:?}");
         assert!(fds.len() <= 6, "unexpected inherited fds {fds:?}");
     }
@@ -77,9 +108,19 @@ fn b17_worker_disconnect_waits_for_the_ack_and_is_voluntary() {
         .iter()
         .map(describe)
         .collect();
-    let tail: Vec<&str> = seen.iter().map(String::as_str).filter(|s| !s.starts_with("setup") && !s.starts_with("fork") && !s.starts_with("online")).collect();
+    let tail: Vec<&str> = seen
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.starts_with("setup") && !s.starts_with("fork") && !s.starts_with("online"))
+        .collect();
     // Exit code 0 means the worker saw exited_after_disconnect and a closed channel.
-    assert_eq!(tail, ["disconnect 1 ead=true", "exit 1 code=Some(0) signal=None ead=true"]);
+    assert_eq!(
+        tail,
+        [
+            "disconnect 1 ead=true",
+            "exit 1 code=Some(0) signal=None ead=true"
+        ]
+    );
     // Node: a worker that disconnects itself is still listed at 'disconnect', removed at 'exit'.
     assert_eq!(present_at_disconnect, Some(true));
     assert!(h.primary.workers().is_empty());
@@ -90,8 +131,14 @@ fn b17_worker_kill_is_voluntary_too() {
     let h = Harness::new(FIXTURE);
     let id = h.fork("kill-self");
     let seen = h.until_gone(id);
-    assert!(seen.contains(&"disconnect 1 ead=true".to_owned()), "{seen:?}");
-    assert!(seen.contains(&"exit 1 code=Some(0) signal=None ead=true".to_owned()), "{seen:?}");
+    assert!(
+        seen.contains(&"disconnect 1 ead=true".to_owned()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"exit 1 code=Some(0) signal=None ead=true".to_owned()),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -101,14 +148,31 @@ fn b18_primary_kill_sends_the_signal_and_counts_as_voluntary() {
     let busy = h.fork("busy");
     h.online(term);
     h.online(busy);
-    h.primary.worker(term).expect("worker").kill(None).expect("kill");
+    h.primary
+        .worker(term)
+        .expect("worker")
+        .kill(None)
+        .expect("kill");
     let seen = h.until_gone(term);
-    assert!(seen.contains(&"exit 1 code=None signal=Some(SIGTERM) ead=true".to_owned()), "{seen:?}");
-    assert!(seen.contains(&"disconnect 1 ead=true".to_owned()), "{seen:?}");
+    assert!(
+        seen.contains(&"exit 1 code=None signal=Some(SIGTERM) ead=true".to_owned()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"disconnect 1 ead=true".to_owned()),
+        "{seen:?}"
+    );
     // A worker spinning in a loop goes too.
-    h.primary.worker(busy).expect("worker").kill(Some(Signal::KILL)).expect("kill");
+    h.primary
+        .worker(busy)
+        .expect("worker")
+        .kill(Some(Signal::KILL))
+        .expect("kill");
     let seen = h.until_gone(busy);
-    assert!(seen.contains(&"exit 2 code=None signal=Some(SIGKILL) ead=true".to_owned()), "{seen:?}");
+    assert!(
+        seen.contains(&"exit 2 code=None signal=Some(SIGKILL) ead=true".to_owned()),
+        "{seen:?}"
+    );
     assert!(h.primary.workers().is_empty());
 }
 
@@ -119,12 +183,21 @@ fn b21_primary_disconnect_removes_the_worker_at_once() {
     h.online(id);
     let w = h.primary.worker(id).expect("worker");
     w.disconnect().expect("disconnect");
-    assert!(h.primary.workers().is_empty(), "removed inside disconnect()");
+    assert!(
+        h.primary.workers().is_empty(),
+        "removed inside disconnect()"
+    );
     // Still reachable through the handle until both events are out.
     assert!(w.is_connected());
     let seen = h.until_gone(id);
     // The worker's recv() returned None with exited_after_disconnect set: exit code 0.
-    assert_eq!(seen, ["disconnect 1 ead=true", "exit 1 code=Some(0) signal=None ead=true"]);
+    assert_eq!(
+        seen,
+        [
+            "disconnect 1 ead=true",
+            "exit 1 code=Some(0) signal=None ead=true"
+        ]
+    );
     // A second disconnect of a gone worker is an error, not a panic.
     assert!(w.disconnect().is_err());
 }
@@ -136,15 +209,17 @@ fn b21_crashed_worker_leaves_the_map_before_the_later_event() {
     let mut listed_at = Vec::new();
     h.until(|e| {
         match e {
-            Event::Disconnect { .. } => listed_at.push(("disconnect", h.primary.workers().contains(&id))),
+            Event::Disconnect { .. } => {
+                listed_at.push(("disconnect", h.primary.workers().contains(&id)))
+            }
             Event::Exit { .. } => listed_at.push(("exit", h.primary.workers().contains(&id))),
             _ => {}
         }
         listed_at.len() == 2
     });
     // Whichever comes second finds the worker already removed; the first still sees it.
-    assert_eq!(listed_at[0].1, true, "{listed_at:?}");
-    assert_eq!(listed_at[1].1, false, "{listed_at:?}");
+    assert!(listed_at[0].1, "{listed_at:?}");
+    assert!(!listed_at[1].1, "{listed_at:?}");
 }
 
 #[test]
@@ -169,7 +244,12 @@ fn b21_disconnect_all_reports_after_the_last_exit() {
         }
         matches!(e, Event::AllDisconnected)
     });
-    assert_eq!((exits, disconnects), (4, 3), "{:?}", seen.iter().map(describe).collect::<Vec<_>>());
+    assert_eq!(
+        (exits, disconnects),
+        (4, 3),
+        "{:?}",
+        seen.iter().map(describe).collect::<Vec<_>>()
+    );
     // With no workers the event comes at once.
     h.primary.disconnect_all().expect("disconnect all");
     assert!(matches!(h.next(), Event::AllDisconnected));
@@ -179,6 +259,14 @@ fn b21_disconnect_all_reports_after_the_last_exit() {
 fn events_iterator_ends_when_nothing_is_left() {
     let h = Harness::new(FIXTURE);
     h.fork("exit:0");
-    let names: Vec<String> = h.primary.events().map(|e| describe(&e.expect("event"))).collect();
-    assert_eq!(names.last().map(String::as_str), Some("exit 1 code=Some(0) signal=None ead=false"), "{names:?}");
+    let names: Vec<String> = h
+        .primary
+        .events()
+        .map(|e| describe(&e.expect("event")))
+        .collect();
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("exit 1 code=Some(0) signal=None ead=false"),
+        "{names:?}"
+    );
 }

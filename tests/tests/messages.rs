@@ -11,7 +11,10 @@ use ringleader_tests::{Harness, describe};
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 
 fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
-    let (a, b) = (rustix::fs::fstat(a).expect("fstat"), rustix::fs::fstat(b).expect("fstat"));
+    let (a, b) = (
+        rustix::fs::fstat(a).expect("fstat"),
+        rustix::fs::fstat(b).expect("fstat"),
+    );
     (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 }
 
@@ -114,8 +117,15 @@ fn b25_user_bytes_that_look_like_internal_frames_stay_user_messages() {
     let fake = [0u8, 0, 0, 0, 2, 0, b'r', b'l', 0, 0, 0, 0, 1, 0, b'r', b'l'];
     w.send(&fake).expect("send");
     let seen = h.until(|e| matches!(e, Event::Message { .. }));
-    assert_eq!(seen.len(), 1, "{:?}", seen.iter().map(describe).collect::<Vec<_>>());
-    let Event::Message { message, .. } = &seen[0] else { unreachable!() };
+    assert_eq!(
+        seen.len(),
+        1,
+        "{:?}",
+        seen.iter().map(describe).collect::<Vec<_>>()
+    );
+    let Event::Message { message, .. } = &seen[0] else {
+        unreachable!()
+    };
     assert_eq!(message.data, fake);
     assert_eq!(w.exited_after_disconnect(), Some(false));
     assert!(w.is_connected());
@@ -131,13 +141,24 @@ fn bad_worker_is_cut_off(mode: &str, expect: &str) {
     let errors: Vec<&String> = seen.iter().filter(|s| s.starts_with("error")).collect();
     assert_eq!(errors.len(), 1, "{seen:?}");
     assert!(errors[0].contains(expect), "{seen:?}");
-    let after: Vec<&String> = seen.iter().skip_while(|s| !s.starts_with("error")).collect();
-    assert!(after[1].starts_with(&format!("disconnect {bad} ead=false")), "{seen:?}");
-    assert!(seen.contains(&format!("exit {bad} code=Some(0) signal=None ead=false")), "{seen:?}");
+    let after: Vec<&String> = seen
+        .iter()
+        .skip_while(|s| !s.starts_with("error"))
+        .collect();
+    assert!(
+        after[1].starts_with(&format!("disconnect {bad} ead=false")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&format!("exit {bad} code=Some(0) signal=None ead=false")),
+        "{seen:?}"
+    );
     let w = h.primary.worker(good).expect("good worker");
     w.send(b"ping").expect("send");
     let reply = h.until(|e| matches!(e, Event::Message { .. }));
-    assert!(matches!(reply.last(), Some(Event::Message { worker, message }) if *worker == good && message.data == b"ping"));
+    assert!(
+        matches!(reply.last(), Some(Event::Message { worker, message }) if *worker == good && message.data == b"ping")
+    );
 }
 
 #[test]
@@ -179,5 +200,8 @@ fn send_to_a_gone_worker_gives_the_fd_back() {
     let (a, _b) = UnixStream::pair().expect("pair");
     let mut err = w.send_fd(b"late", OwnedFd::from(a)).expect_err("gone");
     assert_eq!(err.kind(), ErrorKind::NoSuchWorker);
-    assert!(err.take_fd().is_some_and(|fd| fd.as_fd().try_clone_to_owned().is_ok()));
+    assert!(
+        err.take_fd()
+            .is_some_and(|fd| fd.as_fd().try_clone_to_owned().is_ok())
+    );
 }

@@ -7,8 +7,8 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions};
 use ringleader_tests::{Spawned, WATCHDOG, wait_gone};
+use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 
@@ -22,7 +22,9 @@ fn primary_with_worker(scenario: &str) -> (Spawned, u32) {
 
 /// Reaps the reparented worker: (exit code, signal).
 fn reap(pid: u32) -> (Option<i32>, Option<i32>) {
-    let fd = rustix::process::pidfd_open(Pid::from_raw(pid as i32).expect("pid"), PidfdFlags::empty()).expect("pidfd");
+    let fd =
+        rustix::process::pidfd_open(Pid::from_raw(pid as i32).expect("pid"), PidfdFlags::empty())
+            .expect("pidfd");
     let status = rustix::process::waitid(WaitId::PidFd(fd.as_fd()), WaitIdOptions::EXITED)
         .expect("waitid")
         .expect("status");
@@ -38,7 +40,10 @@ fn b19_busy_worker_dies_with_a_sigkilled_primary() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
     // The death signal and the watcher's exit(0) race; either way nothing is left running.
     let status = reap(worker);
-    assert!(status == (None, Some(9)) || status == (Some(0), None), "{status:?}");
+    assert!(
+        status == (None, Some(9)) || status == (Some(0), None),
+        "{status:?}"
+    );
 }
 
 #[test]

@@ -8,7 +8,11 @@ fn environment_selects_policy_and_rejects_nonsense() {
     // test changes its own environment.
     let set = |k: &str, v: &str| {
         let mut cmd = std::process::Command::new(std::env::current_exe().expect("exe"));
-        cmd.env(k, v).arg("--exact").arg("child_reports").arg("--nocapture").env("SCHED_ENV_CHILD", "1");
+        cmd.env(k, v)
+            .arg("--exact")
+            .arg("child_reports")
+            .arg("--nocapture")
+            .env("SCHED_ENV_CHILD", "1");
         let out = cmd.output().expect("run child");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -25,7 +29,8 @@ fn child_reports() {
         return;
     }
     let p = Primary::new();
-    let policy: Result<Scheduling, ErrorKind> = p.as_ref().map(|p| p.scheduling()).map_err(|e| e.kind());
+    let policy: Result<Scheduling, ErrorKind> =
+        p.as_ref().map(|p| p.scheduling()).map_err(|e| e.kind());
     let backend = p.as_ref().map(|p| p.backend()).map_err(|e| e.kind());
     println!("policy={policy:?} backend={backend:?}");
 }

@@ -24,6 +24,11 @@ fn main() {
         }
         Role::Primary(primary) => {
             let scenario = std::env::args().nth(1).unwrap_or_default();
+            if scenario == "probe" {
+                // For ci/test: which backend a default primary gets here.
+                out(format_args!("{:?}", primary.backend()));
+                return;
+            }
             run_primary(&primary, &scenario);
         }
     }
@@ -43,7 +48,11 @@ fn run_worker(worker: &Worker, mode: &str) {
         "env" => {
             let env = |k: &str| std::env::var(k).ok();
             let fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
-                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
                 .unwrap_or_default();
             let report = serde_json::json!({
                 "id": worker.id(),
@@ -113,14 +122,22 @@ fn run_worker(worker: &Worker, mode: &str) {
         // An empty user frame with 100 fds attached: more than the primary accepts at once.
         "fd-flood" => {
             use std::os::fd::AsFd;
-            let files: Vec<std::fs::File> = (0..100).map(|_| std::fs::File::open("/dev/null").expect("open")).collect();
+            let files: Vec<std::fs::File> = (0..100)
+                .map(|_| std::fs::File::open("/dev/null").expect("open"))
+                .collect();
             let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
-            let mut space = vec![std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(100))];
+            let mut space =
+                vec![std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(100))];
             let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
             assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
             let frame = [0u8, 0, 0, 0, 0, 0, b'r', b'l'];
-            rustix::net::sendmsg(worker.as_fd(), &[std::io::IoSlice::new(&frame)], &mut control, rustix::net::SendFlags::empty())
-                .expect("sendmsg");
+            rustix::net::sendmsg(
+                worker.as_fd(),
+                &[std::io::IoSlice::new(&frame)],
+                &mut control,
+                rustix::net::SendFlags::empty(),
+            )
+            .expect("sendmsg");
             echo(worker);
         }
         // Wait for the primary's disconnect request, then report how recv ended.

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Unit, doc and integration tests, once per event-loop backend.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --workspace --all-targets --locked
+run() {
+  if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --profile ci
+  else
+    cargo test --workspace --locked
+  fi
+}
+cargo test --doc --workspace --locked
+backend=$(target/debug/fixture probe || true)
+echo "== epoll backend"
+RINGLEADER_BACKEND=epoll run
+if [ "$backend" = "IoUring" ]; then
+  echo "== io_uring backend"
+  RINGLEADER_BACKEND=io_uring run
+else
+  echo "== io_uring backend: NOT RUN: a default primary here gets '$backend' (io_uring missing or forbidden)"
+fi
