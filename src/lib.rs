@@ -71,6 +71,9 @@
 //!   no worker survives a killed primary, even one stuck in a busy loop.
 //! - A sender that outpaces its receiver is held back (above 4 MiB queued) instead of queueing
 //!   without bound.
+//! - Bursts of messages are coalesced into one write, and waits busy-poll for up to 50 µs
+//!   before sleeping (`RINGLEADER_BUSY_POLL_US`); both are explained in the README's
+//!   "Latency and CPU" section.
 //! - A malformed frame from a worker closes that worker's channel with an [`Event::Error`];
 //!   the primary goes on.
 //!
@@ -88,6 +91,7 @@ mod event;
 pub mod ipc;
 mod primary;
 mod role;
+mod tuning;
 mod worker;
 
 pub use error::{Error, ErrorKind, Result};
@@ -99,4 +103,5 @@ pub use primary::{
 };
 pub use ringleader_sys::signal::Signal;
 pub use role::{ENV_BACKEND, ENV_SCHED_POLICY, Role, is_worker, role};
+pub use tuning::ENV_BUSY_POLL_US;
 pub use worker::Worker;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::OsString;
 use std::fs::File;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringleader_sys::pidfd::{ExitStatus, PidFd};
 use ringleader_sys::scm::{self, Blocking};
@@ -27,6 +27,7 @@ use crate::ipc::Message;
 use crate::ipc::buffers::{Inbound, Outbound, READ_CHUNK};
 use crate::ipc::frame::Kind;
 use crate::role::{CHANNEL_FD, ENV_CHANNEL_FD, ENV_WORKER_ID};
+use crate::tuning::{BURST_GAP, COALESCE_LIMIT, default_busy_poll};
 
 /// Queued output beyond this makes the primary's `send` wait, running the loop, until the
 /// worker has read enough.
@@ -57,6 +58,8 @@ pub(crate) struct Slot {
     recv_op: Option<OpId>,
     write_armed: bool,
     write_shut: bool,
+    /// When this channel was last written to: writes closer than `BURST_GAP` coalesce.
+    last_write: Option<Instant>,
     exit: Option<ExitStatus>,
     exit_generated: bool,
     online_generated: bool,
@@ -80,6 +83,7 @@ pub(crate) struct Core {
     happenings: Vec<Happening>,
     signals: Option<Arc<SignalFd>>,
     all_waiting: Option<BTreeSet<WorkerId>>,
+    pub(crate) busy_poll: Duration,
 }
 
 fn dyn_fd<T: AsFd + 'static>(fd: &Arc<T>) -> Arc<dyn AsFd> {
@@ -99,6 +103,7 @@ impl Core {
             happenings: Vec::new(),
             signals: None,
             all_waiting: None,
+            busy_poll: default_busy_poll(),
         }
     }
 
@@ -186,6 +191,7 @@ impl Core {
                 recv_op,
                 write_armed: false,
                 write_shut: false,
+                last_write: None,
                 exit: None,
                 exit_generated: false,
                 online_generated: false,
@@ -228,7 +234,12 @@ impl Core {
         slot.outbound
             .push(kind, data, fd)
             .map_err(|(e, fd)| Error::frame(OP, e).with_fd(fd))?;
-        self.flush(id);
+        // Inside a burst the message waits for the next loop turn (or for the burst to fill
+        // COALESCE_LIMIT), so a burst costs one write, not one per message.
+        let in_burst = slot.write_armed || slot.last_write.is_some_and(|t| t.elapsed() < BURST_GAP);
+        if !in_burst || slot.outbound.pending() >= COALESCE_LIMIT {
+            self.flush(id);
+        }
         // Back-pressure: keep the loop running (and reading) until the worker catches up.
         while self
             .slots
@@ -249,6 +260,7 @@ impl Core {
             return;
         };
         if slot.outbound.pending() > 0 {
+            slot.last_write = Some(Instant::now());
             match slot.outbound.write_to(channel.as_fd(), Blocking::No) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -369,8 +381,8 @@ impl Core {
         Some(event)
     }
 
-    /// Runs the loop once: flushes, waits up to `timeout`, and turns what happened into events.
-    pub(crate) fn turn(&mut self, timeout: Option<Duration>) -> Result<()> {
+    /// Writes what every channel has collected.
+    pub(crate) fn flush_all(&mut self) {
         let ids: Vec<WorkerId> = self
             .slots
             .iter()
@@ -380,13 +392,39 @@ impl Core {
         for id in ids {
             self.flush(id);
         }
-        let timeout = if self.ready.is_empty() {
-            timeout
-        } else {
-            Some(Duration::ZERO)
+    }
+
+    /// Runs the loop once: flushes, waits up to `timeout` (busy-polling first, see
+    /// [`crate::tuning`]), and turns what happened into events.
+    pub(crate) fn turn(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.flush_all();
+        if !self.ready.is_empty() {
+            return self.wait(Some(Duration::ZERO)).map(drop);
+        }
+        let spin = match timeout {
+            Some(t) => t.min(self.busy_poll),
+            None => self.busy_poll,
         };
+        if !spin.is_zero() {
+            let start = Instant::now();
+            while start.elapsed() < spin {
+                // Any progress ends the turn, not only an event: a flush that made room is
+                // what a sender held back by back-pressure waits for.
+                if self.wait(Some(Duration::ZERO))? > 0 {
+                    return Ok(());
+                }
+                std::hint::spin_loop();
+            }
+        }
+        self.wait(timeout.map(|t| t.saturating_sub(spin))).map(drop)
+    }
+
+    /// One wait of the driver, and what it saw turned into events. Returns how many things
+    /// happened.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<usize> {
         let mut happenings = std::mem::take(&mut self.happenings);
         let result = self.driver.wait(&mut happenings, timeout);
+        let count = happenings.len();
         for h in happenings.drain(..) {
             match h {
                 Happening::Received(c) => self.on_received(c),
@@ -394,7 +432,9 @@ impl Core {
             }
         }
         self.happenings = happenings;
-        result.map_err(|e| Error::io("wait for events", e))
+        result
+            .map(|()| count)
+            .map_err(|e| Error::io("wait for events", e))
     }
 
     fn on_ready(&mut self, tok: u64, read: bool, write: bool) {
@@ -448,6 +488,10 @@ impl Core {
                 Ok(n) => {
                     slot.inbound.commit(n);
                     if !self.take_fds(id, &mut fds) || !self.drain_frames(id) {
+                        return;
+                    }
+                    if n < READ_CHUNK {
+                        // Most likely drained; level-triggered epoll reports it again if not.
                         return;
                     }
                 }

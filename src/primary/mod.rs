@@ -130,6 +130,19 @@ impl Primary {
         self.core.borrow().scheduling
     }
 
+    /// Sets how long the loop checks for events without blocking before it sleeps (default:
+    /// `RINGLEADER_BUSY_POLL_US`, 50 µs); zero turns busy polling off.
+    pub fn set_busy_poll(&self, window: Duration) {
+        self.core.borrow_mut().busy_poll = window;
+    }
+
+    /// Writes out the messages collected from bursts of `send` calls now, without waiting for
+    /// the next loop turn. (Every turn of the loop does this too; a lone message is written at
+    /// once anyway.)
+    pub fn flush(&self) {
+        self.core.borrow_mut().flush_all();
+    }
+
     /// Which event loop runs.
     pub fn backend(&self) -> Backend {
         self.core.borrow().driver.backend()

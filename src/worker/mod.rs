@@ -6,8 +6,9 @@
 //! of ours), for the primary's disappearance (then the worker exits with code 0, as Node's do),
 //! and for room to write output the socket could not take at once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringleader_sys::poll::{self, Doorbell};
 use ringleader_sys::scm::{self, Blocking};
@@ -19,6 +20,7 @@ use crate::event::WorkerId;
 use crate::ipc::Message;
 use crate::ipc::buffers::{Inbound, Outbound, READ_CHUNK};
 use crate::ipc::frame::Kind;
+use crate::tuning::{BURST_GAP, COALESCE_LIMIT, default_busy_poll};
 
 /// Output beyond this makes `send` wait for the primary to read (back-pressure).
 const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -41,6 +43,10 @@ struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     doorbell: Doorbell,
+    /// Busy-poll window of `recv`, in nanoseconds.
+    busy_poll_ns: AtomicU64,
+    /// Messages handed to the application so far.
+    receives: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +54,21 @@ struct Out {
     queue: Outbound,
     /// The watcher was told there is output to flush.
     watcher_flushing: bool,
+    /// When this channel was last written to: writes closer than `BURST_GAP` coalesce.
+    last_write: Option<Instant>,
+    /// `receives` at the last write: a send that answers a receive is not part of a burst.
+    receives_at_write: u64,
+}
+
+impl Out {
+    /// Writes what the socket takes without blocking; `Ok(true)` when all is written.
+    fn write(&mut self, sock: BorrowedFd<'_>, blocking: Blocking) -> std::io::Result<bool> {
+        if self.queue.pending() == 0 {
+            return Ok(true);
+        }
+        self.last_write = Some(Instant::now());
+        self.queue.write_to(sock, blocking)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +95,8 @@ impl Worker {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             doorbell,
+            busy_poll_ns: AtomicU64::new(default_busy_poll().as_nanos() as u64),
+            receives: AtomicU64::new(0),
         });
         let worker = Worker { shared };
         worker.send_frame(Kind::Online, &[], None)?;
@@ -127,18 +150,24 @@ impl Worker {
             return Err(Error::new(ErrorKind::Disconnected, OP).with_fd(fd));
         }
         let mut out = lock(&self.shared.out);
-        let was_empty = out.queue.pending() == 0;
         out.queue
             .push(kind, data, fd)
             .map_err(|(e, fd)| Error::frame(OP, e).with_fd(fd))?;
         let sock = self.shared.sock.as_fd();
-        let blocking = if out.queue.pending() > HIGH_WATER {
+        let pending = out.queue.pending();
+        // A burst is sends following sends; a send that answers a receive goes out at once.
+        let receives = self.shared.receives.load(Ordering::Relaxed);
+        let in_burst = out.watcher_flushing
+            || (out.receives_at_write == receives
+                && out.last_write.is_some_and(|t| t.elapsed() < BURST_GAP));
+        out.receives_at_write = receives;
+        let blocking = if pending > HIGH_WATER {
             Blocking::Yes
         } else {
             Blocking::No
         };
-        if was_empty || blocking == Blocking::Yes {
-            match out.queue.write_to(sock, blocking) {
+        if !in_burst || pending >= COALESCE_LIMIT || blocking == Blocking::Yes {
+            match out.write(sock, blocking) {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(e) => {
@@ -183,13 +212,49 @@ impl Worker {
         self.recv()?.map(|m| m.json()).transpose()
     }
 
+    /// Sets how long `recv` checks for a message without blocking before it sleeps
+    /// (default: `RINGLEADER_BUSY_POLL_US`, 50 µs); zero turns busy polling off.
+    pub fn set_busy_poll(&self, window: Duration) {
+        self.shared
+            .busy_poll_ns
+            .store(window.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes out messages still collected from a burst, without waiting for the watcher.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Disconnected`] when the primary is gone.
+    pub fn flush(&self) -> Result<()> {
+        let mut out = lock(&self.shared.out);
+        if out.queue.pending() == 0 {
+            return Ok(());
+        }
+        match out.write(self.shared.sock.as_fd(), Blocking::No) {
+            Ok(true) => {
+                out.watcher_flushing = false;
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => {
+                out.queue.discard();
+                Err(Error::io("flush to the primary", e))
+            }
+        }
+    }
+
     fn receive(&self, blocking: Blocking) -> Result<Option<Message>> {
         const OP: &str = "receive from the primary";
+        // A reply collected in a burst goes out before we wait for the next request.
+        let _ = self.flush();
         let mut inbound = lock(&self.shared.inbound);
         let mut fds = Vec::new();
+        let spin = Duration::from_nanos(self.shared.busy_poll_ns.load(Ordering::Relaxed));
+        let spin_until =
+            (blocking == Blocking::Yes && !spin.is_zero()).then(|| Instant::now() + spin);
         loop {
             match inbound.next_frame() {
                 Ok(Some(frame)) if frame.kind == Kind::User => {
+                    self.shared.receives.fetch_add(1, Ordering::Relaxed);
                     return Ok(Some(Message {
                         data: frame.payload,
                         fd: frame.fd,
@@ -202,13 +267,19 @@ impl Worker {
                     return Err(Error::frame(OP, e));
                 }
             }
+            let spinning = spin_until.is_some_and(|t| Instant::now() < t);
+            let this_read = if spinning { Blocking::No } else { blocking };
             let n = match scm::recv(
                 &self.shared.sock,
                 inbound.spare(READ_CHUNK),
                 &mut fds,
-                blocking,
+                this_read,
             ) {
                 Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && spinning => {
+                    std::hint::spin_loop();
+                    continue;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(104) => 0,
@@ -386,9 +457,9 @@ fn watch(shared: &Shared) {
             shared.close(true);
             return;
         }
-        if sock.contains(poll::OUT) {
+        if sock.contains(poll::OUT) || ready[1].contains(poll::IN) {
             let mut out = lock(&shared.out);
-            match out.queue.write_to(shared.sock.as_fd(), Blocking::No) {
+            match out.write(shared.sock.as_fd(), Blocking::No) {
                 Ok(true) => out.watcher_flushing = false,
                 Ok(false) => {}
                 Err(_) => {

@@ -89,6 +89,9 @@ pub struct Features {
     pub multishot_accept: bool,
     /// `IORING_OP_WAITID` (6.7).
     pub waitid: bool,
+    /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (6.1): the ring must only be
+    /// used from the thread that created it.
+    pub deferred_task_run: bool,
 }
 
 /// An io_uring instance and its operations in flight.
@@ -118,7 +121,22 @@ impl Ring {
     /// `ENOSYS`/`EPERM` where io_uring is absent or forbidden (`kernel.io_uring_disabled`,
     /// seccomp); `Unsupported`, naming the missing feature, on an older kernel.
     pub fn probe(entries: u32) -> io::Result<Ring> {
-        let ring = IoUring::builder().setup_clamp().build(entries)?;
+        // Completions are produced when this thread enters the kernel to wait (6.1), not by
+        // interrupting it: cheaper, and exactly what a busy-polling loop does anyway. The ring
+        // must then only ever be used from one thread, which the primary guarantees.
+        let (ring, deferred) = match IoUring::builder()
+            .setup_clamp()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(entries)
+        {
+            Ok(ring) => (ring, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                (IoUring::builder().setup_clamp().build(entries)?, false)
+            }
+            Err(e) => return Err(e),
+        };
         if !ring.params().is_feature_ext_arg() {
             return Err(missing("IORING_FEAT_EXT_ARG (Linux 5.11)"));
         }
@@ -139,6 +157,7 @@ impl Ring {
         let features = Features {
             multishot_accept: probe.is_supported(opcode::Socket::CODE),
             waitid: probe.is_supported(opcode::WaitId::CODE),
+            deferred_task_run: false,
         };
         Ok(Ring {
             ring,
@@ -272,9 +291,15 @@ impl Ring {
     /// What `io_uring_enter(2)` returns, except `EINTR` and `ETIME` (which return with what is
     /// ready).
     pub fn wait(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> io::Result<()> {
+        if timeout.is_some_and(|t| t.is_zero()) && self.features.deferred_task_run && self.idle() {
+            // Busy polling: nothing to submit, nothing completed, no completion work pending in
+            // the kernel (IORING_SQ_TASKRUN), so no system call is needed to know it.
+            return Ok(());
+        }
         let submitter = self.ring.submitter();
         let res = match timeout {
-            Some(t) if t.is_zero() => submitter.submit(),
+            // GETEVENTS with nothing to wait for still runs deferred completions.
+            Some(t) if t.is_zero() => submitter.submit_and_wait(0),
             Some(t) => {
                 let ts = types::Timespec::new()
                     .sec(t.as_secs())
@@ -295,6 +320,18 @@ impl Ring {
         }
         self.reap_into(out);
         Ok(())
+    }
+
+    fn idle(&mut self) -> bool {
+        let mut sq = self.ring.submission();
+        sq.sync();
+        if !sq.is_empty() || sq.taskrun() || sq.cq_overflow() {
+            return false;
+        }
+        drop(sq);
+        let mut cq = self.ring.completion();
+        cq.sync();
+        cq.is_empty()
     }
 
     fn reap_into(&mut self, out: &mut Vec<Completion>) {

@@ -192,6 +192,27 @@ fn sending_more_than_the_worker_reads_holds_back_without_deadlock() {
 }
 
 #[test]
+fn back_pressure_against_a_reader_that_never_answers() {
+    // 256 MiB to a worker that only reads: the primary is held back above 4 MiB queued and
+    // resumes as the worker drains its socket (no reply ever wakes the loop).
+    let h = Harness::new(FIXTURE);
+    let id = h.fork("sink");
+    let w = h.primary.worker(id).expect("worker");
+    let chunk = vec![3u8; 1024 * 1024];
+    for _ in 0..256 {
+        w.send(&chunk).expect("send");
+    }
+    w.send(b"").expect("marker");
+    assert_eq!(messages(&h, id, 1)[0].data, b"count 256");
+    // Small messages in a burst, then the marker: the coalesced tail is not forgotten.
+    for _ in 0..10_000 {
+        w.send(b"tiny").expect("send");
+    }
+    w.send(b"").expect("marker");
+    assert_eq!(messages(&h, id, 1)[0].data, b"count 10000");
+}
+
+#[test]
 fn send_to_a_gone_worker_gives_the_fd_back() {
     let h = Harness::new(FIXTURE);
     let id = h.fork("exit:0");

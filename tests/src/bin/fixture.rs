@@ -96,6 +96,20 @@ fn run_worker(worker: &Worker, mode: &str) {
             worker.send(b"done").expect("send");
             echo(worker);
         }
+        // Read everything; answer an empty message with how many came before it.
+        "sink" => {
+            let mut count = 0u64;
+            while let Ok(Some(m)) = worker.recv() {
+                if m.data.is_empty() {
+                    worker
+                        .send(format!("count {count}").as_bytes())
+                        .expect("send");
+                    count = 0;
+                } else {
+                    count += 1;
+                }
+            }
+        }
         // Spin without ever reading the channel.
         "busy" => {
             let mut x = 0u64;
