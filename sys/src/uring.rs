@@ -164,7 +164,10 @@ impl Ring {
             ops: Vec::new(),
             free: Vec::new(),
             in_flight: 0,
-            features,
+            features: Features {
+                deferred_task_run: deferred,
+                ..features
+            },
         })
     }
 
