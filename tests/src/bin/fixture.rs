@@ -24,6 +24,35 @@ fn main() {
         }
         Role::Primary(primary) => {
             let scenario = std::env::args().nth(1).unwrap_or_default();
+            if scenario == "signals" {
+                // Report watched signals as events; keep one worker to show it is untouched.
+                primary
+                    .watch_signals(&[ringleader::Signal::USR1, ringleader::Signal::TERM])
+                    .expect("watch");
+                primary
+                    .setup(Settings::default().args(Vec::<String>::new()))
+                    .expect("setup");
+                primary.fork(&[("FIXTURE_MODE", "echo")]).expect("fork");
+                for event in primary.events() {
+                    match event.expect("event") {
+                        Event::Online { .. } => out(format_args!("READY")),
+                        Event::Signal(sig) if sig == ringleader::Signal::TERM => {
+                            out(format_args!("SIGNAL {sig}"));
+                            primary.disconnect_all().expect("disconnect all");
+                        }
+                        Event::Signal(sig) => out(format_args!("SIGNAL {sig}")),
+                        Event::Exit { code, signal, .. } => {
+                            out(format_args!("EXIT {code:?} {signal:?}"))
+                        }
+                        Event::AllDisconnected => {
+                            out(format_args!("DONE"));
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+                return;
+            }
             if scenario == "probe" {
                 // For ci/test: which backend a default primary gets here.
                 out(format_args!("{:?}", primary.backend()));
