@@ -55,18 +55,23 @@ impl Error {
         }
     }
 
+    fn caused(
+        kind: ErrorKind,
+        op: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error {
+            source: Some(Box::new(source)),
+            ..Error::new(kind, op)
+        }
+    }
+
     pub(crate) fn io(op: &'static str, e: io::Error) -> Error {
-        let kind = match e.raw_os_error() {
-            Some(libc_epipe) if libc_epipe == 32 || libc_epipe == 104 => ErrorKind::Disconnected,
+        let kind = match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => ErrorKind::Disconnected,
             _ => ErrorKind::Io,
         };
-        Error {
-            kind,
-            op,
-            detail: None,
-            source: Some(Box::new(e)),
-            fd: None,
-        }
+        Error::caused(kind, op, e)
     }
 
     pub(crate) fn frame(op: &'static str, e: FrameError) -> Error {
@@ -74,23 +79,11 @@ impl Error {
             FrameError::TooLarge(_) => ErrorKind::TooLarge,
             _ => ErrorKind::Protocol,
         };
-        Error {
-            kind,
-            op,
-            detail: None,
-            source: Some(Box::new(e)),
-            fd: None,
-        }
+        Error::caused(kind, op, e)
     }
 
     pub(crate) fn json(op: &'static str, e: serde_json::Error) -> Error {
-        Error {
-            kind: ErrorKind::Json,
-            op,
-            detail: None,
-            source: Some(Box::new(e)),
-            fd: None,
-        }
+        Error::caused(ErrorKind::Json, op, e)
     }
 
     pub(crate) fn detail(mut self, detail: impl Into<String>) -> Error {

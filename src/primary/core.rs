@@ -11,6 +11,7 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringleader_sys::errno::{ECANCELED, ESRCH};
 use ringleader_sys::pidfd::{ExitStatus, PidFd};
 use ringleader_sys::scm::{self, Blocking};
 use ringleader_sys::signal::{Signal, SignalFd};
@@ -303,7 +304,7 @@ impl Core {
         }
         match slot.pidfd.signal(signal) {
             Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(3) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(ESRCH) => Ok(()),
             Err(e) => Err(Error::io("kill a worker", e)),
         }
     }
@@ -537,7 +538,7 @@ impl Core {
                     }
                 }
             }
-            Err(e) if e.raw_os_error() == Some(125) => {} // ECANCELED: we closed it
+            Err(e) if e.raw_os_error() == Some(ECANCELED) => {} // we closed it
             Err(e) => self.channel_error(id, e),
         }
     }
@@ -598,7 +599,10 @@ impl Core {
     fn channel_error(&mut self, id: WorkerId, e: std::io::Error) {
         // A worker that dies with our messages unread resets the connection: that is an end of
         // file, not a fault.
-        if matches!(e.raw_os_error(), Some(104 | 32)) {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ) {
             return self.end_of_channel(id);
         }
         self.protocol_error(id, Error::io("read from a worker", e));

@@ -387,41 +387,30 @@ impl WorkerHandle {
     /// Whether the channel is open, as of the events delivered so far (Node:
     /// `worker.isConnected()`).
     pub fn is_connected(&self) -> bool {
-        self.core
-            .borrow()
-            .slots
-            .get(&self.id)
-            .is_some_and(|s| s.connected)
+        self.with_slot(|s| s.connected).unwrap_or(false)
     }
 
     /// Whether the process has ended, as of the events delivered so far (Node:
     /// `worker.isDead()`).
     pub fn is_dead(&self) -> bool {
-        self.core
-            .borrow()
-            .slots
-            .get(&self.id)
-            .is_none_or(|s| s.dead)
+        self.with_slot(|s| s.dead).unwrap_or(true)
     }
 
     /// Whether the worker is leaving by choice (Node: `worker.exitedAfterDisconnect`): after
     /// [`WorkerHandle::kill`], [`WorkerHandle::disconnect`] or the worker's own `disconnect()`.
     /// `None` once the worker is gone (the `Exit` event carried the value).
     pub fn exited_after_disconnect(&self) -> Option<bool> {
-        self.core
-            .borrow()
-            .slots
-            .get(&self.id)
-            .map(|s| s.exited_after_disconnect)
+        self.with_slot(|s| s.exited_after_disconnect)
     }
 
     /// The worker's state (Node: `worker.state`); `Dead` once it is gone.
     pub fn state(&self) -> WorkerState {
-        self.core
-            .borrow()
-            .slots
-            .get(&self.id)
-            .map_or(WorkerState::Dead, |s| s.state)
+        self.with_slot(|s| s.state).unwrap_or(WorkerState::Dead)
+    }
+
+    /// Reads the worker's bookkeeping; `None` once it is gone.
+    fn with_slot<T>(&self, f: impl FnOnce(&self::core::Slot) -> T) -> Option<T> {
+        self.core.borrow().slots.get(&self.id).map(f)
     }
 
     /// The primary's end of the worker's stdin, when it is piped ([`Settings::silent`]).

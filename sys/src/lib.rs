@@ -35,3 +35,11 @@ pub mod spawn;
 pub mod uring;
 
 pub use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+/// The errno values callers of this crate need to tell apart.
+pub mod errno {
+    /// The operation was cancelled (an io_uring operation after `Ring::cancel`).
+    pub const ECANCELED: i32 = libc::ECANCELED;
+    /// No such process (already exited and reaped).
+    pub const ESRCH: i32 = libc::ESRCH;
+}
