@@ -13,6 +13,8 @@ use super::frame::{self, FrameError, HEADER_LEN, Kind};
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 /// fds that may wait for their frame before the peer counts as misbehaving.
 const MAX_QUEUED_FDS: usize = scm::MAX_FDS;
+/// The most room made ahead of a long frame's bytes.
+const PRESIZE_LIMIT: usize = 1024 * 1024;
 /// A buffer larger than this is shrunk back once it is empty.
 const SHRINK_ABOVE: usize = 1024 * 1024;
 
@@ -88,9 +90,10 @@ impl Inbound {
             return Ok(None);
         };
         if data.len() < header.frame_len() {
-            // Make room for the rest now, so that the next read can take all of it.
+            // Make room for more of the rest now, so that the next read can take what the
+            // socket holds (a read never returns more than a socket buffer, ~200 KiB).
             let want = header.frame_len() - data.len();
-            self.spare(want.min(frame::MAX_PAYLOAD));
+            self.spare(want.min(PRESIZE_LIMIT));
             return Ok(None);
         }
         let fd = if header.nfds > 0 {

@@ -111,3 +111,57 @@ pub(crate) fn truncated() -> io::Error {
 }
 
 pub(crate) const RECV_CMSG_SPACE: usize = CMSG_SPACE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::socket::stream_pair;
+
+    fn files(n: usize) -> Vec<std::fs::File> {
+        (0..n)
+            .map(|_| std::fs::File::open("/dev/null").expect("open"))
+            .collect()
+    }
+
+    #[test]
+    fn several_fds_ride_one_message_and_arrive_close_on_exec() {
+        let (a, b) = stream_pair().expect("pair");
+        let sent = files(3);
+        let borrowed: Vec<BorrowedFd<'_>> = sent.iter().map(AsFd::as_fd).collect();
+        assert_eq!(
+            send(&a, &[IoSlice::new(b"abc")], &borrowed, Blocking::No).expect("send"),
+            3
+        );
+        let (mut buf, mut fds) = ([0u8; 8], Vec::new());
+        assert_eq!(recv(&b, &mut buf, &mut fds, Blocking::No).expect("recv"), 3);
+        assert_eq!(fds.len(), 3);
+        for fd in &fds {
+            let flags = rustix::io::fcntl_getfd(fd).expect("getfd");
+            assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        }
+    }
+
+    #[test]
+    fn too_many_fds_is_an_error_and_nothing_leaks() {
+        let (a, b) = stream_pair().expect("pair");
+        let sent = files(MAX_FDS + 10);
+        let borrowed: Vec<BorrowedFd<'_>> = sent.iter().map(AsFd::as_fd).collect();
+        // More than this crate sends, but the kernel takes up to 253.
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS + 10))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&borrowed)));
+        rustix::net::sendmsg(&a, &[IoSlice::new(b"x")], &mut control, SendFlags::empty())
+            .expect("send");
+        let (mut buf, mut fds) = ([0u8; 8], Vec::new());
+        let err = recv(&b, &mut buf, &mut fds, Blocking::No).expect_err("truncated");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            fds.is_empty(),
+            "the fds that did arrive are closed, not handed out"
+        );
+        assert!(
+            send(&a, &[IoSlice::new(b"x")], &borrowed, Blocking::No).is_err(),
+            "more than MAX_FDS refused"
+        );
+    }
+}

@@ -26,6 +26,9 @@ use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use crate::poll::Flags as PollFlags;
 use crate::scm::{RECV_CMSG_SPACE, truncated};
 
+/// `IORING_RECVSEND_POLL_FIRST`, from the kernel's `io_uring.h`.
+const RECVSEND_POLL_FIRST: u16 = 1;
+
 /// Marks the user_data of internal operations (cancellations) whose completions are dropped.
 const INTERNAL: u64 = 1 << 63;
 
@@ -246,7 +249,10 @@ impl Ring {
             kind: OpKind::Recv(state),
             _fd: fd.clone(),
         });
+        // POLL_FIRST (5.19, ignored before): the receive is re-armed right after one
+        // completed, so the socket is most likely empty; wait for data instead of trying.
         let entry = opcode::RecvMsg::new(types::Fd(fd.as_fd().as_raw_fd()), hdr)
+            .ioprio(RECVSEND_POLL_FIRST)
             .flags(libc::MSG_CMSG_CLOEXEC as u32)
             .build()
             .user_data(slot as u64);
