@@ -167,7 +167,7 @@ impl Driver {
                             write: bad || flags.contains(Flags::OUT),
                         }
                     }
-                    recv @ Completion::Recv { .. } => Happening::Received(recv),
+                    other => Happening::Received(other),
                 }));
             }
             Driver::Epoll(ep, ready) => {

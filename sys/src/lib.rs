@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`scm`] | `sendmsg(2)`/`recvmsg(2)` with `SCM_RIGHTS` fd passing |
 //! | [`socket`] | `socketpair(2)`, `shutdown(2)`, socket type checks |
+//! | [`listen`] | listening TCP/UDP/Unix sockets with Node's options, `accept4(2)`, `FIONREAD` |
 //! | [`spawn`] | exec of a worker with fds inherited at fixed numbers, a pidfd, `PR_SET_PDEATHSIG` |
 //! | [`pidfd`] | `pidfd_open(2)`, `pidfd_send_signal(2)`, `waitid(P_PIDFD)` |
 //! | [`signal`] | signal numbers and names, `signalfd(2)` |
@@ -26,6 +27,7 @@ compile_error!("ringleader-sys supports Linux only");
 
 pub mod env;
 pub mod epoll;
+pub mod listen;
 pub mod pidfd;
 pub mod poll;
 pub mod scm;

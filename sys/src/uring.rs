@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | [`Ring::recvmsg`] | `IORING_OP_RECVMSG` | 5.3 |
 //! | [`Ring::poll`] | `IORING_OP_POLL_ADD` | 5.1 |
+//! | [`Ring::accept_multishot`] | `IORING_OP_ACCEPT` + `IORING_ACCEPT_MULTISHOT` | 5.19 |
 //! | [`Ring::cancel`] | `IORING_OP_ASYNC_CANCEL` | 5.5 |
 //! | timeouts in [`Ring::wait`] | `IORING_FEAT_EXT_ARG` | 5.11 |
 //!
@@ -52,6 +53,16 @@ pub enum Completion {
         /// `MSG_CTRUNC`).
         result: io::Result<usize>,
     },
+    /// A [`Ring::accept_multishot`] produced a connection (or failed). `more` is false when
+    /// the kernel ended the operation: re-arm it to go on accepting.
+    Accept {
+        /// The token given with the operation.
+        token: u64,
+        /// The accepted connection, close-on-exec, or the error.
+        result: io::Result<OwnedFd>,
+        /// Whether the operation is still armed.
+        more: bool,
+    },
     /// A [`Ring::poll`] finished with the ready flags.
     Poll {
         /// The token given with the operation.
@@ -75,6 +86,7 @@ struct RecvState {
 enum OpKind {
     Recv(Box<RecvState>),
     Poll,
+    Accept,
 }
 
 struct Op {
@@ -278,6 +290,27 @@ impl Ring {
         Ok(OpId(slot))
     }
 
+    /// Queues a multishot `accept4(2)` on the listening socket `fd` with `SOCK_CLOEXEC`: one
+    /// [`Completion::Accept`] per connection until the kernel ends it (`more == false`) or it is
+    /// cancelled. The accepted fds are regular, so they can travel over `SCM_RIGHTS`.
+    /// Available since 5.19.
+    ///
+    /// # Errors
+    /// When the submission queue cannot take it.
+    pub fn accept_multishot(&mut self, fd: &Arc<dyn AsFd>, token: u64) -> io::Result<OpId> {
+        let slot = self.insert(Op {
+            token,
+            kind: OpKind::Accept,
+            _fd: fd.clone(),
+        });
+        let entry = opcode::AcceptMulti::new(types::Fd(fd.as_fd().as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(slot as u64);
+        self.push(&entry)?;
+        Ok(OpId(slot))
+    }
+
     /// Asks the kernel to cancel `op`; its completion still arrives (with `ECANCELED` unless it
     /// had already finished).
     ///
@@ -344,16 +377,43 @@ impl Ring {
     }
 
     fn reap_into(&mut self, out: &mut Vec<Completion>) {
-        let cqes: Vec<(u64, i32)> = self
+        let cqes: Vec<(u64, i32, u32)> = self
             .ring
             .completion()
-            .map(|c| (c.user_data(), c.result()))
+            .map(|c| (c.user_data(), c.result(), c.flags()))
             .collect();
-        for (user_data, res) in cqes {
+        for (user_data, res, flags) in cqes {
             if user_data & INTERNAL != 0 {
                 continue;
             }
             let slot = user_data as usize;
+            if let Some(Some(Op {
+                token,
+                kind: OpKind::Accept,
+                ..
+            })) = self.ops.get(slot)
+            {
+                let token = *token;
+                let more = io_uring::cqueue::more(flags);
+                if !more {
+                    self.ops[slot] = None;
+                    self.free.push(slot);
+                    self.in_flight -= 1;
+                }
+                let result = if res < 0 {
+                    Err(io::Error::from_raw_os_error(-res))
+                } else {
+                    // SAFETY: a successful accept CQE carries a new fd installed in our table
+                    // for this completion only.
+                    Ok(unsafe { OwnedFd::from_raw_fd(res) })
+                };
+                out.push(Completion::Accept {
+                    token,
+                    result,
+                    more,
+                });
+                continue;
+            }
             let Some(op) = self.ops.get_mut(slot).and_then(Option::take) else {
                 continue;
             };
@@ -369,6 +429,7 @@ impl Ring {
                     },
                 },
                 OpKind::Recv(state) => finish_recv(op.token, state, res),
+                OpKind::Accept => unreachable!("accept completions are handled above"),
             });
         }
     }
@@ -471,4 +532,70 @@ impl AsFd for Ring {
 
 fn missing(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, format!("io_uring lacks {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multishot_accept_yields_each_connection_until_cancelled() {
+        let mut ring = match Ring::probe(64) {
+            Ok(r) if r.features().multishot_accept => r,
+            Ok(_) | Err(_) => {
+                eprintln!("skipped: no io_uring with multishot accept (5.19) here");
+                return;
+            }
+        };
+        let listener =
+            crate::listen::tcp("127.0.0.1:0".parse().expect("addr"), &Default::default())
+                .expect("listen");
+        let addr = crate::listen::local_addr(&listener).expect("addr");
+        let listener: Arc<dyn AsFd> = Arc::new(listener);
+        let op = ring.accept_multishot(&listener, 7).expect("arm");
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let mut accepted = Vec::new();
+        while accepted.len() < 3 {
+            let mut out = Vec::new();
+            ring.wait(&mut out, Some(Duration::from_secs(5)))
+                .expect("wait");
+            assert!(!out.is_empty(), "no completion within 5 s");
+            for c in out {
+                let Completion::Accept {
+                    token: 7,
+                    result,
+                    more: true,
+                } = c
+                else {
+                    panic!("{c:?}")
+                };
+                accepted.push(result.expect("accepted"));
+            }
+        }
+        for fd in &accepted {
+            let flags = rustix::io::fcntl_getfd(fd).expect("flags");
+            assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        }
+        ring.cancel(op).expect("cancel");
+        let mut out = Vec::new();
+        while out.is_empty() {
+            ring.wait(&mut out, Some(Duration::from_secs(5)))
+                .expect("wait");
+        }
+        assert!(
+            matches!(
+                &out[0],
+                Completion::Accept {
+                    more: false,
+                    result: Err(_),
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert_eq!(ring.in_flight(), 0);
+        drop(clients);
+    }
 }

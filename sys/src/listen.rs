@@ -1,0 +1,224 @@
+//! Listening sockets as a cluster needs them: TCP (v4, v6, dual-stack), UDP and Unix stream
+//! sockets created close-on-exec with Node's options, `accept4(2)`, and the depth of a socket's
+//! receive queue.
+//!
+//! # References
+//! [`socket(7)`](https://man7.org/linux/man-pages/man7/socket.7.html),
+//! [`ipv6(7)`](https://man7.org/linux/man-pages/man7/ipv6.7.html),
+//! [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html)
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::net::{self, AddressFamily, SocketAddrUnix, SocketFlags, SocketType, sockopt};
+
+/// How to set up a listening or bound socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `listen(2)` backlog (Node's default is 511).
+    pub backlog: i32,
+    /// `IPV6_V6ONLY` for an IPv6 address; `false` makes `[::]` accept IPv4 too.
+    pub ipv6_only: bool,
+    /// `SO_REUSEPORT`: several sockets share the port and the kernel spreads connections.
+    pub reuse_port: bool,
+    /// `SO_REUSEADDR` (UDP: several sockets bound to one port).
+    pub reuse_addr: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            backlog: 511,
+            ipv6_only: false,
+            reuse_port: false,
+            reuse_addr: true,
+        }
+    }
+}
+
+fn family(addr: &SocketAddr) -> AddressFamily {
+    if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    }
+}
+
+fn socket(addr: &SocketAddr, ty: SocketType, opts: &Options) -> io::Result<OwnedFd> {
+    let fd = net::socket_with(family(addr), ty, SocketFlags::CLOEXEC, None)?;
+    if opts.reuse_addr {
+        sockopt::set_socket_reuseaddr(&fd, true)?;
+    }
+    if opts.reuse_port {
+        sockopt::set_socket_reuseport(&fd, true)?;
+    }
+    if addr.is_ipv6() {
+        sockopt::set_ipv6_v6only(&fd, opts.ipv6_only)?;
+    }
+    net::bind(&fd, addr)?;
+    Ok(fd)
+}
+
+/// A listening TCP socket bound to `addr` (port 0 picks a free port; see [`local_addr`]).
+///
+/// # Errors
+/// What `bind(2)`/`listen(2)` return: `EADDRINUSE`, `EACCES` (a privileged port), `EADDRNOTAVAIL`…
+pub fn tcp(addr: SocketAddr, opts: &Options) -> io::Result<OwnedFd> {
+    let fd = socket(&addr, SocketType::STREAM, opts)?;
+    net::listen(&fd, opts.backlog)?;
+    Ok(fd)
+}
+
+/// A UDP socket bound to `addr`.
+///
+/// # Errors
+/// What `bind(2)` returns.
+pub fn udp(addr: SocketAddr, opts: &Options) -> io::Result<OwnedFd> {
+    socket(&addr, SocketType::DGRAM, opts)
+}
+
+/// A listening Unix stream socket at `path`, with its file mode set to `mode` when given
+/// (Node's `readableAll`/`writableAll`).
+///
+/// # Errors
+/// `EADDRINUSE` when the path exists, `ENAMETOOLONG` beyond `sun_path` (108 bytes), and what
+/// `bind(2)`/`listen(2)`/`chmod(2)` return.
+pub fn unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<OwnedFd> {
+    let addr = SocketAddrUnix::new(path)?;
+    let fd = net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    net::bind(&fd, &addr)?;
+    if let Some(mode) = mode {
+        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode))?;
+    }
+    net::listen(&fd, backlog)?;
+    Ok(fd)
+}
+
+/// `getsockname(2)` of an IP socket.
+///
+/// # Errors
+/// `EINVAL`-style errors, or `InvalidInput` for a socket that is not IPv4/IPv6.
+pub fn local_addr(fd: impl AsFd) -> io::Result<SocketAddr> {
+    let addr = net::getsockname(fd)?;
+    SocketAddr::try_from(addr)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+}
+
+/// `accept4(2)` with `SOCK_CLOEXEC`; `nonblocking` makes the *accepted* socket non-blocking
+/// (`SOCK_NONBLOCK`). Whether the call itself waits depends on the listening socket's own
+/// `O_NONBLOCK`; on a non-blocking listener, no pending connection is `WouldBlock`.
+///
+/// # Errors
+/// What `accept4(2)` returns.
+pub fn accept(fd: impl AsFd, nonblocking: bool) -> io::Result<OwnedFd> {
+    let mut flags = SocketFlags::CLOEXEC;
+    if nonblocking {
+        flags |= SocketFlags::NONBLOCK;
+    }
+    Ok(net::accept_with(fd, flags)?)
+}
+
+/// Bytes waiting unread in a socket's receive queue (`FIONREAD`). On a Unix stream socket that
+/// carries one byte per handed-over connection, it is the number of connections not yet taken.
+///
+/// # Errors
+/// What `ioctl(2)` returns.
+pub fn queued(fd: impl AsFd) -> io::Result<u64> {
+    Ok(rustix::io::ioctl_fionread(fd)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn tcp_port_zero_dual_stack_and_accept() {
+        let fd = tcp("[::]:0".parse().expect("addr"), &Options::default()).expect("listen");
+        let port = local_addr(&fd).expect("name").port();
+        assert_ne!(port, 0);
+        // Dual stack: an IPv4 client reaches the [::] socket.
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let conn = accept(&fd, false).expect("accept");
+        let flags = rustix::io::fcntl_getfd(&conn).expect("flags");
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        let mut conn = std::net::TcpStream::from(conn);
+        conn.write_all(b"hi").expect("write");
+        let mut buf = [0u8; 2];
+        client.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"hi");
+        crate::socket::set_nonblocking(&fd, true).expect("nonblocking");
+        assert_eq!(
+            accept(&fd, true).map_err(|e| e.kind()).err(),
+            Some(io::ErrorKind::WouldBlock)
+        );
+    }
+
+    #[test]
+    fn bind_errors_carry_the_errno() {
+        let opts = Options::default();
+        let fd = tcp("127.0.0.1:0".parse().expect("addr"), &opts).expect("listen");
+        let taken = local_addr(&fd).expect("name");
+        let err = tcp(taken, &opts).expect_err("in use");
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+        // With SO_REUSEPORT on both, the port is shared.
+        let shared = Options {
+            reuse_port: true,
+            ..opts
+        };
+        let a = tcp("127.0.0.1:0".parse().expect("addr"), &shared).expect("a");
+        let b = tcp(local_addr(&a).expect("name"), &shared).expect("b shares the port");
+        assert_eq!(local_addr(&a).expect("a"), local_addr(&b).expect("b"));
+    }
+
+    #[test]
+    fn ipv6_only_leaves_ipv4_free() {
+        let only6 = Options {
+            ipv6_only: true,
+            ..Options::default()
+        };
+        let fd = tcp("[::]:0".parse().expect("addr"), &only6).expect("listen");
+        let port = local_addr(&fd).expect("name").port();
+        let v4 = Options {
+            reuse_addr: false,
+            ..Options::default()
+        };
+        tcp(SocketAddr::from(([0, 0, 0, 0], port)), &v4).expect("the IPv4 port is still free");
+    }
+
+    #[test]
+    fn unix_socket_mode_and_queue_depth() {
+        let dir = std::env::temp_dir().join(format!("ringleader-sys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let fd = unix(&path, 16, Some(0o777)).expect("listen");
+        let mode = std::fs::metadata(&path).expect("stat").permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o777
+        );
+        assert_eq!(
+            unix(&path, 16, None).expect_err("in use").raw_os_error(),
+            Some(libc::EADDRINUSE)
+        );
+        drop(fd);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        let (a, b) = crate::socket::stream_pair().expect("pair");
+        rustix::io::write(&a, b"xyz").expect("write");
+        assert_eq!(queued(&b).expect("fionread"), 3);
+    }
+
+    #[test]
+    fn udp_binds_and_reports_its_port() {
+        let fd = udp("127.0.0.1:0".parse().expect("addr"), &Options::default()).expect("bind");
+        assert_ne!(local_addr(&fd).expect("name").port(), 0);
+    }
+}
