@@ -33,6 +33,13 @@ pub enum Event {
         /// Which.
         worker: WorkerId,
     },
+    /// A worker is listening (Node: `'listening'`).
+    Listening {
+        /// Which.
+        worker: WorkerId,
+        /// Where.
+        address: Listening,
+    },
     /// A message from a worker (Node: `'message'`).
     Message {
         /// From which.
@@ -73,4 +80,25 @@ pub enum Event {
         /// What went wrong.
         error: Error,
     },
+}
+
+/// The kind of address a worker listens on (Node: `addressType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddressType {
+    /// TCP over IPv4 (Node: `4`).
+    V4,
+    /// TCP over IPv6 (Node: `6`).
+    V6,
+}
+
+/// Where a worker listens (Node: the address of the `'listening'` event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listening {
+    /// The IP address.
+    pub address: String,
+    /// The port, the same for every worker that listened on port 0.
+    pub port: u16,
+    /// Its kind.
+    pub address_type: AddressType,
 }

@@ -95,7 +95,7 @@ mod tuning;
 mod worker;
 
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Event, WorkerId};
+pub use event::{AddressType, Event, Listening, WorkerId};
 pub use ipc::Message;
 pub use ipc::frame::MAX_PAYLOAD;
 pub use primary::{
@@ -104,4 +104,4 @@ pub use primary::{
 pub use ringleader_sys::signal::Signal;
 pub use role::{ENV_BACKEND, ENV_SCHED_POLICY, Role, is_worker, role};
 pub use tuning::ENV_BUSY_POLL_US;
-pub use worker::Worker;
+pub use worker::{Incoming, ListenOptions, TcpListener, Worker};

@@ -34,7 +34,19 @@ pub enum Kind {
     /// primary to acknowledge by shutting down its writing half (Node:
     /// `act: 'exitedAfterDisconnect'`).
     Disconnecting = 2,
+    /// Worker to primary: please listen for me (Node: `act: 'queryServer'`); JSON payload.
+    Listen = 3,
+    /// Primary to worker: the answer to a `Listen`, with the hand-off channel or the shared
+    /// socket as its fd, or an errno; JSON payload.
+    ListenReply = 4,
+    /// Worker to primary: the listener is up (Node: `act: 'listening'`); JSON payload.
+    Listening = 5,
+    /// Worker to primary: a listener was closed (Node: `act: 'close'`); JSON payload.
+    Close = 6,
 }
+
+/// The largest payload of an internal frame.
+pub const MAX_INTERNAL_PAYLOAD: usize = 4096;
 
 impl Kind {
     fn from_u8(b: u8) -> Option<Kind> {
@@ -42,6 +54,10 @@ impl Kind {
             0 => Kind::User,
             1 => Kind::Online,
             2 => Kind::Disconnecting,
+            3 => Kind::Listen,
+            4 => Kind::ListenReply,
+            5 => Kind::Listening,
+            6 => Kind::Close,
             _ => return None,
         })
     }
@@ -82,6 +98,8 @@ pub enum FrameError {
     MissingFd,
     /// The peer sent fds that no frame claimed.
     StrayFds(usize),
+    /// An internal frame whose payload does not parse.
+    BadPayload,
 }
 
 impl fmt::Display for FrameError {
@@ -96,9 +114,14 @@ impl fmt::Display for FrameError {
                 )
             }
             FrameError::TooManyFds(n) => write!(f, "frame claims {n} fds"),
-            FrameError::UnexpectedPayload(k) => write!(f, "{k:?} frame with a payload"),
+            FrameError::UnexpectedPayload(k) => {
+                write!(f, "{k:?} frame with a payload too long for it")
+            }
             FrameError::MissingFd => f.write_str("frame claims an fd that did not arrive"),
             FrameError::StrayFds(n) => write!(f, "{n} fds arrived that no frame claims"),
+            FrameError::BadPayload => {
+                f.write_str("internal frame with a payload that does not parse")
+            }
         }
     }
 }
@@ -121,12 +144,18 @@ pub fn check(kind: Kind, nfds: u8, len: usize) -> Result<(), FrameError> {
     if len > MAX_PAYLOAD {
         return Err(FrameError::TooLarge(len));
     }
-    match kind {
-        Kind::User if nfds > MAX_FDS_PER_FRAME => Err(FrameError::TooManyFds(nfds)),
-        Kind::User => Ok(()),
-        _ if nfds > 0 => Err(FrameError::TooManyFds(nfds)),
-        _ if len > 0 => Err(FrameError::UnexpectedPayload(kind)),
-        _ => Ok(()),
+    let (max_len, max_fds) = match kind {
+        Kind::User => (MAX_PAYLOAD, MAX_FDS_PER_FRAME),
+        Kind::Online | Kind::Disconnecting => (0, 0),
+        Kind::ListenReply => (MAX_INTERNAL_PAYLOAD, 1),
+        Kind::Listen | Kind::Listening | Kind::Close => (MAX_INTERNAL_PAYLOAD, 0),
+    };
+    if nfds > max_fds {
+        Err(FrameError::TooManyFds(nfds))
+    } else if len > max_len {
+        Err(FrameError::UnexpectedPayload(kind))
+    } else {
+        Ok(())
     }
 }
 

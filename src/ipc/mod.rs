@@ -6,6 +6,7 @@
 
 pub(crate) mod buffers;
 pub mod frame;
+pub(crate) mod listen;
 
 /// Entry points for the fuzz targets; not part of the API.
 #[doc(hidden)]

@@ -33,6 +33,8 @@ use crate::tuning::{BURST_GAP, COALESCE_LIMIT, default_busy_poll};
 /// Queued output beyond this makes the primary's `send` wait, running the loop, until the
 /// worker has read enough.
 pub(crate) const HIGH_WATER: usize = 4 * 1024 * 1024;
+/// How often a primary whose accepting is paused re-checks the workers' queues.
+const PAUSED_RECHECK: Duration = Duration::from_millis(1);
 /// Reads per readiness report on the epoll backend, so one chatty worker cannot starve the rest.
 const READS_PER_TURN: usize = 4;
 
@@ -44,6 +46,8 @@ pub enum WorkerState {
     Started,
     /// Running its code (Node: `'online'`).
     Online,
+    /// Listening (Node: `'listening'`).
+    Listening,
     /// Its channel is closed (Node: `'disconnected'`).
     Disconnected,
     /// Its process has ended (Node: `'dead'`).
@@ -85,13 +89,41 @@ pub(crate) struct Core {
     signals: Option<Arc<SignalFd>>,
     all_waiting: Option<BTreeSet<WorkerId>>,
     pub(crate) busy_poll: Duration,
+    pub(crate) listeners: super::listeners::Listeners,
 }
 
 fn dyn_fd<T: AsFd + 'static>(fd: &Arc<T>) -> Arc<dyn AsFd> {
     fd.clone()
 }
 
+impl Slot {
+    /// The worker is being disconnected or its channel is gone.
+    pub(crate) fn leaving(&self) -> bool {
+        self.channel.is_none() || self.outbound.close_when_drained
+    }
+}
+
 impl Core {
+    /// Queues an internal frame and writes it at once, without the back-pressure loop (for
+    /// replies sent while handling the loop's own events).
+    pub(crate) fn send_internal(
+        &mut self,
+        id: WorkerId,
+        kind: Kind,
+        payload: &[u8],
+        fd: Option<OwnedFd>,
+    ) {
+        if let Some(slot) = self.slots.get_mut(&id) {
+            if slot.channel.is_some() && slot.outbound.push(kind, payload, fd).is_ok() {
+                self.flush(id);
+            }
+        }
+    }
+
+    pub(crate) fn push_event(&mut self, event: Event) {
+        self.ready.push_back(event);
+    }
+
     pub(crate) fn new(driver: Driver, scheduling: Scheduling) -> Core {
         Core {
             settings: Settings::default(),
@@ -105,6 +137,7 @@ impl Core {
             signals: None,
             all_waiting: None,
             busy_poll: default_busy_poll(),
+            listeners: Default::default(),
         }
     }
 
@@ -293,6 +326,10 @@ impl Core {
             slot.outbound.close_when_drained = true;
             self.flush(id);
         }
+        // Node: removeHandlesForWorker. Connections queued for it go to the others, and its
+        // listeners end.
+        self.leave_all_listeners(id);
+        self.dispatch();
         Ok(())
     }
 
@@ -350,6 +387,14 @@ impl Core {
                 if let Some(s) = self.slots.get_mut(worker) {
                     if s.state == WorkerState::Started {
                         s.state = WorkerState::Online;
+                    }
+                }
+                None
+            }
+            Event::Listening { worker, .. } => {
+                if let Some(s) = self.slots.get_mut(worker) {
+                    if matches!(s.state, WorkerState::Started | WorkerState::Online) {
+                        s.state = WorkerState::Listening;
                     }
                 }
                 None
@@ -417,7 +462,12 @@ impl Core {
                 std::hint::spin_loop();
             }
         }
-        self.wait(timeout.map(|t| t.saturating_sub(spin))).map(drop)
+        let mut left = timeout.map(|t| t.saturating_sub(spin));
+        if self.listeners.paused() {
+            // Accepting is paused until a worker takes connections; look again shortly.
+            left = Some(left.map_or(PAUSED_RECHECK, |l| l.min(PAUSED_RECHECK)));
+        }
+        self.wait(left).map(drop)
     }
 
     /// One wait of the driver, and what it saw turned into events. Returns how many things
@@ -428,11 +478,19 @@ impl Core {
         let count = happenings.len();
         for h in happenings.drain(..) {
             match h {
+                Happening::Received(Completion::Accept {
+                    token: tok,
+                    result,
+                    more,
+                }) => {
+                    self.on_accepted(untoken(tok).0, result, more);
+                }
                 Happening::Received(c) => self.on_received(c),
                 Happening::Ready { token, read, write } => self.on_ready(token, read, write),
             }
         }
         self.happenings = happenings;
+        self.dispatch();
         result
             .map(|()| count)
             .map_err(|e| Error::io("wait for events", e))
@@ -451,6 +509,7 @@ impl Core {
         let (id, tag) = untoken(tok);
         match tag {
             Some(Tag::Exit) => self.on_exit(id),
+            Some(Tag::Accept) => self.accept_ready(id),
             Some(Tag::Writable) => {
                 if let Some(s) = self.slots.get_mut(&id) {
                     s.write_armed = false;
@@ -587,6 +646,22 @@ impl Core {
                         slot.outbound.close_when_drained = true;
                         self.flush(id);
                     }
+                    Kind::Listen | Kind::Listening | Kind::Close => {
+                        let result = match frame.kind {
+                            Kind::Listen => self.on_listen(id, &frame.payload),
+                            Kind::Listening => self.on_listening(id, &frame.payload),
+                            _ => self.on_close(id, &frame.payload),
+                        };
+                        if let Err(e) = result {
+                            self.protocol_error(id, Error::frame("read from a worker", e));
+                            return false;
+                        }
+                    }
+                    Kind::ListenReply => {
+                        let e = crate::ipc::frame::FrameError::UnknownKind(Kind::ListenReply as u8);
+                        self.protocol_error(id, Error::frame("read from a worker", e));
+                        return false;
+                    }
                 },
                 Err(e) => {
                     self.protocol_error(id, Error::frame("read from a worker", e));
@@ -637,6 +712,11 @@ impl Core {
             return;
         };
         let Some(channel) = slot.channel.take() else {
+            return;
+        };
+        // Connections it had not taken yet go to the other workers.
+        self.leave_all_listeners(id);
+        let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
         let _ = socket::shutdown(&*channel, How::Both);

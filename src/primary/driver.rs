@@ -27,6 +27,8 @@ pub(crate) enum Tag {
     Channel = 0,
     Exit = 1,
     Writable = 2,
+    /// A listening socket; its id is the listener's, from 1 (token 3, id 0, is the signals').
+    Accept = 3,
 }
 
 pub(crate) const SIGNALS: u64 = 3;
@@ -41,6 +43,7 @@ pub(crate) fn untoken(token: u64) -> (WorkerId, Option<Tag>) {
         0 => Some(Tag::Channel),
         1 => Some(Tag::Exit),
         2 => Some(Tag::Writable),
+        _ if id > 0 => Some(Tag::Accept),
         _ => None,
     };
     (id, tag)
@@ -87,6 +90,28 @@ impl Driver {
                 Some(buf) => ring.recvmsg(fd, buf, token).map(Some),
                 None => ring.poll(fd, Flags::IN, token).map(Some),
             },
+            Driver::Epoll(ep, _) => ep
+                .add(
+                    fd.as_fd(),
+                    token,
+                    Interest {
+                        read: true,
+                        write: false,
+                    },
+                )
+                .map(|()| None),
+        }
+    }
+
+    /// Starts accepting on a listening socket: multishot accept on io_uring, readiness on
+    /// epoll.
+    pub(crate) fn accept(
+        &mut self,
+        fd: &Arc<dyn AsFd>,
+        token: u64,
+    ) -> std::io::Result<Option<OpId>> {
+        match self {
+            Driver::Uring(ring) => ring.accept_multishot(fd, token).map(Some),
             Driver::Epoll(ep, _) => ep
                 .add(
                     fd.as_fd(),

@@ -2,6 +2,7 @@
 
 mod core;
 mod driver;
+mod listeners;
 mod settings;
 
 use std::cell::RefCell;

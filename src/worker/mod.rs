@@ -6,6 +6,9 @@
 //! of ours), for the primary's disappearance (then the worker exits with code 0, as Node's do),
 //! and for room to write output the socket could not take at once.
 
+mod listener;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,6 +23,9 @@ use crate::event::WorkerId;
 use crate::ipc::Message;
 use crate::ipc::buffers::{Inbound, Outbound, READ_CHUNK};
 use crate::ipc::frame::Kind;
+use crate::ipc::listen::{self as proto, Reply, Transport};
+
+pub use self::listener::{Incoming, ListenOptions, TcpListener};
 use crate::tuning::{BURST_GAP, COALESCE_LIMIT, default_busy_poll};
 
 /// Output beyond this makes `send` wait for the primary to read (back-pressure).
@@ -39,7 +45,13 @@ struct Shared {
     id: WorkerId,
     sock: OwnedFd,
     out: Mutex<Out>,
-    inbound: Mutex<Inbound>,
+    reader: Mutex<Reader>,
+    /// Listen replies routed by whichever thread read them, by sequence number.
+    replies: Mutex<HashMap<u64, (Reply, Option<OwnedFd>)>>,
+    replied: Condvar,
+    next_seq: AtomicU64,
+    /// Live listener indexes per (transport, address, port), for Node's keys.
+    indexes: Mutex<BTreeMap<(Transport, String, u16), BTreeSet<u32>>>,
     state: Mutex<State>,
     changed: Condvar,
     doorbell: Doorbell,
@@ -47,6 +59,14 @@ struct Shared {
     busy_poll_ns: AtomicU64,
     /// Messages handed to the application so far.
     receives: AtomicU64,
+}
+
+/// The channel's receiving side: bytes not yet framed, and user messages read by a thread that
+/// was waiting for a listen reply, kept for `recv`.
+#[derive(Debug, Default)]
+struct Reader {
+    inbound: Inbound,
+    stash: VecDeque<Message>,
 }
 
 #[derive(Debug, Default)]
@@ -91,7 +111,11 @@ impl Worker {
             id,
             sock,
             out: Mutex::new(Out::default()),
-            inbound: Mutex::new(Inbound::default()),
+            reader: Mutex::new(Reader::default()),
+            replies: Mutex::new(HashMap::new()),
+            replied: Condvar::new(),
+            next_seq: AtomicU64::new(0),
+            indexes: Mutex::new(BTreeMap::new()),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             doorbell,
@@ -243,22 +267,55 @@ impl Worker {
     }
 
     fn receive(&self, blocking: Blocking) -> Result<Option<Message>> {
+        self.receive_until(blocking, None)
+    }
+
+    /// Reads the channel. Without `reply`, returns the next user message. With `reply`, returns
+    /// (`Ok(None)`) once that listen reply has been routed, keeping user messages for `recv`.
+    fn receive_until(&self, blocking: Blocking, reply: Option<u64>) -> Result<Option<Message>> {
         const OP: &str = "receive from the primary";
         // A reply collected in a burst goes out before we wait for the next request.
         let _ = self.flush();
-        let mut inbound = lock(&self.shared.inbound);
+        let mut reader = lock(&self.shared.reader);
+        if reply.is_none() {
+            if let Some(m) = reader.stash.pop_front() {
+                self.shared.receives.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(m));
+            }
+        }
         let mut fds = Vec::new();
         let spin = Duration::from_nanos(self.shared.busy_poll_ns.load(Ordering::Relaxed));
         let spin_until =
             (blocking == Blocking::Yes && !spin.is_zero()).then(|| Instant::now() + spin);
         loop {
-            match inbound.next_frame() {
+            if reply.is_some_and(|seq| lock(&self.shared.replies).contains_key(&seq)) {
+                return Ok(None);
+            }
+            match reader.inbound.next_frame() {
                 Ok(Some(frame)) if frame.kind == Kind::User => {
-                    self.shared.receives.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Some(Message {
+                    let message = Message {
                         data: frame.payload,
                         fd: frame.fd,
-                    }));
+                    };
+                    if reply.is_some() {
+                        reader.stash.push_back(message);
+                        continue;
+                    }
+                    self.shared.receives.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(message));
+                }
+                Ok(Some(frame)) if frame.kind == Kind::ListenReply => {
+                    match proto::decode::<Reply>(&frame.payload) {
+                        Ok(r) => {
+                            lock(&self.shared.replies).insert(r.seq, (r, frame.fd));
+                            self.shared.replied.notify_all();
+                        }
+                        Err(e) => {
+                            self.close(false);
+                            return Err(Error::frame(OP, e));
+                        }
+                    }
+                    continue;
                 }
                 Ok(Some(_)) => continue,
                 Ok(None) => {}
@@ -271,7 +328,7 @@ impl Worker {
             let this_read = if spinning { Blocking::No } else { blocking };
             let n = match scm::recv(
                 &self.shared.sock,
-                inbound.spare(READ_CHUNK),
+                reader.inbound.spare(READ_CHUNK),
                 &mut fds,
                 this_read,
             ) {
@@ -286,16 +343,66 @@ impl Worker {
                 Err(e) => return Err(Error::io(OP, e)),
             };
             if n == 0 {
-                let _ = inbound.finish();
+                let _ = reader.inbound.finish();
                 self.shared.on_end_of_file();
                 return Ok(None);
             }
-            inbound.commit(n);
-            if let Err(e) = inbound.push_fds(fds.drain(..)) {
+            reader.inbound.commit(n);
+            if let Err(e) = reader.inbound.push_fds(fds.drain(..)) {
                 self.close(false);
                 return Err(Error::frame(OP, e));
             }
         }
+    }
+
+    /// Sends a listen request and waits for its reply, reading the channel itself unless another
+    /// thread is reading it (that thread routes the reply here).
+    pub(crate) fn request_listen(
+        &self,
+        payload: impl FnOnce(u64) -> Vec<u8>,
+    ) -> Result<(Reply, Option<OwnedFd>)> {
+        let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.send_frame(Kind::Listen, &payload(seq), None)?;
+        loop {
+            if let Some(r) = lock(&self.shared.replies).remove(&seq) {
+                return Ok(r);
+            }
+            if !self.is_connected() {
+                return Err(Error::new(ErrorKind::Disconnected, "listen"));
+            }
+            if self.shared.reader.try_lock().is_ok() {
+                self.receive_until(Blocking::Yes, Some(seq))?;
+            } else {
+                let replies = lock(&self.shared.replies);
+                let _ = self
+                    .shared
+                    .replied
+                    .wait_timeout(replies, Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// The lowest free index for this tuple (Node: `child.js` `_getServer` indexes).
+    pub(crate) fn take_index(&self, tuple: (Transport, String, u16)) -> u32 {
+        let mut indexes = lock(&self.shared.indexes);
+        let used = indexes.entry(tuple).or_default();
+        let index = (0..).find(|i| !used.contains(i)).unwrap_or(0);
+        used.insert(index);
+        index
+    }
+
+    pub(crate) fn free_index(&self, tuple: (Transport, String, u16), index: u32) {
+        let mut indexes = lock(&self.shared.indexes);
+        if let Some(used) = indexes.get_mut(&tuple) {
+            used.remove(&index);
+            if used.is_empty() {
+                indexes.remove(&tuple);
+            }
+        }
+    }
+
+    pub(crate) fn notify(&self, kind: Kind, payload: &[u8]) -> Result<()> {
+        self.send_frame(kind, payload, None)
     }
 
     /// Disconnects gracefully (Node: `cluster.worker.disconnect()`): tells the primary that

@@ -20,6 +20,7 @@ pub struct Harness {
     /// The primary under test.
     pub primary: Primary,
     online: std::cell::RefCell<std::collections::BTreeSet<ringleader::WorkerId>>,
+    stash: std::cell::RefCell<std::collections::VecDeque<Event>>,
 }
 
 impl Harness {
@@ -32,6 +33,7 @@ impl Harness {
         Harness {
             primary,
             online: Default::default(),
+            stash: Default::default(),
         }
     }
 
@@ -43,8 +45,32 @@ impl Harness {
             .id()
     }
 
+    /// Runs the primary's loop (keeping the events for later) until `job`, run on another
+    /// thread, is done: for clients that need the primary to accept for them.
+    pub fn drive<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> T {
+        let handle = std::thread::spawn(job);
+        let deadline = Instant::now() + WATCHDOG;
+        while !handle.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "watchdog: the job did not finish within {WATCHDOG:?}"
+            );
+            if let Some(e) = self
+                .primary
+                .next_event(Some(Duration::from_millis(5)))
+                .expect("next event")
+            {
+                self.stash.borrow_mut().push_back(e);
+            }
+        }
+        handle.join().expect("job panicked")
+    }
+
     /// The next event, or a panic after [`WATCHDOG`].
     pub fn next(&self) -> Event {
+        if let Some(e) = self.stash.borrow_mut().pop_front() {
+            return e;
+        }
         match self.primary.next_event(Some(WATCHDOG)).expect("next event") {
             Some(e) => e,
             None => panic!("watchdog: no event within {WATCHDOG:?}"),
@@ -55,7 +81,12 @@ impl Harness {
     pub fn until(&self, mut pred: impl FnMut(&Event) -> bool) -> Vec<Event> {
         let mut seen = Vec::new();
         loop {
-            let e = match self.primary.next_event(Some(WATCHDOG)).expect("next event") {
+            let stashed = self.stash.borrow_mut().pop_front();
+            let e = match stashed
+                .map(|e| Ok(Some(e)))
+                .unwrap_or_else(|| self.primary.next_event(Some(WATCHDOG)))
+                .expect("next event")
+            {
                 Some(e) => e,
                 None => panic!(
                     "watchdog: no event within {WATCHDOG:?}; last events seen: {:?}; primary {:?}",

@@ -125,6 +125,53 @@ fn run_worker(worker: &Worker, mode: &str) {
             worker.send(b"done").expect("send");
             echo(worker);
         }
+        // Listen, answer every connection with a line naming this worker, close it; when the
+        // primary stops handing connections here, fall back to echoing messages.
+        m if m.starts_with("serve:") => {
+            let listener = worker.listen_tcp(&m[6..]).expect("listen");
+            serve(worker, &listener);
+            drop(listener);
+            echo(worker);
+        }
+        // Listen twice on one address in this worker: the second gets its own socket.
+        m if m.starts_with("listen-twice:") => {
+            let first = worker.listen_tcp(&m[13..]).expect("listen");
+            let again = format!("127.0.0.1:{}", first.local_addr().port());
+            let report = match worker.listen_tcp(again.as_str()) {
+                Ok(_) => "second: ok".to_owned(),
+                Err(e) => format!("second: errno {:?}", e.raw_os_error()),
+            };
+            worker.send(report.as_bytes()).expect("send");
+            echo(worker);
+        }
+        // Listen, report the outcome, and on a failure retry when told to.
+        m if m.starts_with("listen-retry:") => loop {
+            match worker.listen_tcp(&m[13..]) {
+                Ok(listener) => {
+                    worker
+                        .send(format!("port {}", listener.local_addr().port()).as_bytes())
+                        .expect("send");
+                    serve(worker, &listener);
+                    break;
+                }
+                Err(e) => {
+                    worker
+                        .send(format!("errno {:?}", e.raw_os_error()).as_bytes())
+                        .expect("send");
+                    if !matches!(worker.recv(), Ok(Some(_))) {
+                        break;
+                    }
+                }
+            }
+        },
+        // Listen, then spin without ever accepting.
+        m if m.starts_with("listen-spin:") => {
+            let _listener = worker.listen_tcp(&m[12..]).expect("listen");
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
         // Read everything; answer an empty message with how many came before it.
         "sink" => {
             let mut count = 0u64;
@@ -193,6 +240,14 @@ fn run_worker(worker: &Worker, mode: &str) {
             eprintln!("fixture: unknown FIXTURE_MODE {other}");
             std::process::exit(2);
         }
+    }
+}
+
+fn serve(worker: &Worker, listener: &ringleader::TcpListener) {
+    let line = format!("hello from {}\n", worker.id());
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.write_all(line.as_bytes());
     }
 }
 

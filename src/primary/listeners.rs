@@ -1,0 +1,441 @@
+//! Listeners the primary holds for its workers (Node: `RoundRobinHandle`, `SharedHandle`).
+//!
+//! Round-robin: the primary accepts (multishot accept on io_uring, an `accept4` loop on
+//! epoll) and hands connections to workers over a socketpair of each (worker, listener): one
+//! byte and one fd per connection, every connection of a turn for one worker in one
+//! `sendmsg`. The primary keeps a copy of the worker's receiving end, so it can count the
+//! connections the worker has not taken yet (`FIONREAD`) and take them back when the worker
+//! leaves: no accepted connection is lost with a worker. The primary closes its copy of each
+//! connection as soon as it is handed over. Shared: every worker gets a copy of the listening
+//! socket and accepts itself.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ringleader_sys::listen::{self, Options};
+use ringleader_sys::scm::{self, Blocking};
+use ringleader_sys::socket;
+use ringleader_sys::uring::OpId;
+use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
+
+use super::core::Core;
+use super::driver::{Tag, token};
+use super::settings::Scheduling;
+use crate::event::{AddressType, Event, Listening, WorkerId};
+use crate::ipc::frame::Kind;
+use crate::ipc::listen::{self as proto, Key, Notice, Reply, Request};
+
+/// Connections handed to a worker and not yet taken, beyond which it gets no more.
+pub(crate) const MAX_UNTAKEN: u64 = 16;
+/// Accepted connections waiting for a worker, beyond which the primary stops accepting and
+/// leaves the rest in the kernel's backlog.
+const MAX_PENDING: usize = 256;
+
+struct Member {
+    /// The primary's sending end.
+    tx: OwnedFd,
+    /// A copy of the worker's receiving end: queue depth, and connections to take back.
+    rx: OwnedFd,
+}
+
+struct Handle {
+    id: u32,
+    sock: Arc<OwnedFd>,
+    local: SocketAddr,
+    handoff: bool,
+    /// Every worker using the listener; round-robin ones have a hand-off channel.
+    members: BTreeMap<WorkerId, Option<Member>>,
+    accept_op: Option<OpId>,
+    accepting: bool,
+    cursor: WorkerId,
+}
+
+#[derive(Default)]
+pub(crate) struct Listeners {
+    handles: BTreeMap<Key, Handle>,
+    keys: BTreeMap<u32, Key>,
+    next_id: u32,
+    pending: VecDeque<(u32, OwnedFd)>,
+}
+
+impl Listeners {
+    /// Whether accepting is paused somewhere (the loop then re-checks capacity every
+    /// millisecond).
+    pub(crate) fn paused(&self) -> bool {
+        self.handles.values().any(|h| h.handoff && !h.accepting)
+    }
+}
+
+fn dyn_fd(fd: &Arc<OwnedFd>) -> Arc<dyn AsFd> {
+    fd.clone()
+}
+
+impl Core {
+    /// A worker asks to listen.
+    pub(crate) fn on_listen(
+        &mut self,
+        id: WorkerId,
+        payload: &[u8],
+    ) -> Result<(), crate::ipc::frame::FrameError> {
+        let req: Request = proto::decode(payload)?;
+        // Node: a worker that is being disconnected gets no new listener (and no reply).
+        if self.slots.get(&id).is_none_or(|s| s.leaving()) {
+            return Ok(());
+        }
+        let handoff = self.scheduling == Scheduling::RoundRobin;
+        if !self.listeners.handles.contains_key(&req.key) {
+            match self.bind(&req, handoff) {
+                Ok(handle) => {
+                    self.listeners.keys.insert(handle.id, req.key.clone());
+                    self.listeners.handles.insert(req.key.clone(), handle);
+                }
+                Err(e) => {
+                    // The failed key is forgotten: a later listen tries the bind again.
+                    let reply = Reply {
+                        seq: req.seq,
+                        errno: e.raw_os_error().or(Some(5)),
+                        local: None,
+                        handoff,
+                    };
+                    self.send_internal(id, Kind::ListenReply, &proto::encode(&reply), None);
+                    return Ok(());
+                }
+            }
+        }
+        let Some(handle) = self.listeners.handles.get_mut(&req.key) else {
+            return Ok(());
+        };
+        let local = handle.local.to_string();
+        let fd = if handle.handoff {
+            match socket::stream_pair().and_then(|(tx, theirs)| {
+                let rx = socket::dup(&theirs)?;
+                socket::set_nonblocking(&tx, true)?;
+                socket::set_nonblocking(&rx, true)?;
+                Ok((tx, rx, theirs))
+            }) {
+                Ok((tx, rx, theirs)) => {
+                    handle.members.insert(id, Some(Member { tx, rx }));
+                    Some(theirs)
+                }
+                Err(e) => {
+                    let reply = Reply {
+                        seq: req.seq,
+                        errno: e.raw_os_error().or(Some(5)),
+                        local: None,
+                        handoff,
+                    };
+                    self.send_internal(id, Kind::ListenReply, &proto::encode(&reply), None);
+                    return Ok(());
+                }
+            }
+        } else {
+            handle.members.insert(id, None);
+            socket::dup(&*handle.sock).ok()
+        };
+        let reply = Reply {
+            seq: req.seq,
+            errno: None,
+            local: Some(local),
+            handoff: handle.handoff,
+        };
+        self.send_internal(id, Kind::ListenReply, &proto::encode(&reply), fd);
+        self.arm_accept(&req.key);
+        Ok(())
+    }
+
+    fn bind(&mut self, req: &Request, handoff: bool) -> std::io::Result<Handle> {
+        let ip: std::net::IpAddr = req
+            .key
+            .address
+            .parse()
+            .map_err(|_| std::io::Error::from_raw_os_error(22))?;
+        let addr = SocketAddr::new(ip, req.key.port);
+        let mut opts = Options {
+            ipv6_only: req.ipv6_only,
+            ..Options::default()
+        };
+        if let Some(b) = req.backlog.filter(|b| *b > 0) {
+            opts.backlog = b;
+        }
+        let sock = listen::tcp(addr, &opts)?;
+        let local = listen::local_addr(&sock)?;
+        if handoff {
+            socket::set_nonblocking(&sock, true)?;
+        }
+        self.listeners.next_id += 1;
+        Ok(Handle {
+            id: self.listeners.next_id,
+            sock: Arc::new(sock),
+            local,
+            handoff,
+            members: BTreeMap::new(),
+            accept_op: None,
+            accepting: false,
+            cursor: 0,
+        })
+    }
+
+    /// Starts accepting on a round-robin listener that has workers and room.
+    fn arm_accept(&mut self, key: &Key) {
+        let Some(h) = self.listeners.handles.get_mut(key) else {
+            return;
+        };
+        if !h.handoff
+            || h.accepting
+            || h.members.is_empty()
+            || self.listeners.pending.len() >= MAX_PENDING
+        {
+            return;
+        }
+        let tok = token(h.id, Tag::Accept);
+        let armed = match self.driver.accept(&dyn_fd(&h.sock), tok) {
+            Ok(op) => {
+                h.accept_op = op;
+                true
+            }
+            Err(_) => false,
+        };
+        h.accepting = armed;
+    }
+
+    fn pause_accept(&mut self, key: &Key) {
+        let Some(h) = self.listeners.handles.get_mut(key) else {
+            return;
+        };
+        if h.accepting {
+            h.accepting = false;
+            self.driver.forget(&dyn_fd(&h.sock), h.accept_op.take());
+        }
+    }
+
+    /// io_uring: a multishot accept produced a connection, or ended.
+    pub(crate) fn on_accepted(
+        &mut self,
+        handle: u32,
+        result: std::io::Result<OwnedFd>,
+        more: bool,
+    ) {
+        let Some(key) = self.listeners.keys.get(&handle).cloned() else {
+            return;
+        };
+        if let Ok(fd) = result {
+            self.listeners.pending.push_back((handle, fd));
+        }
+        // Accept errors (EMFILE, ECONNABORTED…) are skipped, as Node does.
+        if !more {
+            if let Some(h) = self.listeners.handles.get_mut(&key) {
+                h.accept_op = None;
+                if h.accepting {
+                    h.accepting = false;
+                    self.arm_accept(&key);
+                }
+            }
+        }
+    }
+
+    /// epoll: the listening socket is readable.
+    pub(crate) fn accept_ready(&mut self, handle: u32) {
+        let Some(key) = self.listeners.keys.get(&handle) else {
+            return;
+        };
+        let Some(h) = self.listeners.handles.get(key) else {
+            return;
+        };
+        let sock = h.sock.clone();
+        for _ in 0..64 {
+            if self.listeners.pending.len() >= MAX_PENDING {
+                break;
+            }
+            match listen::accept(&*sock, false) {
+                Ok(fd) => self.listeners.pending.push_back((handle, fd)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Hands pending connections to workers: round-robin over those with fewer than
+    /// `MAX_UNTAKEN` untaken, every connection of this turn for one worker in one message.
+    pub(crate) fn dispatch(&mut self) {
+        if self.listeners.pending.is_empty() {
+            if self.listeners.paused() {
+                let keys: Vec<Key> = self.listeners.handles.keys().cloned().collect();
+                for key in keys {
+                    self.arm_accept(&key);
+                }
+            }
+            return;
+        }
+        let mut batches: BTreeMap<(u32, WorkerId), Vec<OwnedFd>> = BTreeMap::new();
+        let mut left = VecDeque::new();
+        while let Some((hid, fd)) = self.listeners.pending.pop_front() {
+            let Some(key) = self.listeners.keys.get(&hid) else {
+                continue;
+            };
+            let Some(h) = self.listeners.handles.get_mut(key) else {
+                continue;
+            };
+            let pick = pick(h, &batches);
+            match pick {
+                Some(wid) => {
+                    h.cursor = wid;
+                    batches.entry((hid, wid)).or_default().push(fd);
+                }
+                None => left.push_back((hid, fd)),
+            }
+        }
+        for ((hid, wid), fds) in batches {
+            let Some(key) = self.listeners.keys.get(&hid) else {
+                continue;
+            };
+            let Some(Some(member)) = self
+                .listeners
+                .handles
+                .get(key)
+                .and_then(|h| h.members.get(&wid))
+            else {
+                left.extend(fds.into_iter().map(|fd| (hid, fd)));
+                continue;
+            };
+            let unsent = hand_over(member.tx.as_fd(), fds);
+            left.extend(unsent.into_iter().map(|fd| (hid, fd)));
+        }
+        self.listeners.pending = left;
+        let keys: Vec<Key> = self.listeners.handles.keys().cloned().collect();
+        for key in keys {
+            if self.listeners.pending.len() >= MAX_PENDING {
+                self.pause_accept(&key);
+            } else {
+                self.arm_accept(&key);
+            }
+        }
+    }
+
+    /// The worker left a listener (closed it, disconnected or died): connections queued for it
+    /// go back to the others, and a listener without workers is closed.
+    pub(crate) fn leave_listener(&mut self, key: &Key, id: WorkerId) {
+        let Some(h) = self.listeners.handles.get_mut(key) else {
+            return;
+        };
+        let Some(member) = h.members.remove(&id) else {
+            return;
+        };
+        let Some(member) = member else {
+            if h.members.is_empty() {
+                self.drop_handle(key);
+            }
+            return;
+        };
+        let hid = h.id;
+        let mut fds = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = scm::recv(&member.rx, &mut buf, &mut fds, Blocking::No) {
+            if n == 0 {
+                break;
+            }
+        }
+        self.listeners
+            .pending
+            .extend(fds.into_iter().map(|fd| (hid, fd)));
+        // Its receiving end now reads end of file: the worker's `incoming()` ends.
+        drop(member);
+        if h.members.is_empty() {
+            self.drop_handle(key);
+        }
+    }
+
+    fn drop_handle(&mut self, key: &Key) {
+        self.pause_accept(key);
+        if let Some(h) = self.listeners.handles.remove(key) {
+            self.listeners.keys.remove(&h.id);
+            // No worker left: pending connections are closed, as in Node.
+            self.listeners.pending.retain(|(hid, _)| *hid != h.id);
+        }
+    }
+
+    /// Removes a worker from every listener (Node: `removeHandlesForWorker`).
+    pub(crate) fn leave_all_listeners(&mut self, id: WorkerId) {
+        let keys: Vec<Key> = self
+            .listeners
+            .handles
+            .iter()
+            .filter(|(_, h)| h.members.contains_key(&id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.leave_listener(&key, id);
+        }
+    }
+
+    pub(crate) fn on_listening(
+        &mut self,
+        id: WorkerId,
+        payload: &[u8],
+    ) -> Result<(), crate::ipc::frame::FrameError> {
+        let notice: Notice = proto::decode(payload)?;
+        if let Ok(addr) = notice.local.parse::<SocketAddr>() {
+            let address_type = if addr.is_ipv4() {
+                AddressType::V4
+            } else {
+                AddressType::V6
+            };
+            let listening = Listening {
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                address_type,
+            };
+            self.push_event(Event::Listening {
+                worker: id,
+                address: listening,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_close(
+        &mut self,
+        id: WorkerId,
+        payload: &[u8],
+    ) -> Result<(), crate::ipc::frame::FrameError> {
+        let notice: Notice = proto::decode(payload)?;
+        self.leave_listener(&notice.key, id);
+        Ok(())
+    }
+}
+
+/// The next worker after the cursor with room (untaken + this turn's batch below the bound).
+fn pick(h: &Handle, batches: &BTreeMap<(u32, WorkerId), Vec<OwnedFd>>) -> Option<WorkerId> {
+    let after = h
+        .members
+        .range(h.cursor + 1..)
+        .chain(h.members.range(..=h.cursor));
+    for (wid, m) in after {
+        let Some(m) = m else { continue };
+        let batched = batches.get(&(h.id, *wid)).map_or(0, Vec::len) as u64;
+        let untaken = listen::queued(&m.rx).unwrap_or(u64::MAX);
+        if untaken.saturating_add(batched) < MAX_UNTAKEN {
+            return Some(*wid);
+        }
+    }
+    None
+}
+
+/// One `sendmsg` per up to 64 connections, one byte each; returns what could not be sent.
+fn hand_over(tx: BorrowedFd<'_>, mut fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
+    while !fds.is_empty() {
+        let n = fds.len().min(scm::MAX_FDS);
+        let bytes = vec![b'c'; n];
+        let borrowed: Vec<BorrowedFd<'_>> = fds[..n].iter().map(AsFd::as_fd).collect();
+        match scm::send(tx, &[IoSlice::new(&bytes)], &borrowed, Blocking::No) {
+            Ok(sent) if sent > 0 => {
+                drop(borrowed);
+                // The worker has its own copies now: ours close here.
+                fds.drain(..n);
+            }
+            _ => return fds,
+        }
+    }
+    fds
+}

@@ -1,0 +1,169 @@
+//! Shared server ports, TCP: `listen(0)` gives every worker the same port (B4), keys (B5),
+//! bind errors with their errno and a retry (B6), round-robin (B8) and shared sockets (B11),
+//! connections queued for a worker that dies go to another (B22b), and a primary disconnect
+//! ends the worker's `incoming()` (B16).
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+
+use ringleader::{AddressType, Event, Scheduling, Settings, Signal, WorkerState};
+use ringleader_tests::Harness;
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
+
+/// Waits for `n` Listening events; returns their ports.
+fn listening(h: &Harness, n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    h.until(|e| {
+        if let Event::Listening { address, .. } = e {
+            assert_eq!(address.address_type, AddressType::V4);
+            ports.push(address.port);
+        }
+        ports.len() == n
+    });
+    ports
+}
+
+/// Connects and reads the whole answer.
+fn fetch(port: u16) -> String {
+    let mut s = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).expect("connect");
+    s.set_read_timeout(Some(ringleader_tests::WATCHDOG))
+        .expect("timeout");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the answer");
+    out
+}
+
+fn message(h: &Harness) -> String {
+    let seen = h.until(|e| matches!(e, Event::Message { .. }));
+    match seen.last() {
+        Some(Event::Message { message, .. }) => message.text().into_owned(),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn b4_b8_listen_zero_gives_every_worker_one_port_and_round_robin_is_exact() {
+    let h = Harness::new(FIXTURE);
+    let ids: Vec<u32> = (0..3).map(|_| h.fork("serve:127.0.0.1:0")).collect();
+    let ports = listening(&h, 3);
+    assert!(ports.iter().all(|p| *p == ports[0] && *p != 0), "{ports:?}");
+    for id in &ids {
+        assert_eq!(
+            h.primary.worker(*id).expect("worker").state(),
+            WorkerState::Listening
+        );
+    }
+    let port = ports[0];
+    let answers = h.drive(move || (0..30).map(|_| fetch(port)).collect::<Vec<_>>());
+    let mut counts = [0usize; 4];
+    for answer in answers {
+        let id: usize = answer
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("worker id");
+        counts[id] += 1;
+    }
+    assert_eq!(
+        &counts[1..],
+        &[10, 10, 10],
+        "sequential connections alternate exactly"
+    );
+    h.primary.disconnect_all().expect("disconnect");
+    h.until(|e| matches!(e, Event::AllDisconnected));
+}
+
+#[test]
+fn b5_a_second_listen_on_the_same_port_in_one_worker_is_eaddrinuse() {
+    let h = Harness::new(FIXTURE);
+    h.fork("listen-twice:127.0.0.1:0");
+    assert_eq!(message(&h), "second: errno Some(98)");
+}
+
+#[test]
+fn b6_bind_error_reaches_the_worker_with_its_errno_and_a_retry_works() {
+    let h = Harness::new(FIXTURE);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let id = h.fork(&format!("listen-retry:127.0.0.1:{port}"));
+    assert_eq!(message(&h), "errno Some(98)");
+    drop(taken);
+    // The primary forgot the failed key: the retry binds again.
+    h.primary
+        .worker(id)
+        .expect("worker")
+        .send(b"retry")
+        .expect("send");
+    assert_eq!(message(&h), format!("port {port}"));
+    assert_eq!(h.drive(move || fetch(port)), "hello from 1\n");
+}
+
+#[test]
+fn b11_shared_sockets_let_workers_accept_themselves() {
+    let h = Harness::new(FIXTURE);
+    h.primary
+        .setup(Settings::default().scheduling(Scheduling::Shared))
+        .expect("setup");
+    for _ in 0..2 {
+        h.fork("serve:127.0.0.1:0");
+    }
+    let ports = listening(&h, 2);
+    assert_eq!(ports[0], ports[1]);
+    for _ in 0..20 {
+        assert!(fetch(ports[0]).starts_with("hello from "));
+    }
+}
+
+#[test]
+fn b22b_connections_queued_for_a_dying_worker_are_served_by_another() {
+    let h = Harness::new(FIXTURE);
+    let good = h.fork("serve:127.0.0.1:0");
+    let stuck = h.fork("listen-spin:127.0.0.1:0");
+    let port = listening(&h, 2)[0];
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    for _ in 0..20 {
+        let tx = tx.clone();
+        std::thread::spawn(move || tx.send(fetch(port)));
+    }
+    drop(tx);
+    // Round-robin alternates, so once the good worker has answered 10 clients the other 10
+    // sit untaken with the stuck worker (below its bound of 16).
+    let (first, rx) = h.drive(move || (rx.iter().take(10).collect::<Vec<_>>(), rx));
+    let expected = format!("hello from {good}\n");
+    assert!(first.iter().all(|a| *a == expected), "{first:?}");
+    h.primary
+        .worker(stuck)
+        .expect("stuck")
+        .kill(Some(Signal::KILL))
+        .expect("kill");
+    let seen = h.until_gone(stuck);
+    assert!(!seen.iter().any(|e| e.starts_with("error")), "{seen:?}");
+    // The stuck worker's 10 were taken back and handed to the good one: nobody hangs.
+    let rest = h.drive(move || rx.iter().take(10).collect::<Vec<_>>());
+    assert_eq!(rest.len(), 10);
+    assert!(rest.iter().all(|a| *a == expected), "{rest:?}");
+}
+
+#[test]
+fn b16_primary_disconnect_ends_incoming_and_the_worker_exits() {
+    let h = Harness::new(FIXTURE);
+    let a = h.fork("serve:127.0.0.1:0");
+    let b = h.fork("serve:127.0.0.1:0");
+    let port = listening(&h, 2)[0];
+    h.primary
+        .worker(a)
+        .expect("a")
+        .disconnect()
+        .expect("disconnect");
+    let seen = h.until_gone(a);
+    assert!(
+        seen.contains(&format!("exit {a} code=Some(0) signal=None ead=true")),
+        "{seen:?}"
+    );
+    // Every connection now goes to the other worker.
+    for answer in h.drive(move || (0..5).map(|_| fetch(port)).collect::<Vec<_>>()) {
+        assert_eq!(answer, format!("hello from {b}\n"));
+    }
+}
