@@ -1,60 +1,66 @@
-//! Node's cluster example, ringleader style: one worker per CPU, each echoing what the primary
-//! sends it, respawned if it dies, all stopped gracefully on Ctrl-C / SIGTERM.
+//! Node's hello-world cluster, ringleader style: one worker per CPU, all serving HTTP/1.1 on one
+//! port, each answer naming the worker; dead workers are replaced; Ctrl-C or SIGTERM stops the
+//! cluster gracefully.
 //!
 //! ```text
-//! cargo run --release --example hello -- [--workers N] [--rounds R]
+//! cargo run --release --example hello -- [--workers N] [--port 8000] [--policy rr|none]
+//! curl -i http://127.0.0.1:8000/
 //! ```
-//! The primary greets every worker `R` times (default 3), prints the echoes, then disconnects
-//! the cluster and exits. Shared server ports come with the next release.
 
-use std::time::Instant;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
-use ringleader::{Event, Role, Signal};
+use ringleader::{Event, Role, Scheduling, Settings, Signal};
 
-fn arg(name: &str) -> Option<usize> {
+/// How long a keep-alive connection may stay idle, and how long a graceful stop may take.
+const IDLE: Duration = Duration::from_secs(5);
+
+fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
-        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() -> Result<(), ringleader::Error> {
+    let port: u16 = arg("--port").and_then(|p| p.parse().ok()).unwrap_or(8000);
     match ringleader::role()? {
         Role::Primary(primary) => {
             println!("Primary {} is running", std::process::id());
             primary.watch_signals(&[Signal::INT, Signal::TERM])?;
+            let scheduling = match arg("--policy").as_deref() {
+                Some("none") => Scheduling::Shared,
+                _ => Scheduling::RoundRobin,
+            };
+            primary.setup(Settings::default().scheduling(scheduling))?;
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let workers = arg("--workers").unwrap_or(cpus);
-            let rounds = arg("--rounds").unwrap_or(3);
+            let workers = arg("--workers")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(cpus);
             for _ in 0..workers {
                 primary.fork(&[])?;
             }
-            let mut echoes = 0;
-            let mut stopping = false;
-            let mut sent_at = std::collections::HashMap::new();
-            for event in primary.events() {
-                match event? {
-                    Event::Online { worker } => {
-                        let handle = primary.worker(worker).expect("just online");
-                        for round in 1..=rounds {
-                            handle.send_json(
-                                &serde_json::json!({ "hello": worker, "round": round }),
-                            )?;
+            let mut stop_by: Option<Instant> = None;
+            loop {
+                let timeout = stop_by.map(|t| t.saturating_duration_since(Instant::now()));
+                let Some(event) = primary.next_event(timeout)? else {
+                    if stop_by.is_some() {
+                        // Graceful time is up: whoever still holds connections is stopped.
+                        for id in primary.workers() {
+                            let _ = primary.worker(id).map(|w| w.kill(Some(Signal::KILL)));
                         }
-                        sent_at.insert(worker, Instant::now());
+                        stop_by = None;
+                        continue;
                     }
-                    Event::Message { worker, message } => {
-                        echoes += 1;
-                        let took = sent_at
-                            .get(&worker)
-                            .map(|t| t.elapsed())
-                            .unwrap_or_default();
-                        println!("worker {worker} echoed {} after {took:?}", message.text());
-                        if echoes == workers * rounds && !stopping {
-                            println!("Every worker answered; disconnecting the cluster");
-                            stopping = true;
-                            primary.disconnect_all()?;
-                        }
+                    return Ok(());
+                };
+                match event {
+                    Event::Listening { worker, address } => {
+                        println!(
+                            "Worker {worker} listening on {}:{}",
+                            address.address, address.port
+                        );
                     }
                     Event::Exit {
                         worker,
@@ -62,20 +68,18 @@ fn main() -> Result<(), ringleader::Error> {
                         signal,
                         exited_after_disconnect,
                     } => {
-                        let how = match (code, signal) {
-                            (Some(code), _) => format!("code {code}"),
-                            (None, Some(signal)) => format!("signal {signal}"),
-                            _ => "an unknown cause".into(),
-                        };
-                        println!("worker {worker} died ({how})");
-                        if !exited_after_disconnect && !stopping {
+                        println!(
+                            "worker {worker} died ({})",
+                            code.map_or_else(|| format!("{signal:?}"), |c| c.to_string())
+                        );
+                        if !exited_after_disconnect && stop_by.is_none() {
                             println!("Starting a replacement");
                             primary.fork(&[])?;
                         }
                     }
                     Event::Signal(signal) => {
-                        println!("Primary got {signal}; disconnecting the cluster");
-                        stopping = true;
+                        println!("Primary got {signal}; stopping the workers gracefully");
+                        stop_by = Some(Instant::now() + IDLE);
                         primary.disconnect_all()?;
                     }
                     Event::AllDisconnected => {
@@ -89,10 +93,65 @@ fn main() -> Result<(), ringleader::Error> {
         }
         Role::Worker(worker) => {
             println!("Worker {} started", std::process::id());
-            while let Some(message) = worker.recv()? {
-                worker.send(&message.data)?;
+            let listener = worker.listen_tcp(("0.0.0.0", port))?;
+            let id = worker.id();
+            let mut connections = Vec::new();
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => connections.push(std::thread::spawn(move || serve(stream, id))),
+                    Err(e) => eprintln!("worker {id}: accept: {e}"),
+                }
+                connections.retain(|c| !c.is_finished());
+            }
+            // Disconnected: finish the open connections (each ends when idle), then leave.
+            for c in connections {
+                let _ = c.join();
             }
         }
     }
     Ok(())
+}
+
+/// HTTP/1.1 with keep-alive: every request gets `hello world`.
+fn serve(mut stream: TcpStream, id: u32) -> io::Result<()> {
+    stream.set_read_timeout(Some(IDLE))?;
+    let mut buf = vec![0u8; 8192];
+    let mut filled = 0;
+    loop {
+        let n = stream.read(&mut buf[filled..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        filled += n;
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            let used = match req.parse(&buf[..filled]) {
+                Ok(httparse::Status::Complete(used)) => used,
+                Ok(httparse::Status::Partial) if filled < buf.len() => break,
+                _ => {
+                    stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")?;
+                    return Ok(());
+                }
+            };
+            let close = req.version == Some(0)
+                || req.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case("connection")
+                        && h.value.eq_ignore_ascii_case(b"close")
+                });
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 12\r\nx-worker-id: {id}\r\n{}\r\nhello world\n",
+                if close { "connection: close\r\n" } else { "" }
+            );
+            stream.write_all(response.as_bytes())?;
+            if close {
+                return Ok(());
+            }
+            buf.copy_within(used..filled, 0);
+            filled -= used;
+            if filled == 0 {
+                break;
+            }
+        }
+    }
 }

@@ -110,9 +110,10 @@ impl Core {
         let local = handle.local.to_string();
         let fd = if handle.handoff {
             match socket::stream_pair().and_then(|(tx, theirs)| {
+                // The copy shares the worker's open file description: it must stay blocking
+                // (O_NONBLOCK would be the worker's too); reads from it use MSG_DONTWAIT.
                 let rx = socket::dup(&theirs)?;
                 socket::set_nonblocking(&tx, true)?;
-                socket::set_nonblocking(&rx, true)?;
                 Ok((tx, rx, theirs))
             }) {
                 Ok((tx, rx, theirs)) => {
@@ -161,9 +162,9 @@ impl Core {
         }
         let sock = listen::tcp(addr, &opts)?;
         let local = listen::local_addr(&sock)?;
-        if handoff {
-            socket::set_nonblocking(&sock, true)?;
-        }
+        // Non-blocking for the primary's accept loop, and for workers sharing it: they poll,
+        // so that a disconnect can interrupt a wait (every copy shares this flag).
+        socket::set_nonblocking(&sock, true)?;
         self.listeners.next_id += 1;
         Ok(Handle {
             id: self.listeners.next_id,

@@ -7,6 +7,7 @@ use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
 
+use ringleader_sys::poll;
 use ringleader_sys::scm::{self, Blocking};
 use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 
@@ -165,7 +166,21 @@ impl TcpListener {
     /// disconnected it); what `accept4(2)`/`recvmsg(2)` return.
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         match &self.source {
-            Source::Shared(listener) => listener.accept(),
+            Source::Shared(listener) => loop {
+                // The shared socket is non-blocking: wait for it or for this worker to stop.
+                match listener.accept() {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    other => return other,
+                }
+                let stop = self.worker.stopping();
+                let ready = poll::poll(&[(listener, poll::IN), (stop, poll::IN)], None)?;
+                if ready[1].contains(poll::IN) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "this worker is disconnecting: the listener stopped",
+                    ));
+                }
+            },
             Source::Handoff { channel, queued } => {
                 let mut queued = lock(queued);
                 loop {

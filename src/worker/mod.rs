@@ -55,6 +55,8 @@ struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     doorbell: Doorbell,
+    /// Rung (and never cleared) when the channel closes: listeners stop waiting.
+    stopping: Doorbell,
     /// Busy-poll window of `recv`, in nanoseconds.
     busy_poll_ns: AtomicU64,
     /// Messages handed to the application so far.
@@ -119,6 +121,7 @@ impl Worker {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             doorbell,
+            stopping: Doorbell::new().map_err(|e| Error::io("start the worker", e))?,
             busy_poll_ns: AtomicU64::new(default_busy_poll().as_nanos() as u64),
             receives: AtomicU64::new(0),
         });
@@ -401,6 +404,11 @@ impl Worker {
         }
     }
 
+    /// Readable once the channel has closed: listeners stop waiting for connections.
+    pub(crate) fn stopping(&self) -> &Doorbell {
+        &self.shared.stopping
+    }
+
     pub(crate) fn notify(&self, kind: Kind, payload: &[u8]) -> Result<()> {
         self.send_frame(kind, payload, None)
     }
@@ -515,6 +523,7 @@ impl Shared {
         if !state.closed {
             state.closed = true;
             let _ = socket::shutdown(&self.sock, How::Both);
+            self.stopping.ring();
         }
         self.changed.notify_all();
         self.doorbell.ring();

@@ -167,3 +167,77 @@ fn b16_primary_disconnect_ends_incoming_and_the_worker_exits() {
         assert_eq!(answer, format!("hello from {b}\n"));
     }
 }
+
+#[test]
+fn b28_listen_close_listen_keeps_the_shared_port_and_hands_over_queued_connections() {
+    let h = Harness::new(FIXTURE);
+    let stay = h.fork("serve:127.0.0.1:0");
+    let port = listening(&h, 1)[0];
+    let cycler = h.fork("relisten:127.0.0.1:0");
+    let w = h.primary.worker(cycler).expect("worker");
+    for round in 0..3 {
+        assert_eq!(
+            message(&h),
+            format!("port {port}"),
+            "round {round}: the same key, the same port"
+        );
+        w.send(b"close").expect("send");
+    }
+    assert_eq!(message(&h), "done");
+    // The worker closed its listener: connections go to the one still listening.
+    for answer in h.drive(move || (0..6).map(|_| fetch(port)).collect::<Vec<_>>()) {
+        assert_eq!(answer, format!("hello from {stay}\n"));
+    }
+}
+
+#[test]
+fn b15_ipv6_only_and_dual_stack() {
+    let h = Harness::new(FIXTURE);
+    h.fork("listen-v6only:[::1]:0");
+    let mut port = 0;
+    h.until(|e| {
+        if let Event::Listening { address, .. } = e {
+            assert_eq!(address.address_type, AddressType::V6);
+            assert_eq!(address.address, "::1");
+            port = address.port;
+            true
+        } else {
+            false
+        }
+    });
+    let answer = h.drive(move || {
+        let mut s = TcpStream::connect(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)))
+            .expect("connect");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    });
+    assert_eq!(answer, "hello from 1\n");
+    // IPV6_V6ONLY left the IPv4 side of the port free.
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the IPv4 port is free");
+}
+
+#[test]
+fn b16_a_shared_listener_stops_on_disconnect_too() {
+    let h = Harness::new(FIXTURE);
+    h.primary
+        .setup(Settings::default().scheduling(Scheduling::Shared))
+        .expect("setup");
+    let a = h.fork("serve:127.0.0.1:0");
+    let b = h.fork("serve:127.0.0.1:0");
+    let port = listening(&h, 2)[0];
+    h.primary
+        .worker(a)
+        .expect("a")
+        .disconnect()
+        .expect("disconnect");
+    // The worker was blocked waiting on the shared socket; the disconnect ends that wait.
+    let seen = h.until_gone(a);
+    assert!(
+        seen.contains(&format!("exit {a} code=Some(0) signal=None ead=true")),
+        "{seen:?}"
+    );
+    for answer in h.drive(move || (0..5).map(|_| fetch(port)).collect::<Vec<_>>()) {
+        assert_eq!(answer, format!("hello from {b}\n"));
+    }
+}

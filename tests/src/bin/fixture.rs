@@ -76,10 +76,16 @@ fn run_worker(worker: &Worker, mode: &str) {
         // Report what the worker sees of its start-up, then echo.
         "env" => {
             let env = |k: &str| std::env::var(k).ok();
+            // Each open fd and what it is ("3 -> socket:[…]").
             let fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
                 .map(|d| {
                     d.filter_map(|e| e.ok())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .map(|e| {
+                            let target = std::fs::read_link(e.path())
+                                .map(|t| t.display().to_string())
+                                .unwrap_or_default();
+                            format!("{} -> {target}", e.file_name().to_string_lossy())
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -164,6 +170,32 @@ fn run_worker(worker: &Worker, mode: &str) {
                 }
             }
         },
+        // listen(0), close, listen(0) again, three times: each time the same shared port while
+        // the other workers hold it (Node's index bookkeeping), reported as messages.
+        m if m.starts_with("relisten:") => {
+            for _ in 0..3 {
+                let listener = worker.listen_tcp(&m[9..]).expect("listen");
+                worker
+                    .send(format!("port {}", listener.local_addr().port()).as_bytes())
+                    .expect("send");
+                // Wait for the go-ahead, then close.
+                if !matches!(worker.recv(), Ok(Some(_))) {
+                    return;
+                }
+            }
+            worker.send(b"done").expect("send");
+            echo(worker);
+        }
+        // Listen with options: `listen-opts:ADDR:ipv6only:backlog`.
+        m if m.starts_with("listen-v6only:") => {
+            let addr: std::net::SocketAddr = m[14..].parse().expect("addr");
+            let opts = ringleader::ListenOptions::default()
+                .ipv6_only(true)
+                .backlog(64);
+            let listener = worker.listen_tcp_with(addr, opts).expect("listen");
+            serve(worker, &listener);
+            echo(worker);
+        }
         // Listen, then spin without ever accepting.
         m if m.starts_with("listen-spin:") => {
             let _listener = worker.listen_tcp(&m[12..]).expect("listen");
@@ -246,7 +278,8 @@ fn run_worker(worker: &Worker, mode: &str) {
 fn serve(worker: &Worker, listener: &ringleader::TcpListener) {
     let line = format!("hello from {}\n", worker.id());
     for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
+        // An accept error is a bug here, not something to retry past.
+        let mut stream = stream.expect("accept");
         let _ = stream.write_all(line.as_bytes());
     }
 }
