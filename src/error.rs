@@ -165,6 +165,13 @@ impl std::error::Error for Error {
     }
 }
 
+impl From<io::Error> for Error {
+    /// For `?` on I/O in code that returns ringleader's `Result` (the operation is `"I/O"`).
+    fn from(e: io::Error) -> Error {
+        Error::io("I/O", e)
+    }
+}
+
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         if let Some(code) = e.raw_os_error() {

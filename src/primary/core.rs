@@ -645,6 +645,8 @@ impl Core {
                         slot.exited_after_disconnect = true;
                         slot.outbound.close_when_drained = true;
                         self.flush(id);
+                        // Its listeners stop too; what was queued for it goes to the others.
+                        self.leave_all_listeners(id);
                     }
                     Kind::Listen | Kind::Listening | Kind::Close => {
                         let result = match frame.kind {

@@ -170,6 +170,20 @@ fn run_worker(worker: &Worker, mode: &str) {
                 }
             }
         },
+        // Serve; SIGTERM means a graceful stop: disconnect (the listener stops after the
+        // connection in hand is answered), then exit 0.
+        m if m.starts_with("serve-graceful:") => {
+            let listener = worker.listen_tcp(&m[15..]).expect("listen");
+            let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])
+                .expect("signals");
+            let w = worker.clone();
+            std::thread::spawn(move || {
+                if signals.forever().next().is_some() {
+                    let _ = w.disconnect();
+                }
+            });
+            serve(worker, &listener);
+        }
         // listen(0), close, listen(0) again, three times: each time the same shared port while
         // the other workers hold it (Node's index bookkeeping), reported as messages.
         m if m.starts_with("relisten:") => {

@@ -1,0 +1,174 @@
+//! Shared ports under stress: a worker stuck in a busy loop is never handed more than its
+//! bound while the others serve everything, and 10,000 connections survive a worker being
+//! killed (SIGTERM, which the fixture treats as a graceful stop) every 100 ms and respawned,
+//! with the primary's fd count back at its start afterwards.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ringleader::{Event, Signal};
+use ringleader_tests::{Harness, WATCHDOG, fd_count};
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
+/// The primary's bound on connections handed to a worker and not yet taken.
+const BOUND: usize = 16;
+
+fn fetch(port: u16) -> Result<String, String> {
+    let mut s = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(WATCHDOG))
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(out)
+}
+
+fn port_of(h: &Harness, n: usize) -> u16 {
+    let mut ports = Vec::new();
+    h.until(|e| {
+        if let Event::Listening { address, .. } = e {
+            ports.push(address.port);
+        }
+        ports.len() == n
+    });
+    ports[0]
+}
+
+#[test]
+fn a_stuck_worker_gets_no_more_than_its_bound_and_the_others_serve_the_rest() {
+    let h = Harness::new(FIXTURE);
+    let good = [h.fork("serve:127.0.0.1:0"), h.fork("serve:127.0.0.1:0")];
+    let stuck = h.fork("listen-spin:127.0.0.1:0");
+    let port = port_of(&h, 3);
+    let (tx, rx) = mpsc::channel();
+    for _ in 0..200 {
+        let tx = tx.clone();
+        std::thread::spawn(move || tx.send(fetch(port)));
+    }
+    drop(tx);
+    // If the stuck worker held more than BOUND, fewer than 200 - BOUND could ever be answered
+    // and this would trip the watchdog.
+    let (served, rx) = h.drive(move || (rx.iter().take(200 - BOUND).collect::<Vec<_>>(), rx));
+    for answer in &served {
+        let answer = answer.as_ref().expect("answer");
+        assert!(
+            good.iter().any(|g| *answer == format!("hello from {g}\n")),
+            "{answer}"
+        );
+    }
+    h.primary
+        .worker(stuck)
+        .expect("stuck")
+        .kill(Some(Signal::KILL))
+        .expect("kill");
+    h.until_gone(stuck);
+    let rest = h.drive(move || rx.iter().collect::<Vec<_>>());
+    assert_eq!(
+        rest.len(),
+        BOUND,
+        "exactly the stuck worker's share was left"
+    );
+    assert!(
+        rest.iter()
+            .all(|a| a.as_ref().is_ok_and(|a| a.starts_with("hello from "))),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn ten_thousand_connections_survive_a_kill_every_100ms() {
+    let h = Harness::new(FIXTURE);
+    let before = fd_count();
+    const MODE: &str = "serve-graceful:127.0.0.1:0";
+    for _ in 0..4 {
+        h.fork(MODE);
+    }
+    let port = port_of(&h, 4);
+    let (tx, rx) = mpsc::channel();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                // Paced over about two seconds, so that some twenty kills land during the run.
+                for _ in 0..1250 {
+                    let _ = tx.send(fetch(port));
+                    std::thread::sleep(Duration::from_micros(1600));
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut next_kill = Instant::now() + Duration::from_millis(100);
+    let (mut kills, mut respawns, mut answers, mut errors) = (0, 0, 0usize, Vec::new());
+    let mut victim = 0usize;
+    while answers + errors.len() < 10_000 {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: {answers} answers after 120 s"
+        );
+        while let Ok(a) = rx.try_recv() {
+            match a {
+                Ok(a) if a.starts_with("hello from ") && a.ends_with('\n') => answers += 1,
+                Ok(a) => errors.push(format!("short answer {a:?}")),
+                Err(e) => errors.push(e),
+            }
+        }
+        if Instant::now() >= next_kill {
+            let live = h.primary.workers();
+            if !live.is_empty() {
+                victim = (victim + 1) % live.len();
+                if h.primary
+                    .worker(live[victim])
+                    .expect("worker")
+                    .kill(None)
+                    .is_ok()
+                {
+                    kills += 1;
+                }
+            }
+            next_kill += Duration::from_millis(100);
+        }
+        if let Some(e) = h
+            .primary
+            .next_event(Some(Duration::from_millis(2)))
+            .expect("event")
+        {
+            match e {
+                Event::Exit { .. } => {
+                    h.fork(MODE);
+                    respawns += 1;
+                }
+                Event::Error { error, .. } => panic!("primary reported {error}"),
+                _ => {}
+            }
+        }
+    }
+    for c in clients {
+        c.join().expect("client");
+    }
+    eprintln!(
+        "{answers} answers, {} errors, {kills} kills, {respawns} respawns",
+        errors.len()
+    );
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert!(
+        kills >= 15,
+        "only {kills} kills: the test did not stress anything"
+    );
+    h.primary.disconnect_all().expect("disconnect all");
+    h.until(|e| matches!(e, Event::AllDisconnected));
+    assert_eq!(
+        fd_count(),
+        before,
+        "the primary's fd count returns to where it started"
+    );
+}
