@@ -90,14 +90,20 @@ pub enum AddressType {
     V4,
     /// TCP over IPv6 (Node: `6`).
     V6,
+    /// A Unix stream socket; the address is its path (Node: `-1`).
+    Unix,
+    /// UDP over IPv4 (Node: `'udp4'`).
+    Udp4,
+    /// UDP over IPv6 (Node: `'udp6'`).
+    Udp6,
 }
 
 /// Where a worker listens (Node: the address of the `'listening'` event).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listening {
-    /// The IP address.
+    /// The IP address, or a Unix socket's path.
     pub address: String,
-    /// The port, the same for every worker that listened on port 0.
+    /// The port, the same for every worker that listened on port 0 (0 for Unix sockets).
     pub port: u16,
     /// Its kind.
     pub address_type: AddressType,

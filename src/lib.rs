@@ -104,4 +104,4 @@ pub use primary::{
 pub use ringleader_sys::signal::Signal;
 pub use role::{ENV_BACKEND, ENV_SCHED_POLICY, Role, is_worker, role};
 pub use tuning::ENV_BUSY_POLL_US;
-pub use worker::{Incoming, ListenOptions, TcpListener, Worker};
+pub use worker::{Incoming, ListenOptions, TcpListener, UdpSocket, UnixListener, Worker};

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(crate) enum Transport {
     Tcp,
+    Udp,
+    Unix,
 }
 
 /// Identifies one listener in the primary, as Node's key does: workers asking for the same
@@ -16,7 +18,7 @@ pub(crate) enum Transport {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(crate) struct Key {
     pub(crate) transport: Transport,
-    /// An IP address as text.
+    /// An IP address as text, or a Unix socket's absolute path.
     pub(crate) address: String,
     /// The requested port (0: any, the same for every worker sharing the key).
     pub(crate) port: u16,
@@ -31,6 +33,9 @@ pub(crate) struct Request {
     pub(crate) key: Key,
     pub(crate) backlog: Option<i32>,
     pub(crate) ipv6_only: bool,
+    /// Unix sockets: the socket file's mode (Node's `readableAll`/`writableAll`).
+    #[serde(default)]
+    pub(crate) mode: Option<u32>,
 }
 
 /// Primary to worker: `ListenReply`. On success the frame's fd is the hand-off channel

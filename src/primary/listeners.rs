@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ringleader_sys::listen::{self, Options};
@@ -25,7 +26,7 @@ use super::driver::{Tag, token};
 use super::settings::Scheduling;
 use crate::event::{AddressType, Event, Listening, WorkerId};
 use crate::ipc::frame::Kind;
-use crate::ipc::listen::{self as proto, Key, Notice, Reply, Request};
+use crate::ipc::listen::{self as proto, Key, Notice, Reply, Request, Transport};
 
 /// Connections handed to a worker and not yet taken, beyond which it gets no more.
 pub(crate) const MAX_UNTAKEN: u64 = 16;
@@ -40,10 +41,39 @@ struct Member {
     rx: OwnedFd,
 }
 
+/// Where a listener is bound.
+#[derive(Clone, Debug)]
+enum Local {
+    Ip(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Local::Ip(a) => write!(f, "{a}"),
+            Local::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// The shorter of `path` (absolute) and its form relative to this process's directory.
+fn shorter_path(path: &Path) -> PathBuf {
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(&cwd).ok().map(Path::to_path_buf));
+    match relative {
+        Some(r) if !r.as_os_str().is_empty() && r.as_os_str().len() < path.as_os_str().len() => r,
+        _ => path.to_path_buf(),
+    }
+}
+
 struct Handle {
     id: u32,
     sock: Arc<OwnedFd>,
-    local: SocketAddr,
+    local: Local,
+    /// The socket file the primary created, removed when the listener goes.
+    unix_path: Option<PathBuf>,
     handoff: bool,
     /// Every worker using the listener; round-robin ones have a hand-off channel.
     members: BTreeMap<WorkerId, Option<Member>>,
@@ -147,12 +177,6 @@ impl Core {
     }
 
     fn bind(&mut self, req: &Request, handoff: bool) -> std::io::Result<Handle> {
-        let ip: std::net::IpAddr = req
-            .key
-            .address
-            .parse()
-            .map_err(|_| std::io::Error::from_raw_os_error(22))?;
-        let addr = SocketAddr::new(ip, req.key.port);
         let mut opts = Options {
             ipv6_only: req.ipv6_only,
             ..Options::default()
@@ -160,16 +184,45 @@ impl Core {
         if let Some(b) = req.backlog.filter(|b| *b > 0) {
             opts.backlog = b;
         }
-        let sock = listen::tcp(addr, &opts)?;
-        let local = listen::local_addr(&sock)?;
-        // Non-blocking for the primary's accept loop, and for workers sharing it: they poll,
-        // so that a disconnect can interrupt a wait (every copy shares this flag).
-        socket::set_nonblocking(&sock, true)?;
+        let (sock, local, unix_path) = match req.key.transport {
+            Transport::Tcp | Transport::Udp => {
+                let ip: std::net::IpAddr = req
+                    .key
+                    .address
+                    .parse()
+                    .map_err(|_| std::io::Error::from_raw_os_error(22))?;
+                let addr = SocketAddr::new(ip, req.key.port);
+                let sock = if req.key.transport == Transport::Tcp {
+                    listen::tcp(addr, &opts)?
+                } else {
+                    listen::udp(addr, &opts)?
+                };
+                let local = listen::local_addr(&sock)?;
+                (sock, Local::Ip(local), None)
+            }
+            Transport::Unix => {
+                let path = PathBuf::from(&req.key.address);
+                // Node: the shorter of the absolute path and the one relative to the primary's
+                // directory, to fit the ~108-byte sun_path.
+                let bind_path = shorter_path(&path);
+                let sock = listen::unix(&bind_path, opts.backlog, req.mode)?;
+                (sock, Local::Unix(path), Some(bind_path))
+            }
+        };
+        // Stream listeners are non-blocking, for the primary's accept loop and for workers
+        // sharing them: they poll, so that a disconnect can interrupt a wait (every copy
+        // shares this flag). UDP sockets are read by the workers directly and stay blocking.
+        if req.key.transport != Transport::Udp {
+            socket::set_nonblocking(&sock, true)?;
+        }
+        // UDP is always shared, under both policies (Node).
+        let handoff = handoff && req.key.transport != Transport::Udp;
         self.listeners.next_id += 1;
         Ok(Handle {
             id: self.listeners.next_id,
             sock: Arc::new(sock),
             local,
+            unix_path,
             handoff,
             members: BTreeMap::new(),
             accept_op: None,
@@ -351,6 +404,9 @@ impl Core {
         self.pause_accept(key);
         if let Some(h) = self.listeners.handles.remove(key) {
             self.listeners.keys.remove(&h.id);
+            if let Some(path) = &h.unix_path {
+                let _ = std::fs::remove_file(path);
+            }
             // No worker left: pending connections are closed, as in Node.
             self.listeners.pending.retain(|(hid, _)| *hid != h.id);
         }
@@ -376,20 +432,30 @@ impl Core {
         payload: &[u8],
     ) -> Result<(), crate::ipc::frame::FrameError> {
         let notice: Notice = proto::decode(payload)?;
-        if let Ok(addr) = notice.local.parse::<SocketAddr>() {
-            let address_type = if addr.is_ipv4() {
-                AddressType::V4
-            } else {
-                AddressType::V6
-            };
-            let listening = Listening {
-                address: addr.ip().to_string(),
-                port: addr.port(),
-                address_type,
-            };
+        let listening = match notice.key.transport {
+            Transport::Unix => Some(Listening {
+                address: notice.local,
+                port: 0,
+                address_type: AddressType::Unix,
+            }),
+            t => notice.local.parse::<SocketAddr>().ok().map(|addr| {
+                let address_type = match (t, addr.is_ipv4()) {
+                    (Transport::Udp, true) => AddressType::Udp4,
+                    (Transport::Udp, false) => AddressType::Udp6,
+                    (_, true) => AddressType::V4,
+                    (_, false) => AddressType::V6,
+                };
+                Listening {
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                    address_type,
+                }
+            }),
+        };
+        if let Some(address) = listening {
             self.push_event(Event::Listening {
                 worker: id,
-                address: listening,
+                address,
             });
         }
         Ok(())

@@ -1,10 +1,13 @@
-//! Listening in a worker (Node: `server.listen()` in a worker). The primary decides how
-//! connections arrive: handed over one by one on a channel of this listener's own
-//! (round-robin), or accepted here from a copy of a socket every worker shares.
+//! Listening in a worker (Node: `server.listen()` / `dgram.bind()` in a worker). The primary
+//! decides how connections arrive: handed over on a channel of this listener's own
+//! (round-robin), or accepted here from a copy of a socket every worker shares. UDP sockets are
+//! always shared.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ringleader_sys::poll;
@@ -16,7 +19,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ipc::frame::Kind;
 use crate::ipc::listen::{self as proto, Key, Notice, Request, Transport};
 
-/// Options of [`Worker::listen_tcp_with`].
+/// Options of [`Worker::listen_tcp_with`] and [`Worker::listen_unix_with`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ListenOptions {
@@ -24,6 +27,9 @@ pub struct ListenOptions {
     pub backlog: Option<i32>,
     /// For `[::]`: IPv6 only, leaving the IPv4 port free (Node: `ipv6Only`).
     pub ipv6_only: bool,
+    /// Unix sockets: everybody may connect (mode `0o666`, Node's `readableAll` +
+    /// `writableAll`; the primary applies it).
+    pub all_may_connect: bool,
 }
 
 impl ListenOptions {
@@ -38,6 +44,12 @@ impl ListenOptions {
         self.ipv6_only = on;
         self
     }
+
+    /// Makes a Unix socket connectable by every user.
+    pub fn all_may_connect(mut self, on: bool) -> Self {
+        self.all_may_connect = on;
+        self
+    }
 }
 
 enum Source {
@@ -46,87 +58,54 @@ enum Source {
         channel: OwnedFd,
         queued: Mutex<VecDeque<OwnedFd>>,
     },
-    /// A copy of the socket all workers share (`Scheduling::Shared`).
-    Shared(std::net::TcpListener),
+    /// A copy of the socket all workers share (non-blocking; waits poll it).
+    Shared(OwnedFd),
 }
 
-/// A TCP listener in a worker, sharing its port with the other workers (Node: a `net.Server`
-/// listening in a worker). Accepted connections are plain [`std::net::TcpStream`]s; the
-/// listener is [`AsFd`] (readable when a connection is waiting), so any poller can drive it.
-/// Dropping it closes it and tells the primary, which hands connections still queued for it to
-/// other workers.
-pub struct TcpListener {
+/// What every kind of listener has: its key, its source, and the notice to the primary when
+/// it closes.
+struct Binding {
     worker: Worker,
     key: Key,
-    local: SocketAddr,
     source: Source,
 }
 
-impl std::fmt::Debug for TcpListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpListener")
-            .field("local", &self.local)
-            .field("handoff", &matches!(self.source, Source::Handoff { .. }))
-            .finish()
-    }
-}
-
 impl Worker {
-    /// Listens on a TCP address shared with the other workers (Node: `server.listen(port,
-    /// host)` in a worker): port 0 gives every worker the same port. A bind error (such as
-    /// `EADDRINUSE` or `EACCES`) comes back as [`ErrorKind::Io`] with its errno.
-    ///
-    /// # Errors
-    /// The bind or listen error; [`ErrorKind::Disconnected`] without a primary.
-    pub fn listen_tcp(&self, addr: impl ToSocketAddrs) -> Result<TcpListener> {
-        let addr = addr
-            .to_socket_addrs()
-            .map_err(|e| Error::io("listen", e))?
-            .next()
-            .ok_or_else(|| Error::new(ErrorKind::Io, "listen").detail("no address"))?;
-        self.listen_tcp_with(addr, ListenOptions::default())
-    }
-
-    /// [`Worker::listen_tcp`] with options.
-    ///
-    /// # Errors
-    /// As [`Worker::listen_tcp`].
-    pub fn listen_tcp_with(&self, addr: SocketAddr, options: ListenOptions) -> Result<TcpListener> {
+    /// Asks the primary for a listener under `key`; on success tells it the listener is up.
+    fn bind(
+        &self,
+        key: Key,
+        options: ListenOptions,
+        transport_name: &str,
+    ) -> Result<(Binding, String)> {
         const OP: &str = "listen";
-        let tuple = (Transport::Tcp, addr.ip().to_string(), addr.port());
+        let tuple = (key.transport, key.address.clone(), key.port);
         let index = self.take_index(tuple.clone());
-        let key = Key {
-            transport: Transport::Tcp,
-            address: tuple.1.clone(),
-            port: addr.port(),
-            index,
-        };
+        let key = Key { index, ..key };
+        let mode = options.all_may_connect.then_some(0o666);
         let reply = self.request_listen(|seq| {
             proto::encode(&Request {
                 seq,
                 key: key.clone(),
                 backlog: options.backlog,
                 ipv6_only: options.ipv6_only,
+                mode,
             })
         });
-        let fail = |worker: &Worker, e: Error| {
-            worker.free_index(tuple.clone(), index);
+        let failed = |e: Error| {
+            self.free_index(tuple.clone(), index);
             Err(e)
         };
         let (reply, fd) = match reply {
             Ok(r) => r,
-            Err(e) => return fail(self, e),
+            Err(e) => return failed(e),
         };
         if let Some(errno) = reply.errno {
-            return fail(
-                self,
-                Error::io(OP, io::Error::from_raw_os_error(errno)).detail(addr.to_string()),
-            );
+            let e = Error::io(OP, io::Error::from_raw_os_error(errno));
+            return failed(e.detail(format!("{transport_name} {}", key.address)));
         }
-        let local = reply.local.as_deref().and_then(|l| l.parse().ok());
-        let (Some(fd), Some(local)) = (fd, local) else {
-            return fail(
-                self,
+        let (Some(fd), Some(local)) = (fd, reply.local) else {
+            return failed(
                 Error::new(ErrorKind::Protocol, OP).detail("listen reply without a socket"),
             );
         };
@@ -136,70 +115,144 @@ impl Worker {
                 queued: Mutex::new(VecDeque::new()),
             }
         } else {
-            Source::Shared(std::net::TcpListener::from(fd))
+            Source::Shared(fd)
         };
-        let listener = TcpListener {
+        let binding = Binding {
             worker: self.clone(),
             key,
-            local,
             source,
         };
         let notice = Notice {
-            key: listener.key.clone(),
-            local: local.to_string(),
+            key: binding.key.clone(),
+            local: local.clone(),
         };
         self.notify(Kind::Listening, &proto::encode(&notice))?;
-        Ok(listener)
+        Ok((binding, local))
+    }
+
+    /// Listens on a TCP address shared with the other workers (Node: `server.listen(port,
+    /// host)` in a worker): port 0 gives every worker the same port. A bind error (such as
+    /// `EADDRINUSE` or `EACCES`) comes back as [`ErrorKind::Io`] with its errno.
+    ///
+    /// # Errors
+    /// The bind or listen error; [`ErrorKind::Disconnected`] without a primary.
+    pub fn listen_tcp(&self, addr: impl ToSocketAddrs) -> Result<TcpListener> {
+        self.listen_tcp_with(first_addr(addr)?, ListenOptions::default())
+    }
+
+    /// [`Worker::listen_tcp`] with options.
+    ///
+    /// # Errors
+    /// As [`Worker::listen_tcp`].
+    pub fn listen_tcp_with(&self, addr: SocketAddr, options: ListenOptions) -> Result<TcpListener> {
+        let key = Key {
+            transport: Transport::Tcp,
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            index: 0,
+        };
+        let (binding, local) = self.bind(key, options, "tcp")?;
+        let local = local
+            .parse()
+            .map_err(|_| Error::new(ErrorKind::Protocol, "listen").detail("bad address"))?;
+        Ok(TcpListener { binding, local })
+    }
+
+    /// Listens on a Unix stream socket at `path` (relative to this worker's directory), shared
+    /// with the other workers (Node: `server.listen(path)` in a worker). The primary creates
+    /// the socket file and removes it when the last worker closes the listener.
+    ///
+    /// # Errors
+    /// `EADDRINUSE` when the path exists, `ENAMETOOLONG` beyond the ~108-byte `sun_path`
+    /// (even after the primary's relative form), and what `bind(2)` returns.
+    pub fn listen_unix(&self, path: impl AsRef<Path>) -> Result<UnixListener> {
+        self.listen_unix_with(path, ListenOptions::default())
+    }
+
+    /// [`Worker::listen_unix`] with options.
+    ///
+    /// # Errors
+    /// As [`Worker::listen_unix`].
+    pub fn listen_unix_with(
+        &self,
+        path: impl AsRef<Path>,
+        options: ListenOptions,
+    ) -> Result<UnixListener> {
+        let path = std::env::current_dir()
+            .map_err(|e| Error::io("listen", e))?
+            .join(path.as_ref());
+        let address = path
+            .to_str()
+            .ok_or_else(|| Error::new(ErrorKind::Io, "listen").detail("path is not UTF-8"))?;
+        let key = Key {
+            transport: Transport::Unix,
+            address: address.to_owned(),
+            port: 0,
+            index: 0,
+        };
+        let (binding, _) = self.bind(key, options, "unix")?;
+        Ok(UnixListener { binding, path })
+    }
+
+    /// Binds a UDP socket shared with the other workers (Node: `dgram.bind()` in a worker):
+    /// every worker gets a copy of one socket and the kernel gives each datagram to one of
+    /// them. UDP is shared under every scheduling policy.
+    ///
+    /// # Errors
+    /// The bind error with its errno.
+    pub fn bind_udp(&self, addr: impl ToSocketAddrs) -> Result<UdpSocket> {
+        let addr = first_addr(addr)?;
+        let key = Key {
+            transport: Transport::Udp,
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            index: 0,
+        };
+        let (binding, _) = self.bind(key, ListenOptions::default(), "udp")?;
+        let Source::Shared(fd) = &binding.source else {
+            return Err(Error::new(ErrorKind::Protocol, "bind").detail("UDP must be shared"));
+        };
+        let socket = std::net::UdpSocket::from(fd.try_clone().map_err(|e| Error::io("bind", e))?);
+        Ok(UdpSocket {
+            _binding: binding,
+            socket,
+        })
     }
 }
 
-impl TcpListener {
-    /// The address every worker listens on (the primary's `getsockname`).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
+fn first_addr(addr: impl ToSocketAddrs) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .map_err(|e| Error::io("listen", e))?
+        .next()
+        .ok_or_else(|| Error::new(ErrorKind::Io, "listen").detail("no address"))
+}
 
-    /// Waits for the next connection (Node: a `'connection'` event).
-    ///
-    /// # Errors
-    /// `ConnectionAborted` once the primary stopped handing connections to this worker (it
-    /// disconnected it); what `accept4(2)`/`recvmsg(2)` return.
-    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+impl Binding {
+    /// The next connection's fd.
+    fn accept(&self) -> io::Result<OwnedFd> {
         match &self.source {
             Source::Shared(listener) => loop {
-                // The shared socket is non-blocking: wait for it or for this worker to stop.
-                match listener.accept() {
+                match ringleader_sys::listen::accept(listener, false) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     other => return other,
                 }
+                // The shared socket is non-blocking: wait for it or for this worker to stop.
                 let stop = self.worker.stopping();
                 let ready = poll::poll(&[(listener, poll::IN), (stop, poll::IN)], None)?;
                 if ready[1].contains(poll::IN) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        "this worker is disconnecting: the listener stopped",
-                    ));
+                    return Err(stopped());
                 }
             },
             Source::Handoff { channel, queued } => {
                 let mut queued = lock(queued);
                 loop {
                     if let Some(fd) = queued.pop_front() {
-                        let stream = TcpStream::from(fd);
-                        // A client that already reset its connection has no peer address;
-                        // there is nothing to serve.
-                        if let Ok(peer) = stream.peer_addr() {
-                            return Ok((stream, peer));
-                        }
-                        continue;
+                        return Ok(fd);
                     }
                     let (mut buf, mut fds) = ([0u8; 64], Vec::new());
                     let n = scm::recv(channel, &mut buf, &mut fds, Blocking::Yes)?;
                     if n == 0 && fds.is_empty() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::ConnectionAborted,
-                            "the primary no longer hands connections to this listener",
-                        ));
+                        return Err(stopped());
                     }
                     queued.extend(fds);
                 }
@@ -207,48 +260,174 @@ impl TcpListener {
         }
     }
 
-    /// The connections, until the listener stops (Node: `server.on('connection')`).
-    pub fn incoming(&self) -> Incoming<'_> {
-        Incoming { listener: self }
+    fn fd(&self) -> BorrowedFd<'_> {
+        match &self.source {
+            Source::Handoff { channel, .. } => channel.as_fd(),
+            Source::Shared(fd) => fd.as_fd(),
+        }
     }
 }
 
-/// The iterator of [`TcpListener::incoming`]; it ends when the primary stops handing
-/// connections to this worker.
-#[derive(Debug)]
-pub struct Incoming<'a> {
-    listener: &'a TcpListener,
+fn stopped() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the listener stopped: this worker is disconnecting",
+    )
 }
 
-impl Iterator for Incoming<'_> {
-    type Item = io::Result<TcpStream>;
+impl Drop for Binding {
+    fn drop(&mut self) {
+        let notice = Notice {
+            key: self.key.clone(),
+            local: String::new(),
+        };
+        let _ = self.worker.notify(Kind::Close, &proto::encode(&notice));
+        let tuple = (self.key.transport, self.key.address.clone(), self.key.port);
+        self.worker.free_index(tuple, self.key.index);
+    }
+}
 
-    fn next(&mut self) -> Option<io::Result<TcpStream>> {
-        match self.listener.accept() {
-            Ok((stream, _)) => Some(Ok(stream)),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => None,
-            Err(e) => Some(Err(e)),
+/// A TCP listener in a worker, sharing its port with the other workers (Node: a `net.Server`
+/// listening in a worker). Accepted connections are plain [`std::net::TcpStream`]s; the
+/// listener is [`AsFd`] (readable when a connection is waiting). Dropping it closes it and
+/// tells the primary, which hands connections still queued for it to other workers.
+pub struct TcpListener {
+    binding: Binding,
+    local: SocketAddr,
+}
+
+impl std::fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+impl TcpListener {
+    /// The address every worker listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Waits for the next connection (Node: a `'connection'` event).
+    ///
+    /// # Errors
+    /// `ConnectionAborted` once this worker is disconnecting; what `accept4(2)`/`recvmsg(2)`
+    /// return.
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        loop {
+            let stream = TcpStream::from(self.binding.accept()?);
+            // A client that already reset its connection has no peer: nothing to serve.
+            if let Ok(peer) = stream.peer_addr() {
+                return Ok((stream, peer));
+            }
+        }
+    }
+
+    /// The connections, until the listener stops (Node: `server.on('connection')`).
+    pub fn incoming(&self) -> Incoming<'_, TcpStream> {
+        Incoming {
+            next: Box::new(move || self.accept().map(|(s, _)| s)),
         }
     }
 }
 
 impl AsFd for TcpListener {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        match &self.source {
-            Source::Handoff { channel, .. } => channel.as_fd(),
-            Source::Shared(listener) => listener.as_fd(),
+        self.binding.fd()
+    }
+}
+
+/// A Unix stream socket listener in a worker, shared with the other workers.
+pub struct UnixListener {
+    binding: Binding,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for UnixListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnixListener")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl UnixListener {
+    /// The socket's absolute path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the next connection.
+    ///
+    /// # Errors
+    /// As [`TcpListener::accept`].
+    pub fn accept(&self) -> io::Result<UnixStream> {
+        self.binding.accept().map(UnixStream::from)
+    }
+
+    /// The connections, until the listener stops.
+    pub fn incoming(&self) -> Incoming<'_, UnixStream> {
+        Incoming {
+            next: Box::new(move || self.accept()),
         }
     }
 }
 
-impl Drop for TcpListener {
-    fn drop(&mut self) {
-        let notice = Notice {
-            key: self.key.clone(),
-            local: self.local.to_string(),
-        };
-        let _ = self.worker.notify(Kind::Close, &proto::encode(&notice));
-        let tuple = (self.key.transport, self.key.address.clone(), self.key.port);
-        self.worker.free_index(tuple, self.key.index);
+impl AsFd for UnixListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.binding.fd()
+    }
+}
+
+/// A UDP socket shared with the other workers; use it as a [`std::net::UdpSocket`]
+/// (it dereferences to one). Dropping it tells the primary.
+pub struct UdpSocket {
+    _binding: Binding,
+    socket: std::net::UdpSocket,
+}
+
+impl std::fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpSocket")
+            .field("socket", &self.socket)
+            .finish()
+    }
+}
+
+impl std::ops::Deref for UdpSocket {
+    type Target = std::net::UdpSocket;
+    fn deref(&self) -> &std::net::UdpSocket {
+        &self.socket
+    }
+}
+
+impl AsFd for UdpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+/// The iterator of `incoming()`: connections until the listener stops (this worker is
+/// disconnecting).
+pub struct Incoming<'a, T> {
+    next: Box<dyn FnMut() -> io::Result<T> + 'a>,
+}
+
+impl<T> std::fmt::Debug for Incoming<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Incoming")
+    }
+}
+
+impl<T> Iterator for Incoming<'_, T> {
+    type Item = io::Result<T>;
+
+    fn next(&mut self) -> Option<io::Result<T>> {
+        match (self.next)() {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => None,
+            other => Some(other),
+        }
     }
 }

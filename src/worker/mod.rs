@@ -25,7 +25,7 @@ use crate::ipc::buffers::{Inbound, Outbound, READ_CHUNK};
 use crate::ipc::frame::Kind;
 use crate::ipc::listen::{self as proto, Reply, Transport};
 
-pub use self::listener::{Incoming, ListenOptions, TcpListener};
+pub use self::listener::{Incoming, ListenOptions, TcpListener, UdpSocket, UnixListener};
 use crate::tuning::{BURST_GAP, COALESCE_LIMIT, default_busy_poll};
 
 /// Output beyond this makes `send` wait for the primary to read (back-pressure).

@@ -184,6 +184,26 @@ fn run_worker(worker: &Worker, mode: &str) {
             });
             serve(worker, &listener);
         }
+        // A Unix socket at a path relative to the worker's directory, open to everybody.
+        m if m.starts_with("serve-unix:") => {
+            let opts = ringleader::ListenOptions::default().all_may_connect(true);
+            let listener = worker.listen_unix_with(&m[11..], opts).expect("listen");
+            let line = format!("hello from {}\n", worker.id());
+            for stream in listener.incoming() {
+                let _ = stream.expect("accept").write_all(line.as_bytes());
+            }
+            drop(listener);
+            echo(worker);
+        }
+        // A shared UDP socket: answer each datagram with this worker's name.
+        m if m.starts_with("udp:") => {
+            let socket = worker.bind_udp(&m[4..]).expect("bind");
+            let mut buf = [0u8; 64];
+            let line = format!("pong from {}", worker.id());
+            while let Ok((_, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(line.as_bytes(), from);
+            }
+        }
         // listen(0), close, listen(0) again, three times: each time the same shared port while
         // the other workers hold it (Node's index bookkeeping), reported as messages.
         m if m.starts_with("relisten:") => {
