@@ -3,7 +3,7 @@
 //! cluster gracefully.
 //!
 //! ```text
-//! cargo run --release --example hello -- [--workers N] [--port 8000] [--policy rr|none]
+//! cargo run --release --example hello -- [--workers N] [--port 8000] [--policy rr|none|reuseport]
 //! curl -i http://127.0.0.1:8000/
 //! ```
 
@@ -31,6 +31,7 @@ fn main() -> Result<(), ringleader::Error> {
             primary.watch_signals(&[Signal::INT, Signal::TERM])?;
             let scheduling = match arg("--policy").as_deref() {
                 Some("none") => Scheduling::Shared,
+                Some("reuseport") => Scheduling::ReusePort,
                 _ => Scheduling::RoundRobin,
             };
             primary.setup(Settings::default().scheduling(scheduling))?;

@@ -134,6 +134,8 @@ impl Core {
                 }
             }
         }
+        let reuse_port =
+            self.scheduling == Scheduling::ReusePort && req.key.transport == Transport::Tcp;
         let Some(handle) = self.listeners.handles.get_mut(&req.key) else {
             return Ok(());
         };
@@ -156,6 +158,35 @@ impl Core {
                         errno: e.raw_os_error().or(Some(5)),
                         local: None,
                         handoff,
+                    };
+                    self.send_internal(id, Kind::ListenReply, &proto::encode(&reply), None);
+                    return Ok(());
+                }
+            }
+        } else if reuse_port {
+            // A listening socket of the worker's own in the port's SO_REUSEPORT group.
+            let Local::Ip(addr) = handle.local.clone() else {
+                return Ok(());
+            };
+            let opts = Options {
+                ipv6_only: req.ipv6_only,
+                reuse_port: true,
+                backlog: req.backlog.filter(|b| *b > 0).unwrap_or(511),
+                ..Options::default()
+            };
+            match listen::tcp(addr, &opts)
+                .and_then(|s| socket::set_nonblocking(&s, true).map(|()| s))
+            {
+                Ok(sock) => {
+                    handle.members.insert(id, None);
+                    Some(sock)
+                }
+                Err(e) => {
+                    let reply = Reply {
+                        seq: req.seq,
+                        errno: e.raw_os_error().or(Some(5)),
+                        local: None,
+                        handoff: false,
                     };
                     self.send_internal(id, Kind::ListenReply, &proto::encode(&reply), None);
                     return Ok(());
@@ -192,10 +223,15 @@ impl Core {
                     .parse()
                     .map_err(|_| std::io::Error::from_raw_os_error(22))?;
                 let addr = SocketAddr::new(ip, req.key.port);
-                let sock = if req.key.transport == Transport::Tcp {
-                    listen::tcp(addr, &opts)?
-                } else {
-                    listen::udp(addr, &opts)?
+                let sock = match (req.key.transport, self.scheduling) {
+                    // The port is held by a bound socket that never listens, so it never
+                    // takes connections; each worker gets a listening one of its own.
+                    (Transport::Tcp, Scheduling::ReusePort) => {
+                        opts.reuse_port = true;
+                        listen::reserve_tcp(addr, &opts)?
+                    }
+                    (Transport::Tcp, _) => listen::tcp(addr, &opts)?,
+                    _ => listen::udp(addr, &opts)?,
                 };
                 let local = listen::local_addr(&sock)?;
                 (sock, Local::Ip(local), None)

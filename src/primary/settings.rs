@@ -16,15 +16,21 @@ pub enum Scheduling {
     RoundRobin,
     /// Workers share the listening socket and accept themselves (Node: `SCHED_NONE`).
     Shared,
+    /// Every worker gets a listening socket of its own on the same port (`SO_REUSEPORT`); the
+    /// kernel spreads connections by a hash of the client's address. The primary picks the
+    /// port for `listen(0)`. Connections queued on a worker's socket when it dies are reset by
+    /// the kernel, unlike round-robin's.
+    ReusePort,
 }
 
 impl Scheduling {
-    /// Parses `rr` or `none`, the values of `RINGLEADER_SCHED_POLICY` (Node:
+    /// Parses `rr`, `none` or `reuseport`, the values of `RINGLEADER_SCHED_POLICY` (Node:
     /// `NODE_CLUSTER_SCHED_POLICY`).
     pub fn parse(s: &str) -> Option<Scheduling> {
         match s {
             "rr" => Some(Scheduling::RoundRobin),
             "none" => Some(Scheduling::Shared),
+            "reuseport" => Some(Scheduling::ReusePort),
             _ => None,
         }
     }

@@ -71,6 +71,15 @@ pub fn tcp(addr: SocketAddr, opts: &Options) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// A TCP socket bound to `addr` but not listening: it holds the port (with `reuse_port`, for a
+/// `SO_REUSEPORT` group) without ever receiving a connection.
+///
+/// # Errors
+/// What `bind(2)` returns.
+pub fn reserve_tcp(addr: SocketAddr, opts: &Options) -> io::Result<OwnedFd> {
+    socket(&addr, SocketType::STREAM, opts)
+}
+
 /// A UDP socket bound to `addr`.
 ///
 /// # Errors

@@ -241,3 +241,30 @@ fn b16_a_shared_listener_stops_on_disconnect_too() {
         assert_eq!(answer, format!("hello from {b}\n"));
     }
 }
+
+#[test]
+fn reuseport_gives_every_worker_its_own_socket_on_one_port() {
+    let h = Harness::new(FIXTURE);
+    h.primary
+        .setup(Settings::default().scheduling(Scheduling::ReusePort))
+        .expect("setup");
+    for _ in 0..3 {
+        h.fork("serve:127.0.0.1:0");
+    }
+    let ports = listening(&h, 3);
+    assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+    let port = ports[0];
+    // The kernel hashes client addresses over the three sockets; the primary never accepts.
+    let answers = h.drive(move || (0..60).map(|_| fetch(port)).collect::<Vec<_>>());
+    assert!(
+        answers.iter().all(|a| a.starts_with("hello from ")),
+        "{answers:?}"
+    );
+    let distinct: std::collections::BTreeSet<&String> = answers.iter().collect();
+    assert!(
+        distinct.len() >= 2,
+        "connections spread over several workers: {distinct:?}"
+    );
+    h.primary.disconnect_all().expect("disconnect");
+    h.until(|e| matches!(e, Event::AllDisconnected));
+}
