@@ -359,6 +359,7 @@ impl Core {
             return;
         }
         let mut batches: BTreeMap<(u32, WorkerId), Vec<OwnedFd>> = BTreeMap::new();
+        let mut depth = BTreeMap::new();
         let mut left = VecDeque::new();
         while let Some((hid, fd)) = self.listeners.pending.pop_front() {
             let Some(key) = self.listeners.keys.get(&hid) else {
@@ -367,7 +368,7 @@ impl Core {
             let Some(h) = self.listeners.handles.get_mut(key) else {
                 continue;
             };
-            let pick = pick(h, &batches);
+            let pick = pick(h, &batches, &mut depth);
             match pick {
                 Some(wid) => {
                     h.cursor = wid;
@@ -509,7 +510,11 @@ impl Core {
 }
 
 /// The next worker after the cursor with room (untaken + this turn's batch below the bound).
-fn pick(h: &Handle, batches: &BTreeMap<(u32, WorkerId), Vec<OwnedFd>>) -> Option<WorkerId> {
+fn pick(
+    h: &Handle,
+    batches: &BTreeMap<(u32, WorkerId), Vec<OwnedFd>>,
+    depth: &mut BTreeMap<(u32, WorkerId), u64>,
+) -> Option<WorkerId> {
     let after = h
         .members
         .range(h.cursor + 1..)
@@ -517,7 +522,10 @@ fn pick(h: &Handle, batches: &BTreeMap<(u32, WorkerId), Vec<OwnedFd>>) -> Option
     for (wid, m) in after {
         let Some(m) = m else { continue };
         let batched = batches.get(&(h.id, *wid)).map_or(0, Vec::len) as u64;
-        let untaken = listen::queued(&m.rx).unwrap_or(u64::MAX);
+        // One FIONREAD per worker and turn: the queue only shrinks while we decide.
+        let untaken = *depth
+            .entry((h.id, *wid))
+            .or_insert_with(|| listen::queued(&m.rx).unwrap_or(u64::MAX));
         if untaken.saturating_add(batched) < MAX_UNTAKEN {
             return Some(*wid);
         }
