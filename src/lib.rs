@@ -1,8 +1,11 @@
 //! Node.js-style clusters for native Linux programs.
 //!
 //! A program starts as the **primary**; it forks **workers**, re-executions of itself (or any
-//! other program), and talks to each over a control channel. Later releases add shared server
-//! ports; this one is the foundation: spawning, the channel, and the whole worker lifecycle.
+//! other program), that share server ports, and talks to each over a control channel. The
+//! primary either accepts connections itself and hands each to a worker
+//! ([`Scheduling::RoundRobin`], the default), or lets the workers accept from a shared socket
+//! ([`Scheduling::Shared`]) or from sockets of their own on one port
+//! ([`Scheduling::ReusePort`]).
 //!
 //! ```no_run
 //! use ringleader::{Event, Role};
@@ -50,6 +53,7 @@
 //! | `cluster.workers` | [`Primary::workers`], [`Primary::worker`] |
 //! | `cluster.disconnect(cb)` | [`Primary::disconnect_all`], then [`Event::AllDisconnected`] |
 //! | `cluster.on('setup' / 'fork' / 'online' / 'message' / 'disconnect' / 'exit')` | [`Primary::events`]: [`Event::Setup`], [`Event::Fork`], [`Event::Online`], [`Event::Message`], [`Event::Disconnect`], [`Event::Exit`] |
+//! | `cluster.on('listening')`, `address` | [`Event::Listening`], [`Listening`], [`AddressType`] |
 //! | `'error'` | [`Event::Error`] |
 //! | `worker.id`, `worker.process.pid` | [`WorkerHandle::id`], [`WorkerHandle::pid`] |
 //! | `worker.send(msg[, handle])` | [`WorkerHandle::send`], [`WorkerHandle::send_fd`], [`WorkerHandle::send_json`] |
@@ -61,6 +65,11 @@
 //! | `process.send(msg[, handle])` | [`Worker::send`], [`Worker::send_fd`], [`Worker::send_json`] |
 //! | `process.on('message')` | [`Worker::recv`], [`Worker::try_recv`], [`Worker::recv_json`] |
 //! | `cluster.worker.disconnect()`, `cluster.worker.kill()` | [`Worker::disconnect`], [`Worker::kill`] |
+//! | `server.listen(port, host)` in a worker | [`Worker::listen_tcp`], [`Worker::listen_tcp_with`] ([`ListenOptions`]: `backlog`, `ipv6Only`) → [`TcpListener`] |
+//! | `server.listen(path)` in a worker, `readableAll`/`writableAll` | [`Worker::listen_unix`], [`ListenOptions::all_may_connect`] → [`UnixListener`] |
+//! | `dgram.bind()` in a worker | [`Worker::bind_udp`] → [`UdpSocket`] |
+//! | `server.on('connection')`, `server.close()` | [`TcpListener::incoming`] / [`TcpListener::accept`], dropping the listener |
+//! | `SCHED_RR`, `SCHED_NONE`, `reusePort` | [`Scheduling::RoundRobin`], [`Scheduling::Shared`], [`Scheduling::ReusePort`] |
 //! | `NODE_UNIQUE_ID`, `NODE_CHANNEL_FD` | `RINGLEADER_WORKER_ID`, `RINGLEADER_CHANNEL_FD` (removed from the worker's environment) |
 //!
 //! # Where ringleader differs from Node, on purpose
@@ -76,6 +85,14 @@
 //!   "Latency and CPU" section.
 //! - A malformed frame from a worker closes that worker's channel with an [`Event::Error`];
 //!   the primary goes on.
+//! - Round-robin never loses an accepted connection: connections queued for a worker that dies,
+//!   disconnects or closes its listener are handed to another one (Node leaks them and the
+//!   client hangs), at most 16 untaken connections wait at one worker, and when every worker is
+//!   saturated the primary stops accepting instead of queueing without bound.
+//! - A worker's `disconnect` closes its channel at once; its listeners stop (their `incoming()`
+//!   ends) and the process keeps running until the application has finished its open
+//!   connections and returns from `main`. (Node delays the `'disconnect'` event until the
+//!   servers have closed.)
 //!
 //! # Kernel requirements
 //! Linux 5.3 (pidfds); the io_uring loop needs 5.11 and falls back to epoll, saying so once on

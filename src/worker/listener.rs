@@ -30,6 +30,9 @@ pub struct ListenOptions {
     /// Unix sockets: everybody may connect (mode `0o666`, Node's `readableAll` +
     /// `writableAll`; the primary applies it).
     pub all_may_connect: bool,
+    /// Bind in this worker alone, without the primary (Node: `exclusive: true`): no sharing,
+    /// no `Listening` event, and a disconnect does not stop it.
+    pub exclusive: bool,
 }
 
 impl ListenOptions {
@@ -42,6 +45,12 @@ impl ListenOptions {
     /// Sets IPv6-only.
     pub fn ipv6_only(mut self, on: bool) -> Self {
         self.ipv6_only = on;
+        self
+    }
+
+    /// Binds in this worker alone (Node: `exclusive`).
+    pub fn exclusive(mut self, on: bool) -> Self {
+        self.exclusive = on;
         self
     }
 
@@ -60,6 +69,8 @@ enum Source {
     },
     /// A copy of the socket all workers share (non-blocking; waits poll it).
     Shared(OwnedFd),
+    /// A socket of this worker's own (`exclusive`): blocking, the primary never knows it.
+    Own(OwnedFd),
 }
 
 /// What every kind of listener has: its key, its source, and the notice to the primary when
@@ -151,6 +162,23 @@ impl Worker {
             port: addr.port(),
             index: 0,
         };
+        if options.exclusive {
+            let opts = ringleader_sys::listen::Options {
+                ipv6_only: options.ipv6_only,
+                backlog: options.backlog.unwrap_or(511),
+                ..Default::default()
+            };
+            let sock =
+                ringleader_sys::listen::tcp(addr, &opts).map_err(|e| Error::io("listen", e))?;
+            let local =
+                ringleader_sys::listen::local_addr(&sock).map_err(|e| Error::io("listen", e))?;
+            let binding = Binding {
+                worker: self.clone(),
+                key,
+                source: Source::Own(sock),
+            };
+            return Ok(TcpListener { binding, local });
+        }
         let (binding, local) = self.bind(key, options, "tcp")?;
         let local = local
             .parse()
@@ -243,6 +271,7 @@ impl Binding {
                     return Err(stopped());
                 }
             },
+            Source::Own(listener) => ringleader_sys::listen::accept(listener, false),
             Source::Handoff { channel, queued } => {
                 let mut queued = lock(queued);
                 loop {
@@ -263,7 +292,7 @@ impl Binding {
     fn fd(&self) -> BorrowedFd<'_> {
         match &self.source {
             Source::Handoff { channel, .. } => channel.as_fd(),
-            Source::Shared(fd) => fd.as_fd(),
+            Source::Shared(fd) | Source::Own(fd) => fd.as_fd(),
         }
     }
 }
@@ -277,6 +306,9 @@ fn stopped() -> io::Error {
 
 impl Drop for Binding {
     fn drop(&mut self) {
+        if matches!(self.source, Source::Own(_)) {
+            return; // the primary never knew it
+        }
         let notice = Notice {
             key: self.key.clone(),
             local: String::new(),

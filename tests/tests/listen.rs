@@ -268,3 +268,30 @@ fn reuseport_gives_every_worker_its_own_socket_on_one_port() {
     h.primary.disconnect_all().expect("disconnect");
     h.until(|e| matches!(e, Event::AllDisconnected));
 }
+
+#[test]
+fn b14_exclusive_listeners_bypass_the_primary() {
+    let h = Harness::new(FIXTURE);
+    h.fork("exclusive:127.0.0.1:0");
+    h.fork("exclusive:127.0.0.1:0");
+    let mut ports = Vec::new();
+    let seen = h.until(|e| {
+        if let Event::Message { message, .. } = e {
+            ports.push(
+                message
+                    .text()
+                    .trim_start_matches("port ")
+                    .parse::<u16>()
+                    .expect("port"),
+            );
+        }
+        ports.len() == 2
+    });
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Listening { .. })),
+        "no Listening for exclusive"
+    );
+    assert_ne!(ports[0], ports[1], "each worker bound port 0 itself");
+    // The worker accepts by itself: no loop of the primary is needed.
+    assert_eq!(fetch(ports[0]).len(), "hello from 1\n".len());
+}

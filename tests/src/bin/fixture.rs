@@ -230,6 +230,16 @@ fn run_worker(worker: &Worker, mode: &str) {
             serve(worker, &listener);
             echo(worker);
         }
+        // An exclusive listener: this worker's own socket; reports its port.
+        m if m.starts_with("exclusive:") => {
+            let addr: std::net::SocketAddr = m[10..].parse().expect("addr");
+            let opts = ringleader::ListenOptions::default().exclusive(true);
+            let listener = worker.listen_tcp_with(addr, opts).expect("listen");
+            worker
+                .send(format!("port {}", listener.local_addr().port()).as_bytes())
+                .expect("send");
+            serve(worker, &listener);
+        }
         // Listen, then spin without ever accepting.
         m if m.starts_with("listen-spin:") => {
             let _listener = worker.listen_tcp(&m[12..]).expect("listen");
