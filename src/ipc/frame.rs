@@ -43,6 +43,9 @@ pub enum Kind {
     Listening = 5,
     /// Worker to primary: a listener was closed (Node: `act: 'close'`); JSON payload.
     Close = 6,
+    /// Worker to primary: a connection handed back, its fd attached (Node: `accepted:
+    /// false`); JSON payload.
+    Reject = 7,
 }
 
 /// The largest payload of an internal frame.
@@ -58,6 +61,7 @@ impl Kind {
             4 => Kind::ListenReply,
             5 => Kind::Listening,
             6 => Kind::Close,
+            7 => Kind::Reject,
             _ => return None,
         })
     }
@@ -147,7 +151,7 @@ pub fn check(kind: Kind, nfds: u8, len: usize) -> Result<(), FrameError> {
     let (max_len, max_fds) = match kind {
         Kind::User => (MAX_PAYLOAD, MAX_FDS_PER_FRAME),
         Kind::Online | Kind::Disconnecting => (0, 0),
-        Kind::ListenReply => (MAX_INTERNAL_PAYLOAD, 1),
+        Kind::ListenReply | Kind::Reject => (MAX_INTERNAL_PAYLOAD, 1),
         Kind::Listen | Kind::Listening | Kind::Close => (MAX_INTERNAL_PAYLOAD, 0),
     };
     if nfds > max_fds {

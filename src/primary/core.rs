@@ -659,6 +659,12 @@ impl Core {
                             return false;
                         }
                     }
+                    Kind::Reject => {
+                        if let Err(e) = self.on_reject(id, &frame.payload, frame.fd) {
+                            self.protocol_error(id, Error::frame("read from a worker", e));
+                            return false;
+                        }
+                    }
                     Kind::ListenReply => {
                         let e = crate::ipc::frame::FrameError::UnknownKind(Kind::ListenReply as u8);
                         self.protocol_error(id, Error::frame("read from a worker", e));

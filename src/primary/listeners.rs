@@ -82,12 +82,20 @@ struct Handle {
     cursor: WorkerId,
 }
 
+/// An accepted connection waiting for a worker.
+struct Pending {
+    handle: u32,
+    fd: OwnedFd,
+    /// The worker that handed it back: another one gets it if there is one.
+    avoid: Option<WorkerId>,
+}
+
 #[derive(Default)]
 pub(crate) struct Listeners {
     handles: BTreeMap<Key, Handle>,
     keys: BTreeMap<u32, Key>,
     next_id: u32,
-    pending: VecDeque<(u32, OwnedFd)>,
+    pending: VecDeque<Pending>,
 }
 
 impl Listeners {
@@ -311,7 +319,11 @@ impl Core {
             return;
         };
         if let Ok(fd) = result {
-            self.listeners.pending.push_back((handle, fd));
+            self.listeners.pending.push_back(Pending {
+                handle,
+                fd,
+                avoid: None,
+            });
         }
         // Accept errors (EMFILE, ECONNABORTED…) are skipped, as Node does.
         if !more {
@@ -339,7 +351,11 @@ impl Core {
                 break;
             }
             match listen::accept(&*sock, false) {
-                Ok(fd) => self.listeners.pending.push_back((handle, fd)),
+                Ok(fd) => self.listeners.pending.push_back(Pending {
+                    handle,
+                    fd,
+                    avoid: None,
+                }),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => continue,
             }
@@ -361,20 +377,22 @@ impl Core {
         let mut batches: BTreeMap<(u32, WorkerId), Vec<OwnedFd>> = BTreeMap::new();
         let mut depth = BTreeMap::new();
         let mut left = VecDeque::new();
-        while let Some((hid, fd)) = self.listeners.pending.pop_front() {
-            let Some(key) = self.listeners.keys.get(&hid) else {
+        while let Some(p) = self.listeners.pending.pop_front() {
+            let Some(key) = self.listeners.keys.get(&p.handle) else {
                 continue;
             };
             let Some(h) = self.listeners.handles.get_mut(key) else {
                 continue;
             };
-            let pick = pick(h, &batches, &mut depth);
-            match pick {
+            // The worker that handed it back only gets it again if nobody else can.
+            let choice = pick(h, &batches, &mut depth, p.avoid)
+                .or_else(|| pick(h, &batches, &mut depth, None));
+            match choice {
                 Some(wid) => {
                     h.cursor = wid;
-                    batches.entry((hid, wid)).or_default().push(fd);
+                    batches.entry((p.handle, wid)).or_default().push(p.fd);
                 }
-                None => left.push_back((hid, fd)),
+                None => left.push_back(p),
             }
         }
         for ((hid, wid), fds) in batches {
@@ -387,11 +405,19 @@ impl Core {
                 .get(key)
                 .and_then(|h| h.members.get(&wid))
             else {
-                left.extend(fds.into_iter().map(|fd| (hid, fd)));
+                left.extend(fds.into_iter().map(|fd| Pending {
+                    handle: hid,
+                    fd,
+                    avoid: None,
+                }));
                 continue;
             };
             let unsent = hand_over(member.tx.as_fd(), fds);
-            left.extend(unsent.into_iter().map(|fd| (hid, fd)));
+            left.extend(unsent.into_iter().map(|fd| Pending {
+                handle: hid,
+                fd,
+                avoid: None,
+            }));
         }
         self.listeners.pending = left;
         let keys: Vec<Key> = self.listeners.handles.keys().cloned().collect();
@@ -429,7 +455,11 @@ impl Core {
         }
         self.listeners
             .pending
-            .extend(fds.into_iter().map(|fd| (hid, fd)));
+            .extend(fds.into_iter().map(|fd| Pending {
+                handle: hid,
+                fd,
+                avoid: None,
+            }));
         // Its receiving end now reads end of file: the worker's `incoming()` ends.
         drop(member);
         if h.members.is_empty() {
@@ -445,7 +475,7 @@ impl Core {
                 let _ = std::fs::remove_file(path);
             }
             // No worker left: pending connections are closed, as in Node.
-            self.listeners.pending.retain(|(hid, _)| *hid != h.id);
+            self.listeners.pending.retain(|p| p.handle != h.id);
         }
     }
 
@@ -498,6 +528,26 @@ impl Core {
         Ok(())
     }
 
+    /// A worker handed a connection back (Node: `accepted: false`, e.g. `maxConnections`).
+    pub(crate) fn on_reject(
+        &mut self,
+        id: WorkerId,
+        payload: &[u8],
+        fd: Option<OwnedFd>,
+    ) -> Result<(), crate::ipc::frame::FrameError> {
+        let notice: Notice = proto::decode(payload)?;
+        let fd = fd.ok_or(crate::ipc::frame::FrameError::MissingFd)?;
+        // A connection for a listener that is gone is closed, as Node does with no worker.
+        if let Some(h) = self.listeners.handles.get(&notice.key) {
+            self.listeners.pending.push_back(Pending {
+                handle: h.id,
+                fd,
+                avoid: Some(id),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn on_close(
         &mut self,
         id: WorkerId,
@@ -514,6 +564,7 @@ fn pick(
     h: &Handle,
     batches: &BTreeMap<(u32, WorkerId), Vec<OwnedFd>>,
     depth: &mut BTreeMap<(u32, WorkerId), u64>,
+    avoid: Option<WorkerId>,
 ) -> Option<WorkerId> {
     let after = h
         .members
@@ -521,6 +572,9 @@ fn pick(
         .chain(h.members.range(..=h.cursor));
     for (wid, m) in after {
         let Some(m) = m else { continue };
+        if avoid == Some(*wid) {
+            continue;
+        }
         let batched = batches.get(&(h.id, *wid)).map_or(0, Vec::len) as u64;
         // One FIONREAD per worker and turn: the queue only shrinks while we decide.
         let untaken = *depth

@@ -289,6 +289,18 @@ impl Binding {
         }
     }
 
+    fn reject(&self, fd: OwnedFd) -> Result<()> {
+        if !matches!(self.source, Source::Handoff { .. }) {
+            return Ok(());
+        }
+        let notice = Notice {
+            key: self.key.clone(),
+            local: String::new(),
+        };
+        self.worker
+            .send_frame(Kind::Reject, &proto::encode(&notice), Some(fd))
+    }
+
     fn fd(&self) -> BorrowedFd<'_> {
         match &self.source {
             Source::Handoff { channel, .. } => channel.as_fd(),
@@ -355,6 +367,17 @@ impl TcpListener {
                 return Ok((stream, peer));
             }
         }
+    }
+
+    /// Hands a connection back to the primary, which gives it to another worker (Node: a
+    /// worker at `maxConnections`): nothing is lost because this worker cannot take it. On a
+    /// listener that is not round-robin it is closed instead (there is nobody to hand it to).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Disconnected`] without a primary; the stream is given back
+    /// ([`Error::take_fd`]).
+    pub fn reject(&self, stream: TcpStream) -> Result<()> {
+        self.binding.reject(OwnedFd::from(stream))
     }
 
     /// The connections, until the listener stops (Node: `server.on('connection')`).

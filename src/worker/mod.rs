@@ -171,7 +171,7 @@ impl Worker {
         self.send(&data)
     }
 
-    fn send_frame(&self, kind: Kind, data: &[u8], fd: Option<OwnedFd>) -> Result<()> {
+    pub(crate) fn send_frame(&self, kind: Kind, data: &[u8], fd: Option<OwnedFd>) -> Result<()> {
         const OP: &str = "send to the primary";
         if lock(&self.shared.state).closed {
             return Err(Error::new(ErrorKind::Disconnected, OP).with_fd(fd));

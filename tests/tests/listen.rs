@@ -295,3 +295,16 @@ fn b14_exclusive_listeners_bypass_the_primary() {
     // The worker accepts by itself: no loop of the primary is needed.
     assert_eq!(fetch(ports[0]).len(), "hello from 1\n".len());
 }
+
+#[test]
+fn b9_a_rejected_connection_goes_to_another_worker() {
+    let h = Harness::new(FIXTURE);
+    let refuser = h.fork("reject-all:127.0.0.1:0");
+    let server = h.fork("serve:127.0.0.1:0");
+    let port = listening(&h, 2)[0];
+    // Round-robin hands half of these to the refuser first; every one ends at the server.
+    for answer in h.drive(move || (0..20).map(|_| fetch(port)).collect::<Vec<_>>()) {
+        assert_eq!(answer, format!("hello from {server}\n"));
+    }
+    let _ = refuser;
+}

@@ -230,6 +230,13 @@ fn run_worker(worker: &Worker, mode: &str) {
             serve(worker, &listener);
             echo(worker);
         }
+        // Hand every connection back (as a worker at maxConnections would).
+        m if m.starts_with("reject-all:") => {
+            let listener = worker.listen_tcp(&m[11..]).expect("listen");
+            for stream in listener.incoming() {
+                listener.reject(stream.expect("accept")).expect("reject");
+            }
+        }
         // An exclusive listener: this worker's own socket; reports its port.
         m if m.starts_with("exclusive:") => {
             let addr: std::net::SocketAddr = m[10..].parse().expect("addr");
