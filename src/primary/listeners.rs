@@ -31,7 +31,9 @@ use crate::ipc::listen::{self as proto, Key, Notice, Reply, Request, Transport};
 /// Connections handed to a worker and not yet taken, beyond which it gets no more.
 pub(crate) const MAX_UNTAKEN: u64 = 16;
 /// Accepted connections waiting for a worker, beyond which the primary stops accepting and
-/// leaves the rest in the kernel's backlog.
+/// leaves the rest in the kernel's backlog. Exact on epoll; on io_uring a multishot accept
+/// drains what the listen backlog holds in one pass before its cancellation takes effect, so
+/// the queue can exceed this by at most one backlog (511 by default).
 const MAX_PENDING: usize = 256;
 
 struct Member {
@@ -324,6 +326,11 @@ impl Core {
                 fd,
                 avoid: None,
             });
+            if self.listeners.pending.len() >= MAX_PENDING {
+                // Stop at once: completions already posted still arrive, nothing more.
+                self.pause_accept(&key);
+                return;
+            }
         }
         // Accept errors (EMFILE, ECONNABORTED…) are skipped, as Node does.
         if !more {

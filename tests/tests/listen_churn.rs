@@ -172,3 +172,51 @@ fn ten_thousand_connections_survive_a_kill_every_100ms() {
         "the primary's fd count returns to where it started"
     );
 }
+
+#[test]
+fn when_every_worker_is_saturated_the_primary_stops_accepting_and_loses_nothing() {
+    const PENDING_BOUND: usize = 256;
+    const BACKLOG: usize = 511;
+    let h = Harness::new(FIXTURE);
+    let stuck = h.fork("listen-spin:127.0.0.1:0");
+    let port = port_of(&h, 1);
+    let before = fd_count();
+    // 400 clients from a process of their own, so that this process's fds are the primary's.
+    let clients =
+        ringleader_tests::Spawned::start(FIXTURE, &["clients", &port.to_string(), "400"], &[]);
+    clients.expect_line("STARTED");
+    // Let the primary accept what it will: the stuck worker takes 16, the primary queues up
+    // to its bound, and the kernel's backlog holds the rest.
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let _ = h
+            .primary
+            .next_event(Some(Duration::from_millis(10)))
+            .expect("event");
+        most = most.max(fd_count().saturating_sub(before));
+    }
+    eprintln!("the primary held at most {most} accepted connections");
+    assert!(
+        most >= PENDING_BOUND,
+        "the test did not saturate the cluster ({most})"
+    );
+    // epoll stops at the bound exactly; on io_uring one multishot accept drains what the
+    // listen backlog holds in a single pass before it can be cancelled, so the bound there is
+    // one backlog more.
+    assert!(
+        most <= PENDING_BOUND + BACKLOG,
+        "the primary held {most} connections, bound {PENDING_BOUND}"
+    );
+    // A worker that serves arrives; once it listens, the stuck one goes (retiring the only
+    // listener first would close the listener and its queue, as Node does): all 400 are served.
+    let server = h.fork("serve:127.0.0.1:0");
+    h.until(|e| matches!(e, Event::Listening { worker, .. } if *worker == server));
+    h.primary
+        .worker(stuck)
+        .expect("stuck")
+        .kill(Some(Signal::KILL))
+        .expect("kill");
+    let answers = h.drive(move || clients.expect_line("ANSWERS"));
+    assert_eq!(answers, "400 0", "every client answered by worker {server}");
+}

@@ -53,6 +53,46 @@ fn main() {
                 }
                 return;
             }
+            if scenario == "clients" {
+                // Load from a process of its own: `clients PORT N` opens N connections at once
+                // and prints `ANSWERS <ok> <failed>` once every one has its answer or failed.
+                let arg = |i: usize| {
+                    std::env::args()
+                        .nth(i)
+                        .and_then(|p| p.parse::<u64>().ok())
+                        .expect("argument")
+                };
+                let (port, n) = (arg(2) as u16, arg(3));
+                let threads: Vec<_> = (0..n)
+                    .map(|_| {
+                        std::thread::spawn(move || -> Result<(), String> {
+                            use std::io::Read;
+                            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+                                .map_err(|e| format!("connect: {e}"))?;
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+                            let mut out = String::new();
+                            s.read_to_string(&mut out)
+                                .map_err(|e| format!("read: {e}"))?;
+                            if out.starts_with("hello from ") {
+                                Ok(())
+                            } else {
+                                Err(format!("answer {out:?}"))
+                            }
+                        })
+                    })
+                    .collect();
+                out(format_args!("STARTED"));
+                let results: Vec<Result<(), String>> = threads
+                    .into_iter()
+                    .map(|t| t.join().unwrap_or_else(|_| Err("panicked".into())))
+                    .collect();
+                let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+                if let Some(Err(first)) = results.iter().find(|r| r.is_err()) {
+                    eprintln!("clients: first failure: {first}");
+                }
+                out(format_args!("ANSWERS {ok} {}", n - ok));
+                return;
+            }
             if scenario == "probe" {
                 // For ci/test: which backend a default primary gets here.
                 out(format_args!("{:?}", primary.backend()));
