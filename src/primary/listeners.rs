@@ -133,13 +133,7 @@ impl Core {
                 }
                 Err(e) => {
                     // The failed key is forgotten: a later listen tries the bind again.
-                    let reply = Reply {
-                        seq: req.seq,
-                        errno: e.raw_os_error().or(Some(5)),
-                        local: None,
-                        handoff,
-                    };
-                    self.send_internal(id, Kind::ListenReply, &proto::encode(&reply), None);
+                    self.refuse_listen(id, req.seq, &e);
                     return Ok(());
                 }
             }
@@ -163,13 +157,7 @@ impl Core {
                     Some(theirs)
                 }
                 Err(e) => {
-                    let reply = Reply {
-                        seq: req.seq,
-                        errno: e.raw_os_error().or(Some(5)),
-                        local: None,
-                        handoff,
-                    };
-                    self.send_internal(id, Kind::ListenReply, &proto::encode(&reply), None);
+                    self.refuse_listen(id, req.seq, &e);
                     return Ok(());
                 }
             }
@@ -192,13 +180,7 @@ impl Core {
                     Some(sock)
                 }
                 Err(e) => {
-                    let reply = Reply {
-                        seq: req.seq,
-                        errno: e.raw_os_error().or(Some(5)),
-                        local: None,
-                        handoff: false,
-                    };
-                    self.send_internal(id, Kind::ListenReply, &proto::encode(&reply), None);
+                    self.refuse_listen(id, req.seq, &e);
                     return Ok(());
                 }
             }
@@ -215,6 +197,18 @@ impl Core {
         self.send_internal(id, Kind::ListenReply, &proto::encode(&reply), fd);
         self.arm_accept(&req.key);
         Ok(())
+    }
+
+    /// Answers a listen request with the errno of what failed (EIO if it has none).
+    fn refuse_listen(&mut self, id: WorkerId, seq: u64, e: &std::io::Error) {
+        let errno = Some(e.raw_os_error().unwrap_or(5));
+        let reply = Reply {
+            seq,
+            errno,
+            local: None,
+            handoff: false,
+        };
+        self.send_internal(id, Kind::ListenReply, &proto::encode(&reply), None);
     }
 
     fn bind(&mut self, req: &Request, handoff: bool) -> std::io::Result<Handle> {
