@@ -41,6 +41,9 @@ struct Member {
     tx: OwnedFd,
     /// A copy of the worker's receiving end: queue depth, and connections to take back.
     rx: OwnedFd,
+    /// An upper bound on the connections the worker has not taken: the last `FIONREAD` plus
+    /// what was sent since. The kernel is asked again only when this reaches the limit.
+    untaken: std::cell::Cell<u64>,
 }
 
 /// Where a listener is bound.
@@ -153,7 +156,14 @@ impl Core {
                 Ok((tx, rx, theirs))
             }) {
                 Ok((tx, rx, theirs)) => {
-                    handle.members.insert(id, Some(Member { tx, rx }));
+                    handle.members.insert(
+                        id,
+                        Some(Member {
+                            tx,
+                            rx,
+                            untaken: std::cell::Cell::new(0),
+                        }),
+                    );
                     Some(theirs)
                 }
                 Err(e) => {
@@ -376,7 +386,7 @@ impl Core {
             return;
         }
         let mut batches: BTreeMap<(u32, WorkerId), Vec<OwnedFd>> = BTreeMap::new();
-        let mut depth = BTreeMap::new();
+        let mut handed = Vec::new();
         let mut left = VecDeque::new();
         while let Some(p) = self.listeners.pending.pop_front() {
             let Some(key) = self.listeners.keys.get(&p.handle) else {
@@ -386,8 +396,7 @@ impl Core {
                 continue;
             };
             // The worker that handed it back only gets it again if nobody else can.
-            let choice = pick(h, &batches, &mut depth, p.avoid)
-                .or_else(|| pick(h, &batches, &mut depth, None));
+            let choice = pick(h, &batches, p.avoid).or_else(|| pick(h, &batches, None));
             match choice {
                 Some(wid) => {
                     h.cursor = wid;
@@ -413,7 +422,9 @@ impl Core {
                 }));
                 continue;
             };
-            let unsent = hand_over(member.tx.as_fd(), fds);
+            let (sent, unsent) = hand_over(member.tx.as_fd(), fds);
+            member.untaken.set(member.untaken.get() + sent.len() as u64);
+            handed.extend(sent);
             left.extend(unsent.into_iter().map(|fd| Pending {
                 handle: hid,
                 fd,
@@ -421,6 +432,10 @@ impl Core {
             }));
         }
         self.listeners.pending = left;
+        // The workers have their copies now; ours go (on the ring, without a system call each).
+        for fd in handed {
+            self.driver.close(fd);
+        }
         let keys: Vec<Key> = self.listeners.handles.keys().cloned().collect();
         for key in keys {
             if self.listeners.pending.len() >= MAX_PENDING {
@@ -564,7 +579,6 @@ impl Core {
 fn pick(
     h: &Handle,
     batches: &BTreeMap<(u32, WorkerId), Vec<OwnedFd>>,
-    depth: &mut BTreeMap<(u32, WorkerId), u64>,
     avoid: Option<WorkerId>,
 ) -> Option<WorkerId> {
     let after = h
@@ -577,31 +591,32 @@ fn pick(
             continue;
         }
         let batched = batches.get(&(h.id, *wid)).map_or(0, Vec::len) as u64;
-        // One FIONREAD per worker and turn: the queue only shrinks while we decide.
-        let untaken = *depth
-            .entry((h.id, *wid))
-            .or_insert_with(|| listen::queued(&m.rx).unwrap_or(u64::MAX));
-        if untaken.saturating_add(batched) < MAX_UNTAKEN {
+        if m.untaken.get().saturating_add(batched) >= MAX_UNTAKEN {
+            // The bound says full: ask the kernel how many are really still queued.
+            m.untaken.set(listen::queued(&m.rx).unwrap_or(MAX_UNTAKEN));
+        }
+        if m.untaken.get().saturating_add(batched) < MAX_UNTAKEN {
             return Some(*wid);
         }
     }
     None
 }
 
-/// One `sendmsg` per up to 64 connections, one byte each; returns what could not be sent.
-fn hand_over(tx: BorrowedFd<'_>, mut fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
+/// One `sendmsg` per up to 64 connections, one byte each. Returns the fds sent (for the
+/// caller to close) and those that could not be.
+fn hand_over(tx: BorrowedFd<'_>, mut fds: Vec<OwnedFd>) -> (Vec<OwnedFd>, Vec<OwnedFd>) {
+    let mut sent = Vec::with_capacity(fds.len());
     while !fds.is_empty() {
         let n = fds.len().min(scm::MAX_FDS);
-        let bytes = vec![b'c'; n];
+        let bytes = [b'c'; scm::MAX_FDS];
         let borrowed: Vec<BorrowedFd<'_>> = fds[..n].iter().map(AsFd::as_fd).collect();
-        match scm::send(tx, &[IoSlice::new(&bytes)], &borrowed, Blocking::No) {
-            Ok(sent) if sent > 0 => {
+        match scm::send(tx, &[IoSlice::new(&bytes[..n])], &borrowed, Blocking::No) {
+            Ok(written) if written > 0 => {
                 drop(borrowed);
-                // The worker has its own copies now: ours close here.
-                fds.drain(..n);
+                sent.extend(fds.drain(..n));
             }
-            _ => return fds,
+            _ => break,
         }
     }
-    fds
+    (sent, fds)
 }
