@@ -275,3 +275,17 @@ fn events_iterator_ends_when_nothing_is_left() {
         "{names:?}"
     );
 }
+
+#[test]
+fn b3_online_comes_before_anything_the_workers_code_sends() {
+    let h = Harness::new(FIXTURE);
+    // This worker's first act is to send a message and exit.
+    let id = h.fork("send-exit:0");
+    let seen: Vec<String> = h.until_gone(id);
+    let online = seen.iter().position(|e| e == "online 1").expect("online");
+    let message = seen
+        .iter()
+        .position(|e| e == "message 1 bye")
+        .expect("message");
+    assert!(online < message, "{seen:?}");
+}
