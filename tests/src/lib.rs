@@ -260,6 +260,11 @@ impl Spawned {
         }
     }
 
+    /// Waits for the child to exit by itself and reaps it; its exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
     /// Sends SIGKILL to the child itself (not its group).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -59,10 +59,12 @@ fn b19_busy_worker_without_death_signal_exits_through_its_watcher() {
 
 #[test]
 fn b19_worker_exits_zero_when_its_channel_closes_without_disconnect() {
-    let (primary, worker) = primary_with_worker("exit-early");
+    let (mut primary, worker) = primary_with_worker("exit-early");
     // The primary exits 0 right after the worker is online, without disconnecting.
     let took = wait_gone(worker, WATCHDOG).expect("the worker outlived its primary");
     eprintln!("idle worker gone {took:?} after its primary exited");
+    // The worker may exit while its primary is still inside exit(); once the primary is reaped
+    // the kernel has handed the worker to us (the subreaper) and it can be reaped here.
+    assert_eq!(primary.wait(), Some(0));
     assert_eq!(reap(worker), (Some(0), None));
-    drop(primary);
 }
