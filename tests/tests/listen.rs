@@ -213,8 +213,9 @@ fn b15_ipv6_only_and_dual_stack() {
         out
     });
     assert_eq!(answer, "hello from 1\n");
-    // IPV6_V6ONLY left the IPv4 side of the port free.
-    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the IPv4 port is free");
+    // IPV6_V6ONLY: nothing listens on the IPv4 side of the port.
+    let v4 = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.kind());
+    assert_eq!(v4.err(), Some(std::io::ErrorKind::ConnectionRefused));
 }
 
 #[test]
