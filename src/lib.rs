@@ -68,6 +68,8 @@
 //! | `server.listen(port, host)` in a worker | [`Worker::listen_tcp`], [`Worker::listen_tcp_with`] ([`ListenOptions`]: `backlog`, `ipv6Only`) → [`TcpListener`] |
 //! | `server.listen(path)` in a worker, `readableAll`/`writableAll` | [`Worker::listen_unix`], [`ListenOptions::all_may_connect`] → [`UnixListener`] |
 //! | `dgram.bind()` in a worker | [`Worker::bind_udp`] → [`UdpSocket`] |
+//! | `server.listen({fd})`, `listen({exclusive: true})` in a worker | [`Worker::listen_fd`], [`ListenOptions::exclusive`] |
+//! | `accepted: false` (a worker at `maxConnections`) | [`TcpListener::reject`] |
 //! | `server.on('connection')`, `server.close()` | [`TcpListener::incoming`] / [`TcpListener::accept`], dropping the listener |
 //! | `SCHED_RR`, `SCHED_NONE`, `reusePort` | [`Scheduling::RoundRobin`], [`Scheduling::Shared`], [`Scheduling::ReusePort`] |
 //! | `NODE_UNIQUE_ID`, `NODE_CHANNEL_FD` | `RINGLEADER_WORKER_ID`, `RINGLEADER_CHANNEL_FD` (removed from the worker's environment) |

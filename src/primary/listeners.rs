@@ -230,6 +230,15 @@ impl Core {
             opts.backlog = b;
         }
         let (sock, local, unix_path) = match req.key.transport {
+            // Node's listen({fd}): the primary's own fd with that number.
+            Transport::Tcp if req.key.address.starts_with("fd:") => {
+                let raw: i32 = req.key.address[3..]
+                    .parse()
+                    .map_err(|_| std::io::Error::from_raw_os_error(22))?;
+                let sock = listen::dup_listening_tcp(raw)?;
+                let local = listen::local_addr(&sock)?;
+                (sock, Local::Ip(local), None)
+            }
             Transport::Tcp | Transport::Udp => {
                 let ip: std::net::IpAddr = req
                     .key

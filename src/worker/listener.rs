@@ -186,6 +186,27 @@ impl Worker {
         Ok(TcpListener { binding, local })
     }
 
+    /// Listens on the primary's listening TCP socket at fd number `fd` (Node:
+    /// `server.listen({fd})` in a worker: "file descriptor N in the parent"), shared with the
+    /// other workers that do the same.
+    ///
+    /// # Errors
+    /// `EBADF` when the primary has nothing open at that number, `EINVAL` when it is not a
+    /// listening TCP socket.
+    pub fn listen_fd(&self, fd: i32) -> Result<TcpListener> {
+        let key = Key {
+            transport: Transport::Tcp,
+            address: format!("fd:{fd}"),
+            port: 0,
+            index: 0,
+        };
+        let (binding, local) = self.bind(key, ListenOptions::default(), "fd")?;
+        let local = local
+            .parse()
+            .map_err(|_| Error::new(ErrorKind::Protocol, "listen").detail("bad address"))?;
+        Ok(TcpListener { binding, local })
+    }
+
     /// Listens on a Unix stream socket at `path` (relative to this worker's directory), shared
     /// with the other workers (Node: `server.listen(path)` in a worker). The primary creates
     /// the socket file and removes it when the last worker closes the listener.

@@ -110,6 +110,28 @@ pub fn unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<OwnedFd>
     Ok(fd)
 }
 
+/// A close-on-exec copy of this process's fd number `raw`, which must be a listening TCP socket
+/// (Node's `listen({fd})`: "file descriptor N in the parent").
+///
+/// # Errors
+/// `EBADF` when nothing is open at that number; `ENOTSOCK`/`EINVAL` when it is not a listening
+/// TCP socket.
+pub fn dup_listening_tcp(raw: i32) -> io::Result<OwnedFd> {
+    if raw < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: the number is only borrowed for the fcntl that copies it; a number that is not
+    // open makes the fcntl fail with EBADF.
+    let borrowed = unsafe { rustix::fd::BorrowedFd::borrow_raw(raw) };
+    let fd = rustix::io::fcntl_dupfd_cloexec(borrowed, 0)?;
+    let listening = sockopt::socket_acceptconn(&fd)?;
+    let stream = sockopt::socket_type(&fd)? == SocketType::STREAM;
+    if !listening || !stream || local_addr(&fd).is_err() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(fd)
+}
+
 /// `getsockname(2)` of an IP socket.
 ///
 /// # Errors

@@ -309,3 +309,20 @@ fn b9_a_rejected_connection_goes_to_another_worker() {
     }
     let _ = refuser;
 }
+
+#[test]
+fn b14_listen_on_the_primarys_fd() {
+    use std::os::fd::AsRawFd;
+    let h = Harness::new(FIXTURE);
+    // A listening socket the primary (this process) made itself, shared by number.
+    let own = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = own.local_addr().expect("addr").port();
+    let id = h.fork(&format!("listen-fd:{}", own.as_raw_fd()));
+    assert_eq!(message(&h), format!("port {port}"));
+    assert_eq!(h.drive(move || fetch(port)), format!("hello from {id}\n"));
+    // A number that is not a listening socket is refused with an errno.
+    let file = std::fs::File::open("/dev/null").expect("open");
+    h.fork(&format!("listen-fd:{}", file.as_raw_fd()));
+    assert_eq!(message(&h), "errno Some(88)", "ENOTSOCK");
+    drop(own);
+}

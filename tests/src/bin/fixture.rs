@@ -270,6 +270,22 @@ fn run_worker(worker: &Worker, mode: &str) {
             serve(worker, &listener);
             echo(worker);
         }
+        // Listen on the primary's fd N.
+        m if m.starts_with("listen-fd:") => {
+            let n: i32 = m[10..].parse().expect("fd number");
+            match worker.listen_fd(n) {
+                Ok(listener) => {
+                    worker
+                        .send(format!("port {}", listener.local_addr().port()).as_bytes())
+                        .expect("send");
+                    serve(worker, &listener);
+                }
+                Err(e) => worker
+                    .send(format!("errno {:?}", e.raw_os_error()).as_bytes())
+                    .expect("send"),
+            }
+            echo(worker);
+        }
         // Hand every connection back (as a worker at maxConnections would).
         m if m.starts_with("reject-all:") => {
             let listener = worker.listen_tcp(&m[11..]).expect("listen");
