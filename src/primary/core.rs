@@ -92,7 +92,7 @@ pub(crate) struct Core {
     pub(crate) listeners: super::listeners::Listeners,
 }
 
-fn dyn_fd<T: AsFd + 'static>(fd: &Arc<T>) -> Arc<dyn AsFd> {
+pub(crate) fn dyn_fd<T: AsFd + 'static>(fd: &Arc<T>) -> Arc<dyn AsFd> {
     fd.clone()
 }
 
@@ -161,7 +161,7 @@ impl Core {
         let s = &self.settings;
         let program = match &s.exec {
             Some(p) => p.clone(),
-            None => spawn::current_exe().map_err(|e| Error::io(OP, e))?,
+            None => std::env::current_exe().map_err(|e| Error::io(OP, e))?,
         };
         let args = s
             .args

@@ -90,16 +90,7 @@ impl Driver {
                 Some(buf) => ring.recvmsg(fd, buf, token).map(Some),
                 None => ring.poll(fd, Flags::IN, token).map(Some),
             },
-            Driver::Epoll(ep, _) => ep
-                .add(
-                    fd.as_fd(),
-                    token,
-                    Interest {
-                        read: true,
-                        write: false,
-                    },
-                )
-                .map(|()| None),
+            Driver::Epoll(ep, _) => ep.add(fd.as_fd(), token, Interest::READ).map(|()| None),
         }
     }
 
@@ -112,16 +103,7 @@ impl Driver {
     ) -> std::io::Result<Option<OpId>> {
         match self {
             Driver::Uring(ring) => ring.accept_multishot(fd, token).map(Some),
-            Driver::Epoll(ep, _) => ep
-                .add(
-                    fd.as_fd(),
-                    token,
-                    Interest {
-                        read: true,
-                        write: false,
-                    },
-                )
-                .map(|()| None),
+            Driver::Epoll(ep, _) => ep.add(fd.as_fd(), token, Interest::READ).map(|()| None),
         }
     }
 

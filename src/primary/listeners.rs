@@ -21,7 +21,8 @@ use ringleader_sys::socket;
 use ringleader_sys::uring::OpId;
 use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 
-use super::core::Core;
+use super::core::{Core, dyn_fd};
+use super::driver::Driver;
 use super::driver::{Tag, token};
 use super::settings::Scheduling;
 use crate::event::{AddressType, Event, Listening, WorkerId};
@@ -95,6 +96,27 @@ struct Pending {
     avoid: Option<WorkerId>,
 }
 
+impl Handle {
+    /// Starts accepting if this is a round-robin listener with workers and there is room.
+    fn arm(&mut self, driver: &mut Driver, pending: usize) {
+        if !self.handoff || self.accepting || self.members.is_empty() || pending >= MAX_PENDING {
+            return;
+        }
+        if let Ok(op) = driver.accept(&dyn_fd(&self.sock), token(self.id, Tag::Accept)) {
+            self.accept_op = op;
+            self.accepting = true;
+        }
+    }
+
+    /// Stops accepting; the kernel's backlog holds what comes meanwhile.
+    fn pause(&mut self, driver: &mut Driver) {
+        if self.accepting {
+            self.accepting = false;
+            driver.forget(&dyn_fd(&self.sock), self.accept_op.take());
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Listeners {
     handles: BTreeMap<Key, Handle>,
@@ -109,10 +131,6 @@ impl Listeners {
     pub(crate) fn paused(&self) -> bool {
         self.handles.values().any(|h| h.handoff && !h.accepting)
     }
-}
-
-fn dyn_fd(fd: &Arc<OwnedFd>) -> Arc<dyn AsFd> {
-    fd.clone()
 }
 
 impl Core {
@@ -292,34 +310,15 @@ impl Core {
 
     /// Starts accepting on a round-robin listener that has workers and room.
     fn arm_accept(&mut self, key: &Key) {
-        let Some(h) = self.listeners.handles.get_mut(key) else {
-            return;
-        };
-        if !h.handoff
-            || h.accepting
-            || h.members.is_empty()
-            || self.listeners.pending.len() >= MAX_PENDING
-        {
-            return;
+        let pending = self.listeners.pending.len();
+        if let Some(h) = self.listeners.handles.get_mut(key) {
+            h.arm(&mut self.driver, pending);
         }
-        let tok = token(h.id, Tag::Accept);
-        let armed = match self.driver.accept(&dyn_fd(&h.sock), tok) {
-            Ok(op) => {
-                h.accept_op = op;
-                true
-            }
-            Err(_) => false,
-        };
-        h.accepting = armed;
     }
 
     fn pause_accept(&mut self, key: &Key) {
-        let Some(h) = self.listeners.handles.get_mut(key) else {
-            return;
-        };
-        if h.accepting {
-            h.accepting = false;
-            self.driver.forget(&dyn_fd(&h.sock), h.accept_op.take());
+        if let Some(h) = self.listeners.handles.get_mut(key) {
+            h.pause(&mut self.driver);
         }
     }
 
@@ -387,9 +386,8 @@ impl Core {
     pub(crate) fn dispatch(&mut self) {
         if self.listeners.pending.is_empty() {
             if self.listeners.paused() {
-                let keys: Vec<Key> = self.listeners.handles.keys().cloned().collect();
-                for key in keys {
-                    self.arm_accept(&key);
+                for h in self.listeners.handles.values_mut() {
+                    h.arm(&mut self.driver, 0);
                 }
             }
             return;
@@ -445,12 +443,12 @@ impl Core {
         for fd in handed {
             self.driver.close(fd);
         }
-        let keys: Vec<Key> = self.listeners.handles.keys().cloned().collect();
-        for key in keys {
-            if self.listeners.pending.len() >= MAX_PENDING {
-                self.pause_accept(&key);
+        let pending = self.listeners.pending.len();
+        for h in self.listeners.handles.values_mut() {
+            if pending >= MAX_PENDING {
+                h.pause(&mut self.driver);
             } else {
-                self.arm_accept(&key);
+                h.arm(&mut self.driver, pending);
             }
         }
     }

@@ -15,6 +15,14 @@ pub struct Interest {
     pub write: bool,
 }
 
+impl Interest {
+    /// Readable only.
+    pub const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+}
+
 /// One readiness report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ready {

@@ -11,7 +11,7 @@
 //! (prctl(2)), so spawn from the long-lived thread that owns the cluster. A primary that dies
 //! between `fork` and `prctl` is caught by re-checking `getppid()` after arming.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -205,20 +205,4 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Spawned> {
         stdout,
         stderr,
     })
-}
-
-/// The path of the running executable (`/proc/self/exe`), for re-executing ourselves.
-///
-/// # Errors
-/// When `/proc` is not mounted.
-pub fn current_exe() -> io::Result<PathBuf> {
-    std::env::current_exe()
-}
-
-/// Joins `a=b` strings for display.
-pub fn display_env(env: &[(OsString, OsString)]) -> String {
-    env.iter()
-        .map(|(k, v)| format!("{}={}", OsStr::to_string_lossy(k), v.to_string_lossy()))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
