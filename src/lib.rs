@@ -118,7 +118,7 @@ pub use event::{AddressType, Event, Listening, WorkerId};
 pub use ipc::Message;
 pub use ipc::frame::MAX_PAYLOAD;
 pub use primary::{
-    Backend, Events, Primary, Scheduling, Settings, Stdio, WorkerHandle, WorkerState,
+    Backend, Events, HandoffStats, Primary, Scheduling, Settings, Stdio, WorkerHandle, WorkerState,
 };
 pub use ringleader_sys::signal::Signal;
 pub use role::{ENV_BACKEND, ENV_SCHED_POLICY, Role, is_worker, role};

@@ -14,12 +14,13 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ringleader_sys::listen::{self, Options};
 use ringleader_sys::scm::{self, Blocking};
-use ringleader_sys::socket;
 use ringleader_sys::uring::OpId;
 use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
+use ringleader_sys::{errno, socket};
 
 use super::core::{Core, dyn_fd};
 use super::driver::Driver;
@@ -31,6 +32,18 @@ use crate::ipc::listen::{self as proto, Key, Notice, Reply, Request, Transport};
 
 /// Connections handed to a worker and not yet taken, beyond which it gets no more.
 pub(crate) const MAX_UNTAKEN: u64 = 16;
+/// How long accepting pauses after the process ran out of fds or the kernel out of memory.
+const STARVED_BACKOFF: Duration = Duration::from_millis(5);
+
+/// Whether an accept error means the process or the system is short of resources (the
+/// connection itself is fine and stays queued in the kernel).
+fn starved(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(errno::EMFILE | errno::ENFILE | errno::ENOBUFS | errno::ENOMEM)
+    )
+}
+
 /// Accepted connections waiting for a worker, beyond which the primary stops accepting and
 /// leaves the rest in the kernel's backlog. Exact on epoll; on io_uring a multishot accept
 /// drains what the listen backlog holds in one pass before its cancellation takes effect, so
@@ -85,6 +98,9 @@ struct Handle {
     members: BTreeMap<WorkerId, Option<Member>>,
     accept_op: Option<OpId>,
     accepting: bool,
+    /// After an accept failed for want of resources (fds, memory), accepting waits until
+    /// then instead of spinning on an error that will not clear by itself.
+    retry_at: Option<Instant>,
     cursor: WorkerId,
 }
 
@@ -101,6 +117,12 @@ impl Handle {
     fn arm(&mut self, driver: &mut Driver, pending: usize) {
         if !self.handoff || self.accepting || self.members.is_empty() || pending >= MAX_PENDING {
             return;
+        }
+        if let Some(at) = self.retry_at {
+            if Instant::now() < at {
+                return;
+            }
+            self.retry_at = None;
         }
         if let Ok(op) = driver.accept(&dyn_fd(&self.sock), token(self.id, Tag::Accept)) {
             self.accept_op = op;
@@ -123,6 +145,30 @@ pub(crate) struct Listeners {
     keys: BTreeMap<u32, Key>,
     next_id: u32,
     pending: VecDeque<Pending>,
+    pub(crate) stats: HandoffStats,
+}
+
+/// What the primary's round-robin hand-off has done since it started
+/// ([`Primary::handoff_stats`](crate::Primary::handoff_stats)). Cheap to read at any time: for
+/// dashboards, and for checking a distribution policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandoffStats {
+    /// Connections the primary accepted.
+    pub accepted: u64,
+    /// Connections put in a worker's queue. A connection handed over again after it came back
+    /// counts again.
+    pub handed_over: u64,
+    /// Connections that came back from a worker: queued for it when it left the listener, or
+    /// rejected by it. Each went to another worker, or was closed with its listener.
+    pub taken_back: u64,
+    /// Connections closed unserved because their listener had no worker left (as in Node).
+    pub closed_unserved: u64,
+    /// Accepts that failed and were skipped (a client that gave up before its turn…).
+    pub accept_errors: u64,
+    /// Accepts that failed for want of fds or memory; each paused accepting for a few
+    /// milliseconds while the connection waited in the kernel's backlog.
+    pub starved: u64,
 }
 
 impl Listeners {
@@ -304,6 +350,7 @@ impl Core {
             members: BTreeMap::new(),
             accept_op: None,
             accepting: false,
+            retry_at: None,
             cursor: 0,
         })
     }
@@ -332,19 +379,28 @@ impl Core {
         let Some(key) = self.listeners.keys.get(&handle).cloned() else {
             return;
         };
-        if let Ok(fd) = result {
-            self.listeners.pending.push_back(Pending {
-                handle,
-                fd,
-                avoid: None,
-            });
-            if self.listeners.pending.len() >= MAX_PENDING {
-                // Stop at once: completions already posted still arrive, nothing more.
-                self.pause_accept(&key);
+        match result {
+            Ok(fd) => {
+                self.listeners.stats.accepted += 1;
+                self.listeners.pending.push_back(Pending {
+                    handle,
+                    fd,
+                    avoid: None,
+                });
+                if self.listeners.pending.len() >= MAX_PENDING {
+                    // Stop at once: completions already posted still arrive, nothing more.
+                    self.pause_accept(&key);
+                    return;
+                }
+            }
+            Err(e) if starved(&e) => {
+                self.back_off(&key);
                 return;
             }
+            Err(e) if e.raw_os_error() == Some(errno::ECANCELED) => {}
+            // Other accept errors (ECONNABORTED…) concern one connection: skipped, as in Node.
+            Err(_) => self.listeners.stats.accept_errors += 1,
         }
-        // Accept errors (EMFILE, ECONNABORTED…) are skipped, as Node does.
         if !more {
             if let Some(h) = self.listeners.handles.get_mut(&key) {
                 h.accept_op = None;
@@ -370,14 +426,34 @@ impl Core {
                 break;
             }
             match listen::accept(&*sock, false) {
-                Ok(fd) => self.listeners.pending.push_back(Pending {
-                    handle,
-                    fd,
-                    avoid: None,
-                }),
+                Ok(fd) => {
+                    self.listeners.stats.accepted += 1;
+                    self.listeners.pending.push_back(Pending {
+                        handle,
+                        fd,
+                        avoid: None,
+                    });
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => continue,
+                Err(e) if starved(&e) => {
+                    let key = key.clone();
+                    self.back_off(&key);
+                    break;
+                }
+                Err(_) => self.listeners.stats.accept_errors += 1,
             }
+        }
+    }
+
+    /// Accepting failed for want of fds or memory: the connection stays in the kernel's
+    /// backlog, and accepting pauses for [`STARVED_BACKOFF`] rather than spinning (the loop
+    /// re-checks paused listeners every millisecond).
+    fn back_off(&mut self, key: &Key) {
+        self.listeners.stats.starved += 1;
+        if let Some(h) = self.listeners.handles.get_mut(key) {
+            h.pause(&mut self.driver);
+            h.accept_op = None;
+            h.retry_at = Some(Instant::now() + STARVED_BACKOFF);
         }
     }
 
@@ -431,6 +507,7 @@ impl Core {
             };
             let (sent, unsent) = hand_over(member.tx.as_fd(), fds);
             member.untaken.set(member.untaken.get() + sent.len() as u64);
+            self.listeners.stats.handed_over += sent.len() as u64;
             handed.extend(sent);
             left.extend(unsent.into_iter().map(|fd| Pending {
                 handle: hid,
@@ -476,6 +553,7 @@ impl Core {
                 break;
             }
         }
+        self.listeners.stats.taken_back += fds.len() as u64;
         self.listeners
             .pending
             .extend(fds.into_iter().map(|fd| Pending {
@@ -498,7 +576,9 @@ impl Core {
                 let _ = std::fs::remove_file(path);
             }
             // No worker left: pending connections are closed, as in Node.
+            let before = self.listeners.pending.len();
             self.listeners.pending.retain(|p| p.handle != h.id);
+            self.listeners.stats.closed_unserved += (before - self.listeners.pending.len()) as u64;
         }
     }
 
@@ -561,12 +641,15 @@ impl Core {
         let notice: Notice = proto::decode(payload)?;
         let fd = fd.ok_or(crate::ipc::frame::FrameError::MissingFd)?;
         // A connection for a listener that is gone is closed, as Node does with no worker.
+        self.listeners.stats.taken_back += 1;
         if let Some(h) = self.listeners.handles.get(&notice.key) {
             self.listeners.pending.push_back(Pending {
                 handle: h.id,
                 fd,
                 avoid: Some(id),
             });
+        } else {
+            self.listeners.stats.closed_unserved += 1;
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use self::core::Core;
 pub use self::core::WorkerState;
 pub use self::driver::Backend;
 use self::driver::Driver;
+pub use self::listeners::HandoffStats;
 pub use self::settings::{Scheduling, Settings, Stdio};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, WorkerId};
@@ -142,6 +143,11 @@ impl Primary {
     /// once anyway.)
     pub fn flush(&self) {
         self.core.borrow_mut().flush_all();
+    }
+
+    /// Counters of the round-robin connection hand-off so far.
+    pub fn handoff_stats(&self) -> HandoffStats {
+        self.core.borrow().listeners.stats
     }
 
     /// Which event loop runs.

@@ -44,4 +44,12 @@ pub mod errno {
     pub const ECANCELED: i32 = libc::ECANCELED;
     /// No such process (already exited and reaped).
     pub const ESRCH: i32 = libc::ESRCH;
+    /// The process is out of file descriptors.
+    pub const EMFILE: i32 = libc::EMFILE;
+    /// The system is out of file descriptors.
+    pub const ENFILE: i32 = libc::ENFILE;
+    /// The kernel is out of socket buffers.
+    pub const ENOBUFS: i32 = libc::ENOBUFS;
+    /// The kernel is out of memory.
+    pub const ENOMEM: i32 = libc::ENOMEM;
 }

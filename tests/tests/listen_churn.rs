@@ -220,3 +220,31 @@ fn when_every_worker_is_saturated_the_primary_stops_accepting_and_loses_nothing(
     let answers = h.drive(move || clients.expect_line("ANSWERS"));
     assert_eq!(answers, "400 0", "every client answered by worker {server}");
 }
+
+#[test]
+fn b10_a_primary_out_of_fds_skips_the_failed_accepts_and_loses_no_connection() {
+    // The fixture primary can hold about one connection at a time: most accepts fail with
+    // EMFILE while 200 clients connect at once. Each failure leaves its connection in the
+    // kernel's backlog; accepting resumes and every client gets its answer.
+    let primary = ringleader_tests::Spawned::start(FIXTURE, &["starved"], &[]);
+    let port = primary.expect_line("READY");
+    let clients = ringleader_tests::Spawned::start(FIXTURE, &["clients", &port, "200"], &[]);
+    clients.expect_line("STARTED");
+    assert_eq!(clients.expect_line("ANSWERS"), "200 0");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(primary.pid() as i32).expect("pid"),
+        rustix::process::Signal::USR1,
+    )
+    .expect("signal");
+    let stats = primary.expect_line("STATS");
+    let n: Vec<u64> = stats
+        .split(' ')
+        .map(|x| x.parse().expect("number"))
+        .collect();
+    assert_eq!(n[0], 200, "accepted, in {stats}");
+    assert!(n[1] >= 200, "handed over, in {stats}");
+    assert!(
+        n[2] > 0,
+        "the test never ran the primary out of fds ({stats})"
+    );
+}

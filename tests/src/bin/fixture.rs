@@ -93,6 +93,10 @@ fn main() {
                 out(format_args!("ANSWERS {ok} {}", n - ok));
                 return;
             }
+            if scenario == "starved" {
+                starved(&primary);
+                return;
+            }
             if scenario == "probe" {
                 // For ci/test: which backend a default primary gets here.
                 out(format_args!("{:?}", primary.backend()));
@@ -173,6 +177,13 @@ fn run_worker(worker: &Worker, mode: &str) {
         }
         // Listen, answer every connection with a line naming this worker, close it; when the
         // primary stops handing connections here, fall back to echoing messages.
+        // Serve once the primary says so (any message).
+        m if m.starts_with("serve-when-told:") => {
+            if matches!(worker.recv(), Ok(Some(_))) {
+                let listener = worker.listen_tcp(&m[16..]).expect("listen");
+                serve(worker, &listener);
+            }
+        }
         m if m.starts_with("serve:") => {
             let listener = worker.listen_tcp(&m[6..]).expect("listen");
             serve(worker, &listener);
@@ -413,6 +424,72 @@ fn echo(worker: &Worker) {
                 eprintln!("fixture worker {}: {e}", worker.id());
                 std::process::exit(5);
             }
+        }
+    }
+}
+
+/// B10: a primary that runs out of fds while accepting. It lowers its fd limit to a few
+/// above what it needs, two workers listen, it prints `READY <port>` and serves until killed
+/// (SIGUSR1 prints `STATS <accepted> <handed over> <starved>`): accepts fail with EMFILE whenever it holds a connection, and every client
+/// must still be answered.
+fn starved(primary: &ringleader::Primary) {
+    primary
+        .setup(Settings::default().args(Vec::<String>::new()))
+        .expect("setup");
+    let ids: Vec<_> = (0..2)
+        .map(|_| {
+            primary
+                .fork(&[("FIXTURE_MODE", "serve-when-told:127.0.0.1:0")])
+                .expect("fork")
+        })
+        .collect();
+    let mut events = primary.events();
+    let mut online = 0;
+    while online < 2 {
+        if let Event::Online { .. } = events.next().expect("open").expect("event") {
+            online += 1;
+        }
+    }
+    // The limit comes before the listens: io_uring reads it when an accept is queued.
+    let open: std::collections::BTreeSet<u64> = std::fs::read_dir("/proc/self/fd")
+        .expect("fds")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .collect();
+    // The directory's own fd was open while listing; it is free again now. The listening
+    // socket and two socketpair ends per worker take five of the six fds allowed: the primary
+    // can hold one connection at a time.
+    let free = (0..).find(|n| !open.contains(n)).expect("a free fd");
+    let limit = rustix::process::Rlimit {
+        current: Some(free + 6),
+        maximum: rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum,
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).expect("setrlimit");
+    for worker in ids {
+        worker.send(b"go").expect("send");
+    }
+    let mut listening = 0;
+    let mut port = 0;
+    while listening < 2 {
+        if let Event::Listening { address, .. } = events.next().expect("open").expect("event") {
+            listening += 1;
+            port = address.port;
+        }
+    }
+    primary
+        .watch_signals(&[ringleader::Signal::USR1])
+        .expect("watch");
+    out(format_args!("READY {port}"));
+    for event in events {
+        match event.expect("event") {
+            Event::Error { error, .. } => out(format_args!("ERROR {error}")),
+            Event::Signal(_) => {
+                let s = primary.handoff_stats();
+                out(format_args!(
+                    "STATS {} {} {}",
+                    s.accepted, s.handed_over, s.starved
+                ));
+            }
+            _ => {}
         }
     }
 }
