@@ -93,6 +93,47 @@ fn b13_unix_socket_shared() {
 }
 
 #[test]
+fn b13_unix_paths_up_to_the_sun_path_limit_work_and_longer_ones_are_enametoolong() {
+    let dir = std::env::temp_dir().join(format!("ringleader-sun-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    // sun_path holds 108 bytes; Linux takes a path that fills it without a terminating NUL.
+    let of_length = |n: usize, tag: char| {
+        let base = dir.display().to_string() + "/";
+        let name: String = std::iter::repeat_n(tag, n - base.len()).collect();
+        base + &name
+    };
+    let h = Harness::new(FIXTURE);
+    let id = h.fork("unix-paths");
+    h.online(id);
+    let worker = h.primary.worker(id).expect("worker");
+    let mut ask = |path: &str| {
+        worker.send(path.as_bytes()).expect("send");
+        let reply = h.until(|e| matches!(e, Event::Message { .. }));
+        match reply.last() {
+            Some(Event::Message { message, .. }) => {
+                String::from_utf8_lossy(&message.data).into_owned()
+            }
+            _ => unreachable!(),
+        }
+    };
+    assert_eq!(ask(&of_length(109, 'a')), "errno Some(36)", "ENAMETOOLONG");
+    assert_eq!(ask(&of_length(300, 'b')), "errno Some(36)", "ENAMETOOLONG");
+    let longest = of_length(108, 'c');
+    assert_eq!(ask(&longest), "ok");
+    assert!(std::path::Path::new(&longest).exists());
+    // The failures left nothing behind: the same primary still serves a good path.
+    assert_eq!(ask(&of_length(60, 'd')), "ok");
+    h.primary.disconnect_all().expect("disconnect");
+    h.until(|e| matches!(e, Event::AllDisconnected));
+    assert!(
+        !std::path::Path::new(&longest).exists(),
+        "the socket file goes with the listener"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn b12_udp_is_shared_even_under_round_robin() {
     let h = Harness::new(FIXTURE);
     for _ in 0..2 {

@@ -246,6 +246,21 @@ fn run_worker(worker: &Worker, mode: &str) {
             drop(listener);
             echo(worker);
         }
+        // Try a Unix listener for each path the primary sends; report `ok` or the errno.
+        "unix-paths" => {
+            let mut held = Vec::new();
+            while let Ok(Some(message)) = worker.recv() {
+                let path = String::from_utf8_lossy(&message.data).into_owned();
+                let report = match worker.listen_unix(&path) {
+                    Ok(listener) => {
+                        held.push(listener);
+                        "ok".to_owned()
+                    }
+                    Err(e) => format!("errno {:?}", e.raw_os_error()),
+                };
+                worker.send(report.as_bytes()).expect("send");
+            }
+        }
         // A shared UDP socket: answer each datagram with this worker's name.
         m if m.starts_with("udp:") => {
             let socket = worker.bind_udp(&m[4..]).expect("bind");
