@@ -385,6 +385,13 @@ impl WorkerHandle {
     /// and closes its end. The worker leaves [`Primary::workers`] at once; `Disconnect` and
     /// `Exit` follow, with `exited_after_disconnect` true.
     ///
+    /// The worker's listeners stop at once (their `incoming()` ends and connections still
+    /// queued for it go to other workers), and its channel closes without waiting for its
+    /// open connections: `Disconnect` comes as soon as the channel is gone, while the process
+    /// goes on serving what it holds and `Exit` comes when it is done. (Node delays the
+    /// channel's close, and its `'disconnect'`, until the worker's servers have no
+    /// connections left; the process lifetime is the same.)
+    ///
     /// # Errors
     /// [`ErrorKind::NoSuchWorker`] once the worker is gone.
     pub fn disconnect(&self) -> Result<()> {

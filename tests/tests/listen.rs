@@ -326,3 +326,58 @@ fn b14_listen_on_the_primarys_fd() {
     assert_eq!(message(&h), "errno Some(88)", "ENOTSOCK");
     drop(own);
 }
+
+#[test]
+fn b20_a_disconnected_worker_finishes_its_open_connections_before_it_exits() {
+    use std::io::{BufRead, BufReader, Write};
+    let h = Harness::new(FIXTURE);
+    let a = h.fork("serve-lines:127.0.0.1:0");
+    let port = listening(&h, 1)[0];
+    let pid = h.primary.worker(a).expect("a").pid();
+    let ask = |conn: TcpStream, line: &'static str| {
+        move || {
+            let mut conn = conn;
+            writeln!(conn, "{line}").expect("write");
+            let mut answer = String::new();
+            BufReader::new(&conn)
+                .read_line(&mut answer)
+                .expect("read");
+            (conn, answer)
+        }
+    };
+    let conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.set_read_timeout(Some(ringleader_tests::WATCHDOG))
+        .expect("timeout");
+    let (conn, answer) = h.drive(ask(conn, "one"));
+    assert_eq!(answer, format!("{a}: one\n"));
+    h.primary
+        .worker(a)
+        .expect("a")
+        .disconnect()
+        .expect("disconnect");
+    let seen = h.until(|e| matches!(e, Event::Disconnect { worker, .. } if *worker == a));
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Exit { .. })),
+        "{seen:?}"
+    );
+    // The channel is closed and the worker has left the map, but the process lives on while
+    // it has a connection to finish, and that connection is still served.
+    assert!(!h.primary.workers().contains(&a));
+    assert!(ringleader_tests::alive(pid));
+    let (conn, answer) = h.drive(ask(conn, "two"));
+    assert_eq!(answer, format!("{a}: two\n"));
+    // The client hangs up: the worker has nothing left and exits by itself, voluntarily.
+    drop(conn);
+    let seen = h.until(|e| matches!(e, Event::Exit { worker, .. } if *worker == a));
+    match seen.last() {
+        Some(Event::Exit {
+            code,
+            exited_after_disconnect,
+            ..
+        }) => {
+            assert_eq!(*code, Some(0));
+            assert!(*exited_after_disconnect);
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -246,6 +246,28 @@ fn run_worker(worker: &Worker, mode: &str) {
             drop(listener);
             echo(worker);
         }
+        // Answer every line of every connection with `<id>: <line>`, a thread per connection;
+        // when the listener stops, finish the open connections, then return (exit 0).
+        m if m.starts_with("serve-lines:") => {
+            use std::io::BufRead;
+            let listener = worker.listen_tcp(&m[12..]).expect("listen");
+            let id = worker.id();
+            let mut open = Vec::new();
+            for stream in listener.incoming() {
+                let mut stream = stream.expect("accept");
+                open.push(std::thread::spawn(move || {
+                    let reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+                    for line in reader.lines().map_while(Result::ok) {
+                        if writeln!(stream, "{id}: {line}").is_err() {
+                            break;
+                        }
+                    }
+                }));
+            }
+            for conn in open {
+                let _ = conn.join();
+            }
+        }
         // Try a Unix listener for each path the primary sends; report `ok` or the errno.
         "unix-paths" => {
             let mut held = Vec::new();
