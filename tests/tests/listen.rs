@@ -101,18 +101,26 @@ fn b6_bind_error_reaches_the_worker_with_its_errno_and_a_retry_works() {
 }
 
 #[test]
-fn b11_shared_sockets_let_workers_accept_themselves() {
-    let h = Harness::new(FIXTURE);
-    h.primary
-        .setup(Settings::default().scheduling(Scheduling::Shared))
-        .expect("setup");
-    for _ in 0..2 {
-        h.fork("serve:127.0.0.1:0");
-    }
-    let ports = listening(&h, 2);
-    assert_eq!(ports[0], ports[1]);
-    for _ in 0..20 {
-        assert!(fetch(ports[0]).starts_with("hello from "));
+fn b11_b29_shared_sockets_let_workers_accept_themselves_and_leave_nothing_behind() {
+    for scheduling in [Scheduling::Shared, Scheduling::RoundRobin] {
+        let h = Harness::new(FIXTURE);
+        let before = ringleader_tests::fd_count();
+        h.primary
+            .setup(Settings::default().scheduling(scheduling))
+            .expect("setup");
+        for _ in 0..2 {
+            h.fork("serve:127.0.0.1:0");
+        }
+        let ports = listening(&h, 2);
+        assert_eq!(ports[0], ports[1]);
+        let port = ports[0];
+        for answer in h.drive(move || (0..20).map(|_| fetch(port)).collect::<Vec<_>>()) {
+            assert!(answer.starts_with("hello from "), "{answer:?}");
+        }
+        // B29: after the workers disconnect, the primary holds no socket, channel or pidfd.
+        h.primary.disconnect_all().expect("disconnect");
+        h.until(|e| matches!(e, Event::AllDisconnected));
+        assert_eq!(ringleader_tests::fd_count(), before, "{scheduling:?}");
     }
 }
 
