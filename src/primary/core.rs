@@ -33,6 +33,9 @@ use crate::tuning::{BURST_GAP, COALESCE_LIMIT, default_busy_poll};
 /// Queued output beyond this makes the primary's `send` wait, running the loop, until the
 /// worker has read enough.
 pub(crate) const HIGH_WATER: usize = 4 * 1024 * 1024;
+/// The first part of a busy-poll window, spent spinning without yielding the CPU.
+const HOT_SPIN: Duration = Duration::from_micros(5);
+
 /// How often a primary whose accepting is paused re-checks the workers' queues.
 const PAUSED_RECHECK: Duration = Duration::from_millis(1);
 /// Reads per readiness report on the epoll backend, so one chatty worker cannot starve the rest.
@@ -459,7 +462,15 @@ impl Core {
                 if self.wait(Some(Duration::ZERO))? > 0 {
                     return Ok(());
                 }
-                std::hint::spin_loop();
+                // A hot spin first, for answers that come within microseconds; then a polite
+                // one: when another task waits for this CPU (on a small machine, often the
+                // very worker or client we wait for) it runs now, else `sched_yield` returns
+                // at once.
+                if start.elapsed() < HOT_SPIN {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
             }
         }
         let mut left = timeout.map(|t| t.saturating_sub(spin));

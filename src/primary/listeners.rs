@@ -159,6 +159,8 @@ pub struct HandoffStats {
     /// Connections put in a worker's queue. A connection handed over again after it came back
     /// counts again.
     pub handed_over: u64,
+    /// `sendmsg` calls that carried them (connections of one turn for one worker share one).
+    pub handoff_messages: u64,
     /// Connections that came back from a worker: queued for it when it left the listener, or
     /// rejected by it. Each went to another worker, or was closed with its listener.
     pub taken_back: u64,
@@ -505,7 +507,11 @@ impl Core {
                 }));
                 continue;
             };
-            let (sent, unsent) = hand_over(member.tx.as_fd(), fds);
+            let (sent, unsent) = hand_over(
+                member.tx.as_fd(),
+                fds,
+                &mut self.listeners.stats.handoff_messages,
+            );
             member.untaken.set(member.untaken.get() + sent.len() as u64);
             self.listeners.stats.handed_over += sent.len() as u64;
             handed.extend(sent);
@@ -694,7 +700,11 @@ fn pick(
 
 /// One `sendmsg` per up to 64 connections, one byte each. Returns the fds sent (for the
 /// caller to close) and those that could not be.
-fn hand_over(tx: BorrowedFd<'_>, mut fds: Vec<OwnedFd>) -> (Vec<OwnedFd>, Vec<OwnedFd>) {
+fn hand_over(
+    tx: BorrowedFd<'_>,
+    mut fds: Vec<OwnedFd>,
+    messages: &mut u64,
+) -> (Vec<OwnedFd>, Vec<OwnedFd>) {
     let mut sent = Vec::with_capacity(fds.len());
     while !fds.is_empty() {
         let n = fds.len().min(scm::MAX_FDS);
@@ -702,6 +712,7 @@ fn hand_over(tx: BorrowedFd<'_>, mut fds: Vec<OwnedFd>) -> (Vec<OwnedFd>, Vec<Ow
         let borrowed: Vec<BorrowedFd<'_>> = fds[..n].iter().map(AsFd::as_fd).collect();
         match scm::send(tx, &[IoSlice::new(&bytes[..n])], &borrowed, Blocking::No) {
             Ok(written) if written > 0 => {
+                *messages += 1;
                 drop(borrowed);
                 sent.extend(fds.drain(..n));
             }

@@ -347,9 +347,7 @@ fn b20_a_disconnected_worker_finishes_its_open_connections_before_it_exits() {
             let mut conn = conn;
             writeln!(conn, "{line}").expect("write");
             let mut answer = String::new();
-            BufReader::new(&conn)
-                .read_line(&mut answer)
-                .expect("read");
+            BufReader::new(&conn).read_line(&mut answer).expect("read");
             (conn, answer)
         }
     };

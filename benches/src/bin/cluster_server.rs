@@ -216,9 +216,13 @@ fn cluster(primary: &Primary, workers: usize, kill_every: u64) {
             _ => break,
         }
     }
+    let stats = primary.handoff_stats();
     println!(
         "COUNTS {}",
-        json!({ "workers": reports, "kills": kills, "respawns": respawns })
+        json!({ "workers": reports, "kills": kills, "respawns": respawns,
+                "handoff": { "accepted": stats.accepted, "handed_over": stats.handed_over,
+                             "messages": stats.handoff_messages, "taken_back": stats.taken_back,
+                             "starved": stats.starved } })
     );
     std::process::exit(0);
 }
