@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ringleader::{Event, Role, Scheduling, Settings, Signal};
+use ringleader::{Connection, Event, Role, Scheduling, Settings, Signal};
 
 /// How long a keep-alive connection may stay idle, and how long a graceful stop may take.
 const IDLE: Duration = Duration::from_secs(5);
@@ -114,7 +114,7 @@ fn main() -> Result<(), ringleader::Error> {
 }
 
 /// HTTP/1.1 with keep-alive: every request gets `hello world`.
-fn serve(mut stream: TcpStream, id: u32) -> io::Result<()> {
+fn serve(mut stream: Connection<TcpStream>, id: u32) -> io::Result<()> {
     stream.set_read_timeout(Some(IDLE))?;
     let mut buf = vec![0u8; 8192];
     let mut filled = 0;

@@ -27,6 +27,9 @@ pub enum ErrorKind {
     Json,
     /// `role()` was called a second time in a worker.
     RoleTaken,
+    /// The load board: a worker's slot holds impossible values (reported once; that worker
+    /// gets no more connections), or a worker has no slot to post a hint in.
+    Board,
 }
 
 /// An error from ringleader: what kind, which operation, and the cause.
@@ -136,6 +139,7 @@ impl fmt::Display for Error {
             ErrorKind::Settings => f.write_str("invalid settings")?,
             ErrorKind::Json => f.write_str("JSON")?,
             ErrorKind::RoleTaken => f.write_str("role() was already called in this worker")?,
+            ErrorKind::Board => f.write_str("load board")?,
         }
         if let Some(d) = &self.detail {
             write!(f, " ({d})")?;

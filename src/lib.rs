@@ -105,22 +105,28 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("ringleader supports Linux only");
 
+pub(crate) mod board;
 mod error;
 mod event;
 pub mod ipc;
+pub mod policy;
 mod primary;
 mod role;
 mod tuning;
 mod worker;
 
+pub use board::Hint;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{AddressType, Event, Listening, WorkerId};
 pub use ipc::Message;
 pub use ipc::frame::MAX_PAYLOAD;
 pub use primary::{
-    Backend, Events, HandoffStats, Primary, Scheduling, Settings, Stdio, WorkerHandle, WorkerState,
+    Backend, Events, HandoffStats, Primary, Scheduling, Settings, SharedPolicy, Stdio,
+    WorkerHandle, WorkerState,
 };
 pub use ringleader_sys::signal::Signal;
 pub use role::{ENV_BACKEND, ENV_SCHED_POLICY, Role, is_worker, role};
 pub use tuning::ENV_BUSY_POLL_US;
-pub use worker::{Incoming, ListenOptions, TcpListener, UdpSocket, UnixListener, Worker};
+pub use worker::{
+    Connection, Incoming, ListenOptions, TcpListener, UdpSocket, UnixListener, Worker,
+};

@@ -18,6 +18,12 @@ pub const ENV_SCHED_POLICY: &str = "RINGLEADER_SCHED_POLICY";
 pub const ENV_BACKEND: &str = "RINGLEADER_BACKEND";
 /// Where the control channel sits in a worker.
 pub(crate) const CHANNEL_FD: i32 = 3;
+/// The load board's fd number in a worker.
+pub(crate) const ENV_BOARD_FD: &str = "RINGLEADER_BOARD_FD";
+/// The worker's board slot and its generation, `index:generation`.
+pub(crate) const ENV_BOARD_SLOT: &str = "RINGLEADER_BOARD_SLOT";
+/// Where the load board sits in a worker.
+pub(crate) const BOARD_FD: i32 = 4;
 
 static WORKER_TAKEN: AtomicBool = AtomicBool::new(false);
 
@@ -79,7 +85,31 @@ pub fn role() -> Result<Role> {
         Ok(false) => return Err(bad(format!("fd {fd_num} is not a Unix stream socket"))),
         Err(e) => return Err(Error::io(OP, e)),
     }
-    Worker::start(id, sock).map(Role::Worker)
+    // The board is optional: a worker without one (no slot left, no memfd) works, unseen by
+    // load-aware policies. A broken one is an error: the primary promised it.
+    let board = match (env::take_var(ENV_BOARD_FD), env::take_var(ENV_BOARD_SLOT)) {
+        (Some(fd), Some(slot)) => {
+            let fd_num: i32 = fd
+                .to_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad(format!("{ENV_BOARD_FD}={fd:?} is not an fd number")))?;
+            let (index, generation) = slot
+                .to_str()
+                .and_then(|s| s.split_once(':'))
+                .and_then(|(i, g)| Some((i.parse().ok()?, g.parse().ok()?)))
+                .ok_or_else(|| bad(format!("{ENV_BOARD_SLOT}={slot:?} is not index:generation")))?;
+            let fd = match env::take_inherited_fd(fd_num) {
+                Some(Ok(fd)) => fd,
+                Some(Err(e)) => return Err(Error::io(OP, e)),
+                None => return Err(bad(format!("no load board at fd {fd_num}"))),
+            };
+            Some(crate::worker::board::WorkerBoard::attach(
+                &fd, index, generation,
+            )?)
+        }
+        _ => None,
+    };
+    Worker::start(id, sock, board).map(Role::Worker)
 }
 
 /// Whether this process was started as a worker, without setting anything up.

@@ -21,13 +21,15 @@ use ringleader_sys::uring::{Completion, OpId};
 use ringleader_sys::{AsFd, OwnedFd};
 
 use super::driver::{Driver, Happening, SIGNALS, Tag, token, untoken};
-use super::settings::{Scheduling, Settings};
+use super::settings::{Scheduling, Settings, SharedPolicy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, WorkerId};
 use crate::ipc::Message;
 use crate::ipc::buffers::{Inbound, Outbound, READ_CHUNK};
 use crate::ipc::frame::Kind;
-use crate::role::{CHANNEL_FD, ENV_CHANNEL_FD, ENV_WORKER_ID};
+use crate::role::{
+    BOARD_FD, CHANNEL_FD, ENV_BOARD_FD, ENV_BOARD_SLOT, ENV_CHANNEL_FD, ENV_WORKER_ID,
+};
 use crate::tuning::{BURST_GAP, COALESCE_LIMIT, default_busy_poll};
 
 /// Queued output beyond this makes the primary's `send` wait, running the loop, until the
@@ -37,6 +39,9 @@ pub(crate) const HIGH_WATER: usize = 4 * 1024 * 1024;
 const HOT_SPIN: Duration = Duration::from_micros(5);
 
 /// How often a primary whose accepting is paused re-checks the workers' queues.
+/// Load-board slots unless the settings say otherwise.
+const DEFAULT_BOARD_SLOTS: usize = 256;
+
 const PAUSED_RECHECK: Duration = Duration::from_millis(1);
 /// Reads per readiness report on the epoll backend, so one chatty worker cannot starve the rest.
 const READS_PER_TURN: usize = 4;
@@ -93,6 +98,9 @@ pub(crate) struct Core {
     all_waiting: Option<BTreeSet<WorkerId>>,
     pub(crate) busy_poll: Duration,
     pub(crate) listeners: super::listeners::Listeners,
+    pub(crate) loads: super::loads::Loads,
+    /// The policy `RINGLEADER_SCHED_POLICY` named, if it named one.
+    pub(crate) env_policy: Option<SharedPolicy>,
 }
 
 pub(crate) fn dyn_fd<T: AsFd + 'static>(fd: &Arc<T>) -> Arc<dyn AsFd> {
@@ -141,6 +149,8 @@ impl Core {
             all_waiting: None,
             busy_poll: default_busy_poll(),
             listeners: Default::default(),
+            loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
+            env_policy: None,
         }
     }
 
@@ -158,9 +168,36 @@ impl Core {
     }
 
     pub(crate) fn fork(&mut self, env: &[(&str, &str)]) -> Result<(WorkerId, u32)> {
-        const OP: &str = "fork a worker";
         self.setup(Settings::default())?;
+        if !self.frozen {
+            let policy = self
+                .settings
+                .policy
+                .clone()
+                .or_else(|| self.env_policy.clone());
+            self.loads.policy = policy.unwrap_or_default();
+            let slots = self.settings.board_slots.unwrap_or(DEFAULT_BOARD_SLOTS);
+            if slots != self.loads.slots() {
+                self.loads = super::loads::Loads::new(slots, self.loads.policy.clone());
+            }
+        }
         self.frozen = true;
+        let id = self.next_id;
+        let board = self.loads.assign(id);
+        let result = self.spawn_worker(id, env, board);
+        if result.is_err() {
+            self.loads.unassign(id);
+        }
+        result
+    }
+
+    fn spawn_worker(
+        &mut self,
+        id: WorkerId,
+        env: &[(&str, &str)],
+        board: Option<(usize, u64)>,
+    ) -> Result<(WorkerId, u32)> {
+        const OP: &str = "fork a worker";
         let s = &self.settings;
         let program = match &s.exec {
             Some(p) => p.clone(),
@@ -174,11 +211,14 @@ impl Core {
             Some(vars) => vars.clone(),
             None => std::env::vars_os().collect(),
         };
-        let id = self.next_id;
-        let ours = [
+        let mut ours = vec![
             (ENV_WORKER_ID.to_owned(), id.to_string()),
             (ENV_CHANNEL_FD.to_owned(), CHANNEL_FD.to_string()),
         ];
+        if let Some((index, generation)) = board {
+            ours.push((ENV_BOARD_FD.to_owned(), BOARD_FD.to_string()));
+            ours.push((ENV_BOARD_SLOT.to_owned(), format!("{index}:{generation}")));
+        }
         let overrides = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -197,7 +237,10 @@ impl Core {
             uid: s.uid,
             gid: s.gid,
             stdio: s.stdio_or_default(),
-            inherit: vec![(theirs.as_fd(), CHANNEL_FD)],
+            inherit: match board.and(self.loads.fd()) {
+                Some(board_fd) => vec![(theirs.as_fd(), CHANNEL_FD), (board_fd, BOARD_FD)],
+                None => vec![(theirs.as_fd(), CHANNEL_FD)],
+            },
             death_signal: s.death_signal.unwrap_or(Some(Signal::KILL)),
         })
         .map_err(|e| Error::io(OP, e))?;

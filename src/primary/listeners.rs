@@ -25,7 +25,9 @@ use ringleader_sys::{errno, socket};
 use super::core::{Core, dyn_fd};
 use super::driver::Driver;
 use super::driver::{Tag, token};
+use super::loads::{Loads, WorkerLoad};
 use super::settings::Scheduling;
+use crate::error::{Error, ErrorKind};
 use crate::event::{AddressType, Event, Listening, WorkerId};
 use crate::ipc::frame::Kind;
 use crate::ipc::listen::{self as proto, Key, Notice, Reply, Request, Transport};
@@ -101,7 +103,6 @@ struct Handle {
     /// After an accept failed for want of resources (fds, memory), accepting waits until
     /// then instead of spinning on an error that will not clear by itself.
     retry_at: Option<Instant>,
-    cursor: WorkerId,
 }
 
 /// An accepted connection waiting for a worker.
@@ -353,7 +354,6 @@ impl Core {
             accept_op: None,
             accepting: false,
             retry_at: None,
-            cursor: 0,
         })
     }
 
@@ -462,6 +462,9 @@ impl Core {
     /// Hands pending connections to workers: round-robin over those with fewer than
     /// `MAX_UNTAKEN` untaken, every connection of this turn for one worker in one message.
     pub(crate) fn dispatch(&mut self) {
+        if !self.listeners.handles.is_empty() {
+            self.read_board();
+        }
         if self.listeners.pending.is_empty() {
             if self.listeners.paused() {
                 for h in self.listeners.handles.values_mut() {
@@ -481,10 +484,11 @@ impl Core {
                 continue;
             };
             // The worker that handed it back only gets it again if nobody else can.
-            let choice = pick(h, &batches, p.avoid).or_else(|| pick(h, &batches, None));
+            let loads = &mut self.loads;
+            let choice =
+                pick(h, &batches, p.avoid, loads).or_else(|| pick(h, &batches, None, loads));
             match choice {
                 Some(wid) => {
-                    h.cursor = wid;
                     batches.entry((p.handle, wid)).or_default().push(p.fd);
                 }
                 None => left.push_back(p),
@@ -514,6 +518,7 @@ impl Core {
             );
             member.untaken.set(member.untaken.get() + sent.len() as u64);
             self.listeners.stats.handed_over += sent.len() as u64;
+            self.loads.get(wid).handed += sent.len() as u64;
             handed.extend(sent);
             left.extend(unsent.into_iter().map(|fd| Pending {
                 handle: hid,
@@ -534,6 +539,48 @@ impl Core {
                 h.arm(&mut self.driver, pending);
             }
         }
+    }
+
+    /// Reads the board: bad slots are reported once (and their workers get no more
+    /// connections), draining workers give back what is queued for them.
+    fn read_board(&mut self) {
+        let news = self.loads.refresh();
+        for (id, why) in news.bad {
+            self.push_event(Event::Error {
+                worker: Some(id),
+                error: Error::new(ErrorKind::Board, "read the load board").detail(format!(
+                    "worker {id}'s slot: {why}; it gets no more connections"
+                )),
+            });
+        }
+        for id in news.drain {
+            self.take_back_queued(id);
+        }
+    }
+
+    /// Reads back the connections queued for worker `id` on every listener, for others.
+    fn take_back_queued(&mut self, id: WorkerId) {
+        let mut back = Vec::new();
+        for h in self.listeners.handles.values() {
+            let Some(Some(member)) = h.members.get(&id) else {
+                continue;
+            };
+            let mut fds = Vec::new();
+            let mut buf = [0u8; 256];
+            while let Ok(n) = scm::recv(&member.rx, &mut buf, &mut fds, Blocking::No) {
+                if n == 0 {
+                    break;
+                }
+            }
+            member.untaken.set(0);
+            back.extend(fds.into_iter().map(|fd| Pending {
+                handle: h.id,
+                fd,
+                avoid: Some(id),
+            }));
+        }
+        self.listeners.stats.taken_back += back.len() as u64;
+        self.listeners.pending.extend(back);
     }
 
     /// The worker left a listener (closed it, disconnected or died): connections queued for it
@@ -671,19 +718,23 @@ impl Core {
     }
 }
 
-/// The next worker after the cursor with room (untaken + this turn's batch below the bound).
+/// The worker the policy picks among those that may take a connection now: members of the
+/// listener, open on the board (not paused, draining or bad), with room (untaken plus this
+/// turn's batch below the bound, and below their capacity hint).
 fn pick(
     h: &Handle,
     batches: &BTreeMap<(u32, WorkerId), Vec<OwnedFd>>,
     avoid: Option<WorkerId>,
+    loads: &mut Loads,
 ) -> Option<WorkerId> {
-    let after = h
-        .members
-        .range(h.cursor + 1..)
-        .chain(h.members.range(..=h.cursor));
-    for (wid, m) in after {
+    let mut candidates = Vec::with_capacity(h.members.len());
+    for (wid, m) in &h.members {
         let Some(m) = m else { continue };
         if avoid == Some(*wid) {
+            continue;
+        }
+        let load = loads.workers.get(wid);
+        if load.is_some_and(|l| !l.open()) {
             continue;
         }
         let batched = batches.get(&(h.id, *wid)).map_or(0, Vec::len) as u64;
@@ -691,11 +742,20 @@ fn pick(
             // The bound says full: ask the kernel how many are really still queued.
             m.untaken.set(listen::queued(&m.rx).unwrap_or(MAX_UNTAKEN));
         }
-        if m.untaken.get().saturating_add(batched) < MAX_UNTAKEN {
-            return Some(*wid);
+        let queued = m.untaken.get().saturating_add(batched);
+        if queued >= MAX_UNTAKEN || load.is_some_and(|l| l.full(queued)) {
+            continue;
         }
+        candidates.push(match load {
+            Some(l) => l.candidate(*wid, queued),
+            None => WorkerLoad::default().candidate(*wid, queued),
+        });
     }
-    None
+    if candidates.is_empty() {
+        return None;
+    }
+    let i = loads.policy.pick(&candidates).min(candidates.len() - 1);
+    Some(candidates[i].worker)
 }
 
 /// One `sendmsg` per up to 64 connections, one byte each. Returns the fds sent (for the

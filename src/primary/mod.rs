@@ -3,6 +3,7 @@
 mod core;
 mod driver;
 mod listeners;
+mod loads;
 mod settings;
 
 use std::cell::RefCell;
@@ -21,7 +22,7 @@ pub use self::core::WorkerState;
 pub use self::driver::Backend;
 use self::driver::Driver;
 pub use self::listeners::HandoffStats;
-pub use self::settings::{Scheduling, Settings, Stdio};
+pub use self::settings::{Scheduling, Settings, SharedPolicy, Stdio};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, WorkerId};
 use crate::ipc::frame::Kind;
@@ -69,7 +70,8 @@ impl Primary {
     /// Creates a primary with its event loop: io_uring when the kernel allows it, else epoll
     /// (said once on stderr). `RINGLEADER_BACKEND=epoll` forces epoll, `RINGLEADER_BACKEND=io_uring`
     /// insists on io_uring (an error where it is missing); `RINGLEADER_SCHED_POLICY`
-    /// (`rr` or `none`) sets the scheduling policy. [`role`](crate::role) calls this in the
+    /// (`rr`, `none`, `reuseport`, or a hand-off policy: `lc`, `p2c`, `weighted`) sets the
+    /// scheduling policy. [`role`](crate::role) calls this in the
     /// primary.
     ///
     /// # Errors
@@ -79,8 +81,9 @@ impl Primary {
         const OP: &str = "start the primary";
         let scheduling = match std::env::var(ENV_SCHED_POLICY) {
             Ok(v) => Scheduling::parse(&v).ok_or_else(|| {
-                Error::new(ErrorKind::Settings, OP)
-                    .detail(format!("{ENV_SCHED_POLICY}={v:?}: expected rr or none"))
+                Error::new(ErrorKind::Settings, OP).detail(format!(
+                    "{ENV_SCHED_POLICY}={v:?}: expected rr, none, reuseport, lc, p2c or weighted"
+                ))
             })?,
             Err(_) => Scheduling::default(),
         };
@@ -108,7 +111,13 @@ impl Primary {
         };
         let loop_fd = ringleader_sys::socket::dup(driver.fd()).map_err(|e| Error::io(OP, e))?;
         Ok(Primary {
-            core: Rc::new(RefCell::new(Core::new(driver, scheduling))),
+            core: Rc::new(RefCell::new({
+                let mut core = Core::new(driver, scheduling);
+                core.env_policy = std::env::var(ENV_SCHED_POLICY)
+                    .ok()
+                    .and_then(|v| SharedPolicy::named(&v));
+                core
+            })),
             loop_fd,
         })
     }

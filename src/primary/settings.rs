@@ -3,8 +3,83 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use std::sync::{Arc, Mutex};
+
 use ringleader_sys::signal::Signal;
 pub use ringleader_sys::spawn::Stdio;
+
+use crate::policy::{Candidate, Policy};
+
+/// A distribution policy as settings hold it: shared, so that settings stay cheap to clone
+/// (set with [`Settings::policy`]; two settings are equal when they hold the same instance).
+#[derive(Clone)]
+pub struct SharedPolicy {
+    name: Arc<str>,
+    inner: Arc<Mutex<dyn Policy>>,
+}
+
+impl SharedPolicy {
+    /// Wraps `policy` under `name` (what `Debug` and logs show).
+    pub fn new(name: &str, policy: impl Policy) -> SharedPolicy {
+        SharedPolicy {
+            name: name.into(),
+            inner: Arc::new(Mutex::new(policy)),
+        }
+    }
+
+    /// One of the built-in policies by its `RINGLEADER_SCHED_POLICY` name (`rr`, `lc`,
+    /// `p2c`, `weighted`; see [`crate::policy::by_name`]).
+    pub fn named(name: &str) -> Option<SharedPolicy> {
+        let inner: Arc<Mutex<dyn Policy>> = match name {
+            "rr" | "round-robin" => Arc::new(Mutex::new(crate::policy::RoundRobin::default())),
+            "lc" | "least-connections" => {
+                Arc::new(Mutex::new(crate::policy::LeastConnections::default()))
+            }
+            "p2c" | "power-of-two-choices" => {
+                Arc::new(Mutex::new(crate::policy::PowerOfTwoChoices::default()))
+            }
+            "weighted" => Arc::new(Mutex::new(crate::policy::Weighted::default())),
+            _ => return None,
+        };
+        Some(SharedPolicy {
+            name: name.into(),
+            inner,
+        })
+    }
+
+    /// The name it was given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn pick(&self, candidates: &[Candidate]) -> usize {
+        match self.inner.lock() {
+            Ok(mut p) => p.pick(candidates),
+            // A policy that panicked once is not trusted again: plain rotation instead.
+            Err(_) => 0,
+        }
+    }
+}
+
+impl Default for SharedPolicy {
+    fn default() -> Self {
+        SharedPolicy::new("rr", crate::policy::RoundRobin::default())
+    }
+}
+
+impl std::fmt::Debug for SharedPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedPolicy({})", self.name)
+    }
+}
+
+impl PartialEq for SharedPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for SharedPolicy {}
 
 /// How connections reach workers (Node: `cluster.schedulingPolicy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,10 +100,12 @@ pub enum Scheduling {
 
 impl Scheduling {
     /// Parses `rr`, `none` or `reuseport`, the values of `RINGLEADER_SCHED_POLICY` (Node:
-    /// `NODE_CLUSTER_SCHED_POLICY`).
+    /// `NODE_CLUSTER_SCHED_POLICY`). The names of the other hand-off policies (`lc`, `p2c`,
+    /// `weighted`) parse as round-robin hand-off too: the policy picks the worker.
     pub fn parse(s: &str) -> Option<Scheduling> {
         match s {
             "rr" => Some(Scheduling::RoundRobin),
+            _ if SharedPolicy::named(s).is_some() => Some(Scheduling::RoundRobin),
             "none" => Some(Scheduling::Shared),
             "reuseport" => Some(Scheduling::ReusePort),
             _ => None,
@@ -60,6 +137,8 @@ pub struct Settings {
     pub(crate) gid: Option<u32>,
     pub(crate) scheduling: Option<Scheduling>,
     pub(crate) death_signal: Option<Option<Signal>>,
+    pub(crate) policy: Option<SharedPolicy>,
+    pub(crate) board_slots: Option<usize>,
 }
 
 impl Settings {
@@ -133,6 +212,26 @@ impl Settings {
         self
     }
 
+    /// Which worker gets each handed-over connection under [`Scheduling::RoundRobin`]:
+    /// [`RoundRobin`](crate::policy::RoundRobin) (Node's, the default),
+    /// [`LeastConnections`](crate::policy::LeastConnections),
+    /// [`PowerOfTwoChoices`](crate::policy::PowerOfTwoChoices),
+    /// [`Weighted`](crate::policy::Weighted), or any [`Policy`]. `RINGLEADER_SCHED_POLICY`
+    /// (`rr`, `lc`, `p2c`, `weighted`) sets it when the primary starts; frozen at the first
+    /// fork.
+    pub fn policy(mut self, policy: SharedPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// How many workers the load board has room for (default 256, 512 bytes each). Workers
+    /// beyond it run without a slot: policies see no counts for them and they cannot post
+    /// hints. Frozen at the first fork.
+    pub fn board_slots(mut self, slots: usize) -> Self {
+        self.board_slots = Some(slots);
+        self
+    }
+
     /// The signal a worker gets when the primary's thread that spawned it dies
     /// (`PR_SET_PDEATHSIG`); `None` leaves only Node's rule (a ringleader worker exits when
     /// its channel closes). Default: `SIGKILL`, so no worker outlives a killed primary even in
@@ -157,6 +256,11 @@ impl Settings {
         self.silent
     }
 
+    /// The distribution policy, if set.
+    pub fn get_policy(&self) -> Option<&SharedPolicy> {
+        self.policy.as_ref()
+    }
+
     /// The scheduling policy, if set.
     pub fn get_scheduling(&self) -> Option<Scheduling> {
         self.scheduling
@@ -177,7 +281,9 @@ impl Settings {
             uid,
             gid,
             scheduling,
-            death_signal
+            death_signal,
+            policy,
+            board_slots
         );
     }
 

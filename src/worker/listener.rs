@@ -14,6 +14,7 @@ use ringleader_sys::poll;
 use ringleader_sys::scm::{self, Blocking};
 use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 
+use super::connection::Connection;
 use super::{Worker, lock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ipc::frame::Kind;
@@ -310,6 +311,16 @@ impl Binding {
         }
     }
 
+    /// Wraps a connection this binding produced: counted on the board when it came by
+    /// hand-off (the primary's policies only see those).
+    fn connection<S>(&self, stream: S) -> Connection<S> {
+        let board = match self.source {
+            Source::Handoff { .. } => self.worker.board(),
+            _ => None,
+        };
+        Connection::new(stream, board)
+    }
+
     fn reject(&self, fd: OwnedFd) -> Result<()> {
         if !matches!(self.source, Source::Handoff { .. }) {
             return Ok(());
@@ -380,9 +391,11 @@ impl TcpListener {
     /// # Errors
     /// `ConnectionAborted` once this worker is disconnecting; what `accept4(2)`/`recvmsg(2)`
     /// return.
-    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+    pub fn accept(&self) -> io::Result<(Connection<TcpStream>, SocketAddr)> {
         loop {
-            let stream = TcpStream::from(self.binding.accept()?);
+            let stream = self
+                .binding
+                .connection(TcpStream::from(self.binding.accept()?));
             // A client that already reset its connection has no peer: nothing to serve.
             if let Ok(peer) = stream.peer_addr() {
                 return Ok((stream, peer));
@@ -397,12 +410,12 @@ impl TcpListener {
     /// # Errors
     /// [`ErrorKind::Disconnected`] without a primary; the stream is given back
     /// ([`Error::take_fd`]).
-    pub fn reject(&self, stream: TcpStream) -> Result<()> {
-        self.binding.reject(OwnedFd::from(stream))
+    pub fn reject(&self, stream: Connection<TcpStream>) -> Result<()> {
+        self.binding.reject(OwnedFd::from(stream.finish()))
     }
 
     /// The connections, until the listener stops (Node: `server.on('connection')`).
-    pub fn incoming(&self) -> Incoming<'_, TcpStream> {
+    pub fn incoming(&self) -> Incoming<'_, Connection<TcpStream>> {
         Incoming {
             next: Box::new(move || self.accept().map(|(s, _)| s)),
         }
@@ -439,12 +452,13 @@ impl UnixListener {
     ///
     /// # Errors
     /// As [`TcpListener::accept`].
-    pub fn accept(&self) -> io::Result<UnixStream> {
-        self.binding.accept().map(UnixStream::from)
+    pub fn accept(&self) -> io::Result<Connection<UnixStream>> {
+        let stream = UnixStream::from(self.binding.accept()?);
+        Ok(self.binding.connection(stream))
     }
 
     /// The connections, until the listener stops.
-    pub fn incoming(&self) -> Incoming<'_, UnixStream> {
+    pub fn incoming(&self) -> Incoming<'_, Connection<UnixStream>> {
         Incoming {
             next: Box::new(move || self.accept()),
         }

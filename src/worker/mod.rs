@@ -6,6 +6,8 @@
 //! of ours), for the primary's disappearance (then the worker exits with code 0, as Node's do),
 //! and for room to write output the socket could not take at once.
 
+pub(crate) mod board;
+mod connection;
 mod listener;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -18,6 +20,7 @@ use ringleader_sys::scm::{self, Blocking};
 use ringleader_sys::socket::{self, How};
 use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 
+use crate::board::Hint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::WorkerId;
 use crate::ipc::Message;
@@ -25,6 +28,7 @@ use crate::ipc::buffers::{Inbound, Outbound, READ_CHUNK};
 use crate::ipc::frame::Kind;
 use crate::ipc::listen::{self as proto, Reply, Transport};
 
+pub use self::connection::Connection;
 pub use self::listener::{Incoming, ListenOptions, TcpListener, UdpSocket, UnixListener};
 use crate::tuning::{BURST_GAP, COALESCE_LIMIT, default_busy_poll};
 
@@ -61,6 +65,8 @@ struct Shared {
     busy_poll_ns: AtomicU64,
     /// Messages handed to the application so far.
     receives: AtomicU64,
+    /// This worker's slot on the load board, if the primary gave it one.
+    board: Option<Arc<board::WorkerBoard>>,
 }
 
 /// The channel's receiving side: bytes not yet framed, and user messages read by a thread that
@@ -107,7 +113,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Worker {
     /// Takes over the inherited channel, says `Online` and starts the watcher.
-    pub(crate) fn start(id: WorkerId, sock: OwnedFd) -> Result<Worker> {
+    pub(crate) fn start(
+        id: WorkerId,
+        sock: OwnedFd,
+        board: Option<board::WorkerBoard>,
+    ) -> Result<Worker> {
         let doorbell = Doorbell::new().map_err(|e| Error::io("start the worker", e))?;
         let shared = Arc::new(Shared {
             id,
@@ -124,6 +134,7 @@ impl Worker {
             stopping: Doorbell::new().map_err(|e| Error::io("start the worker", e))?,
             busy_poll_ns: AtomicU64::new(default_busy_poll().as_nanos() as u64),
             receives: AtomicU64::new(0),
+            board: board.map(Arc::new),
         });
         let worker = Worker { shared };
         worker.send_frame(Kind::Online, &[], None)?;
@@ -133,6 +144,46 @@ impl Worker {
             .spawn(move || watch(&watcher))
             .map_err(|e| Error::io("start the worker's watcher thread", e))?;
         Ok(worker)
+    }
+
+    pub(crate) fn board(&self) -> Option<Arc<board::WorkerBoard>> {
+        self.shared.board.clone()
+    }
+
+    /// Posts a scheduling hint to the primary through the load board: [`Hint::Pause`] (no
+    /// connections until [`Hint::Resume`]), [`Hint::Capacity`], [`Hint::Drain`] (no more
+    /// connections, and those queued for this worker go to others). The primary reads hints
+    /// whenever it hands connections out, with no round trip.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Board`] when this worker has no board slot, or when 16 hints are still
+    /// unread (the primary reads them each time it hands out connections; try again later).
+    pub fn hint(&self, hint: Hint) -> Result<()> {
+        let Some(board) = &self.shared.board else {
+            return Err(Error::new(ErrorKind::Board, "post a hint").detail("no board slot"));
+        };
+        if board.post(hint) {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorKind::Board, "post a hint").detail("the hint ring is full"))
+        }
+    }
+
+    /// Publishes a load figure of the application's choosing (requests in flight, queue
+    /// length…) on the board, where policies see it as [`Candidate::load`](crate::policy::Candidate::load).
+    /// Without a board slot it goes nowhere.
+    pub fn publish_load(&self, load: u64) {
+        if let Some(b) = &self.shared.board {
+            b.set_load(load);
+        }
+    }
+
+    /// Counts one connection finished that the application took out of its [`Connection`]
+    /// with [`Connection::detach`].
+    pub fn connection_finished(&self) {
+        if let Some(b) = &self.shared.board {
+            b.finished(1);
+        }
     }
 
     /// This worker's id, 1, 2, 3… (Node: `cluster.worker.id`).

@@ -31,6 +31,7 @@ pub mod listen;
 pub mod pidfd;
 pub mod poll;
 pub mod scm;
+pub mod shm;
 pub mod signal;
 pub mod socket;
 pub mod spawn;

@@ -107,7 +107,7 @@ fn b13_unix_paths_up_to_the_sun_path_limit_work_and_longer_ones_are_enametoolong
     let id = h.fork("unix-paths");
     h.online(id);
     let worker = h.primary.worker(id).expect("worker");
-    let mut ask = |path: &str| {
+    let ask = |path: &str| {
         worker.send(path.as_bytes()).expect("send");
         let reply = h.until(|e| matches!(e, Event::Message { .. }));
         match reply.last() {

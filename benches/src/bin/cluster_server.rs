@@ -12,7 +12,7 @@
 //! replaced when it exits.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -66,7 +66,7 @@ fn main() {
     }
 }
 
-fn serve(stream: TcpStream, http: bool, counts: &Arc<Counts>) {
+fn serve<S: Read + Write + Send + 'static>(stream: S, http: bool, counts: &Arc<Counts>) {
     counts.conns.fetch_add(1, Ordering::Relaxed);
     if !http {
         let mut stream = stream;
@@ -81,7 +81,7 @@ fn serve(stream: TcpStream, http: bool, counts: &Arc<Counts>) {
 }
 
 /// HTTP/1.1 keep-alive: every request gets `hello world`.
-fn http_connection(mut stream: TcpStream, counts: &Counts) -> std::io::Result<()> {
+fn http_connection(mut stream: impl Read + Write, counts: &Counts) -> std::io::Result<()> {
     let mut buf = vec![0u8; 8192];
     let mut filled = 0;
     loop {

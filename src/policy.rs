@@ -1,0 +1,270 @@
+//! Distribution policies: which worker gets the next connection under round-robin hand-off.
+//!
+//! The primary reads the load board (every worker's published counters and hints) and
+//! offers a policy only the workers that may take a connection now: not paused, not
+//! draining, under their bound (16 queued, or their capacity hint), with a board slot that
+//! reads sane. The policy picks one. It cannot make the primary overload anyone, whatever
+//! it returns.
+
+use crate::event::WorkerId;
+
+/// One worker a policy may pick, as the board shows it at this moment. Within one burst of
+/// connections, `queued` already counts the ones the policy gave it earlier in the burst.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Candidate {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Connections handed to it that it has not taken yet.
+    pub queued: u64,
+    /// Connections it took and has not finished (closed or detached).
+    pub active: u64,
+    /// The load figure its application published, 0 if none.
+    pub load: u64,
+    /// Its capacity hint; `None` when it gave none.
+    pub capacity: Option<u32>,
+}
+
+impl Candidate {
+    /// Connections it holds or will hold: active plus queued.
+    pub fn outstanding(&self) -> u64 {
+        self.active + self.queued
+    }
+}
+
+/// Picks a worker for each connection. `candidates` is never empty and is in worker-id
+/// order; the returned index is clamped into it.
+pub trait Policy: Send + 'static {
+    /// The index in `candidates` of the worker that gets the next connection.
+    fn pick(&mut self, candidates: &[Candidate]) -> usize;
+}
+
+/// Node's round-robin: the next worker after the last one picked, in id order, among those
+/// under their bound. The default.
+#[derive(Clone, Debug, Default)]
+pub struct RoundRobin {
+    last: Option<WorkerId>,
+}
+
+impl Policy for RoundRobin {
+    fn pick(&mut self, candidates: &[Candidate]) -> usize {
+        let i = after(candidates, self.last);
+        self.last = Some(candidates[i].worker);
+        i
+    }
+}
+
+/// The index of the first candidate after worker `last` in id order, wrapping around.
+fn after(candidates: &[Candidate], last: Option<WorkerId>) -> usize {
+    last.and_then(|l| candidates.iter().position(|c| c.worker > l))
+        .unwrap_or(0)
+}
+
+/// The worker with the fewest outstanding connections (active plus queued); ties go round
+/// robin, so equal workers share evenly.
+#[derive(Clone, Debug, Default)]
+pub struct LeastConnections {
+    last: Option<WorkerId>,
+}
+
+impl Policy for LeastConnections {
+    fn pick(&mut self, candidates: &[Candidate]) -> usize {
+        let start = after(candidates, self.last);
+        let n = candidates.len();
+        let i = (0..n)
+            .map(|k| (start + k) % n)
+            .min_by_key(|&i| candidates[i].outstanding())
+            .unwrap_or(0);
+        self.last = Some(candidates[i].worker);
+        i
+    }
+}
+
+/// Two workers drawn at random, the less loaded one wins (Mitzenmacher's "power of two
+/// choices"): nearly the balance of least-connections, without a scan and without the herd
+/// that follows a stale minimum.
+#[derive(Clone, Debug)]
+pub struct PowerOfTwoChoices {
+    state: u64,
+}
+
+impl Default for PowerOfTwoChoices {
+    fn default() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()) << 32;
+        PowerOfTwoChoices::seeded(seed)
+    }
+}
+
+impl PowerOfTwoChoices {
+    /// With a fixed seed, for reproducible runs.
+    pub fn seeded(seed: u64) -> Self {
+        PowerOfTwoChoices { state: seed | 1 }
+    }
+
+    /// xorshift64*: fast, and plenty for picking among workers.
+    fn next(&mut self) -> u64 {
+        let mut x = self.state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+impl Policy for PowerOfTwoChoices {
+    fn pick(&mut self, candidates: &[Candidate]) -> usize {
+        let n = candidates.len() as u64;
+        if n == 1 {
+            return 0;
+        }
+        let a = (self.next() % n) as usize;
+        let b = ((a as u64 + 1 + self.next() % (n - 1)) % n) as usize;
+        if candidates[b].outstanding() < candidates[a].outstanding() {
+            b
+        } else {
+            a
+        }
+    }
+}
+
+/// Shares in proportion to each worker's capacity hint (1 for a worker without one), spread
+/// smoothly: with weights 3 and 1 the order is a a b a, not a a a b (the smooth weighted
+/// round-robin of nginx's upstream module).
+#[derive(Clone, Debug, Default)]
+pub struct Weighted {
+    current: std::collections::BTreeMap<WorkerId, i64>,
+}
+
+impl Policy for Weighted {
+    fn pick(&mut self, candidates: &[Candidate]) -> usize {
+        let weight = |c: &Candidate| i64::from(c.capacity.filter(|&w| w > 0).unwrap_or(1));
+        let total: i64 = candidates.iter().map(weight).sum();
+        // Forget workers that are gone, keep the credit of the others.
+        self.current
+            .retain(|id, _| candidates.iter().any(|c| c.worker == *id));
+        let mut best = 0;
+        let mut best_credit = i64::MIN;
+        for (i, c) in candidates.iter().enumerate() {
+            let credit = self.current.entry(c.worker).or_insert(0);
+            *credit += weight(c);
+            if *credit > best_credit {
+                best = i;
+                best_credit = *credit;
+            }
+        }
+        if let Some(credit) = self.current.get_mut(&candidates[best].worker) {
+            *credit -= total;
+        }
+        best
+    }
+}
+
+/// The built-in policies by name, as `RINGLEADER_SCHED_POLICY` spells them: `rr`,
+/// `least-connections` (or `lc`), `p2c`, `weighted`.
+pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
+    Some(match name {
+        "rr" | "round-robin" => Box::new(RoundRobin::default()),
+        "least-connections" | "lc" => Box::new(LeastConnections::default()),
+        "p2c" | "power-of-two-choices" => Box::new(PowerOfTwoChoices::default()),
+        "weighted" => Box::new(Weighted::default()),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workers(outstanding: &[(u64, u64)]) -> Vec<Candidate> {
+        outstanding
+            .iter()
+            .enumerate()
+            .map(|(i, &(active, queued))| Candidate {
+                worker: i as WorkerId + 1,
+                queued,
+                active,
+                load: 0,
+                capacity: None,
+            })
+            .collect()
+    }
+
+    /// Runs `n` picks, each adding the connection to the picked worker's queue.
+    fn run(policy: &mut dyn Policy, board: &mut [Candidate], n: usize) -> Vec<WorkerId> {
+        (0..n)
+            .map(|_| {
+                let i = policy.pick(board).min(board.len() - 1);
+                board[i].queued += 1;
+                board[i].worker
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_cycles_in_id_order_and_skips_absent_workers() {
+        let mut rr = RoundRobin::default();
+        let mut board = workers(&[(0, 0), (0, 0), (0, 0)]);
+        assert_eq!(run(&mut rr, &mut board, 7), [1, 2, 3, 1, 2, 3, 1]);
+        // Worker 2 is at its bound (not offered): the cycle continues past it.
+        let mut fewer = vec![board[0], board[2]];
+        assert_eq!(run(&mut rr, &mut fewer, 3), [3, 1, 3]);
+    }
+
+    #[test]
+    fn least_connections_fills_the_emptiest_and_shares_ties() {
+        let mut lc = LeastConnections::default();
+        let mut board = workers(&[(10, 0), (2, 0), (5, 0)]);
+        let picks = run(&mut lc, &mut board, 11);
+        // Worker 2 first catches up with worker 3, then both with worker 1.
+        assert_eq!(&picks[..3], [2, 2, 2]);
+        let outstanding: Vec<u64> = board.iter().map(Candidate::outstanding).collect();
+        assert_eq!(outstanding, [10, 9, 9]);
+        run(&mut lc, &mut board, 32);
+        let outstanding: Vec<u64> = board.iter().map(Candidate::outstanding).collect();
+        assert_eq!(outstanding, [20, 20, 20], "level from then on");
+    }
+
+    #[test]
+    fn power_of_two_choices_avoids_the_loaded_worker_and_balances_equals() {
+        let mut p2c = PowerOfTwoChoices::seeded(7);
+        let mut board = workers(&[(1000, 0), (0, 0), (0, 0), (0, 0)]);
+        let picks = run(&mut p2c, &mut board, 2000);
+        assert!(!picks.contains(&1), "the loaded worker loses every draw");
+        let mut even = workers(&[(0, 0); 4]);
+        run(&mut p2c, &mut even, 4000);
+        for c in &even {
+            assert!((900..=1100).contains(&c.queued), "{even:?}");
+        }
+        let mut one = workers(&[(5, 5)]);
+        assert_eq!(p2c.pick(&one), 0);
+        one[0].queued += 1;
+    }
+
+    #[test]
+    fn weighted_follows_capacities_smoothly() {
+        let mut w = Weighted::default();
+        let mut board = workers(&[(0, 0), (0, 0)]);
+        board[0].capacity = Some(3);
+        board[1].capacity = Some(1);
+        assert_eq!(run(&mut w, &mut board, 8), [1, 1, 2, 1, 1, 1, 2, 1]);
+        // No hints: equal shares.
+        let mut w = Weighted::default();
+        let mut plain = workers(&[(0, 0); 3]);
+        let picks = run(&mut w, &mut plain, 9);
+        for id in 1..=3 {
+            assert_eq!(picks.iter().filter(|&&p| p == id).count(), 3);
+        }
+    }
+
+    #[test]
+    fn names() {
+        for name in ["rr", "least-connections", "lc", "p2c", "weighted"] {
+            assert!(by_name(name).is_some(), "{name}");
+        }
+        assert!(by_name("random").is_none());
+    }
+}

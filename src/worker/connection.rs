@@ -1,0 +1,117 @@
+//! Connections taken from a hand-off listener, counted on the load board.
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::sync::Arc;
+
+use ringleader_sys::{AsFd, BorrowedFd};
+
+use super::board::WorkerBoard;
+
+/// A connection from a worker's listener: use it as the stream itself (it dereferences to
+/// it, and reads and writes like it). When it is dropped, however the application drops it,
+/// the load board counts it finished, which is what load-aware policies go by.
+/// [`Connection::detach`] gives the plain stream instead; the application then says when it
+/// is done with [`Worker::connection_finished`](crate::Worker::connection_finished), or
+/// leaves it counted as active.
+pub struct Connection<S> {
+    stream: Option<S>,
+    board: Option<Arc<WorkerBoard>>,
+}
+
+impl<S> Connection<S> {
+    pub(crate) fn new(stream: S, board: Option<Arc<WorkerBoard>>) -> Connection<S> {
+        if let Some(b) = &board {
+            b.taken(1);
+        }
+        Connection {
+            stream: Some(stream),
+            board,
+        }
+    }
+
+    /// The plain stream, no longer counted: closing it does not tell the board.
+    pub fn detach(mut self) -> S {
+        self.board = None;
+        self.stream
+            .take()
+            .expect("a connection holds its stream until dropped")
+    }
+
+    /// The plain stream, counted finished now (a connection handed back, for instance).
+    pub(crate) fn finish(mut self) -> S {
+        if let Some(b) = self.board.take() {
+            b.finished(1);
+        }
+        self.stream
+            .take()
+            .expect("a connection holds its stream until dropped")
+    }
+
+    fn get(&self) -> &S {
+        self.stream
+            .as_ref()
+            .expect("a connection holds its stream until dropped")
+    }
+
+    fn get_mut(&mut self) -> &mut S {
+        self.stream
+            .as_mut()
+            .expect("a connection holds its stream until dropped")
+    }
+}
+
+impl<S> Drop for Connection<S> {
+    fn drop(&mut self) {
+        // Close first, so the count never runs ahead of the client seeing the close.
+        drop(self.stream.take());
+        if let Some(b) = self.board.take() {
+            b.finished(1);
+        }
+    }
+}
+
+impl<S> std::ops::Deref for Connection<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        self.get()
+    }
+}
+
+impl<S> std::ops::DerefMut for Connection<S> {
+    fn deref_mut(&mut self) -> &mut S {
+        self.get_mut()
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Connection<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Connection").field(self.get()).finish()
+    }
+}
+
+impl<S: AsFd> AsFd for Connection<S> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.get().as_fd()
+    }
+}
+
+impl<S: Read> Read for Connection<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.get_mut().read(buf)
+    }
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.get_mut().read_vectored(bufs)
+    }
+}
+
+impl<S: Write> Write for Connection<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.get_mut().write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.get_mut().write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.get_mut().flush()
+    }
+}
