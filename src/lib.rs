@@ -121,7 +121,7 @@ pub use event::{AddressType, Event, Listening, WorkerId};
 pub use ipc::Message;
 pub use ipc::frame::MAX_PAYLOAD;
 pub use primary::{
-    Backend, Events, HandoffStats, Primary, Scheduling, Settings, SharedPolicy, Stdio,
+    Backend, Events, HandoffStats, Load, Primary, Scheduling, Settings, SharedPolicy, Stdio,
     WorkerHandle, WorkerState,
 };
 pub use ringleader_sys::signal::Signal;

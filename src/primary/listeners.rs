@@ -545,6 +545,11 @@ impl Core {
     /// connections), draining workers give back what is queued for them.
     fn read_board(&mut self) {
         let news = self.loads.refresh();
+        self.act_on(news);
+    }
+
+    /// Reports bad slots and takes back what draining workers had queued.
+    pub(crate) fn act_on(&mut self, news: super::loads::News) {
         for (id, why) in news.bad {
             self.push_event(Event::Error {
                 worker: Some(id),
@@ -556,6 +561,13 @@ impl Core {
         for id in news.drain {
             self.take_back_queued(id);
         }
+    }
+
+    /// `n` connections handed to worker `id` came back untaken: they no longer count as
+    /// queued for it.
+    fn unhand(&mut self, id: WorkerId, n: usize) {
+        let w = self.loads.get(id);
+        w.handed = w.handed.saturating_sub(n as u64);
     }
 
     /// Reads back the connections queued for worker `id` on every listener, for others.
@@ -580,6 +592,7 @@ impl Core {
             }));
         }
         self.listeners.stats.taken_back += back.len() as u64;
+        self.unhand(id, back.len());
         self.listeners.pending.extend(back);
     }
 
@@ -607,6 +620,8 @@ impl Core {
             }
         }
         self.listeners.stats.taken_back += fds.len() as u64;
+        let w = self.loads.get(id);
+        w.handed = w.handed.saturating_sub(fds.len() as u64);
         self.listeners
             .pending
             .extend(fds.into_iter().map(|fd| Pending {
@@ -742,8 +757,17 @@ fn pick(
             // The bound says full: ask the kernel how many are really still queued.
             m.untaken.set(listen::queued(&m.rx).unwrap_or(MAX_UNTAKEN));
         }
-        let queued = m.untaken.get().saturating_add(batched);
-        if queued >= MAX_UNTAKEN || load.is_some_and(|l| l.full(queued)) {
+        let untaken = m.untaken.get().saturating_add(batched);
+        if untaken >= MAX_UNTAKEN {
+            continue;
+        }
+        // What the policy sees: the board's exact count when the worker has a slot (the
+        // kernel's bound above stays the hard limit whatever the board says).
+        let queued = match load {
+            Some(l) if l.on_board() => l.queued().saturating_add(batched),
+            _ => untaken,
+        };
+        if load.is_some_and(|l| l.full(queued)) {
             continue;
         }
         candidates.push(match load {

@@ -33,6 +33,15 @@ impl WorkerLoad {
         !self.paused && !self.draining && self.bad.is_none()
     }
 
+    pub(crate) fn on_board(&self) -> bool {
+        self.slot.is_some()
+    }
+
+    /// Handed over and not yet taken, by the board's count.
+    pub(crate) fn queued(&self) -> u64 {
+        self.handed.saturating_sub(self.counts.taken)
+    }
+
     pub(crate) fn active(&self) -> u64 {
         self.counts.taken - self.counts.finished
     }
@@ -52,6 +61,31 @@ impl WorkerLoad {
         self.capacity
             .is_some_and(|c| c > 0 && self.active() + queued >= u64::from(c))
     }
+}
+
+/// A worker's load as the primary last read it from the board
+/// ([`WorkerHandle::load`](crate::WorkerHandle::load)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Load {
+    /// Connections handed to it (all its listeners).
+    pub handed: u64,
+    /// Connections it took from its queues.
+    pub taken: u64,
+    /// Connections it finished (closed or detached).
+    pub finished: u64,
+    /// The load figure its application published.
+    pub load: u64,
+    /// It asked for no connections until it resumes.
+    pub paused: bool,
+    /// It asked to drain.
+    pub draining: bool,
+    /// Its capacity hint.
+    pub capacity: Option<u32>,
+    /// Its slot read wrong once: it gets no more connections.
+    pub bad: bool,
+    /// Whether it has a board slot at all.
+    pub on_board: bool,
 }
 
 /// What reading a worker's slot turned up that the primary must act on.
@@ -158,6 +192,24 @@ impl Loads {
     /// The fork failed after `assign`.
     pub(crate) fn unassign(&mut self, id: WorkerId) {
         self.release(id);
+    }
+
+    /// A snapshot of worker `id`'s load, after reading the board.
+    pub(crate) fn snapshot(&mut self, id: WorkerId) -> (Load, News) {
+        let news = self.refresh();
+        let w = self.workers.get(&id);
+        let load = w.map_or_else(Load::default, |w| Load {
+            handed: w.handed,
+            taken: w.counts.taken,
+            finished: w.counts.finished,
+            load: w.counts.load,
+            paused: w.paused,
+            draining: w.draining,
+            capacity: w.capacity,
+            bad: w.bad.is_some(),
+            on_board: w.slot.is_some(),
+        });
+        (load, news)
     }
 
     pub(crate) fn get(&mut self, id: WorkerId) -> &mut WorkerLoad {

@@ -22,6 +22,7 @@ pub use self::core::WorkerState;
 pub use self::driver::Backend;
 use self::driver::Driver;
 pub use self::listeners::HandoffStats;
+pub use self::loads::Load;
 pub use self::settings::{Scheduling, Settings, SharedPolicy, Stdio};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, WorkerId};
@@ -387,6 +388,16 @@ impl WorkerHandle {
         self.core
             .borrow_mut()
             .kill(self.id, signal.unwrap_or(Signal::TERM))
+    }
+
+    /// The worker's load as the board shows it now: connections handed, taken and finished,
+    /// its published load figure and its hints. Reading it also acts on what it finds (a bad
+    /// slot is reported, a drain request served), as the hand-off would.
+    pub fn load(&self) -> Load {
+        let mut core = self.core.borrow_mut();
+        let (load, news) = core.loads.snapshot(self.id);
+        core.act_on(news);
+        load
     }
 
     /// Asks the worker to disconnect gracefully (Node: `worker.disconnect()`): messages already

@@ -66,6 +66,19 @@ impl Harness {
         handle.join().expect("job panicked")
     }
 
+    /// The events seen while driving and all that are ready now, without waiting.
+    pub fn drain(&self) -> Vec<Event> {
+        let mut out: Vec<Event> = self.stash.borrow_mut().drain(..).collect();
+        while let Some(e) = self
+            .primary
+            .next_event(Some(Duration::ZERO))
+            .expect("next event")
+        {
+            out.push(e);
+        }
+        out
+    }
+
     /// The next event, or a panic after [`WATCHDOG`].
     pub fn next(&self) -> Event {
         if let Some(e) = self.stash.borrow_mut().pop_front() {

@@ -9,7 +9,15 @@ use std::time::Duration;
 
 use ringleader::{Event, Role, Settings, Worker};
 
+/// This worker's board slot, read before `role()` takes the variable away (for `scribble`).
+static BOARD_SLOT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+
 fn main() {
+    BOARD_SLOT.get_or_init(|| {
+        std::env::var("RINGLEADER_BOARD_SLOT")
+            .ok()
+            .and_then(|v| v.split(':').next()?.parse().ok())
+    });
     let role = match ringleader::role() {
         Ok(role) => role,
         Err(e) => {
@@ -268,6 +276,37 @@ fn run_worker(worker: &Worker, mode: &str) {
                 let _ = conn.join();
             }
         }
+        // Serve on a thread; on the main thread obey messages: `pause`, `resume`, `drain`,
+        // `capacity:N` post that hint, `scribble` writes garbage over this worker's board
+        // slot; each is answered `ok` or the error.
+        m if m.starts_with("hinted:") => {
+            let listener = worker.listen_tcp(&m[7..]).expect("listen");
+            let server = worker.clone();
+            std::thread::spawn(move || serve(&server, &listener));
+            while let Ok(Some(message)) = worker.recv() {
+                let order = String::from_utf8_lossy(&message.data).into_owned();
+                let done = match order.as_str() {
+                    "pause" => worker
+                        .hint(ringleader::Hint::Pause)
+                        .map_err(|e| e.to_string()),
+                    "resume" => worker
+                        .hint(ringleader::Hint::Resume)
+                        .map_err(|e| e.to_string()),
+                    "drain" => worker
+                        .hint(ringleader::Hint::Drain)
+                        .map_err(|e| e.to_string()),
+                    "scribble" => scribble(),
+                    o => match o.strip_prefix("capacity:").and_then(|n| n.parse().ok()) {
+                        Some(n) => worker
+                            .hint(ringleader::Hint::Capacity(n))
+                            .map_err(|e| e.to_string()),
+                        None => Err(format!("unknown order {o:?}")),
+                    },
+                };
+                let reply = done.map_or_else(|e| e, |()| "ok".to_owned());
+                worker.send(reply.as_bytes()).expect("send");
+            }
+        }
         // Try a Unix listener for each path the primary sends; report `ok` or the errno.
         "unix-paths" => {
             let mut held = Vec::new();
@@ -437,6 +476,30 @@ fn serve(worker: &Worker, listener: &ringleader::TcpListener) {
         let mut stream = stream.expect("accept");
         let _ = stream.write_all(line.as_bytes());
     }
+}
+
+/// Writes garbage over this worker's board slot (and its hint ring), the way a buggy or
+/// hostile worker could: through /proc/self/mem at the board mapping's address.
+fn scribble() -> Result<(), String> {
+    use std::io::{Seek, SeekFrom};
+    let index = BOARD_SLOT.get().copied().flatten().ok_or("no board slot")?;
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+    let start = maps
+        .lines()
+        .find(|l| l.contains("memfd:ringleader-board"))
+        .and_then(|l| u64::from_str_radix(l.split('-').next()?, 16).ok())
+        .ok_or("no board mapping")?;
+    // Header of 16 words, then 64 words (512 bytes) per slot.
+    let at = start + 16 * 8 + index as u64 * 512;
+    let garbage: Vec<u8> = (0..512u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/mem")
+        .map_err(|e| e.to_string())?;
+    mem.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
+    mem.write_all(&garbage).map_err(|e| e.to_string())
 }
 
 fn raw_write(worker: &Worker, bytes: &[u8]) {
