@@ -14,6 +14,8 @@ fi
 cd fuzz
 for target in $(cargo +nightly fuzz list); do
   mkdir -p "corpus/$target"
+  # Hand-made starting points (a valid board, for instance) live in seeds/, under git.
+  if [ -d "seeds/$target" ]; then cp -n "seeds/$target"/* "corpus/$target/"; fi
   cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -max_len=4096 2>&1 | tail -n 3
   echo "fuzz: $target ran ${seconds}s without a finding"
 done

@@ -116,6 +116,15 @@ mod tuning;
 mod worker;
 
 pub use board::Hint;
+
+/// Entry points for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// See the `board_attach` fuzz target.
+    pub fn board_attach(bytes: &[u8], handed: u64) {
+        crate::board::fuzz_attach(bytes, handed);
+    }
+}
 pub use error::{Error, ErrorKind, Result};
 pub use event::{AddressType, Event, Listening, WorkerId};
 pub use ipc::Message;

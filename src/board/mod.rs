@@ -328,6 +328,37 @@ impl<'a> Slot<'a> {
     }
 }
 
+/// For the fuzz target: a board over `bytes` (8 per word), attached as a worker does, then
+/// every slot read and drained as the primary does, with `handed` as the primary's count.
+/// Must neither panic nor loop: a hostile worker controls every one of these bytes.
+pub(crate) fn fuzz_attach(bytes: &[u8], handed: u64) {
+    let words: Vec<AtomicU64> = bytes
+        .chunks_exact(8)
+        .map(|c| AtomicU64::new(u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))))
+        .collect();
+    for board in [Board::attach(&words).ok(), Some(Board::trusted(&words))]
+        .into_iter()
+        .flatten()
+    {
+        for i in 0..board.slots.min(64) {
+            let Some(slot) = board.slot(i) else {
+                continue;
+            };
+            let generation = slot.generation();
+            if let Ok(c) = slot.read(generation, handed) {
+                assert!(c.finished <= c.taken && c.taken <= handed);
+            }
+            // A ring can never yield more than it holds before it reads empty or corrupt.
+            let mut n = 0;
+            while let Ok(Some(_)) = slot.next_hint() {
+                n += 1;
+                assert!(n <= RING_ENTRIES, "the ring yielded more than it holds");
+            }
+            let _ = slot.post(Hint::Capacity(7));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
