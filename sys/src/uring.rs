@@ -282,10 +282,9 @@ impl Ring {
             kind: OpKind::Poll,
             _fd: fd.clone(),
         });
-        let entry =
-            opcode::PollAdd::new(types::Fd(fd.as_fd().as_raw_fd()), u32::from(flags.bits()))
-                .build()
-                .user_data(slot as u64);
+        let entry = opcode::PollAdd::new(types::Fd(fd.as_fd().as_raw_fd()), poll_mask(flags))
+            .build()
+            .user_data(slot as u64);
         self.push(&entry)?;
         Ok(OpId(slot))
     }
@@ -446,7 +445,8 @@ impl Ring {
                     result: if res < 0 {
                         Err(io::Error::from_raw_os_error(-res))
                     } else {
-                        Ok(PollFlags::from_bits_truncate(res as u16))
+                        // The bits' integer type depends on rustix's backend (u16 raw, i16 libc).
+                        Ok(PollFlags::from_bits_truncate(res as _))
                     },
                 },
                 OpKind::Recv(state) => finish_recv(op.token, state, res),
@@ -553,6 +553,13 @@ impl AsFd for Ring {
 
 fn missing(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, format!("io_uring lacks {what}"))
+}
+
+/// The poll flags as io_uring wants them. Their integer type depends on rustix's backend:
+/// `u16` on the raw one, `i16` on the libc one (which Miri uses).
+#[allow(clippy::unnecessary_cast)]
+fn poll_mask(flags: PollFlags) -> u32 {
+    u32::from(flags.bits() as u16)
 }
 
 #[cfg(test)]
