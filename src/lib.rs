@@ -70,7 +70,7 @@
 //! | `dgram.bind()` in a worker | [`Worker::bind_udp`] → [`UdpSocket`] |
 //! | `server.listen({fd})`, `listen({exclusive: true})` in a worker | [`Worker::listen_fd`], [`ListenOptions::exclusive`] |
 //! | `accepted: false` (a worker at `maxConnections`) | [`TcpListener::reject`] |
-//! | `server.on('connection')`, `server.close()` | [`TcpListener::incoming`] / [`TcpListener::accept`], dropping the listener |
+//! | `server.on('connection')`, `server.close()` | [`TcpListener::incoming`] / [`TcpListener::accept`] → [`Connection`], dropping the listener |
 //! | `SCHED_RR`, `SCHED_NONE`, `reusePort` | [`Scheduling::RoundRobin`], [`Scheduling::Shared`], [`Scheduling::ReusePort`] |
 //! | `NODE_UNIQUE_ID`, `NODE_CHANNEL_FD` | `RINGLEADER_WORKER_ID`, `RINGLEADER_CHANNEL_FD` (removed from the worker's environment) |
 //!
@@ -95,6 +95,26 @@
 //!   ends) and the process keeps running until the application has finished its open
 //!   connections and returns from `main`. (Node delays the `'disconnect'` event until the
 //!   servers have closed.)
+//!
+//! # Beyond Node: the load board and hand-off policies
+//! Node's only guard against overloading a worker is one unacknowledged connection each.
+//! ringleader's primary reads every worker's load from shared memory, with no round trip:
+//! - each [`Connection`] a worker takes from a round-robin listener is counted taken, and
+//!   finished when it is dropped (or [`Worker::connection_finished`] after
+//!   [`Connection::detach`]); [`Worker::publish_load`] adds a figure of the application's
+//!   choosing;
+//! - [`Worker::hint`] posts a [`Hint`]: pause, resume, a capacity, or drain (queued
+//!   connections go to others);
+//! - a [`policy::Policy`] picks among the workers that are open and under their bound:
+//!   [`policy::RoundRobin`] (the default), [`policy::LeastConnections`],
+//!   [`policy::PowerOfTwoChoices`], [`policy::Weighted`], or your own, set with
+//!   [`Settings::policy`] or `RINGLEADER_SCHED_POLICY=rr|lc|p2c|weighted`;
+//! - [`WorkerHandle::load`] shows what the primary sees; [`Primary::handoff_stats`] counts the
+//!   hand-off as a whole.
+//!
+//! The board is untrusted input: a worker whose slot reads wrong (overwritten generation,
+//! impossible counts, a corrupt ring) is reported once with [`ErrorKind::Board`] and gets no
+//! more connections.
 //!
 //! # Kernel requirements
 //! Linux 5.3 (pidfds); the io_uring loop needs 5.11 and falls back to epoll, saying so once on
