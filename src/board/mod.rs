@@ -19,7 +19,8 @@
 //!
 //! Each slot is 512 bytes: four 128-byte lines (the size `crossbeam_utils::CachePadded`
 //! uses on x86-64, where the prefetcher pulls lines in pairs), so that words written by
-//! different processes never share a line:
+//! different processes never share a line. `HeaderLayout` and `SlotLayout` below are the
+//! `#[repr(C)]` statement of both tables; the word offsets the code uses come from them.
 //!
 //! | slot word | what | written by |
 //! |---|---|---|
@@ -45,17 +46,57 @@ use self::sync::{AtomicU64, Ordering};
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"RLBOARD\0");
 /// The layout version this code writes and reads.
 pub(crate) const VERSION: u64 = 1;
-pub(crate) const HEADER_WORDS: usize = 16;
-pub(crate) const SLOT_WORDS: usize = 64;
 pub(crate) const RING_ENTRIES: usize = 16;
 
-const GENERATION: usize = 0;
-const TAKEN: usize = 1;
-const FINISHED: usize = 2;
-const LOAD: usize = 3;
-const RING_HEAD: usize = 16;
-const RING_TAIL: usize = 32;
-const RING_AT: usize = 48;
+/// The header as it lies in memory. Never built: it states the ABI, and the word offsets
+/// below are taken from it, with the sizes checked at compile time.
+#[repr(C)]
+#[allow(dead_code)]
+struct HeaderLayout {
+    magic: u64,
+    version: u64,
+    header_words: u64,
+    slot_words: u64,
+    slots: u64,
+    ring_entries: u64,
+    reserved: [u64; 10],
+}
+
+/// One worker's slot as it lies in memory: four 128-byte lines (the size
+/// `crossbeam_utils::CachePadded` uses on x86-64), so that words written by different
+/// processes never share one.
+#[repr(C, align(128))]
+#[allow(dead_code)]
+struct SlotLayout {
+    // Line 0: the primary writes `generation` before the worker starts; the worker the rest.
+    generation: u64,
+    taken: u64,
+    finished: u64,
+    load: u64,
+    reserved0: [u64; 12],
+    // Line 1: the consumer's index, written by the primary.
+    ring_head: u64,
+    reserved1: [u64; 15],
+    // Line 2: the producer's index, written by the worker.
+    ring_tail: u64,
+    reserved2: [u64; 15],
+    // Line 3: the entries, written by the worker.
+    ring: [u64; RING_ENTRIES],
+}
+
+const _: () = assert!(std::mem::size_of::<HeaderLayout>() == 128);
+const _: () = assert!(std::mem::size_of::<SlotLayout>() == 512);
+
+pub(crate) const HEADER_WORDS: usize = std::mem::size_of::<HeaderLayout>() / 8;
+pub(crate) const SLOT_WORDS: usize = std::mem::size_of::<SlotLayout>() / 8;
+
+const GENERATION: usize = std::mem::offset_of!(SlotLayout, generation) / 8;
+const TAKEN: usize = std::mem::offset_of!(SlotLayout, taken) / 8;
+const FINISHED: usize = std::mem::offset_of!(SlotLayout, finished) / 8;
+const LOAD: usize = std::mem::offset_of!(SlotLayout, load) / 8;
+const RING_HEAD: usize = std::mem::offset_of!(SlotLayout, ring_head) / 8;
+const RING_TAIL: usize = std::mem::offset_of!(SlotLayout, ring_tail) / 8;
+const RING_AT: usize = std::mem::offset_of!(SlotLayout, ring) / 8;
 
 /// Words a board of `slots` slots takes.
 pub(crate) fn words_for(slots: usize) -> usize {
@@ -365,6 +406,14 @@ mod tests {
 
     fn region(slots: usize) -> Vec<AtomicU64> {
         (0..words_for(slots)).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    #[test]
+    fn the_layout_is_the_documented_one() {
+        assert_eq!((HEADER_WORDS, SLOT_WORDS), (16, 64));
+        assert_eq!((GENERATION, TAKEN, FINISHED, LOAD), (0, 1, 2, 3));
+        assert_eq!((RING_HEAD, RING_TAIL, RING_AT), (16, 32, 48));
+        assert_eq!(MAGIC.to_le_bytes(), *b"RLBOARD\0");
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //! - the consumer reads an entry, then frees it with a release store of `head`; the
 //!   producer's acquire load of `head` orders that read before the entry is overwritten.
 //!
+//! The loom model below fails if the tail pair is weakened to relaxed. loom does not model
+//! load buffering, so weakening the head pair goes unseen there: that pair rests on the
+//! argument above (and on hardware, on x86-64's ordering of a load before a later store).
+//!
 //! Entries are atomics too, so a peer that breaks the protocol (a worker scribbling over
 //! the board) causes wrong values, never undefined behaviour. The consumer trusts nothing:
 //! indices that cannot be right end in [`Pop::Corrupt`].
@@ -202,7 +206,11 @@ mod loom_tests {
     /// an atomic load (tokio-rs/loom#392).
     #[test]
     fn ordered_and_complete_under_every_interleaving() {
-        loom::model(|| {
+        let mut model = loom::model::Builder::new();
+        // Bounded, to keep CI short; three preemptions cover every reordering of one push
+        // against one pop, and the wrap-around once the ring is full.
+        model.preemption_bound = Some(3);
+        model.check(|| {
             let words = Arc::new((0..4).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
             let theirs = words.clone();
             let producer = loom::thread::spawn(move || {

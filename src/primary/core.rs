@@ -801,6 +801,12 @@ impl Core {
         match slot.pidfd.try_wait() {
             Ok(Some(status)) => {
                 slot.exit = Some(status);
+                // The process is gone, so nothing writes its board slot any more: the next
+                // worker may have it (with a new generation).
+                self.loads.release(id);
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    return;
+                };
                 let fd = dyn_fd(&slot.pidfd);
                 self.driver.forget(&fd, None);
                 // A dead process's channel reports end of file right after; Exit follows

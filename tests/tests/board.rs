@@ -190,3 +190,47 @@ fn least_connections_steers_around_a_worker_holding_connections() {
     }
     drop(on_a);
 }
+
+#[test]
+fn a_slot_goes_to_the_next_worker_only_after_its_owner_exited_and_starts_from_zero() {
+    let h = Harness::new(FIXTURE);
+    h.primary
+        .setup(Settings::default().board_slots(2))
+        .expect("setup");
+    let a = h.fork("hinted:127.0.0.1:0");
+    let b = h.fork("hinted:127.0.0.1:0");
+    let p = port(&h, 2);
+    fetch_many(&h, p, 10);
+    let load = |id| h.primary.worker(id).expect("worker").load();
+    assert!(load(a).on_board && load(b).on_board);
+    assert_eq!((load(a).handed, load(a).taken), (5, 5));
+    // No slot left: the third worker runs without one, and still serves.
+    let c = h.fork("hinted:127.0.0.1:0");
+    port(&h, 1);
+    assert!(!load(c).on_board);
+    let refused = order(&h, c, "pause");
+    assert!(refused.contains("no board slot"), "{refused}");
+    let answers = fetch_many(&h, p, 9);
+    assert!(
+        answers.contains(&format!("hello from {c}\n")),
+        "{answers:?}"
+    );
+    // a dies; its slot waits for its exit, then the next worker gets it, zeroed.
+    h.primary
+        .worker(a)
+        .expect("a")
+        .kill(Some(ringleader::Signal::KILL))
+        .expect("kill");
+    h.until_gone(a);
+    let d = h.fork("hinted:127.0.0.1:0");
+    port(&h, 1);
+    let fresh = load(d);
+    assert!(fresh.on_board);
+    assert_eq!((fresh.handed, fresh.taken, fresh.finished), (0, 0, 0));
+    let answers = fetch_many(&h, p, 9);
+    let from_d = answers
+        .iter()
+        .filter(|s| **s == format!("hello from {d}\n"))
+        .count() as u64;
+    assert_eq!(load(d).taken, from_d);
+}
