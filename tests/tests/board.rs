@@ -234,3 +234,42 @@ fn a_slot_goes_to_the_next_worker_only_after_its_owner_exited_and_starts_from_ze
         .count() as u64;
     assert_eq!(load(d).taken, from_d);
 }
+
+#[test]
+fn a_draining_worker_gives_back_what_was_queued_for_it() {
+    let h = Harness::new(FIXTURE);
+    let lazy = h.fork("hinted-lazy:127.0.0.1:0");
+    let busy = h.fork("hinted:127.0.0.1:0");
+    let p = port(&h, 2);
+    // Four clients at once: round robin queues two at the worker that is not accepting.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", p)).expect("connect");
+                s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
+                let mut out = String::new();
+                s.read_to_string(&mut out).expect("read");
+                out
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    while h.primary.worker(lazy).expect("lazy").load().handed < 2 {
+        assert!(std::time::Instant::now() < deadline, "nothing queued");
+        let _ = h.primary.next_event(Some(std::time::Duration::from_millis(5)));
+    }
+    assert_eq!(order(&h, lazy, "drain"), "ok");
+    let answers = h.drive(move || {
+        clients
+            .into_iter()
+            .map(|c| c.join().expect("client"))
+            .collect::<Vec<_>>()
+    });
+    for answer in &answers {
+        assert_eq!(*answer, format!("hello from {busy}\n"));
+    }
+    let load = h.primary.worker(lazy).expect("lazy").load();
+    assert!(load.draining, "{load:?}");
+    assert_eq!((load.handed, load.taken), (0, 0), "{load:?}");
+    assert_eq!(h.primary.handoff_stats().taken_back, 2);
+}

@@ -276,13 +276,25 @@ fn run_worker(worker: &Worker, mode: &str) {
                 let _ = conn.join();
             }
         }
-        // Serve on a thread; on the main thread obey messages: `pause`, `resume`, `drain`,
-        // `capacity:N` post that hint, `scribble` writes garbage over this worker's board
-        // slot; each is answered `ok` or the error.
-        m if m.starts_with("hinted:") => {
-            let listener = worker.listen_tcp(&m[7..]).expect("listen");
-            let server = worker.clone();
-            std::thread::spawn(move || serve(&server, &listener));
+        // Serve on a thread (`hinted-lazy`: only once told `serve`); on the main thread obey
+        // messages: `pause`, `resume`, `drain`, `capacity:N` post that hint, `scribble`
+        // writes garbage over this worker's board slot; each is answered `ok` or the error.
+        m if m.starts_with("hinted:") || m.starts_with("hinted-lazy:") => {
+            let (lazy, addr) = match m.strip_prefix("hinted-lazy:") {
+                Some(addr) => (true, addr),
+                None => (false, &m[7..]),
+            };
+            let listener = worker.listen_tcp(addr).expect("listen");
+            let mut listener = Some(listener);
+            let start = |listener: &mut Option<ringleader::TcpListener>| {
+                if let Some(l) = listener.take() {
+                    let server = worker.clone();
+                    std::thread::spawn(move || serve(&server, &l));
+                }
+            };
+            if !lazy {
+                start(&mut listener);
+            }
             while let Ok(Some(message)) = worker.recv() {
                 let order = String::from_utf8_lossy(&message.data).into_owned();
                 let done = match order.as_str() {
@@ -296,6 +308,10 @@ fn run_worker(worker: &Worker, mode: &str) {
                         .hint(ringleader::Hint::Drain)
                         .map_err(|e| e.to_string()),
                     "scribble" => scribble(),
+                    "serve" => {
+                        start(&mut listener);
+                        Ok(())
+                    }
                     o => match o.strip_prefix("capacity:").and_then(|n| n.parse().ok()) {
                         Some(n) => worker
                             .hint(ringleader::Hint::Capacity(n))
