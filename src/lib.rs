@@ -137,9 +137,33 @@ mod worker;
 
 pub use board::Hint;
 
-/// Entry points for the fuzz targets in `fuzz/`; not part of the API.
+/// Entry points for the fuzz targets in `fuzz/` and the micro-benchmarks; not part of the API.
 #[doc(hidden)]
 pub mod fuzzing {
+    /// A board in plain memory for the micro-benchmarks (`benches/benches/micro.rs`).
+    pub struct BenchBoard(crate::board::BenchBoard);
+
+    impl std::fmt::Debug for BenchBoard {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("BenchBoard")
+        }
+    }
+
+    impl BenchBoard {
+        /// `slots` workers with counts and a load figure.
+        pub fn new(slots: usize) -> BenchBoard {
+            BenchBoard(crate::board::BenchBoard::new(slots))
+        }
+        /// Reads every slot as one dispatch does.
+        pub fn read_all(&self) -> u64 {
+            self.0.read_all()
+        }
+        /// Posts one hint and takes it back (the ring's push and pop).
+        pub fn hint_round_trip(&self) -> bool {
+            self.0.hint_round_trip()
+        }
+    }
+
     /// See the `board_attach` fuzz target.
     pub fn board_attach(bytes: &[u8], handed: u64) {
         crate::board::fuzz_attach(bytes, handed);

@@ -26,6 +26,23 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// A candidate by hand: for testing a policy of your own on a made-up board.
+    pub fn new(
+        worker: WorkerId,
+        queued: u64,
+        active: u64,
+        load: u64,
+        capacity: Option<u32>,
+    ) -> Candidate {
+        Candidate {
+            worker,
+            queued,
+            active,
+            load,
+            capacity,
+        }
+    }
+
     /// Connections it holds or will hold: active plus queued.
     pub fn outstanding(&self) -> u64 {
         self.active + self.queued
@@ -136,29 +153,47 @@ impl Policy for PowerOfTwoChoices {
 /// round-robin of nginx's upstream module).
 #[derive(Clone, Debug, Default)]
 pub struct Weighted {
-    current: std::collections::BTreeMap<WorkerId, i64>,
+    /// Each worker's credit, in worker-id order like the candidates.
+    current: Vec<(WorkerId, i64)>,
 }
 
 impl Policy for Weighted {
     fn pick(&mut self, candidates: &[Candidate]) -> usize {
         let weight = |c: &Candidate| i64::from(c.capacity.filter(|&w| w > 0).unwrap_or(1));
-        let total: i64 = candidates.iter().map(weight).sum();
-        // Forget workers that are gone, keep the credit of the others.
-        self.current
-            .retain(|id, _| candidates.iter().any(|c| c.worker == *id));
+        // Keep the credits aligned with the candidates; when the set changed (a worker at
+        // its bound, one gone, one new), carry over what the others had.
+        let aligned = self.current.len() == candidates.len()
+            && self
+                .current
+                .iter()
+                .zip(candidates)
+                .all(|((w, _), c)| *w == c.worker);
+        if !aligned {
+            let old = std::mem::take(&mut self.current);
+            self.current = candidates
+                .iter()
+                .map(|c| {
+                    let credit = old
+                        .binary_search_by_key(&c.worker, |(w, _)| *w)
+                        .map_or(0, |i| old[i].1);
+                    (c.worker, credit)
+                })
+                .collect();
+        }
+        let mut total = 0;
         let mut best = 0;
         let mut best_credit = i64::MIN;
         for (i, c) in candidates.iter().enumerate() {
-            let credit = self.current.entry(c.worker).or_insert(0);
-            *credit += weight(c);
+            let w = weight(c);
+            total += w;
+            let credit = &mut self.current[i].1;
+            *credit += w;
             if *credit > best_credit {
                 best = i;
                 best_credit = *credit;
             }
         }
-        if let Some(credit) = self.current.get_mut(&candidates[best].worker) {
-            *credit -= total;
-        }
+        self.current[best].1 -= total;
         best
     }
 }

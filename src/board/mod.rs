@@ -369,6 +369,54 @@ impl<'a> Slot<'a> {
     }
 }
 
+/// For the micro-benchmarks: a board in plain memory with `slots` workers that have taken,
+/// finished and published something, read the way the primary reads it.
+pub(crate) struct BenchBoard {
+    words: Vec<AtomicU64>,
+}
+
+impl BenchBoard {
+    pub(crate) fn new(slots: usize) -> BenchBoard {
+        let words: Vec<AtomicU64> = (0..words_for(slots)).map(|_| AtomicU64::new(0)).collect();
+        let board = Board::init(&words).unwrap_or_else(|_| Board::trusted(&words));
+        for i in 0..slots {
+            if let Some(slot) = board.slot(i) {
+                slot.assign(1);
+                slot.add_taken(10 + i as u64);
+                slot.add_finished(i as u64);
+                slot.set_load(i as u64);
+            }
+        }
+        BenchBoard { words }
+    }
+
+    /// Every slot's counters and hints, as one dispatch reads them; returns a sum so that
+    /// nothing is optimised away.
+    pub(crate) fn read_all(&self) -> u64 {
+        let board = Board::trusted(&self.words);
+        let mut sum = 0;
+        for i in 0..board.slots {
+            if let Some(slot) = board.slot(i) {
+                if let Ok(c) = slot.read(1, u64::MAX) {
+                    sum += c.taken - c.finished + c.load;
+                }
+                while let Ok(Some(_)) = slot.next_hint() {
+                    sum += 1;
+                }
+            }
+        }
+        sum
+    }
+
+    /// One hint posted and taken back through slot 0's ring.
+    pub(crate) fn hint_round_trip(&self) -> bool {
+        let board = Board::trusted(&self.words);
+        board.slot(0).is_some_and(|s| {
+            s.post(Hint::Capacity(3)) && s.next_hint() == Ok(Some(Hint::Capacity(3)))
+        })
+    }
+}
+
 /// For the fuzz target: a board over `bytes` (8 per word), attached as a worker does, then
 /// every slot read and drained as the primary does, with `handed` as the primary's count.
 /// Must neither panic nor loop: a hostile worker controls every one of these bytes.

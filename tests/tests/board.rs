@@ -256,7 +256,9 @@ fn a_draining_worker_gives_back_what_was_queued_for_it() {
     let deadline = std::time::Instant::now() + WATCHDOG;
     while h.primary.worker(lazy).expect("lazy").load().handed < 2 {
         assert!(std::time::Instant::now() < deadline, "nothing queued");
-        let _ = h.primary.next_event(Some(std::time::Duration::from_millis(5)));
+        let _ = h
+            .primary
+            .next_event(Some(std::time::Duration::from_millis(5)));
     }
     assert_eq!(order(&h, lazy, "drain"), "ok");
     let answers = h.drive(move || {
