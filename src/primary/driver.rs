@@ -107,13 +107,6 @@ impl Driver {
         }
     }
 
-    /// Closes an fd: queued on the ring (no system call of its own), directly on epoll.
-    pub(crate) fn close(&mut self, fd: ringleader_sys::OwnedFd) {
-        if let Driver::Uring(ring) = self {
-            let _ = ring.close(fd);
-        }
-    }
-
     /// io_uring: re-arms a one-shot read watch; epoll: nothing (level-triggered).
     pub(crate) fn rearm_read(&mut self, fd: &Arc<dyn AsFd>, token: u64) -> std::io::Result<()> {
         if let Driver::Uring(ring) = self {

@@ -474,7 +474,6 @@ impl Core {
             return;
         }
         let mut batches: BTreeMap<(u32, WorkerId), Vec<OwnedFd>> = BTreeMap::new();
-        let mut handed = Vec::new();
         let mut left = VecDeque::new();
         while let Some(p) = self.listeners.pending.pop_front() {
             let Some(key) = self.listeners.keys.get(&p.handle) else {
@@ -516,10 +515,9 @@ impl Core {
                 fds,
                 &mut self.listeners.stats.handoff_messages,
             );
-            member.untaken.set(member.untaken.get() + sent.len() as u64);
-            self.listeners.stats.handed_over += sent.len() as u64;
-            self.loads.get(wid).handed += sent.len() as u64;
-            handed.extend(sent);
+            member.untaken.set(member.untaken.get() + sent);
+            self.listeners.stats.handed_over += sent;
+            self.loads.get(wid).handed += sent;
             left.extend(unsent.into_iter().map(|fd| Pending {
                 handle: hid,
                 fd,
@@ -527,10 +525,6 @@ impl Core {
             }));
         }
         self.listeners.pending = left;
-        // The workers have their copies now; ours go (on the ring, without a system call each).
-        for fd in handed {
-            self.driver.close(fd);
-        }
         let pending = self.listeners.pending.len();
         for h in self.listeners.handles.values_mut() {
             if pending >= MAX_PENDING {
@@ -782,14 +776,13 @@ fn pick(
     Some(candidates[i].worker)
 }
 
-/// One `sendmsg` per up to 64 connections, one byte each. Returns the fds sent (for the
-/// caller to close) and those that could not be.
-fn hand_over(
-    tx: BorrowedFd<'_>,
-    mut fds: Vec<OwnedFd>,
-    messages: &mut u64,
-) -> (Vec<OwnedFd>, Vec<OwnedFd>) {
-    let mut sent = Vec::with_capacity(fds.len());
+/// One `sendmsg` per up to 64 connections, one byte each. Our copies are closed right after
+/// each message: the worker is only just waking up, so this close is not the last reference
+/// and costs little; a later close (on the ring, at the next turn) usually came after the
+/// worker had closed its copy, and then the primary paid for the whole TCP teardown.
+/// Returns how many were sent, and those that could not be.
+fn hand_over(tx: BorrowedFd<'_>, mut fds: Vec<OwnedFd>, messages: &mut u64) -> (u64, Vec<OwnedFd>) {
+    let mut sent = 0;
     while !fds.is_empty() {
         let n = fds.len().min(scm::MAX_FDS);
         let bytes = [b'c'; scm::MAX_FDS];
@@ -798,7 +791,8 @@ fn hand_over(
             Ok(written) if written > 0 => {
                 *messages += 1;
                 drop(borrowed);
-                sent.extend(fds.drain(..n));
+                fds.drain(..n);
+                sent += n as u64;
             }
             _ => break,
         }

@@ -310,27 +310,6 @@ impl Ring {
         Ok(OpId(slot))
     }
 
-    /// Queues `close(2)` of `fd`, done with the next submission instead of a system call of
-    /// its own. Its completion is not reported. Available since 5.6.
-    ///
-    /// # Errors
-    /// When the submission queue cannot take it (the fd is closed at once then).
-    pub fn close(&mut self, fd: OwnedFd) -> io::Result<()> {
-        use rustix::fd::IntoRawFd;
-        let raw = fd.into_raw_fd();
-        let entry = opcode::Close::new(types::Fd(raw))
-            .build()
-            .user_data(INTERNAL);
-        match self.push(&entry) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // SAFETY: the entry was not queued, so `raw` is still ours alone to close.
-                drop(unsafe { OwnedFd::from_raw_fd(raw) });
-                Err(e)
-            }
-        }
-    }
-
     /// Asks the kernel to cancel `op`; its completion still arrives (with `ECANCELED` unless it
     /// had already finished).
     ///
