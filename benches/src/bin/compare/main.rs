@@ -63,7 +63,38 @@ struct Config {
     bin_dir: PathBuf,
 }
 
+/// `--plot FILE`: redraws `ratios.svg` next to a `compare.json` without measuring again.
+fn replot(path: &Path) {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).expect("read json")).expect("json");
+    let rows: Vec<Row> = v["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let mut row = Row::new(
+                r["metric"].as_str().unwrap_or(""),
+                r["ringleader"].as_f64().unwrap_or(f64::NAN),
+                r["node"].as_f64(),
+                if r["better"] == "lower" {
+                    Better::Lower
+                } else {
+                    Better::Higher
+                },
+                r["target"].as_f64(),
+            );
+            row.at_most = r["at_most"].as_f64();
+            row
+        })
+        .collect();
+    let out = path.with_file_name("ratios.svg");
+    std::fs::write(&out, ratios_svg(&rows)).expect("write svg");
+    println!("wrote {}", out.display());
+}
+
 fn run(primary: &Primary) {
+    if let Some(path) = arg("--plot") {
+        return replot(Path::new(&path));
+    }
     let bin_dir = std::env::current_exe()
         .expect("exe")
         .parent()
@@ -327,6 +358,7 @@ impl Row {
         json!({
             "metric": self.label, "ringleader": self.ours, "node": self.node,
             "advantage": self.advantage(), "target": self.target, "at_most": self.at_most,
+            "better": if self.better == Better::Higher { "higher" } else { "lower" },
             "met": self.met(),
         })
     }
