@@ -524,11 +524,10 @@ struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let pid = self.0.id();
         // SIGTERM: both servers stop their workers on it.
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
