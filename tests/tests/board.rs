@@ -133,6 +133,22 @@ fn a_worker_that_scribbles_over_its_slot_is_reported_once_and_the_others_serve_e
     assert!(h.primary.worker(bad).expect("bad").is_connected());
 }
 
+/// `n` connections, one after the other, each kept open after one `who` answered (the
+/// `serve-lines` fixture answers `<id>: who`): the answers and the open streams.
+fn hold(port: u16, n: usize) -> Vec<(String, TcpStream)> {
+    use std::io::{BufRead, BufReader, Write};
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
+            writeln!(s, "who").expect("write");
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).expect("read");
+            (line, s)
+        })
+        .collect()
+}
+
 #[test]
 fn least_connections_steers_around_a_worker_holding_connections() {
     let h = Harness::new(FIXTURE);
@@ -144,19 +160,7 @@ fn least_connections_steers_around_a_worker_holding_connections() {
     let port = port(&h, 2);
     // Five long-lived connections: the first goes to a, then b has fewer, and so on; keep
     // the ones a holds open and close b's.
-    let held = h.drive(move || {
-        use std::io::{BufRead, BufReader, Write};
-        let mut kept = Vec::new();
-        for _ in 0..6 {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
-            writeln!(s, "who").expect("write");
-            let mut line = String::new();
-            BufReader::new(&s).read_line(&mut line).expect("read");
-            kept.push((line, s));
-        }
-        kept
-    });
+    let held = h.drive(move || hold(port, 6));
     let on_a: Vec<_> = held
         .into_iter()
         .filter(|(line, _)| line.starts_with(&format!("{a}:")))
@@ -172,19 +176,7 @@ fn least_connections_steers_around_a_worker_holding_connections() {
     }
     let load_a = h.primary.worker(a).expect("a").load();
     assert_eq!((load_a.taken, load_a.finished), (3, 0), "{load_a:?}");
-    let next = h.drive(move || {
-        use std::io::{BufRead, BufReader, Write};
-        let mut kept = Vec::new();
-        for _ in 0..3 {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
-            writeln!(s, "who").expect("write");
-            let mut line = String::new();
-            BufReader::new(&s).read_line(&mut line).expect("read");
-            kept.push((line, s));
-        }
-        kept
-    });
+    let next = h.drive(move || hold(port, 3));
     for (line, _) in &next {
         assert!(line.starts_with(&format!("{b}:")), "{line:?}");
     }

@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 
-use ringleader::{AddressType, Event, Scheduling, Settings, Signal, WorkerState};
+use ringleader::{AddressType, Event, Scheduling, Settings, Signal, WorkerId, WorkerState};
 use ringleader_tests::Harness;
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
@@ -154,12 +154,9 @@ fn b22b_connections_queued_for_a_dying_worker_are_served_by_another() {
     assert!(rest.iter().all(|a| *a == expected), "{rest:?}");
 }
 
-#[test]
-fn b16_primary_disconnect_ends_incoming_and_the_worker_exits() {
-    let h = Harness::new(FIXTURE);
-    let a = h.fork("serve:127.0.0.1:0");
-    let b = h.fork("serve:127.0.0.1:0");
-    let port = listening(&h, 2)[0];
+/// Disconnects worker `a` from the primary: it exits voluntarily with code 0, and `b`
+/// answers every connection after that.
+fn disconnect_and_check_the_other_serves(h: &Harness, a: WorkerId, b: WorkerId, port: u16) {
     h.primary
         .worker(a)
         .expect("a")
@@ -170,10 +167,19 @@ fn b16_primary_disconnect_ends_incoming_and_the_worker_exits() {
         seen.contains(&format!("exit {a} code=Some(0) signal=None ead=true")),
         "{seen:?}"
     );
-    // Every connection now goes to the other worker.
     for answer in h.drive(move || (0..5).map(|_| fetch(port)).collect::<Vec<_>>()) {
         assert_eq!(answer, format!("hello from {b}\n"));
     }
+}
+
+#[test]
+fn b16_primary_disconnect_ends_incoming_and_the_worker_exits() {
+    let h = Harness::new(FIXTURE);
+    let a = h.fork("serve:127.0.0.1:0");
+    let b = h.fork("serve:127.0.0.1:0");
+    let port = listening(&h, 2)[0];
+    // Every connection now goes to the other worker.
+    disconnect_and_check_the_other_serves(&h, a, b, port);
 }
 
 #[test]
@@ -235,20 +241,8 @@ fn b16_a_shared_listener_stops_on_disconnect_too() {
     let a = h.fork("serve:127.0.0.1:0");
     let b = h.fork("serve:127.0.0.1:0");
     let port = listening(&h, 2)[0];
-    h.primary
-        .worker(a)
-        .expect("a")
-        .disconnect()
-        .expect("disconnect");
     // The worker was blocked waiting on the shared socket; the disconnect ends that wait.
-    let seen = h.until_gone(a);
-    assert!(
-        seen.contains(&format!("exit {a} code=Some(0) signal=None ead=true")),
-        "{seen:?}"
-    );
-    for answer in h.drive(move || (0..5).map(|_| fetch(port)).collect::<Vec<_>>()) {
-        assert_eq!(answer, format!("hello from {b}\n"));
-    }
+    disconnect_and_check_the_other_serves(&h, a, b, port);
 }
 
 #[test]
