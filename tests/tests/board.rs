@@ -158,7 +158,7 @@ fn least_connections_steers_around_a_worker_holding_connections() {
     let a = h.fork("serve-lines:127.0.0.1:0");
     let b = h.fork("serve-lines:127.0.0.1:0");
     let port = port(&h, 2);
-    // Five long-lived connections: the first goes to a, then b has fewer, and so on; keep
+    // Six long-lived connections: the first goes to a, then b has fewer, and so on; keep
     // the ones a holds open and close b's.
     let held = h.drive(move || hold(port, 6));
     let on_a: Vec<_> = held
