@@ -186,7 +186,7 @@ impl Core {
         let board = self.loads.assign(id);
         let result = self.spawn_worker(id, env, board);
         if result.is_err() {
-            self.loads.unassign(id);
+            self.loads.release(id);
         }
         result
     }

@@ -62,6 +62,21 @@ struct Member {
     untaken: std::cell::Cell<u64>,
 }
 
+impl Member {
+    /// The connections still queued for the worker, read back from our copy of its end.
+    fn read_back(&self) -> Vec<OwnedFd> {
+        let mut fds = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = scm::recv(&self.rx, &mut buf, &mut fds, Blocking::No) {
+            if n == 0 {
+                break;
+            }
+        }
+        self.untaken.set(0);
+        fds
+    }
+}
+
 /// Where a listener is bound.
 #[derive(Clone, Debug)]
 enum Local {
@@ -557,37 +572,28 @@ impl Core {
         }
     }
 
-    /// `n` connections handed to worker `id` came back untaken: they no longer count as
-    /// queued for it.
-    fn unhand(&mut self, id: WorkerId, n: usize) {
+    /// Connections handed to worker `id` came back untaken: counted as taken back, no
+    /// longer queued for it, and pending again (for another worker if there is one).
+    fn take_back(&mut self, id: WorkerId, handle: u32, fds: Vec<OwnedFd>, avoid: Option<WorkerId>) {
+        self.listeners.stats.taken_back += fds.len() as u64;
         let w = self.loads.get(id);
-        w.handed = w.handed.saturating_sub(n as u64);
+        w.handed = w.handed.saturating_sub(fds.len() as u64);
+        self.listeners
+            .pending
+            .extend(fds.into_iter().map(|fd| Pending { handle, fd, avoid }));
     }
 
     /// Reads back the connections queued for worker `id` on every listener, for others.
     fn take_back_queued(&mut self, id: WorkerId) {
         let mut back = Vec::new();
         for h in self.listeners.handles.values() {
-            let Some(Some(member)) = h.members.get(&id) else {
-                continue;
-            };
-            let mut fds = Vec::new();
-            let mut buf = [0u8; 256];
-            while let Ok(n) = scm::recv(&member.rx, &mut buf, &mut fds, Blocking::No) {
-                if n == 0 {
-                    break;
-                }
+            if let Some(Some(member)) = h.members.get(&id) {
+                back.push((h.id, member.read_back()));
             }
-            member.untaken.set(0);
-            back.extend(fds.into_iter().map(|fd| Pending {
-                handle: h.id,
-                fd,
-                avoid: Some(id),
-            }));
         }
-        self.listeners.stats.taken_back += back.len() as u64;
-        self.unhand(id, back.len());
-        self.listeners.pending.extend(back);
+        for (handle, fds) in back {
+            self.take_back(id, handle, fds, Some(id));
+        }
     }
 
     /// The worker left a listener (closed it, disconnected or died): connections queued for it
@@ -605,27 +611,11 @@ impl Core {
             }
             return;
         };
-        let hid = h.id;
-        let mut fds = Vec::new();
-        let mut buf = [0u8; 256];
-        while let Ok(n) = scm::recv(&member.rx, &mut buf, &mut fds, Blocking::No) {
-            if n == 0 {
-                break;
-            }
-        }
-        self.listeners.stats.taken_back += fds.len() as u64;
-        let w = self.loads.get(id);
-        w.handed = w.handed.saturating_sub(fds.len() as u64);
-        self.listeners
-            .pending
-            .extend(fds.into_iter().map(|fd| Pending {
-                handle: hid,
-                fd,
-                avoid: None,
-            }));
+        let (hid, fds, empty) = (h.id, member.read_back(), h.members.is_empty());
         // Its receiving end now reads end of file: the worker's `incoming()` ends.
         drop(member);
-        if h.members.is_empty() {
+        self.take_back(id, hid, fds, None);
+        if empty {
             self.drop_handle(key);
         }
     }

@@ -99,7 +99,6 @@ pub(crate) struct News {
 
 pub(crate) struct Loads {
     region: Option<(OwnedFd, SharedWords)>,
-    tried: bool,
     capacity: usize,
     free: Vec<usize>,
     generations: Vec<u64>,
@@ -118,19 +117,20 @@ impl std::fmt::Debug for Loads {
 
 impl Loads {
     /// A board of `slots` slots, created at once so that the primary's fds do not change
-    /// with its first fork.
+    /// with its first fork. When the system refuses a memfd the cluster runs without a board
+    /// (policies see no counts, hints are unavailable).
     pub(crate) fn new(slots: usize, policy: SharedPolicy) -> Loads {
-        let mut loads = Loads {
-            region: None,
-            tried: false,
+        let region = SharedWords::create("ringleader-board", words_for(slots))
+            .ok()
+            .filter(|(_, mem)| Board::init(mem.words()).is_ok());
+        Loads {
+            region,
             capacity: slots,
             free: (0..slots).rev().collect(),
             generations: vec![0; slots],
             workers: BTreeMap::new(),
             policy,
-        };
-        loads.fd();
-        loads
+        }
     }
 
     pub(crate) fn slots(&self) -> usize {
@@ -144,18 +144,8 @@ impl Loads {
             .map(|(_, mem)| Board::trusted(mem.words()))
     }
 
-    /// The region's fd, created on first use. `None` when the system refuses a memfd: the
-    /// cluster then runs without a board (policies see no counts, hints are unavailable).
-    pub(crate) fn fd(&mut self) -> Option<BorrowedFd<'_>> {
-        if !self.tried {
-            self.tried = true;
-            if let Ok((fd, mem)) = SharedWords::create("ringleader-board", words_for(self.capacity))
-            {
-                if Board::init(mem.words()).is_ok() {
-                    self.region = Some((fd, mem));
-                }
-            }
-        }
+    /// The region's fd, for workers to inherit; `None` without a board.
+    pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.region.as_ref().map(|(fd, _)| fd.as_fd())
     }
 
@@ -177,7 +167,8 @@ impl Loads {
         Some((index, generation))
     }
 
-    /// Worker `id` exited: its slot is free again (the next owner gets a new generation).
+    /// Worker `id` exited (or its fork failed after `assign`): its slot is free again, and
+    /// the next owner gets a new generation.
     pub(crate) fn release(&mut self, id: WorkerId) {
         if let Some(WorkerLoad {
             slot: Some((index, _)),
@@ -187,11 +178,6 @@ impl Loads {
             // Reused last: a slot rests as long as possible before its next owner.
             self.free.insert(0, index);
         }
-    }
-
-    /// The fork failed after `assign`.
-    pub(crate) fn unassign(&mut self, id: WorkerId) {
-        self.release(id);
     }
 
     /// A snapshot of worker `id`'s load, after reading the board.
