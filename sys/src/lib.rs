@@ -53,4 +53,8 @@ pub mod errno {
     pub const ENOBUFS: i32 = libc::ENOBUFS;
     /// The kernel is out of memory.
     pub const ENOMEM: i32 = libc::ENOMEM;
+    /// Nothing there right now (the end of an accept that takes what waits).
+    pub const EAGAIN: i32 = libc::EAGAIN;
+    /// Invalid argument (an io_uring flag the kernel does not know).
+    pub const EINVAL: i32 = libc::EINVAL;
 }

@@ -107,6 +107,9 @@ pub struct Features {
     /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (6.1): the ring must only be
     /// used from the thread that created it.
     pub deferred_task_run: bool,
+    /// `IORING_ACCEPT_DONTWAIT` (6.10): [`Ring::accept_drain`]. Told by
+    /// `IORING_FEAT_RECVSEND_BUNDLE`, which came in the same release.
+    pub accept_drain: bool,
 }
 
 /// An io_uring instance and its operations in flight.
@@ -173,6 +176,7 @@ impl Ring {
             multishot_accept: probe.is_supported(opcode::Socket::CODE),
             waitid: probe.is_supported(opcode::WaitId::CODE),
             deferred_task_run: false,
+            accept_drain: ring.params().is_feature_recvsend_bundle(),
         };
         Ok(Ring {
             ring,
@@ -306,6 +310,30 @@ impl Ring {
             .flags(libc::SOCK_CLOEXEC)
             .build()
             .user_data(slot as u64);
+        self.push(&entry)?;
+        Ok(OpId(slot))
+    }
+
+    /// Queues an accept of every connection waiting on the listening socket `fd` right now,
+    /// and no more: a multishot accept with `IORING_ACCEPT_DONTWAIT`, which posts one
+    /// [`Completion::Accept`] per connection (`more == true`) and ends with `EAGAIN` when the
+    /// backlog is empty instead of waiting for the next one. One submission and no system
+    /// call per connection; the kernel does not wake this thread for later arrivals. Needs
+    /// [`Features::accept_drain`] (6.10; older kernels end it with `EINVAL`).
+    ///
+    /// # Errors
+    /// When the submission queue cannot take it.
+    pub fn accept_drain(&mut self, fd: &Arc<dyn AsFd>, token: u64) -> io::Result<OpId> {
+        let slot = self.insert(Op {
+            token,
+            kind: OpKind::Accept,
+            _fd: fd.clone(),
+        });
+        let mut entry = opcode::AcceptMulti::new(types::Fd(fd.as_fd().as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(slot as u64);
+        set_ioprio(&mut entry, ACCEPT_MULTISHOT | ACCEPT_DONTWAIT);
         self.push(&entry)?;
         Ok(OpId(slot))
     }
@@ -541,9 +569,89 @@ fn poll_mask(flags: PollFlags) -> u32 {
     u32::from(flags.bits() as u16)
 }
 
+/// `IORING_ACCEPT_MULTISHOT` and `IORING_ACCEPT_DONTWAIT`, accept's flags in the SQE's
+/// `ioprio` field (include/uapi/linux/io_uring.h).
+const ACCEPT_MULTISHOT: u16 = 1 << 0;
+const ACCEPT_DONTWAIT: u16 = 1 << 1;
+
+/// Sets the `ioprio` field of an SQE, which the io-uring crate's accept builders fill with
+/// `IORING_ACCEPT_MULTISHOT` alone.
+fn set_ioprio(entry: &mut squeue::Entry, ioprio: u16) {
+    // `struct io_uring_sqe` (kernel ABI): opcode u8 at 0, flags u8 at 1, ioprio u16 at 2.
+    const IOPRIO_OFFSET: usize = 2;
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    const _: () = assert!(std::mem::align_of::<squeue::Entry>() >= 2);
+    let base: *mut squeue::Entry = entry;
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around `struct io_uring_sqe` (64 bytes, checked
+    // above), so offset 2 stays inside the entry.
+    let field = unsafe { base.cast::<u8>().add(IOPRIO_OFFSET) }.cast::<u16>();
+    // SAFETY: bytes 2..4 of the SQE are the u16 `ioprio`; the pointer comes from a unique
+    // reference and is aligned for u16 (offset 2 of an at-least-2-aligned struct).
+    unsafe { field.write(ioprio) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drain_accepts_what_waits_then_ends_with_eagain() {
+        let mut ring = match Ring::probe(64) {
+            Ok(r) if r.features().accept_drain => r,
+            Ok(_) | Err(_) => {
+                eprintln!("skipped: no io_uring with IORING_ACCEPT_DONTWAIT (6.10) here");
+                return;
+            }
+        };
+        let listener =
+            crate::listen::tcp("127.0.0.1:0".parse().expect("addr"), &Default::default())
+                .expect("listen");
+        let addr = crate::listen::local_addr(&listener).expect("addr");
+        crate::socket::set_nonblocking(&listener, true).expect("nonblocking");
+        let listener: Arc<dyn AsFd> = Arc::new(listener);
+        // Three waiting (a loopback connect returns once the connection is in the backlog).
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        for round in 0..2 {
+            ring.accept_drain(&listener, 9).expect("queue");
+            let mut out = Vec::new();
+            while !out
+                .iter()
+                .any(|c| matches!(c, Completion::Accept { more: false, .. }))
+            {
+                ring.wait(&mut out, Some(Duration::from_secs(5)))
+                    .expect("wait");
+            }
+            let (mut fds, mut last) = (0, None);
+            for c in out {
+                match c {
+                    Completion::Accept {
+                        token: 9,
+                        result: Ok(fd),
+                        more: true,
+                    } => {
+                        assert!(
+                            rustix::io::fcntl_getfd(&fd)
+                                .expect("flags")
+                                .contains(rustix::io::FdFlags::CLOEXEC)
+                        );
+                        fds += 1;
+                    }
+                    Completion::Accept {
+                        token: 9,
+                        result: Err(e),
+                        more: false,
+                    } => last = e.raw_os_error(),
+                    other => panic!("{other:?}"),
+                }
+            }
+            // The first drain takes the three; the second finds nothing and does not wait.
+            assert_eq!(fds, if round == 0 { 3 } else { 0 });
+            assert_eq!(last, Some(libc::EAGAIN));
+        }
+        drop(clients);
+    }
 
     #[test]
     fn multishot_accept_yields_each_connection_until_cancelled() {
