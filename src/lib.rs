@@ -179,7 +179,7 @@ pub use primary::{
 };
 pub use ringleader_sys::signal::Signal;
 pub use role::{ENV_BACKEND, ENV_SCHED_POLICY, Role, is_worker, role};
-pub use tuning::ENV_BUSY_POLL_US;
+pub use tuning::{ENV_ACCEPT_ROUNDS_US, ENV_BUSY_POLL_US};
 pub use worker::{
     Connection, Incoming, ListenOptions, TcpListener, UdpSocket, UnixListener, Worker,
 };

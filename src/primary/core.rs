@@ -30,7 +30,7 @@ use crate::ipc::frame::Kind;
 use crate::role::{
     BOARD_FD, CHANNEL_FD, ENV_BOARD_FD, ENV_BOARD_SLOT, ENV_CHANNEL_FD, ENV_WORKER_ID,
 };
-use crate::tuning::{BURST_GAP, COALESCE_LIMIT, default_busy_poll};
+use crate::tuning::{BURST_GAP, COALESCE_LIMIT, default_accept_rounds, default_busy_poll};
 
 /// Queued output beyond this makes the primary's `send` wait, running the loop, until the
 /// worker has read enough.
@@ -97,6 +97,8 @@ pub(crate) struct Core {
     signals: Option<Arc<SignalFd>>,
     all_waiting: Option<BTreeSet<WorkerId>>,
     pub(crate) busy_poll: Duration,
+    /// Round-robin listeners accept in rounds this far apart ([`crate::tuning`]).
+    pub(crate) accept_rounds: Option<Duration>,
     pub(crate) listeners: super::listeners::Listeners,
     pub(crate) loads: super::loads::Loads,
     /// The policy `RINGLEADER_SCHED_POLICY` named, if it named one.
@@ -148,6 +150,7 @@ impl Core {
             signals: None,
             all_waiting: None,
             busy_poll: default_busy_poll(),
+            accept_rounds: default_accept_rounds(),
             listeners: Default::default(),
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
             env_policy: None,
@@ -493,6 +496,14 @@ impl Core {
         if !self.ready.is_empty() {
             return self.wait(Some(Duration::ZERO)).map(drop);
         }
+        if let Some(at) = self.listeners.next_round() {
+            // A listener rests between rounds: sleep until its next one (or anything else),
+            // without busy polling, which would take connections one by one again.
+            let until = at.saturating_duration_since(Instant::now());
+            return self
+                .wait(Some(timeout.map_or(until, |t| t.min(until))))
+                .map(drop);
+        }
         let spin = match timeout {
             Some(t) => t.min(self.busy_poll),
             None => self.busy_poll,
@@ -537,7 +548,7 @@ impl Core {
                     result,
                     more,
                 }) => {
-                    self.on_accepted(untoken(tok).0, result, more);
+                    self.on_accepted(tok, result, more);
                 }
                 Happening::Received(c) => self.on_received(c),
                 Happening::Ready { token, read, write } => self.on_ready(token, read, write),

@@ -37,6 +37,19 @@ pub(crate) fn token(id: WorkerId, tag: Tag) -> u64 {
     (u64::from(id) << 2) | tag as u64
 }
 
+/// A listener's token for one arming of its accept: the generation in the top bits tells a
+/// late completion of an earlier arming (cancelled, or ended) from the current one's.
+pub(crate) fn accept_token(id: WorkerId, generation: u32) -> u64 {
+    (u64::from(generation & GENERATION_MASK) << 34) | token(id, Tag::Accept)
+}
+
+/// The generation [`accept_token`] packed.
+pub(crate) fn accept_generation(token: u64) -> u32 {
+    (token >> 34) as u32 & GENERATION_MASK
+}
+
+const GENERATION_MASK: u32 = (1 << 30) - 1;
+
 pub(crate) fn untoken(token: u64) -> (WorkerId, Option<Tag>) {
     let id = (token >> 2) as WorkerId;
     let tag = match token & 3 {
@@ -104,6 +117,28 @@ impl Driver {
         match self {
             Driver::Uring(ring) => ring.accept_multishot(fd, token).map(Some),
             Driver::Epoll(ep, _) => ep.add(fd.as_fd(), token, Interest::READ).map(|()| None),
+        }
+    }
+
+    /// io_uring: accepts what waits on a listening socket now and ends (`EAGAIN`); epoll: as
+    /// [`Driver::accept`] (the accept loop takes what waits when readiness comes).
+    pub(crate) fn accept_waiting(
+        &mut self,
+        fd: &Arc<dyn AsFd>,
+        token: u64,
+    ) -> std::io::Result<Option<OpId>> {
+        match self {
+            Driver::Uring(ring) => ring.accept_drain(fd, token).map(Some),
+            Driver::Epoll(..) => self.accept(fd, token),
+        }
+    }
+
+    /// Whether accepting in rounds is possible: always on epoll, with
+    /// `IORING_ACCEPT_DONTWAIT` (6.10) on io_uring.
+    pub(crate) fn can_accept_in_rounds(&self) -> bool {
+        match self {
+            Driver::Uring(ring) => ring.features().accept_drain,
+            Driver::Epoll(..) => true,
         }
     }
 

@@ -24,7 +24,7 @@ use ringleader_sys::{errno, socket};
 
 use super::core::{Core, dyn_fd};
 use super::driver::Driver;
-use super::driver::{Tag, token};
+use super::driver::{accept_generation, accept_token, untoken};
 use super::loads::{Loads, WorkerLoad};
 use super::settings::Scheduling;
 use crate::error::{Error, ErrorKind};
@@ -115,9 +115,23 @@ struct Handle {
     members: BTreeMap<WorkerId, Option<Member>>,
     accept_op: Option<OpId>,
     accepting: bool,
-    /// After an accept failed for want of resources (fds, memory), accepting waits until
-    /// then instead of spinning on an error that will not clear by itself.
+    /// Accepting waits until then: the listener rests between rounds, or an accept failed
+    /// for want of resources (fds, memory), an error that will not clear by itself.
     retry_at: Option<Instant>,
+    /// Counts armings; completions of an earlier one carry an older number in their token.
+    generation: u32,
+    /// Connections taken since the last arming.
+    taken: u32,
+    /// Accepting in rounds this far apart ([`crate::tuning`]); `None`: each connection as
+    /// it comes.
+    rounds: Option<Duration>,
+    /// io_uring, in rounds: the accept in flight takes what waits and ends (a round), rather
+    /// than watching for the next connection (after a round found nothing).
+    draining: bool,
+    /// In rounds: the last round found nothing, so the next arming watches.
+    quiet: bool,
+    /// `retry_at` is a back-off after an accept failed for want of resources, not a rest.
+    starved: bool,
 }
 
 /// An accepted connection waiting for a worker.
@@ -139,10 +153,24 @@ impl Handle {
                 return;
             }
             self.retry_at = None;
+            self.starved = false;
         }
-        if let Ok(op) = driver.accept(&dyn_fd(&self.sock), token(self.id, Tag::Accept)) {
+        self.generation = self.generation.wrapping_add(1);
+        self.taken = 0;
+        let (sock, tok) = (dyn_fd(&self.sock), accept_token(self.id, self.generation));
+        // A round takes what arrived while the listener rested. When a round found nothing,
+        // the next arming watches instead, and the first connection after the quiet spell is
+        // handed over at once (then the listener rests: `Core::rest`).
+        let round = self.rounds.is_some() && !self.quiet;
+        let armed = if round {
+            driver.accept_waiting(&sock, tok)
+        } else {
+            driver.accept(&sock, tok)
+        };
+        if let Ok(op) = armed {
             self.accept_op = op;
             self.accepting = true;
+            self.draining = round && op.is_some();
         }
     }
 
@@ -150,6 +178,7 @@ impl Handle {
     fn pause(&mut self, driver: &mut Driver) {
         if self.accepting {
             self.accepting = false;
+            self.draining = false;
             driver.forget(&dyn_fd(&self.sock), self.accept_op.take());
         }
     }
@@ -194,6 +223,15 @@ impl Listeners {
     /// millisecond).
     pub(crate) fn paused(&self) -> bool {
         self.handles.values().any(|h| h.handoff && !h.accepting)
+    }
+
+    /// When the next resting listener resumes accepting.
+    pub(crate) fn next_round(&self) -> Option<Instant> {
+        self.handles
+            .values()
+            .filter(|h| h.handoff && !h.accepting)
+            .filter_map(|h| h.retry_at)
+            .min()
     }
 }
 
@@ -369,6 +407,14 @@ impl Core {
             accept_op: None,
             accepting: false,
             retry_at: None,
+            generation: 0,
+            taken: 0,
+            rounds: self
+                .accept_rounds
+                .filter(|r| !r.is_zero() && self.driver.can_accept_in_rounds()),
+            draining: false,
+            quiet: false,
+            starved: false,
         })
     }
 
@@ -386,18 +432,24 @@ impl Core {
         }
     }
 
-    /// io_uring: a multishot accept produced a connection, or ended.
-    pub(crate) fn on_accepted(
-        &mut self,
-        handle: u32,
-        result: std::io::Result<OwnedFd>,
-        more: bool,
-    ) {
+    /// io_uring: an accept produced a connection, or ended.
+    pub(crate) fn on_accepted(&mut self, tok: u64, result: std::io::Result<OwnedFd>, more: bool) {
+        let handle = untoken(tok).0;
         let Some(key) = self.listeners.keys.get(&handle).cloned() else {
             return;
         };
+        let Some(h) = self.listeners.handles.get_mut(&key) else {
+            return;
+        };
+        // A late completion of an earlier arming (cancelled, or ended) delivers its
+        // connection, but moves no state.
+        let current = h.accepting && h.generation == accept_generation(tok);
+        let watching = current && h.rounds.is_some() && !h.draining;
         match result {
             Ok(fd) => {
+                if current {
+                    h.taken += 1;
+                }
                 self.listeners.stats.accepted += 1;
                 self.listeners.pending.push_back(Pending {
                     handle,
@@ -409,41 +461,62 @@ impl Core {
                     self.pause_accept(&key);
                     return;
                 }
+                if watching {
+                    // The first connection after a quiet spell: it goes out this turn, the
+                    // next ones gather until the next round.
+                    self.rest(&key);
+                    return;
+                }
             }
             Err(e) if starved(&e) => {
-                self.back_off(&key);
+                if current {
+                    self.back_off(&key);
+                }
                 return;
             }
             Err(e) if e.raw_os_error() == Some(errno::ECANCELED) => {}
+            // A round's end: nothing more waits.
+            Err(e) if current && h.draining && e.raw_os_error() == Some(errno::EAGAIN) => {}
+            Err(e) if current && h.draining && e.raw_os_error() == Some(errno::EINVAL) => {
+                // A kernel without IORING_ACCEPT_DONTWAIT after all: one connection at a time.
+                h.rounds = None;
+            }
             // Other accept errors (ECONNABORTED…) concern one connection: skipped, as in Node.
             Err(_) => self.listeners.stats.accept_errors += 1,
         }
-        if !more {
-            if let Some(h) = self.listeners.handles.get_mut(&key) {
-                h.accept_op = None;
-                if h.accepting {
-                    h.accepting = false;
-                    self.arm_accept(&key);
-                }
+        if !more && current {
+            let Some(h) = self.listeners.handles.get_mut(&key) else {
+                return;
+            };
+            h.accept_op = None;
+            h.accepting = false;
+            let drained = std::mem::take(&mut h.draining);
+            if drained && h.rounds.is_some() && h.taken > 0 {
+                self.rest(&key);
+            } else {
+                h.quiet = drained;
+                self.arm_accept(&key);
             }
         }
     }
 
     /// epoll: the listening socket is readable.
     pub(crate) fn accept_ready(&mut self, handle: u32) {
-        let Some(key) = self.listeners.keys.get(&handle) else {
+        let Some(key) = self.listeners.keys.get(&handle).cloned() else {
             return;
         };
-        let Some(h) = self.listeners.handles.get(key) else {
+        let Some(h) = self.listeners.handles.get(&key) else {
             return;
         };
         let sock = h.sock.clone();
+        let mut taken = 0;
         for _ in 0..64 {
             if self.listeners.pending.len() >= MAX_PENDING {
                 break;
             }
             match listen::accept(&*sock, false) {
                 Ok(fd) => {
+                    taken += 1;
                     self.listeners.stats.accepted += 1;
                     self.listeners.pending.push_back(Pending {
                         handle,
@@ -453,11 +526,54 @@ impl Core {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if starved(&e) => {
-                    let key = key.clone();
                     self.back_off(&key);
-                    break;
+                    return;
                 }
                 Err(_) => self.listeners.stats.accept_errors += 1,
+            }
+        }
+        if taken > 0
+            && self
+                .listeners
+                .handles
+                .get(&key)
+                .is_some_and(|h| h.rounds.is_some())
+        {
+            self.rest(&key);
+        }
+    }
+
+    /// Accept rounds this far apart from now on ([`crate::Primary::set_accept_rounds`]).
+    pub(crate) fn set_accept_rounds(&mut self, interval: Duration) {
+        self.accept_rounds = Some(interval).filter(|i| !i.is_zero());
+        let rounds = self
+            .accept_rounds
+            .filter(|_| self.driver.can_accept_in_rounds());
+        let now = Instant::now();
+        for h in self.listeners.handles.values_mut() {
+            if h.handoff {
+                h.rounds = rounds;
+                // A listener resting now starts its next round no later than one new interval
+                // from now (a starved one keeps its back-off).
+                if let (Some(at), Some(r), false) = (h.retry_at, rounds, h.starved) {
+                    h.retry_at = Some(at.min(now + r));
+                }
+                if rounds.is_none() && !h.starved {
+                    h.retry_at = None;
+                }
+            }
+        }
+    }
+
+    /// In rounds: the listener took connections; it stops accepting until the next round,
+    /// while the kernel's backlog gathers the next ones.
+    fn rest(&mut self, key: &Key) {
+        if let Some(h) = self.listeners.handles.get_mut(key) {
+            if let Some(gap) = h.rounds {
+                h.pause(&mut self.driver);
+                h.quiet = false;
+                h.starved = false;
+                h.retry_at = Some(Instant::now() + gap);
             }
         }
     }
@@ -471,6 +587,7 @@ impl Core {
             h.pause(&mut self.driver);
             h.accept_op = None;
             h.retry_at = Some(Instant::now() + STARVED_BACKOFF);
+            h.starved = true;
         }
     }
 

@@ -148,6 +148,22 @@ impl Primary {
         self.core.borrow_mut().busy_poll = window;
     }
 
+    /// Sets the interval between accept rounds on round-robin listeners (default:
+    /// `RINGLEADER_ACCEPT_ROUNDS_US`, 200 µs); zero accepts each connection as it comes.
+    ///
+    /// In rounds, a listener that just took connections stops accepting for this long and
+    /// then takes, in one go, every connection that arrived meanwhile; each worker gets its
+    /// share in one message. The first connection after a quiet spell is taken at once, so
+    /// only connections that arrive within the interval after others wait, by at most the
+    /// interval. Under load this replaces a wake-up of the primary per connection by one per
+    /// round (README, "Latency and CPU"; BENCHMARKS.md). Applies at once: a listener
+    /// resting now starts its next round within the new interval (zero: now). On io_uring it
+    /// needs Linux 6.10 (`IORING_ACCEPT_DONTWAIT`); older kernels accept each connection as
+    /// it comes.
+    pub fn set_accept_rounds(&self, interval: Duration) {
+        self.core.borrow_mut().set_accept_rounds(interval);
+    }
+
     /// Writes out the messages collected from bursts of `send` calls now, without waiting for
     /// the next loop turn. (Every turn of the loop does this too; a lone message is written at
     /// once anyway.)

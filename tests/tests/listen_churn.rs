@@ -105,6 +105,9 @@ fn ten_thousand_connections_survive_a_kill_every_100ms() {
     let mut next_kill = Instant::now() + Duration::from_millis(100);
     let (mut kills, mut respawns, mut answers, mut errors) = (0, 0, 0usize, Vec::new());
     let mut victim = 0usize;
+    let mut listening = 0;
+    // What the primary looked like when the first error came, for the failure message.
+    let mut at_first_error = None;
     while answers + errors.len() < 10_000 {
         assert!(
             Instant::now() < deadline,
@@ -115,6 +118,14 @@ fn ten_thousand_connections_survive_a_kill_every_100ms() {
                 Ok(a) if a.starts_with("hello from ") && a.ends_with('\n') => answers += 1,
                 Ok(a) => errors.push(format!("short answer {a:?}")),
                 Err(e) => errors.push(e),
+            }
+            if !errors.is_empty() && at_first_error.is_none() {
+                at_first_error = Some(format!(
+                    "after {answers} answers, {kills} kills, {respawns} respawns, {listening} \
+                     Listening events; {} workers; {:?}",
+                    h.primary.workers().len(),
+                    h.primary.handoff_stats()
+                ));
             }
         }
         if Instant::now() >= next_kill {
@@ -142,6 +153,7 @@ fn ten_thousand_connections_survive_a_kill_every_100ms() {
                     h.fork(MODE);
                     respawns += 1;
                 }
+                Event::Listening { .. } => listening += 1,
                 Event::Error { error, .. } => panic!("primary reported {error}"),
                 _ => {}
             }
@@ -156,9 +168,10 @@ fn ten_thousand_connections_survive_a_kill_every_100ms() {
     );
     assert!(
         errors.is_empty(),
-        "{} errors, first: {:?}",
+        "{} errors, first: {:?}, {}",
         errors.len(),
-        errors.first()
+        errors.first(),
+        at_first_error.unwrap_or_default()
     );
     assert!(
         kills >= 15,
