@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p ringleader-benches --bin compare -- [--reps 3] [--seconds 5]
-//!     [--no-pin] [--out benches/results/compare] [--skip-ipc]
+//!     [--no-pin] [--out benches/results/compare] [--skip-ipc] [--only PARTS] [--no-node]
 //! ```
 //!
 //! Measured for both, in the same run, medians of `--reps` runs: new connections per second
@@ -17,7 +17,9 @@
 //! The load client is ours (`loadgen.rs`: one thread, epoll, non-blocking). By default the
 //! servers run on CPU 0 (`taskset`) and the client on CPU 1, so that the client does not take
 //! the CPU it measures; `--no-pin` shares the CPUs. Without `node` on the PATH, Node's column
-//! is skipped with a line saying so. The servers are `cluster_server` (ours) and
+//! is skipped with a line saying so (`--no-node` skips it on purpose). `--only` takes a
+//! comma-separated subset of `startup`, `ipc`, `conn`, `http` (all by default), for quick
+//! looks at one part; the table then has only those rows. The servers are `cluster_server` (ours) and
 //! `benches/node/cluster-server.js`; they are built/found next to this binary.
 
 mod loadgen;
@@ -40,6 +42,11 @@ fn arg(name: &str) -> Option<String> {
 
 fn flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
+}
+
+/// Whether `--only` (if given) names this part of the run.
+fn wants(part: &str) -> bool {
+    arg("--only").is_none_or(|parts| parts.split(',').any(|p| p.trim() == part))
 }
 
 fn main() {
@@ -91,6 +98,15 @@ fn replot(path: &Path) {
     println!("wrote {}", out.display());
 }
 
+/// The new-connection runs: (policy, workers); `single` is one process accepting directly.
+const CONN_RUNS: [(&str, usize); 5] = [
+    ("rr", 2),
+    ("rr", 4),
+    ("none", 2),
+    ("none", 4),
+    ("single", 0),
+];
+
 fn run(primary: &Primary) {
     if let Some(path) = arg("--plot") {
         return replot(Path::new(&path));
@@ -116,7 +132,11 @@ fn run(primary: &Primary) {
         seconds: arg("--seconds").and_then(|v| v.parse().ok()).unwrap_or(5.0),
         pin: !flag("--no-pin") && cpus >= 2 && taskset,
         out: arg("--out").map_or_else(|| repo.join("benches/results/compare"), PathBuf::from),
-        node: which("node"),
+        node: if flag("--no-node") {
+            None
+        } else {
+            which("node")
+        },
         repo,
         bin_dir,
     };
@@ -141,25 +161,27 @@ fn run(primary: &Primary) {
 
     // Startup and the control channel first, on the whole machine (the processes they start
     // inherit this thread's CPU mask, so pinning waits for the load tests).
-    let ours = startup_ours(primary, 20);
-    let node = cfg.node.as_ref().map(|n| startup_node(n, &cfg.repo, 20));
-    rows.push(Row::new(
-        "fork to online, ms (median of 20)",
-        ours.0,
-        node.map(|n| n.0),
-        Better::Lower,
-        Some(10.0),
-    ));
-    rows.push(Row::new(
-        "fork to listening, ms (median of 20)",
-        ours.1,
-        node.map(|n| n.1),
-        Better::Lower,
-        None,
-    ));
+    if wants("startup") {
+        let ours = startup_ours(primary, 20);
+        let node = cfg.node.as_ref().map(|n| startup_node(n, &cfg.repo, 20));
+        rows.push(Row::new(
+            "fork to online, ms (median of 20)",
+            ours.0,
+            node.map(|n| n.0),
+            Better::Lower,
+            Some(10.0),
+        ));
+        rows.push(Row::new(
+            "fork to listening, ms (median of 20)",
+            ours.1,
+            node.map(|n| n.1),
+            Better::Lower,
+            None,
+        ));
+    }
 
     let mut ipc = Vec::new();
-    if !flag("--skip-ipc") {
+    if !flag("--skip-ipc") && wants("ipc") {
         ipc_rows(&cfg, &mut ipc);
     }
     if cfg.pin {
@@ -168,13 +190,8 @@ fn run(primary: &Primary) {
 
     // New connections per second.
     let mut conn_rr2 = None;
-    for (policy, workers) in [
-        ("rr", 2),
-        ("rr", 4),
-        ("none", 2),
-        ("none", 4),
-        ("single", 0),
-    ] {
+    let conn_runs = if wants("conn") { &CONN_RUNS[..] } else { &[] };
+    for &(policy, workers) in conn_runs {
         let ours = measure(&cfg, Side::Ours, policy, workers, Workload::Conn);
         let node = cfg
             .node
@@ -242,12 +259,34 @@ fn run(primary: &Primary) {
         }
     }
 
-    // HTTP.
-    let ours = measure(&cfg, Side::Ours, "rr", 2, Workload::KeepAlive);
+    if wants("http") {
+        http_rows(&cfg, &mut rows);
+    }
+
+    rows.extend(ipc);
+    print_table(&rows);
+    let doc = json!({
+        "pinned": cfg.pin, "reps": cfg.reps, "seconds": cfg.seconds,
+        "node": cfg.node.as_ref().map(|p| p.display().to_string()),
+        "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
+    });
+    let json_path = cfg.out.join("compare.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&doc).unwrap_or_default(),
+    )
+    .expect("write json");
+    std::fs::write(cfg.out.join("ratios.svg"), ratios_svg(&rows)).expect("write svg");
+    println!("results: {} and ratios.svg", json_path.display());
+}
+
+/// HTTP keep-alive and `Connection: close`, rr with 2 workers.
+fn http_rows(cfg: &Config, rows: &mut Vec<Row>) {
+    let ours = measure(cfg, Side::Ours, "rr", 2, Workload::KeepAlive);
     let node = cfg
         .node
         .as_ref()
-        .map(|_| measure(&cfg, Side::Node, "rr", 2, Workload::KeepAlive));
+        .map(|_| measure(cfg, Side::Node, "rr", 2, Workload::KeepAlive));
     rows.push(Row::new(
         "HTTP keep-alive req/s, rr, 2 workers",
         ours.rate,
@@ -269,11 +308,11 @@ fn run(primary: &Primary) {
         Better::Lower,
         None,
     ));
-    let ours = measure(&cfg, Side::Ours, "rr", 2, Workload::Close);
+    let ours = measure(cfg, Side::Ours, "rr", 2, Workload::Close);
     let node = cfg
         .node
         .as_ref()
-        .map(|_| measure(&cfg, Side::Node, "rr", 2, Workload::Close));
+        .map(|_| measure(cfg, Side::Node, "rr", 2, Workload::Close));
     rows.push(Row::new(
         "HTTP Connection: close req/s, rr, 2 workers",
         ours.rate,
@@ -281,23 +320,6 @@ fn run(primary: &Primary) {
         Better::Higher,
         Some(2.0),
     ));
-
-    rows.extend(ipc);
-
-    print_table(&rows);
-    let doc = json!({
-        "pinned": cfg.pin, "reps": cfg.reps, "seconds": cfg.seconds,
-        "node": cfg.node.as_ref().map(|p| p.display().to_string()),
-        "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
-    });
-    let json_path = cfg.out.join("compare.json");
-    std::fs::write(
-        &json_path,
-        serde_json::to_string_pretty(&doc).unwrap_or_default(),
-    )
-    .expect("write json");
-    std::fs::write(cfg.out.join("ratios.svg"), ratios_svg(&rows)).expect("write svg");
-    println!("results: {} and ratios.svg", json_path.display());
 }
 
 // ---------------------------------------------------------------------------------------
