@@ -301,17 +301,7 @@ impl Ring {
     /// # Errors
     /// When the submission queue cannot take it.
     pub fn accept_multishot(&mut self, fd: &Arc<dyn AsFd>, token: u64) -> io::Result<OpId> {
-        let slot = self.insert(Op {
-            token,
-            kind: OpKind::Accept,
-            _fd: fd.clone(),
-        });
-        let entry = opcode::AcceptMulti::new(types::Fd(fd.as_fd().as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(slot as u64);
-        self.push(&entry)?;
-        Ok(OpId(slot))
+        self.queue_accept(fd, token, ACCEPT_MULTISHOT)
     }
 
     /// Queues an accept of every connection waiting on the listening socket `fd` right now,
@@ -324,6 +314,11 @@ impl Ring {
     /// # Errors
     /// When the submission queue cannot take it.
     pub fn accept_drain(&mut self, fd: &Arc<dyn AsFd>, token: u64) -> io::Result<OpId> {
+        self.queue_accept(fd, token, ACCEPT_MULTISHOT | ACCEPT_DONTWAIT)
+    }
+
+    /// A multishot accept with `SOCK_CLOEXEC` and the accept flags `ioprio`.
+    fn queue_accept(&mut self, fd: &Arc<dyn AsFd>, token: u64, ioprio: u16) -> io::Result<OpId> {
         let slot = self.insert(Op {
             token,
             kind: OpKind::Accept,
@@ -333,7 +328,7 @@ impl Ring {
             .flags(libc::SOCK_CLOEXEC)
             .build()
             .user_data(slot as u64);
-        set_ioprio(&mut entry, ACCEPT_MULTISHOT | ACCEPT_DONTWAIT);
+        set_ioprio(&mut entry, ioprio);
         self.push(&entry)?;
         Ok(OpId(slot))
     }

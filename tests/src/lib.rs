@@ -123,6 +123,18 @@ impl Harness {
         }
     }
 
+    /// Waits for `n` Listening events; returns what they carried, in order.
+    pub fn listening(&self, n: usize) -> Vec<ringleader::Listening> {
+        let mut seen = Vec::new();
+        self.until(|e| {
+            if let Event::Listening { address, .. } = e {
+                seen.push(address.clone());
+            }
+            seen.len() == n
+        });
+        seen
+    }
+
     /// Events until worker `id` has both disconnected and exited, described.
     pub fn until_gone(&self, id: ringleader::WorkerId) -> Vec<String> {
         let (mut disconnected, mut exited) = (false, false);

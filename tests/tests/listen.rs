@@ -13,15 +13,13 @@ const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 
 /// Waits for `n` Listening events; returns their ports.
 fn listening(h: &Harness, n: usize) -> Vec<u16> {
-    let mut ports = Vec::new();
-    h.until(|e| {
-        if let Event::Listening { address, .. } = e {
-            assert_eq!(address.address_type, AddressType::V4);
-            ports.push(address.port);
-        }
-        ports.len() == n
-    });
-    ports
+    h.listening(n)
+        .iter()
+        .map(|l| {
+            assert_eq!(l.address_type, AddressType::V4);
+            l.port
+        })
+        .collect()
 }
 
 /// Connects and reads the whole answer.

@@ -27,14 +27,7 @@ fn fetch(port: u16) -> Result<String, String> {
 }
 
 fn port_of(h: &Harness, n: usize) -> u16 {
-    let mut ports = Vec::new();
-    h.until(|e| {
-        if let Event::Listening { address, .. } = e {
-            ports.push(address.port);
-        }
-        ports.len() == n
-    });
-    ports[0]
+    h.listening(n)[0].port
 }
 
 #[test]

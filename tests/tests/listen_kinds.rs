@@ -10,17 +10,6 @@ use ringleader_tests::{Harness, WATCHDOG};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 
-fn listening(h: &Harness, n: usize) -> Vec<ringleader::Listening> {
-    let mut seen = Vec::new();
-    h.until(|e| {
-        if let Event::Listening { address, .. } = e {
-            seen.push(address.clone());
-        }
-        seen.len() == n
-    });
-    seen
-}
-
 fn unix_cluster(scheduling: Scheduling) {
     let dir = std::env::temp_dir().join(format!(
         "ringleader-unix-{}-{scheduling:?}",
@@ -35,7 +24,7 @@ fn unix_cluster(scheduling: Scheduling) {
     for _ in 0..2 {
         h.fork("serve-unix:s.sock");
     }
-    let seen = listening(&h, 2);
+    let seen = h.listening(2);
     let path = dir.join("s.sock");
     for l in &seen {
         assert_eq!(l.address_type, AddressType::Unix);
@@ -139,7 +128,7 @@ fn b12_udp_is_shared_even_under_round_robin() {
     for _ in 0..2 {
         h.fork("udp:127.0.0.1:0");
     }
-    let seen = listening(&h, 2);
+    let seen = h.listening(2);
     assert!(
         seen.iter()
             .all(|l| l.address_type == AddressType::Udp4 && l.port == seen[0].port),

@@ -7,7 +7,6 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use ringleader::Event;
 use ringleader_tests::{Harness, WATCHDOG};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
@@ -27,23 +26,12 @@ fn answer(mut s: TcpStream) -> String {
     out
 }
 
-fn listening(h: &Harness, n: usize) -> u16 {
-    let mut ports = Vec::new();
-    h.until(|e| {
-        if let Event::Listening { address, .. } = e {
-            ports.push(address.port);
-        }
-        ports.len() == n
-    });
-    ports[0]
-}
-
 #[test]
 fn the_first_connection_after_a_quiet_spell_is_not_held_for_a_round() {
     let h = Harness::new(FIXTURE);
     h.primary.set_accept_rounds(FOREVER);
     let a = h.fork("serve:127.0.0.1:0");
-    let port = listening(&h, 1);
+    let port = h.listening(1)[0].port;
     assert_eq!(
         h.drive(move || answer(connect(port))),
         format!("hello from {a}\n")
@@ -57,7 +45,7 @@ fn connections_that_arrive_during_a_rest_go_out_together_at_the_next_round() {
     h.primary.set_accept_rounds(FOREVER);
     let a = h.fork("serve:127.0.0.1:0");
     let b = h.fork("serve:127.0.0.1:0");
-    let port = listening(&h, 2);
+    let port = h.listening(2)[0].port;
     // The first connection is taken at once; the listener then rests "forever".
     let first = h.drive(move || answer(connect(port)));
     assert!(first.starts_with("hello from "), "{first}");
@@ -92,7 +80,7 @@ fn with_rounds_off_each_connection_is_taken_as_it_comes() {
     h.primary.set_accept_rounds(FOREVER);
     h.primary.set_accept_rounds(Duration::ZERO);
     let a = h.fork("serve:127.0.0.1:0");
-    let port = listening(&h, 1);
+    let port = h.listening(1)[0].port;
     let answers = h.drive(move || (0..5).map(|_| answer(connect(port))).collect::<Vec<_>>());
     assert!(answers.iter().all(|s| *s == format!("hello from {a}\n")));
     let stats = h.primary.handoff_stats();
