@@ -409,9 +409,7 @@ impl Core {
             retry_at: None,
             generation: 0,
             taken: 0,
-            rounds: self
-                .accept_rounds
-                .filter(|r| !r.is_zero() && self.driver.can_accept_in_rounds()),
+            rounds: self.listener_rounds(),
             draining: false,
             quiet: false,
             starved: false,
@@ -543,12 +541,16 @@ impl Core {
         }
     }
 
+    /// The round interval a round-robin listener gets: none where the backend cannot.
+    fn listener_rounds(&self) -> Option<Duration> {
+        self.accept_rounds
+            .filter(|_| self.driver.can_accept_in_rounds())
+    }
+
     /// Accept rounds this far apart from now on ([`crate::Primary::set_accept_rounds`]).
     pub(crate) fn set_accept_rounds(&mut self, interval: Duration) {
         self.accept_rounds = Some(interval).filter(|i| !i.is_zero());
-        let rounds = self
-            .accept_rounds
-            .filter(|_| self.driver.can_accept_in_rounds());
+        let rounds = self.listener_rounds();
         let now = Instant::now();
         for h in self.listeners.handles.values_mut() {
             if h.handoff {

@@ -589,21 +589,39 @@ fn set_ioprio(entry: &mut squeue::Entry, ioprio: u16) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_drain_accepts_what_waits_then_ends_with_eagain() {
-        let mut ring = match Ring::probe(64) {
-            Ok(r) if r.features().accept_drain => r,
+    /// A ring with the feature `has` checks, or `None` (and a line saying `what` is missing).
+    fn ring_with(has: fn(Features) -> bool, what: &str) -> Option<Ring> {
+        match Ring::probe(64) {
+            Ok(r) if has(r.features()) => Some(r),
             Ok(_) | Err(_) => {
-                eprintln!("skipped: no io_uring with IORING_ACCEPT_DONTWAIT (6.10) here");
-                return;
+                eprintln!("skipped: no io_uring with {what} here");
+                None
             }
-        };
+        }
+    }
+
+    /// A listening TCP socket on loopback, as the primary's loop holds it, and its address.
+    fn loopback_listener() -> (Arc<dyn AsFd>, std::net::SocketAddr) {
         let listener =
             crate::listen::tcp("127.0.0.1:0".parse().expect("addr"), &Default::default())
                 .expect("listen");
         let addr = crate::listen::local_addr(&listener).expect("addr");
+        (Arc::new(listener), addr)
+    }
+
+    fn is_cloexec(fd: &OwnedFd) -> bool {
+        rustix::io::fcntl_getfd(fd)
+            .expect("flags")
+            .contains(rustix::io::FdFlags::CLOEXEC)
+    }
+
+    #[test]
+    fn a_drain_accepts_what_waits_then_ends_with_eagain() {
+        let Some(mut ring) = ring_with(|f| f.accept_drain, "IORING_ACCEPT_DONTWAIT (6.10)") else {
+            return;
+        };
+        let (listener, addr) = loopback_listener();
         crate::socket::set_nonblocking(&listener, true).expect("nonblocking");
-        let listener: Arc<dyn AsFd> = Arc::new(listener);
         // Three waiting (a loopback connect returns once the connection is in the backlog).
         let clients: Vec<_> = (0..3)
             .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
@@ -626,11 +644,7 @@ mod tests {
                         result: Ok(fd),
                         more: true,
                     } => {
-                        assert!(
-                            rustix::io::fcntl_getfd(&fd)
-                                .expect("flags")
-                                .contains(rustix::io::FdFlags::CLOEXEC)
-                        );
+                        assert!(is_cloexec(&fd));
                         fds += 1;
                     }
                     Completion::Accept {
@@ -650,18 +664,10 @@ mod tests {
 
     #[test]
     fn multishot_accept_yields_each_connection_until_cancelled() {
-        let mut ring = match Ring::probe(64) {
-            Ok(r) if r.features().multishot_accept => r,
-            Ok(_) | Err(_) => {
-                eprintln!("skipped: no io_uring with multishot accept (5.19) here");
-                return;
-            }
+        let Some(mut ring) = ring_with(|f| f.multishot_accept, "multishot accept (5.19)") else {
+            return;
         };
-        let listener =
-            crate::listen::tcp("127.0.0.1:0".parse().expect("addr"), &Default::default())
-                .expect("listen");
-        let addr = crate::listen::local_addr(&listener).expect("addr");
-        let listener: Arc<dyn AsFd> = Arc::new(listener);
+        let (listener, addr) = loopback_listener();
         let op = ring.accept_multishot(&listener, 7).expect("arm");
         let clients: Vec<_> = (0..3)
             .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
@@ -684,10 +690,7 @@ mod tests {
                 accepted.push(result.expect("accepted"));
             }
         }
-        for fd in &accepted {
-            let flags = rustix::io::fcntl_getfd(fd).expect("flags");
-            assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
-        }
+        assert!(accepted.iter().all(is_cloexec));
         ring.cancel(op).expect("cancel");
         let mut out = Vec::new();
         while out.is_empty() {
