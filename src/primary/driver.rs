@@ -5,10 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::io::IoSlice;
+
 use ringleader_sys::epoll::{Epoll, Interest, Ready};
 use ringleader_sys::poll::Flags;
+use ringleader_sys::scm::{self, Blocking};
 use ringleader_sys::uring::{Completion, OpId, Ring};
-use ringleader_sys::{AsFd, BorrowedFd};
+use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::event::WorkerId;
 
@@ -65,6 +68,17 @@ pub(crate) fn untoken(token: u64) -> (WorkerId, Option<Tag>) {
 pub(crate) enum Driver {
     Uring(Box<Ring>),
     Epoll(Epoll, Vec<Ready>),
+}
+
+/// How one [`Driver::hand_over`] ended.
+pub(crate) struct Handed {
+    pub(crate) token: u64,
+    /// Connections delivered.
+    pub(crate) sent: u64,
+    /// The messages that carried them.
+    pub(crate) messages: u64,
+    /// Connections not delivered, still ours.
+    pub(crate) unsent: Vec<OwnedFd>,
 }
 
 /// One thing the loop saw.
@@ -140,6 +154,56 @@ impl Driver {
             Driver::Uring(ring) => ring.features().accept_drain,
             Driver::Epoll(..) => true,
         }
+    }
+
+    /// Hands `fds` over the Unix stream socket `to`, one byte each, at most
+    /// [`scm::MAX_FDS`] per message, and closes our copies of those delivered. epoll: at once
+    /// (`sendmsg`, then `close`), the result appended to `out`. io_uring: a chain of `sendmsg`
+    /// and `close`s per message ([`Ring::hand_over`]) that [`Driver::settle`] runs, so that
+    /// our copies are closed before the receiver can run; the result comes from there.
+    pub(crate) fn hand_over(
+        &mut self,
+        to: &Arc<dyn AsFd>,
+        mut fds: Vec<OwnedFd>,
+        token: u64,
+        out: &mut Vec<Handed>,
+    ) {
+        match self {
+            Driver::Uring(ring) if ring.features().handoff => {
+                let most = ring.max_handoff_fds();
+                while fds.len() > most {
+                    let rest = fds.split_off(most);
+                    ring.hand_over(to, fds, token);
+                    fds = rest;
+                }
+                if !fds.is_empty() {
+                    ring.hand_over(to, fds, token);
+                }
+            }
+            _ => out.push(send_now(to.as_fd(), fds, token)),
+        }
+    }
+
+    /// Runs the hand-offs [`Driver::hand_over`] queued and appends how they ended to `out`.
+    /// On an error they stay queued, and a later call reports them.
+    pub(crate) fn settle(&mut self, out: &mut Vec<Handed>) -> std::io::Result<()> {
+        let Driver::Uring(ring) = self else {
+            return Ok(());
+        };
+        let mut done = Vec::new();
+        let settled = ring.settle_handoffs(&mut done);
+        for c in done {
+            if let Completion::Handoff { token, result, fds } = c {
+                let sent = result.map_or(0, |n| n as u64);
+                out.push(Handed {
+                    token,
+                    sent,
+                    messages: u64::from(sent > 0),
+                    unsent: fds,
+                });
+            }
+        }
+        settled
     }
 
     /// io_uring: re-arms a one-shot read watch; epoll: nothing (level-triggered).
@@ -223,5 +287,33 @@ impl Driver {
             }
         }
         Ok(())
+    }
+}
+
+/// A hand-off as system calls: `sendmsg` per up to [`scm::MAX_FDS`] connections, then the
+/// `close` of our copies (dropped) right after each message, while the receiver is only just
+/// waking up; a later close would often come after the receiver closed its copy, and then it
+/// would pay for the whole TCP teardown.
+fn send_now(to: BorrowedFd<'_>, mut fds: Vec<OwnedFd>, token: u64) -> Handed {
+    let (mut sent, mut messages) = (0, 0);
+    while !fds.is_empty() {
+        let n = fds.len().min(scm::MAX_FDS);
+        let bytes = [b'c'; scm::MAX_FDS];
+        let borrowed: Vec<BorrowedFd<'_>> = fds[..n].iter().map(AsFd::as_fd).collect();
+        match scm::send(to, &[IoSlice::new(&bytes[..n])], &borrowed, Blocking::No) {
+            Ok(written) if written > 0 => {
+                messages += 1;
+                drop(borrowed);
+                fds.drain(..n);
+                sent += n as u64;
+            }
+            _ => break,
+        }
+    }
+    Handed {
+        token,
+        sent,
+        messages,
+        unsent: fds,
     }
 }

@@ -10,16 +10,15 @@
 //! socket and accepts itself.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringleader_sys::OwnedFd;
 use ringleader_sys::listen::{self, Options};
 use ringleader_sys::scm::{self, Blocking};
 use ringleader_sys::uring::OpId;
-use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 use ringleader_sys::{errno, socket};
 
 use super::core::{Core, dyn_fd};
@@ -53,8 +52,8 @@ fn starved(e: &std::io::Error) -> bool {
 const MAX_PENDING: usize = 256;
 
 struct Member {
-    /// The primary's sending end.
-    tx: OwnedFd,
+    /// The primary's sending end (shared with hand-offs in flight on the ring).
+    tx: Arc<OwnedFd>,
     /// A copy of the worker's receiving end: queue depth, and connections to take back.
     rx: OwnedFd,
     /// An upper bound on the connections the worker has not taken: the last `FIONREAD` plus
@@ -279,7 +278,7 @@ impl Core {
                     handle.members.insert(
                         id,
                         Some(Member {
-                            tx,
+                            tx: Arc::new(tx),
                             rx,
                             untaken: std::cell::Cell::new(0),
                         }),
@@ -609,6 +608,7 @@ impl Core {
         }
         let mut batches: BTreeMap<(u32, WorkerId), Vec<OwnedFd>> = BTreeMap::new();
         let mut left = VecDeque::new();
+        let mut handed = Vec::new();
         while let Some(p) = self.listeners.pending.pop_front() {
             let Some(key) = self.listeners.keys.get(&p.handle) else {
                 continue;
@@ -644,15 +644,28 @@ impl Core {
                 }));
                 continue;
             };
-            let (sent, unsent) = hand_over(
-                member.tx.as_fd(),
-                fds,
-                &mut self.listeners.stats.handoff_messages,
-            );
-            member.untaken.set(member.untaken.get() + sent);
-            self.listeners.stats.handed_over += sent;
-            self.loads.get(wid).handed += sent;
-            left.extend(unsent.into_iter().map(|fd| Pending {
+            let tx = dyn_fd(&member.tx);
+            self.driver
+                .hand_over(&tx, fds, handoff_token(hid, wid), &mut handed);
+        }
+        // On an error the hand-offs stay queued in the ring and the next turn's settle reports
+        // them; nothing is lost meanwhile.
+        let _ = self.driver.settle(&mut handed);
+        for h in handed {
+            let (hid, wid) = handoff_untoken(h.token);
+            if let Some(Some(member)) = self
+                .listeners
+                .keys
+                .get(&hid)
+                .and_then(|key| self.listeners.handles.get(key))
+                .and_then(|h| h.members.get(&wid))
+            {
+                member.untaken.set(member.untaken.get() + h.sent);
+            }
+            self.listeners.stats.handed_over += h.sent;
+            self.listeners.stats.handoff_messages += h.messages;
+            self.loads.get(wid).handed += h.sent;
+            left.extend(h.unsent.into_iter().map(|fd| Pending {
                 handle: hid,
                 fd,
                 avoid: None,
@@ -885,26 +898,11 @@ fn pick(
     Some(candidates[i].worker)
 }
 
-/// One `sendmsg` per up to 64 connections, one byte each. Our copies are closed right after
-/// each message: the worker is only just waking up, so this close is not the last reference
-/// and costs little; a later close (on the ring, at the next turn) usually came after the
-/// worker had closed its copy, and then the primary paid for the whole TCP teardown.
-/// Returns how many were sent, and those that could not be.
-fn hand_over(tx: BorrowedFd<'_>, mut fds: Vec<OwnedFd>, messages: &mut u64) -> (u64, Vec<OwnedFd>) {
-    let mut sent = 0;
-    while !fds.is_empty() {
-        let n = fds.len().min(scm::MAX_FDS);
-        let bytes = [b'c'; scm::MAX_FDS];
-        let borrowed: Vec<BorrowedFd<'_>> = fds[..n].iter().map(AsFd::as_fd).collect();
-        match scm::send(tx, &[IoSlice::new(&bytes[..n])], &borrowed, Blocking::No) {
-            Ok(written) if written > 0 => {
-                *messages += 1;
-                drop(borrowed);
-                fds.drain(..n);
-                sent += n as u64;
-            }
-            _ => break,
-        }
-    }
-    (sent, fds)
+/// A hand-off's token: the listener and the worker.
+fn handoff_token(handle: u32, worker: WorkerId) -> u64 {
+    (u64::from(handle) << 32) | u64::from(worker)
+}
+
+fn handoff_untoken(token: u64) -> (u32, WorkerId) {
+    ((token >> 32) as u32, token as WorkerId)
 }

@@ -11,6 +11,7 @@
 //! | [`Ring::poll`] | `IORING_OP_POLL_ADD` | 5.1 |
 //! | [`Ring::accept_multishot`] | `IORING_OP_ACCEPT` + `IORING_ACCEPT_MULTISHOT` | 5.19 |
 //! | [`Ring::cancel`] | `IORING_OP_ASYNC_CANCEL` | 5.5 |
+//! | [`Ring::hand_over`] | `IORING_OP_SENDMSG` linked to `IORING_OP_CLOSE`s, `IOSQE_CQE_SKIP_SUCCESS` | 5.17 |
 //! | timeouts in [`Ring::wait`] | `IORING_FEAT_EXT_ARG` | 5.11 |
 //!
 //! # References
@@ -22,16 +23,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
-use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use crate::poll::Flags as PollFlags;
-use crate::scm::{RECV_CMSG_SPACE, truncated};
+use crate::scm::{MAX_FDS, RECV_CMSG_SPACE, truncated};
 
 /// `IORING_RECVSEND_POLL_FIRST`, from the kernel's `io_uring.h`.
 const RECVSEND_POLL_FIRST: u16 = 1;
 
 /// Marks the user_data of internal operations (cancellations) whose completions are dropped.
 const INTERNAL: u64 = 1 << 63;
+/// The two bits that mark the user_data of a hand-off's operations, and which one each is.
+/// Every operation of a chain posts a completion, whatever happens (the `close`s after a
+/// failed `sendmsg` with `ECANCELED`), and the last `close`'s comes last.
+const HANDOFF: u64 = 0b11 << 61;
+const HANDOFF_SEND: u64 = 0b10 << 61;
+const HANDOFF_CLOSE: u64 = 0b01 << 61;
+const HANDOFF_LAST: u64 = 0b11 << 61;
 
 /// Identifies an operation in flight, for [`Ring::cancel`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +78,16 @@ pub enum Completion {
         /// The ready flags or the error.
         result: io::Result<PollFlags>,
     },
+    /// A [`Ring::hand_over`] ended: the fds were sent and our copies closed, or the `sendmsg`
+    /// failed and the fds come back, still open.
+    Handoff {
+        /// The token given with the operation.
+        token: u64,
+        /// How many fds were delivered, or why none was.
+        result: io::Result<usize>,
+        /// The fds, given back when nothing was sent; empty otherwise.
+        fds: Vec<OwnedFd>,
+    },
 }
 
 #[repr(C, align(8))]
@@ -83,10 +101,24 @@ struct RecvState {
     cmsg: CmsgSpace,
 }
 
+/// What a hand-off's SENDMSG hands the kernel, and the fds its CLOSEs close; boxed so that
+/// its address is stable while in flight.
+struct HandoffState {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    bytes: [u8; MAX_FDS],
+    cmsg: CmsgSpace,
+    /// Ours until the chain ends: closed by it, or given back if it was cancelled.
+    fds: Vec<i32>,
+    /// Why the `sendmsg` failed, once its completion said so.
+    failed: Option<io::Error>,
+}
+
 enum OpKind {
     Recv(Box<RecvState>),
     Poll,
     Accept,
+    Handoff(Box<HandoffState>),
 }
 
 struct Op {
@@ -110,6 +142,9 @@ pub struct Features {
     /// `IORING_ACCEPT_DONTWAIT` (6.10): [`Ring::accept_drain`]. Told by
     /// `IORING_FEAT_RECVSEND_BUNDLE`, which came in the same release.
     pub accept_drain: bool,
+    /// [`Ring::hand_over`]: `IORING_OP_SENDMSG`, `IORING_OP_CLOSE` and
+    /// `IORING_FEAT_CQE_SKIP` (5.17).
+    pub handoff: bool,
 }
 
 /// An io_uring instance and its operations in flight.
@@ -119,6 +154,14 @@ pub struct Ring {
     free: Vec<usize>,
     in_flight: usize,
     features: Features,
+    /// Hand-offs queued or running, which [`Ring::settle_handoffs`] waits for.
+    handoffs: usize,
+    /// Operations in the hand-offs queued since the last [`Ring::settle_handoffs`].
+    handoff_ops: usize,
+    /// Hand-offs that ended, for [`Ring::settle_handoffs`].
+    handed: Vec<Completion>,
+    /// Completions reaped while settling hand-offs, for the next [`Ring::wait`].
+    stash: Vec<Completion>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -177,12 +220,19 @@ impl Ring {
             waitid: probe.is_supported(opcode::WaitId::CODE),
             deferred_task_run: false,
             accept_drain: ring.params().is_feature_recvsend_bundle(),
+            handoff: probe.is_supported(opcode::SendMsg::CODE)
+                && probe.is_supported(opcode::Close::CODE)
+                && ring.params().is_feature_skip_cqe_on_success(),
         };
         Ok(Ring {
             ring,
             ops: Vec::new(),
             free: Vec::new(),
             in_flight: 0,
+            handoffs: 0,
+            handoff_ops: 0,
+            handed: Vec::new(),
+            stash: Vec::new(),
             features: Features {
                 deferred_task_run: deferred,
                 ..features
@@ -333,6 +383,165 @@ impl Ring {
         Ok(OpId(slot))
     }
 
+    /// The most fds one [`Ring::hand_over`] takes: [`MAX_FDS`], or fewer if the submission
+    /// queue cannot hold the `sendmsg` and a `close` for each.
+    pub fn max_handoff_fds(&self) -> usize {
+        MAX_FDS.min(self.ring.params().sq_entries() as usize - 1)
+    }
+
+    /// Queues the hand-off of `fds` (1 to [`Ring::max_handoff_fds`]) over the Unix stream
+    /// socket `to`: one `sendmsg(2)` of one byte per fd, the fds riding as `SCM_RIGHTS`
+    /// (`MSG_DONTWAIT | MSG_NOSIGNAL`), linked to a `close` of each of our copies, which
+    /// the kernel runs only if the `sendmsg` succeeded. [`Ring::settle_handoffs`] runs the
+    /// chain and reports how it ended ([`Completion::Handoff`]); if the `sendmsg` failed,
+    /// the fds come back with the error, still open.
+    ///
+    /// Why a chain rather than `sendmsg` then `close`: the chain runs inside one
+    /// `io_uring_enter(2)`, so our copies are closed before the receiver (woken by the
+    /// `sendmsg`, and often preempting this thread as it returns to user space) can serve
+    /// the connection and close its own. Ours is then never the last reference, and its
+    /// close never pays for the connection's TCP teardown.
+    pub fn hand_over(&mut self, to: &Arc<dyn AsFd>, fds: Vec<OwnedFd>, token: u64) {
+        let n = fds.len();
+        if n == 0 || n > self.max_handoff_fds() {
+            self.handed.push(Completion::Handoff {
+                token,
+                result: Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{n} fds in one hand-off; 1 to {}", self.max_handoff_fds()),
+                )),
+                fds,
+            });
+            return;
+        }
+        let mut state = Box::new(HandoffState {
+            // SAFETY: an all-zero msghdr (null pointers, zero lengths) is a valid empty value;
+            // the pointers are set below.
+            hdr: unsafe { std::mem::zeroed() },
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+            bytes: [b'c'; MAX_FDS],
+            cmsg: CmsgSpace([0; RECV_CMSG_SPACE]),
+            fds: fds.into_iter().map(IntoRawFd::into_raw_fd).collect(),
+            failed: None,
+        });
+        let fds_len = (n * std::mem::size_of::<i32>()) as u32;
+        state.iov.iov_base = state.bytes.as_mut_ptr().cast();
+        state.iov.iov_len = n;
+        state.hdr.msg_iov = &mut state.iov;
+        state.hdr.msg_iovlen = 1;
+        state.hdr.msg_control = state.cmsg.0.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is pure arithmetic; n <= MAX_FDS, for which `cmsg` has room.
+        state.hdr.msg_controllen = unsafe { libc::CMSG_SPACE(fds_len) } as usize;
+        // SAFETY: CMSG_FIRSTHDR only reads the msghdr's control pointer and length.
+        let first = unsafe { libc::CMSG_FIRSTHDR(&state.hdr) };
+        // SAFETY: `msg_control` points to `msg_controllen` (>= CMSG_SPACE(0)) zeroed, aligned
+        // bytes, so the first header is non-null, aligned and inside the buffer.
+        let cmsg = unsafe { &mut *first };
+        cmsg.cmsg_level = libc::SOL_SOCKET;
+        cmsg.cmsg_type = libc::SCM_RIGHTS;
+        // SAFETY: CMSG_LEN is pure arithmetic.
+        cmsg.cmsg_len = unsafe { libc::CMSG_LEN(fds_len) } as usize;
+        // SAFETY: the header's data has room for `n` ints (CMSG_SPACE above), possibly
+        // unaligned.
+        let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<i32>();
+        for (i, fd) in state.fds.iter().enumerate() {
+            // SAFETY: `i < n` keeps the pointer within the data.
+            let at = unsafe { data.add(i) };
+            // SAFETY: `at` points to room for an int inside the buffer, possibly unaligned.
+            unsafe { at.write_unaligned(*fd) };
+        }
+        let hdr: *const libc::msghdr = &state.hdr;
+        let raw: Vec<i32> = state.fds.clone();
+        let slot = self.insert(Op {
+            token,
+            kind: OpKind::Handoff(state),
+            _fd: to.clone(),
+        });
+        let mut chain = Vec::with_capacity(n + 1);
+        chain.push(
+            opcode::SendMsg::new(types::Fd(to.as_fd().as_raw_fd()), hdr)
+                .flags((libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as u32)
+                .build()
+                .flags(squeue::Flags::IO_LINK)
+                .user_data(HANDOFF_SEND | slot as u64),
+        );
+        for (i, fd) in raw.iter().enumerate() {
+            let close = opcode::Close::new(types::Fd(*fd)).build();
+            chain.push(if i + 1 < n {
+                close
+                    .flags(squeue::Flags::IO_LINK)
+                    .user_data(HANDOFF_CLOSE | slot as u64)
+            } else {
+                close.user_data(HANDOFF_LAST | slot as u64)
+            });
+        }
+        // The chain goes in whole or not at all: a chain cut by a full queue would close our
+        // copies whatever became of the sendmsg.
+        for attempt in 0..2 {
+            // SAFETY: the entries point into the `HandoffState` now owned by `self.ops`, which
+            // stays allocated and unmoved until the chain's last completion is reaped.
+            if unsafe { self.ring.submission().push_multiple(&chain) }.is_ok() {
+                self.handoffs += 1;
+                self.handoff_ops += chain.len();
+                return;
+            }
+            if attempt == 0 {
+                let _ = self.ring.submit();
+            }
+        }
+        // Nothing of the chain was queued: the fds are still ours.
+        let Some(Op {
+            kind: OpKind::Handoff(state),
+            ..
+        }) = self.ops[slot].take()
+        else {
+            unreachable!("the slot was just filled with a hand-off");
+        };
+        self.free.push(slot);
+        self.in_flight -= 1;
+        self.handed.push(Completion::Handoff {
+            token,
+            result: Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the submission queue is full",
+            )),
+            fds: reclaim(state.fds),
+        });
+    }
+
+    /// Runs every hand-off queued by [`Ring::hand_over`] to its end and appends how each ended
+    /// to `out`. Other completions reaped meanwhile are kept for the next [`Ring::wait`]. A
+    /// chain never waits for its peer (`MSG_DONTWAIT`): this takes one `io_uring_enter(2)`,
+    /// now and then two.
+    ///
+    /// # Errors
+    /// What `io_uring_enter(2)` returns, except `EINTR`, `EBUSY` and `ETIME`.
+    pub fn settle_handoffs(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
+        let mut reaped = Vec::new();
+        // The kernel runs the operations after a chain's first as deferred completion work,
+        // and the wait loop of io_uring_enter offers to reschedule between its rounds of that
+        // work: the receiver, woken by the sendmsg, would then run (and close its copies)
+        // before ours are closed. Waiting for as many completions as the chains have
+        // operations (each posts one, whatever happens) makes the kernel run all of that work
+        // in one go, before it looks at the completion queue, and then return at once.
+        let mut want = std::mem::take(&mut self.handoff_ops).max(1);
+        while self.handoffs > 0 {
+            match self.ring.submitter().submit_and_wait(want) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+            want = 1;
+            self.reap_into(&mut reaped);
+            self.stash.append(&mut reaped);
+        }
+        out.append(&mut self.handed);
+        Ok(())
+    }
+
     /// Asks the kernel to cancel `op`; its completion still arrives (with `ECANCELED` unless it
     /// had already finished).
     ///
@@ -355,6 +564,13 @@ impl Ring {
     /// What `io_uring_enter(2)` returns, except `EINTR` and `ETIME` (which return with what is
     /// ready).
     pub fn wait(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout = if self.stash.is_empty() {
+            timeout
+        } else {
+            // Completions reaped while settling hand-offs: ready now, with whatever else is.
+            out.append(&mut self.stash);
+            Some(Duration::ZERO)
+        };
         if timeout.is_some_and(|t| t.is_zero()) && self.features.deferred_task_run && self.idle() {
             // Busy polling: nothing to submit, nothing completed, no completion work pending in
             // the kernel (IORING_SQ_TASKRUN), so no system call is needed to know it.
@@ -408,6 +624,39 @@ impl Ring {
             if user_data & INTERNAL != 0 {
                 continue;
             }
+            if user_data & HANDOFF != 0 {
+                let slot = (user_data & !HANDOFF) as usize;
+                let Some(Some(Op {
+                    kind: OpKind::Handoff(state),
+                    ..
+                })) = self.ops.get_mut(slot)
+                else {
+                    continue;
+                };
+                match user_data & HANDOFF {
+                    HANDOFF_SEND if res < 0 => {
+                        state.failed = Some(io::Error::from_raw_os_error(-res));
+                    }
+                    HANDOFF_LAST => {}
+                    _ => continue,
+                }
+                if user_data & HANDOFF != HANDOFF_LAST {
+                    continue;
+                }
+                let Some(Op {
+                    token,
+                    kind: OpKind::Handoff(state),
+                    ..
+                }) = self.ops[slot].take()
+                else {
+                    continue;
+                };
+                self.free.push(slot);
+                self.in_flight -= 1;
+                self.handoffs -= 1;
+                self.handed.push(finish_handoff(token, state));
+                continue;
+            }
             let slot = user_data as usize;
             if let Some(Some(Op {
                 token,
@@ -452,10 +701,43 @@ impl Ring {
                     },
                 },
                 OpKind::Recv(state) => finish_recv(op.token, state, res),
-                OpKind::Accept => unreachable!("accept completions are handled above"),
+                OpKind::Accept | OpKind::Handoff(_) => {
+                    unreachable!("accept and hand-off completions are handled above")
+                }
             });
         }
     }
+}
+
+/// A hand-off's chain ended (its last `close` completed, or was cancelled).
+fn finish_handoff(token: u64, mut state: Box<HandoffState>) -> Completion {
+    if let Some(e) = state.failed.take() {
+        // The kernel cancelled every close of the chain: the fds are still ours.
+        return Completion::Handoff {
+            token,
+            result: Err(e),
+            fds: reclaim(state.fds),
+        };
+    }
+    // Bytes went, and the fds with the first of them. If a close failed (it cannot, for fds
+    // we own), the rest of the chain was cancelled: those numbers are forgotten, not reused.
+    let delivered = state.fds.len();
+    state.fds.clear();
+    Completion::Handoff {
+        token,
+        result: Ok(delivered),
+        fds: Vec::new(),
+    }
+}
+
+/// Owns again the fds of a hand-off whose closes did not run.
+fn reclaim(fds: Vec<i32>) -> Vec<OwnedFd> {
+    fds.into_iter()
+        // SAFETY: these numbers were ours (from `OwnedFd::into_raw_fd`), and the only
+        // operations that could close them, the chain's closes, were never issued or were
+        // cancelled; nothing else holds them.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect()
 }
 
 fn finish_recv(token: u64, mut state: Box<RecvState>, res: i32) -> Completion {
@@ -660,6 +942,97 @@ mod tests {
             assert_eq!(last, Some(libc::EAGAIN));
         }
         drop(clients);
+    }
+
+    /// `n` loopback connections: the clients, and the server ends as the primary holds them.
+    fn connections(n: usize) -> (Vec<std::net::TcpStream>, Vec<OwnedFd>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        (0..n)
+            .map(|_| {
+                let client = std::net::TcpStream::connect(addr).expect("connect");
+                client
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                (client, OwnedFd::from(listener.accept().expect("accept").0))
+            })
+            .unzip()
+    }
+
+    fn settle(ring: &mut Ring) -> Vec<(u64, io::Result<usize>, Vec<OwnedFd>)> {
+        let mut out = Vec::new();
+        ring.settle_handoffs(&mut out).expect("settle");
+        out.into_iter()
+            .map(|c| match c {
+                Completion::Handoff { token, result, fds } => (token, result, fds),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_handoff_delivers_the_fds_and_closes_our_copies() {
+        let Some(mut ring) = ring_with(|f| f.handoff, "SENDMSG, CLOSE and CQE_SKIP (5.17)") else {
+            return;
+        };
+        let (clients, fds) = connections(3);
+        let (tx, rx) = crate::socket::stream_pair().expect("pair");
+        let tx: Arc<dyn AsFd> = Arc::new(tx);
+        // Something else in flight, completed while the hand-off settles: it must not be lost.
+        let rx: Arc<dyn AsFd> = Arc::new(rx);
+        ring.poll(&rx, PollFlags::IN, 5).expect("poll");
+        ring.hand_over(&tx, fds, 7);
+        let done = settle(&mut ring);
+        assert_eq!(done.len(), 1);
+        let (token, result, back) = &done[0];
+        assert_eq!((*token, result.as_ref().ok(), back.len()), (7, Some(&3), 0));
+        let (mut buf, mut received) = ([0u8; 8], Vec::new());
+        let n = crate::scm::recv(&*rx, &mut buf, &mut received, crate::scm::Blocking::No)
+            .expect("recv");
+        assert_eq!((n, received.len()), (3, 3));
+        // Our copies are closed: once the received ones go, each client reads end of file.
+        drop(received);
+        for mut c in clients {
+            let mut byte = [0u8; 1];
+            assert_eq!(std::io::Read::read(&mut c, &mut byte).expect("eof"), 0);
+        }
+        let mut out = Vec::new();
+        ring.wait(&mut out, Some(Duration::ZERO)).expect("wait");
+        assert!(
+            matches!(out[..], [Completion::Poll { token: 5, .. }]),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_handoff_gives_the_fds_back_open() {
+        let Some(mut ring) = ring_with(|f| f.handoff, "SENDMSG, CLOSE and CQE_SKIP (5.17)") else {
+            return;
+        };
+        // The receiver is gone (EPIPE), or its queue is full (EAGAIN: the chain never waits).
+        let (gone, _) = crate::socket::stream_pair().expect("pair");
+        let (full, peer) = crate::socket::stream_pair().expect("pair");
+        while rustix::net::send(&full, &[0; 4096], rustix::net::SendFlags::DONTWAIT).is_ok() {}
+        for (tx, errno) in [(gone, libc::EPIPE), (full, libc::EAGAIN)] {
+            let (clients, fds) = connections(2);
+            let tx: Arc<dyn AsFd> = Arc::new(tx);
+            ring.hand_over(&tx, fds, 1);
+            let mut done = settle(&mut ring);
+            assert_eq!(done.len(), 1);
+            let (_, result, back) = done.pop().expect("one");
+            assert_eq!(result.expect_err("failed").raw_os_error(), Some(errno));
+            assert_eq!(back.len(), 2);
+            // Still open and still the connections: each answers its client.
+            for (fd, mut c) in back.into_iter().zip(clients) {
+                let mut s = std::net::TcpStream::from(fd);
+                std::io::Write::write_all(&mut s, b"!").expect("write");
+                let mut byte = [0u8; 1];
+                std::io::Read::read_exact(&mut c, &mut byte).expect("read");
+            }
+        }
+        drop(peer);
+        // Nothing to settle is no system call and no result.
+        assert!(settle(&mut ring).is_empty());
     }
 
     #[test]
