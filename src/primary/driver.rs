@@ -73,8 +73,6 @@ pub(crate) enum Driver {
 /// How one [`Driver::hand_over`] ended.
 pub(crate) struct Handed {
     pub(crate) token: u64,
-    /// Connections delivered.
-    pub(crate) sent: u64,
     /// The messages that carried them.
     pub(crate) messages: u64,
     /// Connections not delivered, still ours.
@@ -87,6 +85,8 @@ pub(crate) enum Happening {
     Received(Completion),
     /// An fd is ready (epoll), or a poll finished (io_uring).
     Ready { token: u64, read: bool, write: bool },
+    /// io_uring: a hand-off ended.
+    Handed(Handed),
 }
 
 impl Driver {
@@ -159,8 +159,9 @@ impl Driver {
     /// Hands `fds` over the Unix stream socket `to`, one byte each, at most
     /// [`scm::MAX_FDS`] per message, and closes our copies of those delivered. epoll: at once
     /// (`sendmsg`, then `close`), the result appended to `out`. io_uring: a chain of `sendmsg`
-    /// and `close`s per message ([`Ring::hand_over`]) that [`Driver::settle`] runs, so that
-    /// our copies are closed before the receiver can run; the result comes from there.
+    /// and `close`s per message ([`Ring::hand_over`]) that the next [`Driver::wait`] (or
+    /// [`Driver::settle`]) runs, so that our copies are closed before the receiver can run;
+    /// the result comes from there.
     pub(crate) fn hand_over(
         &mut self,
         to: &Arc<dyn AsFd>,
@@ -184,25 +185,24 @@ impl Driver {
         }
     }
 
-    /// Runs the hand-offs [`Driver::hand_over`] queued and appends how they ended to `out`.
-    /// On an error they stay queued, and a later call reports them.
+    /// Whether hand-offs [`Driver::hand_over`] queued have not ended yet.
+    pub(crate) fn handoffs_pending(&self) -> bool {
+        matches!(self, Driver::Uring(ring) if ring.handoffs_pending())
+    }
+
+    /// Runs the hand-offs [`Driver::hand_over`] queued, without waiting for anything else,
+    /// and appends how they ended to `out`. On an error they stay queued, and a later call
+    /// (or wait) reports them.
     pub(crate) fn settle(&mut self, out: &mut Vec<Handed>) -> std::io::Result<()> {
         let Driver::Uring(ring) = self else {
             return Ok(());
         };
         let mut done = Vec::new();
         let settled = ring.settle_handoffs(&mut done);
-        for c in done {
-            if let Completion::Handoff { token, result, fds } = c {
-                let sent = result.map_or(0, |n| n as u64);
-                out.push(Handed {
-                    token,
-                    sent,
-                    messages: u64::from(sent > 0),
-                    unsent: fds,
-                });
-            }
-        }
+        out.extend(done.into_iter().filter_map(|c| match c {
+            Completion::Handoff { token, result, fds } => Some(handed(token, result, fds)),
+            _ => None,
+        }));
         settled
     }
 
@@ -273,6 +273,9 @@ impl Driver {
                             write: bad || flags.contains(Flags::OUT),
                         }
                     }
+                    Completion::Handoff { token, result, fds } => {
+                        Happening::Handed(handed(token, result, fds))
+                    }
                     other => Happening::Received(other),
                 }));
             }
@@ -295,7 +298,7 @@ impl Driver {
 /// waking up; a later close would often come after the receiver closed its copy, and then it
 /// would pay for the whole TCP teardown.
 fn send_now(to: BorrowedFd<'_>, mut fds: Vec<OwnedFd>, token: u64) -> Handed {
-    let (mut sent, mut messages) = (0, 0);
+    let mut messages = 0;
     while !fds.is_empty() {
         let n = fds.len().min(scm::MAX_FDS);
         let bytes = [b'c'; scm::MAX_FDS];
@@ -305,15 +308,22 @@ fn send_now(to: BorrowedFd<'_>, mut fds: Vec<OwnedFd>, token: u64) -> Handed {
                 messages += 1;
                 drop(borrowed);
                 fds.drain(..n);
-                sent += n as u64;
             }
             _ => break,
         }
     }
     Handed {
         token,
-        sent,
         messages,
+        unsent: fds,
+    }
+}
+
+/// How a ring hand-off ended, from its completion.
+fn handed(token: u64, result: std::io::Result<usize>, fds: Vec<OwnedFd>) -> Handed {
+    Handed {
+        token,
+        messages: u64::from(result.is_ok_and(|n| n > 0)),
         unsent: fds,
     }
 }

@@ -22,7 +22,7 @@ use ringleader_sys::uring::OpId;
 use ringleader_sys::{errno, socket};
 
 use super::core::{Core, dyn_fd};
-use super::driver::Driver;
+use super::driver::{Driver, Handed};
 use super::driver::{accept_generation, accept_token, untoken};
 use super::loads::{Loads, WorkerLoad};
 use super::settings::Scheduling;
@@ -644,34 +644,21 @@ impl Core {
                 }));
                 continue;
             };
+            // Counted as handed now (the policy's next pick must see them); what comes back
+            // undelivered is uncounted in `on_handed`.
+            let n = fds.len() as u64;
+            member.untaken.set(member.untaken.get() + n);
+            self.listeners.stats.handed_over += n;
+            self.loads.get(wid).handed += n;
             let tx = dyn_fd(&member.tx);
             self.driver
                 .hand_over(&tx, fds, handoff_token(hid, wid), &mut handed);
         }
-        // On an error the hand-offs stay queued in the ring and the next turn's settle reports
-        // them; nothing is lost meanwhile.
-        let _ = self.driver.settle(&mut handed);
-        for h in handed {
-            let (hid, wid) = handoff_untoken(h.token);
-            if let Some(Some(member)) = self
-                .listeners
-                .keys
-                .get(&hid)
-                .and_then(|key| self.listeners.handles.get(key))
-                .and_then(|h| h.members.get(&wid))
-            {
-                member.untaken.set(member.untaken.get() + h.sent);
-            }
-            self.listeners.stats.handed_over += h.sent;
-            self.listeners.stats.handoff_messages += h.messages;
-            self.loads.get(wid).handed += h.sent;
-            left.extend(h.unsent.into_iter().map(|fd| Pending {
-                handle: hid,
-                fd,
-                avoid: None,
-            }));
-        }
         self.listeners.pending = left;
+        // epoll's hand-offs are done; io_uring's run in the next wait (`Core::turn`).
+        for h in handed {
+            self.on_handed(h);
+        }
         let pending = self.listeners.pending.len();
         for h in self.listeners.handles.values_mut() {
             if pending >= MAX_PENDING {
@@ -679,6 +666,47 @@ impl Core {
             } else {
                 h.arm(&mut self.driver, pending);
             }
+        }
+    }
+
+    /// A hand-off ended: what was not delivered is pending again (the worker's queue was
+    /// full, or its channel broke), no longer counted as handed.
+    pub(crate) fn on_handed(&mut self, h: Handed) {
+        let (hid, wid) = handoff_untoken(h.token);
+        self.listeners.stats.handoff_messages += h.messages;
+        if h.unsent.is_empty() {
+            return;
+        }
+        let n = h.unsent.len() as u64;
+        if let Some(Some(member)) = self
+            .listeners
+            .keys
+            .get(&hid)
+            .and_then(|key| self.listeners.handles.get(key))
+            .and_then(|h| h.members.get(&wid))
+        {
+            member.untaken.set(member.untaken.get().saturating_sub(n));
+        }
+        self.listeners.stats.handed_over -= n;
+        let w = self.loads.get(wid);
+        w.handed = w.handed.saturating_sub(n);
+        self.listeners
+            .pending
+            .extend(h.unsent.into_iter().map(|fd| Pending {
+                handle: hid,
+                fd,
+                avoid: None,
+            }));
+    }
+
+    /// Runs the hand-offs queued on the ring now: before a worker's queue is read back, so
+    /// that none is still on its way to it.
+    pub(crate) fn settle_handoffs(&mut self) {
+        let mut handed = Vec::new();
+        // On an error they stay queued, and the next wait reports them.
+        let _ = self.driver.settle(&mut handed);
+        for h in handed {
+            self.on_handed(h);
         }
     }
 
@@ -717,6 +745,7 @@ impl Core {
 
     /// Reads back the connections queued for worker `id` on every listener, for others.
     fn take_back_queued(&mut self, id: WorkerId) {
+        self.settle_handoffs();
         let mut back = Vec::new();
         for h in self.listeners.handles.values() {
             if let Some(Some(member)) = h.members.get(&id) {
@@ -731,6 +760,7 @@ impl Core {
     /// The worker left a listener (closed it, disconnected or died): connections queued for it
     /// go back to the others, and a listener without workers is closed.
     pub(crate) fn leave_listener(&mut self, key: &Key, id: WorkerId) {
+        self.settle_handoffs();
         let Some(h) = self.listeners.handles.get_mut(key) else {
             return;
         };

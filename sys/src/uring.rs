@@ -31,6 +31,10 @@ use crate::scm::{MAX_FDS, RECV_CMSG_SPACE, truncated};
 /// `IORING_RECVSEND_POLL_FIRST`, from the kernel's `io_uring.h`.
 const RECVSEND_POLL_FIRST: u16 = 1;
 
+/// How long a wait for hand-off chains may last at most. They never block, so their
+/// completions are there as the wait begins; this only bounds a miscount.
+const CHAIN_GUARD: Duration = Duration::from_millis(10);
+
 /// Marks the user_data of internal operations (cancellations) whose completions are dropped.
 const INTERNAL: u64 = 1 << 63;
 /// The two bits that mark the user_data of a hand-off's operations, and which one each is.
@@ -512,29 +516,24 @@ impl Ring {
         });
     }
 
-    /// Runs every hand-off queued by [`Ring::hand_over`] to its end and appends how each ended
-    /// to `out`. Other completions reaped meanwhile are kept for the next [`Ring::wait`]. A
-    /// chain never waits for its peer (`MSG_DONTWAIT`): this takes one `io_uring_enter(2)`,
-    /// now and then two.
+    /// Whether hand-offs were queued that have not ended yet: the next [`Ring::wait`] (or
+    /// [`Ring::settle_handoffs`]) runs them.
+    pub fn handoffs_pending(&self) -> bool {
+        self.handoffs > 0
+    }
+
+    /// Runs every hand-off queued by [`Ring::hand_over`] to its end, without waiting for
+    /// anything else, and appends how each ended to `out`. Other completions reaped meanwhile
+    /// are kept for the next [`Ring::wait`]. A chain never waits for its peer
+    /// (`MSG_DONTWAIT`): this takes one `io_uring_enter(2)`.
     ///
     /// # Errors
     /// What `io_uring_enter(2)` returns, except `EINTR`, `EBUSY` and `ETIME`.
     pub fn settle_handoffs(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
         let mut reaped = Vec::new();
-        // The kernel runs the operations after a chain's first as deferred completion work,
-        // and the wait loop of io_uring_enter offers to reschedule between its rounds of that
-        // work: the receiver, woken by the sendmsg, would then run (and close its copies)
-        // before ours are closed. Waiting for as many completions as the chains have
-        // operations (each posts one, whatever happens) makes the kernel run all of that work
-        // in one go, before it looks at the completion queue, and then return at once.
-        let mut want = std::mem::take(&mut self.handoff_ops).max(1);
         while self.handoffs > 0 {
-            match self.ring.submitter().submit_and_wait(want) {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-                Err(e) => return Err(e),
-            }
-            want = 1;
+            let want = std::mem::take(&mut self.handoff_ops).max(1);
+            self.enter(want, Some(CHAIN_GUARD))?;
             self.reap_into(&mut reaped);
             self.stash.append(&mut reaped);
         }
@@ -559,6 +558,9 @@ impl Ring {
 
     /// Submits what is queued and waits until at least one completion is ready or `timeout`
     /// passes (`Some(ZERO)` does not wait), then appends every ready completion to `out`.
+    /// Queued hand-offs ([`Ring::hand_over`]) run to their end first, within the same system
+    /// call, and their [`Completion::Handoff`]s come too: so the thread sleeps only after
+    /// them, and a receiver woken by one runs while it sleeps, rather than preempting it.
     ///
     /// # Errors
     /// What `io_uring_enter(2)` returns, except `EINTR` and `ETIME` (which return with what is
@@ -576,30 +578,52 @@ impl Ring {
             // the kernel (IORING_SQ_TASKRUN), so no system call is needed to know it.
             return Ok(());
         }
+        // Every operation of a queued hand-off posts one completion: waiting for that many
+        // more makes the kernel run the chains to their end before it waits for anything else.
+        let chains = std::mem::take(&mut self.handoff_ops);
+        match timeout {
+            // GETEVENTS with nothing to wait for still runs deferred completions.
+            Some(t) if t.is_zero() && chains == 0 => self.enter(0, None)?,
+            Some(t) if t.is_zero() => self.enter(chains, Some(CHAIN_GUARD))?,
+            timeout => self.enter(chains + 1, timeout)?,
+        }
+        self.reap_into(out);
+        out.append(&mut self.handed);
+        Ok(())
+    }
+
+    /// One `io_uring_enter(2)`: submits what is queued, then waits until `min` completions are
+    /// ready or `timeout` passes.
+    ///
+    /// The kernel runs completion work deferred to this thread (the operations after a
+    /// chain's first, among others) before it looks at the completion queue, as long as less
+    /// than `min` items of it ran; once it waits, it offers to reschedule between rounds of
+    /// that work. This is what [`Ring::hand_over`]'s chains rely on: a receiver woken by a
+    /// chain's `sendmsg` must not run before the chain's `close`s.
+    fn enter(&mut self, min: usize, timeout: Option<Duration>) -> io::Result<()> {
         let submitter = self.ring.submitter();
         let res = match timeout {
-            // GETEVENTS with nothing to wait for still runs deferred completions.
-            Some(t) if t.is_zero() => submitter.submit_and_wait(0),
             Some(t) => {
                 let ts = types::Timespec::new()
                     .sec(t.as_secs())
                     .nsec(t.subsec_nanos());
                 let args = types::SubmitArgs::new().timespec(&ts);
-                submitter.submit_with_args(1, &args)
+                submitter.submit_with_args(min, &args)
             }
-            None => submitter.submit_and_wait(1),
+            None => submitter.submit_and_wait(min),
         };
         match res {
-            Ok(_) => {}
+            Ok(_) => Ok(()),
             Err(e)
                 if matches!(
                     e.raw_os_error(),
                     Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) => {}
-            Err(e) => return Err(e),
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
-        self.reap_into(out);
-        Ok(())
     }
 
     fn idle(&mut self) -> bool {
