@@ -379,6 +379,8 @@ impl Core {
         // listeners end.
         self.leave_all_listeners(id);
         self.dispatch();
+        // Outside a turn: what was handed over goes out now, not at the next wait.
+        self.settle_handoffs();
         Ok(())
     }
 

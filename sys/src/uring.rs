@@ -1029,6 +1029,46 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_runs_queued_handoffs_first_and_then_waits_for_something_else() {
+        let Some(mut ring) = ring_with(|f| f.handoff, "SENDMSG, CLOSE and CQE_SKIP (5.17)") else {
+            return;
+        };
+        let (tx, rx) = crate::socket::stream_pair().expect("pair");
+        let (tx, rx): (Arc<dyn AsFd>, Arc<dyn AsFd>) = (Arc::new(tx), Arc::new(rx));
+        let (_clients, fds) = connections(4);
+        // The hand-off's completions do not end the wait; what it causes (the receiving end
+        // becomes readable) does, long before the timeout.
+        ring.poll(&rx, PollFlags::IN, 5).expect("poll");
+        ring.hand_over(&tx, fds, 7);
+        assert!(ring.handoffs_pending());
+        let start = std::time::Instant::now();
+        let mut out = Vec::new();
+        ring.wait(&mut out, Some(Duration::from_secs(5)))
+            .expect("wait");
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(!ring.handoffs_pending());
+        let handed: Vec<_> = out
+            .iter()
+            .filter_map(|c| match c {
+                Completion::Handoff { token, result, fds } => {
+                    Some((*token, result.as_ref().ok().copied(), fds.len()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(handed, [(7, Some(4), 0)]);
+        assert!(
+            out.iter()
+                .any(|c| matches!(c, Completion::Poll { token: 5, .. })),
+            "{out:?}"
+        );
+    }
+
+    #[test]
     fn a_failed_handoff_gives_the_fds_back_open() {
         let Some(mut ring) = ring_with(|f| f.handoff, "SENDMSG, CLOSE and CQE_SKIP (5.17)") else {
             return;
