@@ -172,13 +172,10 @@ impl Driver {
         match self {
             Driver::Uring(ring) if ring.features().handoff => {
                 let most = ring.max_handoff_fds();
-                while fds.len() > most {
-                    let rest = fds.split_off(most);
+                while !fds.is_empty() {
+                    let rest = fds.split_off(fds.len().min(most));
                     ring.hand_over(to, fds, token);
                     fds = rest;
-                }
-                if !fds.is_empty() {
-                    ring.hand_over(to, fds, token);
                 }
             }
             _ => out.push(send_now(to.as_fd(), fds, token)),

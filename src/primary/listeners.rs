@@ -224,6 +224,12 @@ impl Listeners {
         self.handles.values().any(|h| h.handoff && !h.accepting)
     }
 
+    /// Worker `worker`'s hand-off channel on listener `handle`.
+    fn member(&self, handle: u32, worker: WorkerId) -> Option<&Member> {
+        let key = self.keys.get(&handle)?;
+        self.handles.get(key)?.members.get(&worker)?.as_ref()
+    }
+
     /// When the next resting listener resumes accepting.
     pub(crate) fn next_round(&self) -> Option<Instant> {
         self.handles
@@ -628,15 +634,7 @@ impl Core {
             }
         }
         for ((hid, wid), fds) in batches {
-            let Some(key) = self.listeners.keys.get(&hid) else {
-                continue;
-            };
-            let Some(Some(member)) = self
-                .listeners
-                .handles
-                .get(key)
-                .and_then(|h| h.members.get(&wid))
-            else {
+            let Some(member) = self.listeners.member(hid, wid) else {
                 left.extend(fds.into_iter().map(|fd| Pending {
                     handle: hid,
                     fd,
@@ -648,9 +646,9 @@ impl Core {
             // undelivered is uncounted in `on_handed`.
             let n = fds.len() as u64;
             member.untaken.set(member.untaken.get() + n);
+            let tx = dyn_fd(&member.tx);
             self.listeners.stats.handed_over += n;
             self.loads.get(wid).handed += n;
-            let tx = dyn_fd(&member.tx);
             self.driver
                 .hand_over(&tx, fds, handoff_token(hid, wid), &mut handed);
         }
@@ -678,13 +676,7 @@ impl Core {
             return;
         }
         let n = h.unsent.len() as u64;
-        if let Some(Some(member)) = self
-            .listeners
-            .keys
-            .get(&hid)
-            .and_then(|key| self.listeners.handles.get(key))
-            .and_then(|h| h.members.get(&wid))
-        {
+        if let Some(member) = self.listeners.member(hid, wid) {
             member.untaken.set(member.untaken.get().saturating_sub(n));
         }
         self.listeners.stats.handed_over -= n;

@@ -268,6 +268,14 @@ impl Ring {
         }
     }
 
+    /// Takes the operation out of `slot` (its last completion came) and frees the slot.
+    fn remove(&mut self, slot: usize) -> Option<Op> {
+        let op = self.ops.get_mut(slot)?.take()?;
+        self.free.push(slot);
+        self.in_flight -= 1;
+        Some(op)
+    }
+
     /// Queues an entry, submitting first if the submission queue is full.
     fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         loop {
@@ -500,12 +508,10 @@ impl Ring {
         let Some(Op {
             kind: OpKind::Handoff(state),
             ..
-        }) = self.ops[slot].take()
+        }) = self.remove(slot)
         else {
             unreachable!("the slot was just filled with a hand-off");
         };
-        self.free.push(slot);
-        self.in_flight -= 1;
         self.handed.push(Completion::Handoff {
             token,
             result: Err(io::Error::new(
@@ -657,28 +663,21 @@ impl Ring {
                 else {
                     continue;
                 };
-                match user_data & HANDOFF {
-                    HANDOFF_SEND if res < 0 => {
-                        state.failed = Some(io::Error::from_raw_os_error(-res));
+                let which = user_data & HANDOFF;
+                if which == HANDOFF_SEND && res < 0 {
+                    state.failed = Some(io::Error::from_raw_os_error(-res));
+                }
+                if which == HANDOFF_LAST {
+                    if let Some(Op {
+                        token,
+                        kind: OpKind::Handoff(state),
+                        ..
+                    }) = self.remove(slot)
+                    {
+                        self.handoffs -= 1;
+                        self.handed.push(finish_handoff(token, state));
                     }
-                    HANDOFF_LAST => {}
-                    _ => continue,
                 }
-                if user_data & HANDOFF != HANDOFF_LAST {
-                    continue;
-                }
-                let Some(Op {
-                    token,
-                    kind: OpKind::Handoff(state),
-                    ..
-                }) = self.ops[slot].take()
-                else {
-                    continue;
-                };
-                self.free.push(slot);
-                self.in_flight -= 1;
-                self.handoffs -= 1;
-                self.handed.push(finish_handoff(token, state));
                 continue;
             }
             let slot = user_data as usize;
@@ -691,9 +690,7 @@ impl Ring {
                 let token = *token;
                 let more = io_uring::cqueue::more(flags);
                 if !more {
-                    self.ops[slot] = None;
-                    self.free.push(slot);
-                    self.in_flight -= 1;
+                    self.remove(slot);
                 }
                 let result = if res < 0 {
                     Err(io::Error::from_raw_os_error(-res))
@@ -709,11 +706,9 @@ impl Ring {
                 });
                 continue;
             }
-            let Some(op) = self.ops.get_mut(slot).and_then(Option::take) else {
+            let Some(op) = self.remove(slot) else {
                 continue;
             };
-            self.free.push(slot);
-            self.in_flight -= 1;
             out.push(match op.kind {
                 OpKind::Poll => Completion::Poll {
                     token: op.token,
@@ -745,11 +740,9 @@ fn finish_handoff(token: u64, mut state: Box<HandoffState>) -> Completion {
     }
     // Bytes went, and the fds with the first of them. If a close failed (it cannot, for fds
     // we own), the rest of the chain was cancelled: those numbers are forgotten, not reused.
-    let delivered = state.fds.len();
-    state.fds.clear();
     Completion::Handoff {
         token,
-        result: Ok(delivered),
+        result: Ok(state.fds.len()),
         fds: Vec::new(),
     }
 }
