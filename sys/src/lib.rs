@@ -9,6 +9,7 @@
 //! | [`spawn`] | exec of a worker with fds inherited at fixed numbers, a pidfd, `PR_SET_PDEATHSIG` |
 //! | [`pidfd`] | `pidfd_open(2)`, `pidfd_send_signal(2)`, `waitid(P_PIDFD)` |
 //! | [`signal`] | signal numbers and names, `signalfd(2)` |
+//! | [`steer`] | steering an `SO_REUSEPORT` group by weights (classic BPF), a listener's accept-queue depth |
 //! | [`poll`] | `poll(2)` on one or two fds, `eventfd(2)` |
 //! | [`epoll`] | `epoll(7)`, the fallback event loop |
 //! | [`uring`] | an io_uring ring with a feature probe and owned-buffer operations |
@@ -35,6 +36,7 @@ pub mod shm;
 pub mod signal;
 pub mod socket;
 pub mod spawn;
+pub mod steer;
 pub mod uring;
 
 pub use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
