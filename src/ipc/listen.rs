@@ -39,7 +39,7 @@ pub(crate) struct Request {
 }
 
 /// Primary to worker: `ListenReply`. On success the frame's fd is the hand-off channel
-/// (`handoff`) or a copy of the listening socket.
+/// (`handoff`, `steered`) or a copy of the listening socket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Reply {
     pub(crate) seq: u64,
@@ -49,6 +49,10 @@ pub(crate) struct Reply {
     pub(crate) local: Option<String>,
     /// Connections come over a hand-off channel (round-robin), not from the socket itself.
     pub(crate) handoff: bool,
+    /// Steered: the frame's fd is a hand-off channel whose first message carries the
+    /// worker's own listening socket; connections come from both.
+    #[serde(default)]
+    pub(crate) steered: bool,
 }
 
 /// Worker to primary: `Listening` and `Close`.

@@ -7,7 +7,9 @@
 //! connections the worker has not taken yet (`FIONREAD`) and take them back when the worker
 //! leaves: no accepted connection is lost with a worker. The primary closes its copy of each
 //! connection as soon as it is handed over. Shared: every worker gets a copy of the listening
-//! socket and accepts itself.
+//! socket and accepts itself. Steered: every worker gets a listening socket of its own in one
+//! `SO_REUSEPORT` group whose classic BPF program the primary rewrites as loads change, plus
+//! a hand-off channel for what the primary takes from a queue (see [`Steering`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -15,11 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringleader_sys::OwnedFd;
 use ringleader_sys::listen::{self, Options};
 use ringleader_sys::scm::{self, Blocking};
 use ringleader_sys::uring::OpId;
-use ringleader_sys::{errno, socket};
+use ringleader_sys::{AsFd, OwnedFd};
+use ringleader_sys::{errno, socket, steer};
 
 use super::core::{Core, dyn_fd};
 use super::driver::{Driver, Handed};
@@ -131,6 +133,76 @@ struct Handle {
     quiet: bool,
     /// `retry_at` is a back-off after an accept failed for want of resources, not a rest.
     starved: bool,
+    /// Steered: the group of the workers' own sockets (`sock` is then a bound socket that
+    /// holds the port and never listens).
+    steering: Option<Steering>,
+}
+
+/// How often steered listeners are checked while a queue holds connections, a worker is
+/// steered around, or a worker left lately.
+const STEER_BUSY: Duration = Duration::from_millis(1);
+/// The longest gap between checks when all is quiet (the gap doubles up to it).
+const STEER_QUIET: Duration = Duration::from_millis(16);
+/// How long after a worker left its socket is watched closely: connections whose handshake
+/// was under way when the group stopped choosing it land in its queue a little later.
+const STEER_LINGER: Duration = Duration::from_millis(100);
+
+/// A steered listener's `SO_REUSEPORT` group. Each worker listens on a socket of its own,
+/// created by the primary, which keeps a copy of every one: none closes while the listener
+/// lives, so a socket's place in the group (the order of `listen(2)` calls) never changes
+/// and the weights the program is built from stay aligned with the places. The socket of a
+/// worker that left stays in the group with weight 0; the primary empties its queue, and
+/// the next worker to listen takes it over.
+#[derive(Default)]
+struct Steering {
+    places: Vec<Place>,
+    /// The weights of the program attached last (empty: none yet).
+    weights: Vec<u32>,
+    /// A worker left recently: watch closely until then.
+    linger_until: Option<Instant>,
+}
+
+struct Place {
+    sock: Arc<OwnedFd>,
+    worker: Option<WorkerId>,
+    /// Checks in a row that found its queue at the hand-off bound.
+    full_checks: u32,
+}
+
+impl Steering {
+    /// A socket for worker `id`: one a worker left behind, or a new one in the group.
+    fn join(
+        &mut self,
+        id: WorkerId,
+        addr: SocketAddr,
+        opts: &Options,
+    ) -> std::io::Result<Arc<OwnedFd>> {
+        if let Some(p) = self.places.iter_mut().find(|p| p.worker.is_none()) {
+            p.worker = Some(id);
+            p.full_checks = 0;
+            return Ok(p.sock.clone());
+        }
+        let sock = listen::tcp(addr, opts)?;
+        // Non-blocking, for the primary's accepts and the worker's polling wait (the worker's
+        // copy shares the flag).
+        socket::set_nonblocking(&sock, true)?;
+        let sock = Arc::new(sock);
+        self.places.push(Place {
+            sock: sock.clone(),
+            worker: Some(id),
+            full_checks: 0,
+        });
+        Ok(sock)
+    }
+
+    fn leave(&mut self, id: WorkerId) {
+        for p in &mut self.places {
+            if p.worker == Some(id) {
+                p.worker = None;
+                self.linger_until = Some(Instant::now() + STEER_LINGER);
+            }
+        }
+    }
 }
 
 /// An accepted connection waiting for a worker.
@@ -139,6 +211,9 @@ struct Pending {
     fd: OwnedFd,
     /// The worker that handed it back: another one gets it if there is one.
     avoid: Option<WorkerId>,
+    /// Taken from that worker's own queue because it stopped taking connections: it never
+    /// gets it back, the connection waits for another.
+    strict: bool,
 }
 
 impl Handle {
@@ -190,6 +265,10 @@ pub(crate) struct Listeners {
     next_id: u32,
     pending: VecDeque<Pending>,
     pub(crate) stats: HandoffStats,
+    /// When steered listeners are checked next.
+    steer_at: Option<Instant>,
+    /// The gap before the check after that, when all stays quiet.
+    steer_gap: Duration,
 }
 
 /// What the primary's round-robin hand-off has done since it started
@@ -215,6 +294,12 @@ pub struct HandoffStats {
     /// Accepts that failed for want of fds or memory; each paused accepting for a few
     /// milliseconds while the connection waited in the kernel's backlog.
     pub starved: u64,
+    /// Steered listeners: connections the primary took from a worker's own queue (the
+    /// worker had stopped taking them, asked for none, or left) to hand to others. Also
+    /// counted in `accepted`.
+    pub taken_from_queues: u64,
+    /// Steered listeners: programs attached to a group, one per change of weights.
+    pub steerings: u64,
 }
 
 impl Listeners {
@@ -230,13 +315,20 @@ impl Listeners {
         self.handles.get(key)?.members.get(&worker)?.as_ref()
     }
 
-    /// When the next resting listener resumes accepting.
+    /// When the next resting listener resumes accepting, or steered ones are checked.
     pub(crate) fn next_round(&self) -> Option<Instant> {
         self.handles
             .values()
             .filter(|h| h.handoff && !h.accepting)
             .filter_map(|h| h.retry_at)
+            .chain(self.steer_at)
             .min()
+    }
+
+    /// Steered listeners are checked in this turn.
+    fn steer_soon(&mut self) {
+        self.steer_at = Some(Instant::now());
+        self.steer_gap = STEER_BUSY;
     }
 }
 
@@ -252,7 +344,14 @@ impl Core {
         if self.slots.get(&id).is_none_or(|s| s.leaving()) {
             return Ok(());
         }
-        let handoff = self.scheduling == Scheduling::RoundRobin;
+        // Steering needs a TCP address to bind the group to; a Unix socket (or a socket the
+        // primary was given, `listen_fd`) is handed off instead.
+        let steerable = req.key.transport == Transport::Tcp && !req.key.address.starts_with("fd:");
+        let handoff = match self.scheduling {
+            Scheduling::RoundRobin => true,
+            Scheduling::Steered => !steerable,
+            _ => false,
+        };
         if !self.listeners.handles.contains_key(&req.key) {
             match self.bind(&req, handoff) {
                 Ok(handle) => {
@@ -272,12 +371,33 @@ impl Core {
             return Ok(());
         };
         let local = handle.local.to_string();
-        let fd = if handle.handoff {
+        let steered = handle.steering.is_some();
+        let fd = if handle.handoff || steered {
             match socket::stream_pair().and_then(|(tx, theirs)| {
                 // The copy shares the worker's open file description: it must stay blocking
                 // (O_NONBLOCK would be the worker's too); reads from it use MSG_DONTWAIT.
                 let rx = socket::dup(&theirs)?;
                 socket::set_nonblocking(&tx, true)?;
+                if let (Some(st), Local::Ip(addr)) = (&mut handle.steering, &handle.local) {
+                    let opts = Options {
+                        ipv6_only: req.ipv6_only,
+                        reuse_port: true,
+                        backlog: req.backlog.filter(|b| *b > 0).unwrap_or(511),
+                        ..Options::default()
+                    };
+                    // The worker's own socket is the channel's first message.
+                    let sock = st.join(id, *addr, &opts)?;
+                    let sent = scm::send(
+                        &tx,
+                        &[std::io::IoSlice::new(b"L")],
+                        &[sock.as_fd()],
+                        Blocking::No,
+                    );
+                    if let Err(e) = sent {
+                        st.leave(id);
+                        return Err(e);
+                    }
+                }
                 Ok((tx, rx, theirs))
             }) {
                 Ok((tx, rx, theirs)) => {
@@ -328,8 +448,12 @@ impl Core {
             errno: None,
             local: Some(local),
             handoff: handle.handoff,
+            steered,
         };
         self.send_internal(id, Kind::ListenReply, &proto::encode(&reply), fd);
+        if steered {
+            self.listeners.steer_soon();
+        }
         self.arm_accept(&req.key);
         Ok(())
     }
@@ -342,6 +466,7 @@ impl Core {
             errno,
             local: None,
             handoff: false,
+            steered: false,
         };
         self.send_internal(id, Kind::ListenReply, &proto::encode(&reply), None);
     }
@@ -374,7 +499,7 @@ impl Core {
                 let sock = match (req.key.transport, self.scheduling) {
                     // The port is held by a bound socket that never listens, so it never
                     // takes connections; each worker gets a listening one of its own.
-                    (Transport::Tcp, Scheduling::ReusePort) => {
+                    (Transport::Tcp, Scheduling::ReusePort | Scheduling::Steered) => {
                         opts.reuse_port = true;
                         listen::reserve_tcp(addr, &opts)?
                     }
@@ -418,6 +543,10 @@ impl Core {
             draining: false,
             quiet: false,
             starved: false,
+            steering: (self.scheduling == Scheduling::Steered
+                && req.key.transport == Transport::Tcp
+                && !handoff)
+                .then(Steering::default),
         })
     }
 
@@ -458,6 +587,7 @@ impl Core {
                     handle,
                     fd,
                     avoid: None,
+                    strict: false,
                 });
                 if self.listeners.pending.len() >= MAX_PENDING {
                     // Stop at once: completions already posted still arrive, nothing more.
@@ -525,6 +655,7 @@ impl Core {
                         handle,
                         fd,
                         avoid: None,
+                        strict: false,
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -604,6 +735,13 @@ impl Core {
         if !self.listeners.handles.is_empty() {
             self.read_board();
         }
+        if self
+            .listeners
+            .steer_at
+            .is_some_and(|at| at <= Instant::now())
+        {
+            self.steer();
+        }
         if self.listeners.pending.is_empty() {
             if self.listeners.paused() {
                 for h in self.listeners.handles.values_mut() {
@@ -624,8 +762,11 @@ impl Core {
             };
             // The worker that handed it back only gets it again if nobody else can.
             let loads = &mut self.loads;
-            let choice =
-                pick(h, &batches, p.avoid, loads).or_else(|| pick(h, &batches, None, loads));
+            let choice = pick(h, &batches, p.avoid, loads).or_else(|| {
+                (!p.strict)
+                    .then(|| pick(h, &batches, None, loads))
+                    .flatten()
+            });
             match choice {
                 Some(wid) => {
                     batches.entry((p.handle, wid)).or_default().push(p.fd);
@@ -639,6 +780,7 @@ impl Core {
                     handle: hid,
                     fd,
                     avoid: None,
+                    strict: false,
                 }));
                 continue;
             };
@@ -688,6 +830,7 @@ impl Core {
                 handle: hid,
                 fd,
                 avoid: None,
+                strict: false,
             }));
     }
 
@@ -709,8 +852,123 @@ impl Core {
         self.act_on(news);
     }
 
+    /// Checks steered listeners: each worker's accept queue and board hints set its weight
+    /// (1, or 0 while its queue is at the hand-off bound or it is paused, draining or bad),
+    /// a new program goes to the group when the weights changed, and the primary takes what
+    /// waits in the queue of a worker that left, asked for no connections, or stayed at the
+    /// bound for two checks in a row, for the others. Checks come every millisecond while
+    /// anything waits or is steered around, and up to [`STEER_QUIET`] apart otherwise.
+    fn steer(&mut self) {
+        let now = Instant::now();
+        let mut busy = false;
+        let mut any = false;
+        let mut taken = Vec::new();
+        for h in self.listeners.handles.values_mut() {
+            let Some(st) = &mut h.steering else { continue };
+            any = true;
+            if st.linger_until.is_some_and(|t| now < t) {
+                busy = true;
+            } else {
+                st.linger_until = None;
+            }
+            let mut weights = Vec::with_capacity(st.places.len());
+            let mut take = Vec::new();
+            for (i, p) in st.places.iter_mut().enumerate() {
+                // Not a listener any more (cannot happen while we hold it): treat as empty.
+                let depth = u64::from(steer::accept_queue(&*p.sock).unwrap_or(0));
+                busy |= depth > 0;
+                let Some(wid) = p.worker else {
+                    weights.push(0);
+                    if depth > 0 {
+                        take.push((i, None));
+                    }
+                    continue;
+                };
+                let open = self.loads.workers.get(&wid).is_none_or(WorkerLoad::open);
+                p.full_checks = if depth >= MAX_UNTAKEN {
+                    p.full_checks + 1
+                } else {
+                    0
+                };
+                weights.push(u32::from(open && depth < MAX_UNTAKEN));
+                if depth > 0 && (!open || p.full_checks >= 2) {
+                    take.push((i, Some(wid)));
+                }
+            }
+            let live = |w: &[u32]| {
+                st.places
+                    .iter()
+                    .zip(w)
+                    .filter(|(p, _)| p.worker.is_some())
+                    .count()
+            };
+            let open = weights.iter().filter(|&&w| w > 0).count();
+            if open == 0 {
+                // Nobody can take more: the kernel spreads over all live workers, and no
+                // queue is emptied into another that is just as full.
+                for (w, p) in weights.iter_mut().zip(&st.places) {
+                    *w = u32::from(p.worker.is_some());
+                }
+                take.retain(|(_, w)| w.is_none());
+            }
+            busy |= open < live(&weights);
+            if weights != st.weights && weights.iter().any(|&w| w > 0) {
+                // On failure the group keeps its program (or the kernel's hash), and the next
+                // check tries again.
+                if steer::steer(&*st.places[0].sock, &weights).is_ok() {
+                    st.weights = weights;
+                    self.listeners.stats.steerings += 1;
+                }
+            }
+            for (i, avoid) in take {
+                let sock = st.places[i].sock.clone();
+                taken.push((h.id, sock, avoid));
+            }
+        }
+        for (handle, sock, avoid) in taken {
+            // What waits now; a connection arriving meanwhile stays for the next check (and
+            // a worker that takes some meanwhile only makes this stop early).
+            let depth = steer::accept_queue(&*sock).unwrap_or(0);
+            for _ in 0..depth {
+                match listen::accept(&*sock, false) {
+                    Ok(fd) => {
+                        self.listeners.stats.accepted += 1;
+                        self.listeners.stats.taken_from_queues += 1;
+                        self.listeners.pending.push_back(Pending {
+                            handle,
+                            fd,
+                            avoid,
+                            strict: avoid.is_some(),
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if starved(&e) => {
+                        self.listeners.stats.starved += 1;
+                        break;
+                    }
+                    Err(_) => self.listeners.stats.accept_errors += 1,
+                }
+            }
+        }
+        let l = &mut self.listeners;
+        if !any {
+            l.steer_at = None;
+            return;
+        }
+        l.steer_gap = if busy {
+            STEER_BUSY
+        } else {
+            (l.steer_gap * 2).min(STEER_QUIET)
+        };
+        l.steer_at = Some(now + l.steer_gap);
+    }
+
     /// Reports bad slots and takes back what draining workers had queued.
     pub(crate) fn act_on(&mut self, news: super::loads::News) {
+        if self.listeners.steer_at.is_some() && !(news.bad.is_empty() && news.drain.is_empty()) {
+            // Steer around them now.
+            self.listeners.steer_soon();
+        }
         for (id, why) in news.bad {
             self.push_event(Event::Error {
                 worker: Some(id),
@@ -732,7 +990,12 @@ impl Core {
         w.handed = w.handed.saturating_sub(fds.len() as u64);
         self.listeners
             .pending
-            .extend(fds.into_iter().map(|fd| Pending { handle, fd, avoid }));
+            .extend(fds.into_iter().map(|fd| Pending {
+                handle,
+                fd,
+                avoid,
+                strict: false,
+            }));
     }
 
     /// Reads back the connections queued for worker `id` on every listener, for others.
@@ -759,6 +1022,12 @@ impl Core {
         let Some(member) = h.members.remove(&id) else {
             return;
         };
+        if let Some(st) = &mut h.steering {
+            // Its socket stays in the group, steered around; the next check empties it.
+            st.leave(id);
+            self.listeners.steer_at = Some(Instant::now());
+            self.listeners.steer_gap = STEER_BUSY;
+        }
         let Some(member) = member else {
             if h.members.is_empty() {
                 self.drop_handle(key);
@@ -780,6 +1049,15 @@ impl Core {
             self.listeners.keys.remove(&h.id);
             if let Some(path) = &h.unix_path {
                 let _ = std::fs::remove_file(path);
+            }
+            // Connections waiting in the workers' own queues are reset with their sockets.
+            if let Some(st) = &h.steering {
+                let queued: u32 = st
+                    .places
+                    .iter()
+                    .map(|p| steer::accept_queue(&*p.sock).unwrap_or(0))
+                    .sum();
+                self.listeners.stats.closed_unserved += u64::from(queued);
             }
             // No worker left: pending connections are closed, as in Node.
             let before = self.listeners.pending.len();
@@ -853,6 +1131,7 @@ impl Core {
                 handle: h.id,
                 fd,
                 avoid: Some(id),
+                strict: false,
             });
         } else {
             self.listeners.stats.closed_unserved += 1;

@@ -96,10 +96,21 @@ pub enum Scheduling {
     /// port for `listen(0)`. Connections queued on a worker's socket when it dies are reset by
     /// the kernel, unlike round-robin's.
     ReusePort,
+    /// Every worker gets a listening socket of its own on the same port, as with
+    /// [`ReusePort`](Scheduling::ReusePort), and the primary steers: a classic BPF program on
+    /// the `SO_REUSEPORT` group places each new connection in a worker's queue, by weights
+    /// the primary sets from each worker's accept queue and its hints on the load board. The
+    /// kernel does the placing, so the primary spends nothing per connection. It keeps a copy
+    /// of every worker's socket: a worker that stops taking connections (its queue at the
+    /// hand-off bound, paused, draining) gets none until it catches up, and what waits in its
+    /// queue, or in the queue of a worker that died, is accepted by the primary and handed to
+    /// the others, as round-robin does. TCP only: Unix sockets get round-robin hand-off, UDP
+    /// is shared.
+    Steered,
 }
 
 impl Scheduling {
-    /// Parses `rr`, `none` or `reuseport`, the values of `RINGLEADER_SCHED_POLICY` (Node:
+    /// Parses `rr`, `none`, `reuseport` or `steer`, the values of `RINGLEADER_SCHED_POLICY` (Node:
     /// `NODE_CLUSTER_SCHED_POLICY`). The names of the other hand-off policies (`lc`, `p2c`,
     /// `weighted`) parse as round-robin hand-off too: the policy picks the worker.
     pub fn parse(s: &str) -> Option<Scheduling> {
@@ -108,6 +119,7 @@ impl Scheduling {
             _ if SharedPolicy::named(s).is_some() => Some(Scheduling::RoundRobin),
             "none" => Some(Scheduling::Shared),
             "reuseport" => Some(Scheduling::ReusePort),
+            "steer" => Some(Scheduling::Steered),
             _ => None,
         }
     }

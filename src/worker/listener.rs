@@ -1,7 +1,8 @@
 //! Listening in a worker (Node: `server.listen()` / `dgram.bind()` in a worker). The primary
 //! decides how connections arrive: handed over on a channel of this listener's own
-//! (round-robin), or accepted here from a copy of a socket every worker shares. UDP sockets are
-//! always shared.
+//! (round-robin), accepted here from a copy of a socket every worker shares, or accepted from
+//! a socket of this worker's own that the primary steers connections to, with a hand-off
+//! channel beside it (steered). UDP sockets are always shared.
 
 use std::collections::VecDeque;
 use std::io;
@@ -10,6 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use ringleader_sys::epoll::{Epoll, Interest};
 use ringleader_sys::poll;
 use ringleader_sys::scm::{self, Blocking};
 use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
@@ -70,6 +72,15 @@ enum Source {
     },
     /// A copy of the socket all workers share (non-blocking; waits poll it).
     Shared(OwnedFd),
+    /// A socket of this worker's own in the primary's steered group (non-blocking), and a
+    /// hand-off channel for connections the primary took from a queue. `either` is an epoll
+    /// set of both: readable when one is, the fd a caller's own loop waits on.
+    Steered {
+        listener: OwnedFd,
+        channel: OwnedFd,
+        queued: Mutex<VecDeque<OwnedFd>>,
+        either: OwnedFd,
+    },
     /// A socket of this worker's own (`exclusive`): blocking, the primary never knows it.
     Own(OwnedFd),
 }
@@ -121,7 +132,12 @@ impl Worker {
                 Error::new(ErrorKind::Protocol, OP).detail("listen reply without a socket"),
             );
         };
-        let source = if reply.handoff {
+        let source = if reply.steered {
+            match steered(fd) {
+                Ok(s) => s,
+                Err(e) => return failed(Error::io(OP, e).detail("the steered socket")),
+            }
+        } else if reply.handoff {
             Source::Handoff {
                 channel: fd,
                 queued: Mutex::new(VecDeque::new()),
@@ -270,6 +286,27 @@ impl Worker {
     }
 }
 
+/// A steered source from its channel, whose first message carries this worker's socket.
+fn steered(channel: OwnedFd) -> io::Result<Source> {
+    let (mut buf, mut fds) = ([0u8; 1], Vec::new());
+    scm::recv(&channel, &mut buf, &mut fds, Blocking::Yes)?;
+    let (Some(listener), 1) = (fds.pop(), fds.len() + 1) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the steered channel's first message must carry one socket",
+        ));
+    };
+    let either = Epoll::new()?;
+    either.add(&listener, 0, Interest::READ)?;
+    either.add(&channel, 1, Interest::READ)?;
+    Ok(Source::Steered {
+        listener,
+        channel,
+        queued: Mutex::new(VecDeque::new()),
+        either: either.into(),
+    })
+}
+
 fn first_addr(addr: impl ToSocketAddrs) -> Result<SocketAddr> {
     addr.to_socket_addrs()
         .map_err(|e| Error::io("listen", e))?
@@ -278,13 +315,47 @@ fn first_addr(addr: impl ToSocketAddrs) -> Result<SocketAddr> {
 }
 
 impl Binding {
-    /// The next connection's fd.
-    fn accept(&self) -> io::Result<OwnedFd> {
+    /// The next connection's fd, and whether it was handed over (the board counts those).
+    fn accept(&self) -> io::Result<(OwnedFd, bool)> {
         match &self.source {
+            Source::Steered {
+                listener,
+                channel,
+                queued,
+                ..
+            } => loop {
+                let mut queued = lock(queued);
+                if let Some(fd) = queued.pop_front() {
+                    return Ok((fd, true));
+                }
+                match ringleader_sys::listen::accept(listener, false) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    other => return other.map(|fd| (fd, false)),
+                }
+                let (mut buf, mut fds) = ([0u8; 64], Vec::new());
+                match scm::recv(channel, &mut buf, &mut fds, Blocking::No) {
+                    Ok(0) if fds.is_empty() => return Err(stopped()),
+                    Ok(_) => {
+                        queued.extend(fds);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                drop(queued);
+                let stop = self.worker.stopping();
+                let ready = poll::poll(
+                    &[(listener, poll::IN), (channel, poll::IN), (stop, poll::IN)],
+                    None,
+                )?;
+                if ready[2].contains(poll::IN) {
+                    return Err(stopped());
+                }
+            },
             Source::Shared(listener) => loop {
                 match ringleader_sys::listen::accept(listener, false) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    other => return other,
+                    other => return other.map(|fd| (fd, false)),
                 }
                 // The shared socket is non-blocking: wait for it or for this worker to stop.
                 let stop = self.worker.stopping();
@@ -293,12 +364,14 @@ impl Binding {
                     return Err(stopped());
                 }
             },
-            Source::Own(listener) => ringleader_sys::listen::accept(listener, false),
+            Source::Own(listener) => {
+                ringleader_sys::listen::accept(listener, false).map(|fd| (fd, false))
+            }
             Source::Handoff { channel, queued } => {
                 let mut queued = lock(queued);
                 loop {
                     if let Some(fd) = queued.pop_front() {
-                        return Ok(fd);
+                        return Ok((fd, true));
                     }
                     let (mut buf, mut fds) = ([0u8; 64], Vec::new());
                     let n = scm::recv(channel, &mut buf, &mut fds, Blocking::Yes)?;
@@ -313,16 +386,12 @@ impl Binding {
 
     /// Wraps a connection this binding produced: counted on the board when it came by
     /// hand-off (the primary's policies only see those).
-    fn connection<S>(&self, stream: S) -> Connection<S> {
-        let board = match self.source {
-            Source::Handoff { .. } => self.worker.board(),
-            _ => None,
-        };
-        Connection::new(stream, board)
+    fn connection<S>(&self, stream: S, handed: bool) -> Connection<S> {
+        Connection::new(stream, self.worker.board().filter(|_| handed))
     }
 
     fn reject(&self, fd: OwnedFd) -> Result<()> {
-        if !matches!(self.source, Source::Handoff { .. }) {
+        if !matches!(self.source, Source::Handoff { .. } | Source::Steered { .. }) {
             return Ok(());
         }
         let notice = Notice {
@@ -336,6 +405,7 @@ impl Binding {
     fn fd(&self) -> BorrowedFd<'_> {
         match &self.source {
             Source::Handoff { channel, .. } => channel.as_fd(),
+            Source::Steered { either, .. } => either.as_fd(),
             Source::Shared(fd) | Source::Own(fd) => fd.as_fd(),
         }
     }
@@ -393,9 +463,8 @@ impl TcpListener {
     /// return.
     pub fn accept(&self) -> io::Result<(Connection<TcpStream>, SocketAddr)> {
         loop {
-            let stream = self
-                .binding
-                .connection(TcpStream::from(self.binding.accept()?));
+            let (fd, handed) = self.binding.accept()?;
+            let stream = self.binding.connection(TcpStream::from(fd), handed);
             // A client that already reset its connection has no peer: nothing to serve.
             if let Ok(peer) = stream.peer_addr() {
                 return Ok((stream, peer));
@@ -453,8 +522,8 @@ impl UnixListener {
     /// # Errors
     /// As [`TcpListener::accept`].
     pub fn accept(&self) -> io::Result<Connection<UnixStream>> {
-        let stream = UnixStream::from(self.binding.accept()?);
-        Ok(self.binding.connection(stream))
+        let (fd, handed) = self.binding.accept()?;
+        Ok(self.binding.connection(UnixStream::from(fd), handed))
     }
 
     /// The connections, until the listener stops.

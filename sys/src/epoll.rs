@@ -143,3 +143,11 @@ impl AsFd for Epoll {
         self.fd.as_fd()
     }
 }
+
+impl From<Epoll> for OwnedFd {
+    /// The epoll fd alone, for a set that is only polled as a whole (readable when one of
+    /// its fds is ready).
+    fn from(e: Epoll) -> OwnedFd {
+        e.fd
+    }
+}
