@@ -141,6 +141,8 @@ struct Handle {
 /// How often steered listeners are checked while a queue holds connections, a worker is
 /// steered around, or a worker left lately.
 const STEER_BUSY: Duration = Duration::from_millis(1);
+/// A queue this deep (a quarter of the hand-off bound) brings the checks to [`STEER_BUSY`].
+const STEER_DEEP: u64 = MAX_UNTAKEN / 4;
 /// The longest gap between checks when all is quiet (the gap doubles up to it).
 const STEER_QUIET: Duration = Duration::from_millis(16);
 /// How long after a worker left its socket is watched closely: connections whose handshake
@@ -876,7 +878,7 @@ impl Core {
             for (i, p) in st.places.iter_mut().enumerate() {
                 // Not a listener any more (cannot happen while we hold it): treat as empty.
                 let depth = u64::from(steer::accept_queue(&*p.sock).unwrap_or(0));
-                busy |= depth > 0;
+                busy |= depth >= STEER_DEEP;
                 let Some(wid) = p.worker else {
                     weights.push(0);
                     if depth > 0 {

@@ -98,10 +98,13 @@ fn replot(path: &Path) {
     println!("wrote {}", out.display());
 }
 
-/// The new-connection runs: (policy, workers); `single` is one process accepting directly.
-const CONN_RUNS: [(&str, usize); 5] = [
+/// The new-connection runs: (policy, workers); `single` is one process accepting directly;
+/// `steer` (ours only: Node has nothing like it) is `Scheduling::Steered`.
+const CONN_RUNS: [(&str, usize); 7] = [
     ("rr", 2),
     ("rr", 4),
+    ("steer", 2),
+    ("steer", 4),
     ("none", 2),
     ("none", 4),
     ("single", 0),
@@ -196,6 +199,7 @@ fn run(primary: &Primary) {
         let node = cfg
             .node
             .as_ref()
+            .filter(|_| policy != "steer")
             .map(|_| measure(&cfg, Side::Node, policy, workers, Workload::Conn));
         let label = if workers == 0 {
             "conn/s, single process (ceiling)".to_owned()
@@ -210,10 +214,10 @@ fn run(primary: &Primary) {
             Better::Higher,
             target,
         ));
-        if policy == "rr" {
+        if policy == "rr" || policy == "steer" {
             rows.push(
                 Row::new(
-                    &format!("primary CPU us/conn, rr, {workers} workers"),
+                    &format!("primary CPU us/conn, {policy}, {workers} workers"),
                     ours.primary_us_per_op,
                     node.as_ref().map(|n| n.primary_us_per_op),
                     Better::Lower,
@@ -222,7 +226,7 @@ fn run(primary: &Primary) {
                 .at_most(2.0),
             );
             rows.push(Row::new(
-                &format!("load client CPU %, rr, {workers} workers"),
+                &format!("load client CPU %, {policy}, {workers} workers"),
                 ours.client_cpu_pct,
                 node.as_ref().map(|n| n.client_cpu_pct),
                 Better::Lower,
@@ -449,7 +453,7 @@ fn measure(cfg: &Config, side: Side, policy: &str, workers: usize, w: Workload) 
         client_cpu_pct: med(|m| m.client_cpu_pct),
     };
     println!(
-        "  {:<5} {:<6} {} workers {:<9} {:>9.0}/s  p50 {:.2} ms  p99 {:.2} ms  primary {:.1} us/op  client {:.0} % CPU",
+        "  {:<5} {:<6} {} workers {:<9} {:>9.0}/s  p50 {:.2} ms  p99 {:.2} ms  primary {:.2} us/op  client {:.0} % CPU",
         if side == Side::Ours { "ours" } else { "node" },
         policy,
         workers,
@@ -562,8 +566,37 @@ impl Drop for Guard {
     }
 }
 
-/// utime + stime of `pid`, in microseconds.
+/// The CPU time of process `pid`, in microseconds: the scheduler's own sum for each of its
+/// threads (`se.sum_exec_runtime` in `/proc/<pid>/task/<tid>/sched`, nanoseconds), or
+/// utime + stime from `/proc/<pid>/stat` (10 ms steps) where that sum is missing or short
+/// (threads that exited took theirs with them).
 fn cpu_us(pid: u32) -> u64 {
+    let coarse = stat_cpu_us(pid);
+    let precise = sched_cpu_us(pid);
+    match precise {
+        Some(p) if p + 20_000 >= coarse => p,
+        _ => coarse,
+    }
+}
+
+fn sched_cpu_us(pid: u32) -> Option<u64> {
+    let mut total = 0.0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let sched = std::fs::read_to_string(task.ok()?.path().join("sched")).ok()?;
+        let ms: f64 = sched
+            .lines()
+            .find_map(|l| l.strip_prefix("se.sum_exec_runtime"))?
+            .trim_start_matches([' ', ':'])
+            .trim()
+            .parse()
+            .ok()?;
+        total += ms;
+    }
+    Some((total * 1000.0) as u64)
+}
+
+/// utime + stime of `pid`, in microseconds.
+fn stat_cpu_us(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
