@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! policy_bench [--scenario equal|slow-one|bimodal|keepalive-mix|all] [--rate R]
-//!              [--seconds S] [--workers N] [--policies rr,lc,p2c,weighted,none,reuseport]
+//!              [--seconds S] [--workers N] [--policies rr,lc,p2c,weighted,none,reuseport,steer]
 //!              [--out DIR]
 //! ```
 //!
@@ -121,6 +121,7 @@ fn run_cluster(primary: &Primary, run: &str) {
     settings = match policy.as_str() {
         "none" => settings.scheduling(Scheduling::Shared),
         "reuseport" => settings.scheduling(Scheduling::ReusePort),
+        "steer" => settings.scheduling(Scheduling::Steered),
         name => settings
             .scheduling(Scheduling::RoundRobin)
             .policy(SharedPolicy::named(name).expect("a policy name")),
@@ -266,7 +267,7 @@ fn drive_all() {
     let out =
         std::path::PathBuf::from(arg("--out").unwrap_or_else(|| "target/policy-bench".into()));
     let policies: Vec<String> = arg("--policies")
-        .unwrap_or_else(|| "rr,lc,p2c,weighted,none,reuseport".into())
+        .unwrap_or_else(|| "rr,lc,p2c,weighted,none,reuseport,steer".into())
         .split(',')
         .map(str::to_owned)
         .collect();
