@@ -32,6 +32,7 @@ fn main() -> Result<(), ringleader::Error> {
             let scheduling = match arg("--policy").as_deref() {
                 Some("none") => Scheduling::Shared,
                 Some("reuseport") => Scheduling::ReusePort,
+                Some("steer") => Scheduling::Steered,
                 _ => Scheduling::RoundRobin,
             };
             primary.setup(Settings::default().scheduling(scheduling))?;

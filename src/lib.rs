@@ -5,7 +5,9 @@
 //! primary either accepts connections itself and hands each to a worker
 //! ([`Scheduling::RoundRobin`], the default), or lets the workers accept from a shared socket
 //! ([`Scheduling::Shared`]) or from sockets of their own on one port
-//! ([`Scheduling::ReusePort`]).
+//! ([`Scheduling::ReusePort`]), which the primary can steer connections between by load
+//! ([`Scheduling::Steered`]: the kernel places each connection, the primary spends nothing
+//! per connection and rescues the queues of workers that stall or die).
 //!
 //! ```no_run
 //! use ringleader::{Event, Role};
@@ -71,7 +73,7 @@
 //! | `server.listen({fd})`, `listen({exclusive: true})` in a worker | [`Worker::listen_fd`], [`ListenOptions::exclusive`] |
 //! | `accepted: false` (a worker at `maxConnections`) | [`TcpListener::reject`] |
 //! | `server.on('connection')`, `server.close()` | [`TcpListener::incoming`] / [`TcpListener::accept`] → [`Connection`], dropping the listener |
-//! | `SCHED_RR`, `SCHED_NONE`, `reusePort` | [`Scheduling::RoundRobin`], [`Scheduling::Shared`], [`Scheduling::ReusePort`] |
+//! | `SCHED_RR`, `SCHED_NONE`, `reusePort` | [`Scheduling::RoundRobin`], [`Scheduling::Shared`], [`Scheduling::ReusePort`] (and [`Scheduling::Steered`], which Node lacks) |
 //! | `NODE_UNIQUE_ID`, `NODE_CHANNEL_FD` | `RINGLEADER_WORKER_ID`, `RINGLEADER_CHANNEL_FD` (removed from the worker's environment) |
 //!
 //! # Where ringleader differs from Node, on purpose

@@ -474,7 +474,8 @@ impl TcpListener {
 
     /// Hands a connection back to the primary, which gives it to another worker (Node: a
     /// worker at `maxConnections`): nothing is lost because this worker cannot take it. On a
-    /// listener that is not round-robin it is closed instead (there is nobody to hand it to).
+    /// listener that is neither round-robin nor steered it is closed instead (there is nobody to
+    /// hand it to).
     ///
     /// # Errors
     /// [`ErrorKind::Disconnected`] without a primary; the stream is given back
