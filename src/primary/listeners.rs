@@ -897,13 +897,7 @@ impl Core {
                     take.push((i, Some(wid)));
                 }
             }
-            let live = |w: &[u32]| {
-                st.places
-                    .iter()
-                    .zip(w)
-                    .filter(|(p, _)| p.worker.is_some())
-                    .count()
-            };
+            let live = st.places.iter().filter(|p| p.worker.is_some()).count();
             let open = weights.iter().filter(|&&w| w > 0).count();
             if open == 0 {
                 // Nobody can take more: the kernel spreads over all live workers, and no
@@ -913,7 +907,7 @@ impl Core {
                 }
                 take.retain(|(_, w)| w.is_none());
             }
-            busy |= open < live(&weights);
+            busy |= open < live;
             if weights != st.weights && weights.iter().any(|&w| w > 0) {
                 // On failure the group keeps its program (or the kernel's hash), and the next
                 // check tries again.
