@@ -349,13 +349,14 @@ impl Core {
         // Steering needs a TCP address to bind the group to; a Unix socket (or a socket the
         // primary was given, `listen_fd`) is handed off instead.
         let steerable = req.key.transport == Transport::Tcp && !req.key.address.starts_with("fd:");
+        let steer = self.scheduling == Scheduling::Steered && steerable;
         let handoff = match self.scheduling {
             Scheduling::RoundRobin => true,
             Scheduling::Steered => !steerable,
             _ => false,
         };
         if !self.listeners.handles.contains_key(&req.key) {
-            match self.bind(&req, handoff) {
+            match self.bind(&req, handoff, steer) {
                 Ok(handle) => {
                     self.listeners.keys.insert(handle.id, req.key.clone());
                     self.listeners.handles.insert(req.key.clone(), handle);
@@ -373,6 +374,7 @@ impl Core {
             return Ok(());
         };
         let local = handle.local.to_string();
+        // What the listener is, whatever the scheduling is now (settings can change).
         let steered = handle.steering.is_some();
         let fd = if handle.handoff || steered {
             match socket::stream_pair().and_then(|(tx, theirs)| {
@@ -381,12 +383,7 @@ impl Core {
                 let rx = socket::dup(&theirs)?;
                 socket::set_nonblocking(&tx, true)?;
                 if let (Some(st), Local::Ip(addr)) = (&mut handle.steering, &handle.local) {
-                    let opts = Options {
-                        ipv6_only: req.ipv6_only,
-                        reuse_port: true,
-                        backlog: req.backlog.filter(|b| *b > 0).unwrap_or(511),
-                        ..Options::default()
-                    };
+                    let opts = own_socket_options(&req);
                     // The worker's own socket is the channel's first message.
                     let sock = st.join(id, *addr, &opts)?;
                     let sent = scm::send(
@@ -423,12 +420,7 @@ impl Core {
             let Local::Ip(addr) = handle.local.clone() else {
                 return Ok(());
             };
-            let opts = Options {
-                ipv6_only: req.ipv6_only,
-                reuse_port: true,
-                backlog: req.backlog.filter(|b| *b > 0).unwrap_or(511),
-                ..Options::default()
-            };
+            let opts = own_socket_options(&req);
             match listen::tcp(addr, &opts)
                 .and_then(|s| socket::set_nonblocking(&s, true).map(|()| s))
             {
@@ -473,7 +465,7 @@ impl Core {
         self.send_internal(id, Kind::ListenReply, &proto::encode(&reply), None);
     }
 
-    fn bind(&mut self, req: &Request, handoff: bool) -> std::io::Result<Handle> {
+    fn bind(&mut self, req: &Request, handoff: bool, steered: bool) -> std::io::Result<Handle> {
         let mut opts = Options {
             ipv6_only: req.ipv6_only,
             ..Options::default()
@@ -545,10 +537,7 @@ impl Core {
             draining: false,
             quiet: false,
             starved: false,
-            steering: (self.scheduling == Scheduling::Steered
-                && req.key.transport == Transport::Tcp
-                && !handoff)
-                .then(Steering::default),
+            steering: steered.then(Steering::default),
         })
     }
 
@@ -882,7 +871,7 @@ impl Core {
                 let Some(wid) = p.worker else {
                     weights.push(0);
                     if depth > 0 {
-                        take.push((i, None));
+                        take.push((i, None, depth));
                     }
                     continue;
                 };
@@ -894,7 +883,7 @@ impl Core {
                 };
                 weights.push(u32::from(open && depth < MAX_UNTAKEN));
                 if depth > 0 && (!open || p.full_checks >= 2) {
-                    take.push((i, Some(wid)));
+                    take.push((i, Some(wid), depth));
                 }
             }
             let live = st.places.iter().filter(|p| p.worker.is_some()).count();
@@ -905,7 +894,7 @@ impl Core {
                 for (w, p) in weights.iter_mut().zip(&st.places) {
                     *w = u32::from(p.worker.is_some());
                 }
-                take.retain(|(_, w)| w.is_none());
+                take.retain(|(_, w, _)| w.is_none());
             }
             busy |= open < live;
             if weights != st.weights && weights.iter().any(|&w| w > 0) {
@@ -916,15 +905,13 @@ impl Core {
                     self.listeners.stats.steerings += 1;
                 }
             }
-            for (i, avoid) in take {
-                let sock = st.places[i].sock.clone();
-                taken.push((h.id, sock, avoid));
+            for (i, avoid, depth) in take {
+                taken.push((h.id, st.places[i].sock.clone(), avoid, depth));
             }
         }
-        for (handle, sock, avoid) in taken {
-            // What waits now; a connection arriving meanwhile stays for the next check (and
-            // a worker that takes some meanwhile only makes this stop early).
-            let depth = steer::accept_queue(&*sock).unwrap_or(0);
+        for (handle, sock, avoid, depth) in taken {
+            // What waited at the check; a connection arriving since stays for the next one
+            // (and a worker that took some since only makes this stop early).
             for _ in 0..depth {
                 match listen::accept(&*sock, false) {
                     Ok(fd) => {
@@ -1143,6 +1130,17 @@ impl Core {
         let notice: Notice = proto::decode(payload)?;
         self.leave_listener(&notice.key, id);
         Ok(())
+    }
+}
+
+/// How a worker's own listening socket in a port's `SO_REUSEPORT` group is made (reuseport
+/// and steered listeners).
+fn own_socket_options(req: &Request) -> Options {
+    Options {
+        ipv6_only: req.ipv6_only,
+        reuse_port: true,
+        backlog: req.backlog.filter(|b| *b > 0).unwrap_or(511),
+        ..Options::default()
     }
 }
 

@@ -290,11 +290,14 @@ impl Worker {
 fn steered(channel: OwnedFd) -> io::Result<Source> {
     let (mut buf, mut fds) = ([0u8; 1], Vec::new());
     scm::recv(&channel, &mut buf, &mut fds, Blocking::Yes)?;
-    let (Some(listener), 1) = (fds.pop(), fds.len() + 1) else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the steered channel's first message must carry one socket",
-        ));
+    let listener = match (fds.pop(), fds.is_empty()) {
+        (Some(listener), true) => listener,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the steered channel's first message must carry one socket",
+            ));
+        }
     };
     let either = Epoll::new()?;
     either.add(&listener, 0, Interest::READ)?;
@@ -322,7 +325,7 @@ impl Binding {
                 listener,
                 channel,
                 queued,
-                ..
+                either,
             } => loop {
                 let mut queued = lock(queued);
                 if let Some(fd) = queued.pop_front() {
@@ -343,12 +346,10 @@ impl Binding {
                     Err(e) => return Err(e),
                 }
                 drop(queued);
+                // The epoll set is readable when the socket or the channel is.
                 let stop = self.worker.stopping();
-                let ready = poll::poll(
-                    &[(listener, poll::IN), (channel, poll::IN), (stop, poll::IN)],
-                    None,
-                )?;
-                if ready[2].contains(poll::IN) {
+                let ready = poll::poll(&[(either, poll::IN), (stop, poll::IN)], None)?;
+                if ready[1].contains(poll::IN) {
                     return Err(stopped());
                 }
             },

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 
-use ringleader::{Event, Scheduling, Settings, Signal};
+use ringleader::{Event, Scheduling, Settings, Signal, WorkerId};
 use ringleader_tests::Harness;
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
@@ -53,6 +53,19 @@ fn clients(port: u16, n: usize) -> mpsc::Receiver<String> {
     rx
 }
 
+/// A worker that listens and never accepts, alone at first, so that `n` clients all wait
+/// in its queue; then a worker that serves. Returns the harness, both ids, the port and the
+/// clients' answers.
+fn stuck_then_good(n: usize) -> (Harness, WorkerId, WorkerId, u16, mpsc::Receiver<String>) {
+    let h = steered();
+    let stuck = h.fork("listen-spin:127.0.0.1:0");
+    let port = h.listening(1)[0].port;
+    let answers = clients(port, n);
+    let good = h.fork("serve:127.0.0.1:0");
+    h.listening(1);
+    (h, stuck, good, port, answers)
+}
+
 #[test]
 fn steered_workers_share_one_port_and_the_primary_accepts_none() {
     let h = steered();
@@ -81,13 +94,8 @@ fn steered_workers_share_one_port_and_the_primary_accepts_none() {
 
 #[test]
 fn connections_queued_for_a_steered_worker_that_dies_are_served_by_another() {
-    let h = steered();
     // Alone, the stuck worker gets every connection; it never accepts one.
-    let stuck = h.fork("listen-spin:127.0.0.1:0");
-    let port = h.listening(1)[0].port;
-    let answers = clients(port, 10);
-    let good = h.fork("serve:127.0.0.1:0");
-    h.listening(1);
+    let (h, stuck, good, port, answers) = stuck_then_good(10);
     h.primary
         .worker(stuck)
         .expect("stuck")
@@ -111,13 +119,8 @@ fn connections_queued_for_a_steered_worker_that_dies_are_served_by_another() {
 
 #[test]
 fn a_queue_at_the_bound_is_steered_around_and_emptied_into_the_others() {
-    let h = steered();
-    let stuck = h.fork("listen-spin:127.0.0.1:0");
-    let port = h.listening(1)[0].port;
     // Beyond the bound of 16, while the stuck worker is the only one: nowhere else to go.
-    let answers = clients(port, 20);
-    let good = h.fork("serve:127.0.0.1:0");
-    h.listening(1);
+    let (h, stuck, good, _, answers) = stuck_then_good(20);
     // With a worker that can take them, the stuck one's queue goes to it, and the stuck
     // one (alive, never accepting) gets nothing while its queue is at the bound.
     let expected = format!("hello from {good}\n");
