@@ -34,7 +34,7 @@ pub struct Ready {
     pub write: bool,
 }
 
-/// An epoll instance (close-on-exec), level-triggered.
+/// An epoll instance (close-on-exec), level-triggered unless added with [`Epoll::add_edge`].
 pub struct Epoll {
     fd: OwnedFd,
     events: Vec<epoll::Event>,
@@ -79,6 +79,22 @@ impl Epoll {
             fd,
             EventData::new_u64(token),
             flags(interest),
+        )?)
+    }
+
+    /// `EPOLL_CTL_ADD` with `EPOLLET`: reported once when added if `fd` is ready then, and
+    /// after that once each time the kernel signals new readiness (for `write`: each time the
+    /// peer of a socket reads, freeing send buffer), however long it stays ready. Level
+    /// watches cannot say "the peer read something" of a socket that is always writable.
+    ///
+    /// # Errors
+    /// What `epoll_ctl(2)` returns.
+    pub fn add_edge(&self, fd: impl AsFd, token: u64, interest: Interest) -> io::Result<()> {
+        Ok(epoll::add(
+            &self.fd,
+            fd,
+            EventData::new_u64(token),
+            flags(interest) | EventFlags::ET,
         )?)
     }
 
@@ -149,5 +165,42 @@ impl From<Epoll> for OwnedFd {
     /// its fds is ready).
     fn from(e: Epoll) -> OwnedFd {
         e.fd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edge_write_watch_reports_each_read_of_the_peer() {
+        let ep = &mut Epoll::new().expect("epoll");
+        let (ours, theirs) = crate::socket::stream_pair().expect("pair");
+        let write = Interest {
+            read: false,
+            write: true,
+        };
+        ep.add_edge(&ours, 7, write).expect("add");
+        let wait = |ep: &mut Epoll, ms| {
+            let mut out = Vec::new();
+            ep.wait(&mut out, Some(Duration::from_millis(ms)))
+                .expect("wait");
+            out.iter().map(|r| (r.token, r.write)).collect::<Vec<_>>()
+        };
+        // Writable when added: reported once, and not again while nothing changes.
+        assert_eq!(wait(ep, 5000), [(7, true)]);
+        assert!(wait(ep, 0).is_empty());
+        crate::scm::send(
+            &ours,
+            &[std::io::IoSlice::new(b"ab")],
+            &[],
+            crate::scm::Blocking::No,
+        )
+        .expect("send");
+        assert!(wait(ep, 50).is_empty());
+        let (mut buf, mut fds) = ([0u8; 2], Vec::new());
+        crate::scm::recv(&theirs, &mut buf, &mut fds, crate::scm::Blocking::No).expect("recv");
+        assert_eq!(wait(ep, 5000), [(7, true)]);
+        assert!(wait(ep, 0).is_empty());
     }
 }

@@ -69,6 +69,28 @@ pub fn set_nonblocking(fd: impl AsFd, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the peer of the connected stream socket `fd` has gone and left nothing to read:
+/// `poll(2)` says it hung up or shut down its writing half (`POLLHUP`, `POLLERR`,
+/// `POLLRDHUP`) and `FIONREAD` finds no byte waiting. A peer that sent something and then shut
+/// down its writing half (a request, then `shutdown(SHUT_WR)`) has not gone.
+pub fn peer_gone(fd: impl AsFd) -> bool {
+    use rustix::event::{PollFd, PollFlags};
+    let fd = fd.as_fd();
+    let mut pfd = [PollFd::new(&fd, PollFlags::IN | PollFlags::RDHUP)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    if !matches!(rustix::event::poll(&mut pfd, Some(&zero)), Ok(1)) {
+        return false;
+    }
+    let r = pfd[0].revents();
+    if r.intersects(PollFlags::HUP | PollFlags::ERR) {
+        return true;
+    }
+    r.contains(PollFlags::RDHUP) && rustix::io::ioctl_fionread(fd).is_ok_and(|n| n == 0)
+}
+
 /// `dup(2)` with close-on-exec (`F_DUPFD_CLOEXEC`).
 ///
 /// # Errors

@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | [`Ring::recvmsg`] | `IORING_OP_RECVMSG` | 5.3 |
 //! | [`Ring::poll`] | `IORING_OP_POLL_ADD` | 5.1 |
+//! | [`Ring::poll_edges`] | `IORING_OP_POLL_ADD` + `IORING_POLL_ADD_MULTI` | 5.13 |
 //! | [`Ring::accept_multishot`] | `IORING_OP_ACCEPT` + `IORING_ACCEPT_MULTISHOT` | 5.19 |
 //! | [`Ring::cancel`] | `IORING_OP_ASYNC_CANCEL` | 5.5 |
 //! | [`Ring::hand_over`] | `IORING_OP_SENDMSG` linked to `IORING_OP_CLOSE`s, `IOSQE_CQE_SKIP_SUCCESS` | 5.17 |
@@ -75,12 +76,14 @@ pub enum Completion {
         /// Whether the operation is still armed.
         more: bool,
     },
-    /// A [`Ring::poll`] finished with the ready flags.
+    /// A [`Ring::poll`] finished with the ready flags, or a [`Ring::poll_edges`] saw an edge.
     Poll {
         /// The token given with the operation.
         token: u64,
         /// The ready flags or the error.
         result: io::Result<PollFlags>,
+        /// Whether the operation is still armed (a multishot poll that goes on).
+        more: bool,
     },
     /// A [`Ring::hand_over`] ended: the fds were sent and our copies closed, or the `sendmsg`
     /// failed and the fds come back, still open.
@@ -121,6 +124,8 @@ struct HandoffState {
 enum OpKind {
     Recv(Box<RecvState>),
     Poll,
+    /// A multishot poll: completions until cancelled or ended by the kernel.
+    Edges,
     Accept,
     Handoff(Box<HandoffState>),
 }
@@ -149,6 +154,9 @@ pub struct Features {
     /// [`Ring::hand_over`]: `IORING_OP_SENDMSG`, `IORING_OP_CLOSE` and
     /// `IORING_FEAT_CQE_SKIP` (5.17).
     pub handoff: bool,
+    /// [`Ring::poll_edges`]: `IORING_POLL_ADD_MULTI` (5.13). Told by
+    /// `IORING_FEAT_RSRC_TAGS`, which came in the same release.
+    pub poll_edges: bool,
 }
 
 /// An io_uring instance and its operations in flight.
@@ -227,6 +235,7 @@ impl Ring {
             handoff: probe.is_supported(opcode::SendMsg::CODE)
                 && probe.is_supported(opcode::Close::CODE)
                 && ring.params().is_feature_skip_cqe_on_success(),
+            poll_edges: ring.params().is_feature_resource_tagging(),
         };
         Ok(Ring {
             ring,
@@ -349,6 +358,35 @@ impl Ring {
             _fd: fd.clone(),
         });
         let entry = opcode::PollAdd::new(types::Fd(fd.as_fd().as_raw_fd()), poll_mask(flags))
+            .build()
+            .user_data(slot as u64);
+        self.push(&entry)?;
+        Ok(OpId(slot))
+    }
+
+    /// Queues a multishot, edge-triggered poll of `fd` for `flags`: one [`Completion::Poll`]
+    /// (with `more`) at once if `fd` is ready now, then one each time the kernel signals
+    /// readiness again (for `OUT` on a socket: each time its peer reads and frees send
+    /// buffer), until [`Ring::cancel`] or the kernel ends it (`more == false`). Several
+    /// signals before the completion is reaped give one completion. Available since 5.13
+    /// (`IORING_POLL_ADD_MULTI`; edge-triggered unless `IORING_POLL_ADD_LEVEL`): needs
+    /// [`Features::poll_edges`].
+    ///
+    /// # Errors
+    /// When the submission queue cannot take it.
+    pub fn poll_edges(
+        &mut self,
+        fd: &Arc<dyn AsFd>,
+        flags: PollFlags,
+        token: u64,
+    ) -> io::Result<OpId> {
+        let slot = self.insert(Op {
+            token,
+            kind: OpKind::Edges,
+            _fd: fd.clone(),
+        });
+        let entry = opcode::PollAdd::new(types::Fd(fd.as_fd().as_raw_fd()), poll_mask(flags))
+            .multi(true)
             .build()
             .user_data(slot as u64);
         self.push(&entry)?;
@@ -683,6 +721,24 @@ impl Ring {
             let slot = user_data as usize;
             if let Some(Some(Op {
                 token,
+                kind: OpKind::Edges,
+                ..
+            })) = self.ops.get(slot)
+            {
+                let token = *token;
+                let more = io_uring::cqueue::more(flags);
+                if !more {
+                    self.remove(slot);
+                }
+                out.push(Completion::Poll {
+                    token,
+                    result: poll_result(res),
+                    more,
+                });
+                continue;
+            }
+            if let Some(Some(Op {
+                token,
                 kind: OpKind::Accept,
                 ..
             })) = self.ops.get(slot)
@@ -712,19 +768,25 @@ impl Ring {
             out.push(match op.kind {
                 OpKind::Poll => Completion::Poll {
                     token: op.token,
-                    result: if res < 0 {
-                        Err(io::Error::from_raw_os_error(-res))
-                    } else {
-                        // The bits' integer type depends on rustix's backend (u16 raw, i16 libc).
-                        Ok(PollFlags::from_bits_truncate(res as _))
-                    },
+                    result: poll_result(res),
+                    more: false,
                 },
                 OpKind::Recv(state) => finish_recv(op.token, state, res),
-                OpKind::Accept | OpKind::Handoff(_) => {
-                    unreachable!("accept and hand-off completions are handled above")
+                OpKind::Accept | OpKind::Edges | OpKind::Handoff(_) => {
+                    unreachable!("multishot and hand-off completions are handled above")
                 }
             });
         }
+    }
+}
+
+/// A poll's ready flags, or its error.
+fn poll_result(res: i32) -> io::Result<PollFlags> {
+    if res < 0 {
+        Err(io::Error::from_raw_os_error(-res))
+    } else {
+        // The bits' integer type depends on rustix's backend (u16 raw, i16 libc).
+        Ok(PollFlags::from_bits_truncate(res as _))
     }
 }
 
@@ -912,6 +974,48 @@ mod tests {
         rustix::io::fcntl_getfd(fd)
             .expect("flags")
             .contains(rustix::io::FdFlags::CLOEXEC)
+    }
+
+    #[test]
+    fn an_edge_poll_fires_when_the_peer_reads() {
+        let Some(mut ring) = ring_with(|f| f.poll_edges, "IORING_POLL_ADD_MULTI (5.13)") else {
+            return;
+        };
+        let (ours, theirs) = crate::socket::stream_pair().expect("pair");
+        let ours: Arc<dyn AsFd> = Arc::new(ours);
+        let op = ring.poll_edges(&ours, PollFlags::OUT, 7).expect("queue");
+        let polls = |ring: &mut Ring, timeout| {
+            let mut out = Vec::new();
+            ring.wait(&mut out, Some(timeout)).expect("wait");
+            out.into_iter()
+                .map(|c| match c {
+                    Completion::Poll {
+                        token: 7,
+                        result,
+                        more,
+                    } => (result.is_ok(), more),
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        // Writable now: one completion at once, and the poll stays armed.
+        assert_eq!(polls(&mut ring, Duration::from_secs(5)), [(true, true)]);
+        crate::scm::send(
+            &*ours,
+            &[std::io::IoSlice::new(b"ab")],
+            &[],
+            crate::scm::Blocking::No,
+        )
+        .expect("send");
+        // Still writable, but no edge: nothing more until the peer reads.
+        assert!(polls(&mut ring, Duration::from_millis(50)).is_empty());
+        let mut buf = [0u8; 2];
+        let mut fds = Vec::new();
+        crate::scm::recv(&theirs, &mut buf, &mut fds, crate::scm::Blocking::No).expect("recv");
+        assert_eq!(polls(&mut ring, Duration::from_secs(5)), [(true, true)]);
+        ring.cancel(op).expect("cancel");
+        assert_eq!(polls(&mut ring, Duration::from_secs(5)), [(false, false)]);
+        assert_eq!(ring.in_flight(), 0);
     }
 
     #[test]
