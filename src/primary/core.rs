@@ -20,7 +20,7 @@ use ringleader_sys::spawn::{self, SpawnRequest};
 use ringleader_sys::uring::{Completion, OpId};
 use ringleader_sys::{AsFd, OwnedFd};
 
-use super::driver::{Driver, Happening, SIGNALS, Tag, token, untoken};
+use super::driver::{Driver, Happening, SIGNALS, Tag, token, token_generation, untoken};
 use super::settings::{Scheduling, Settings, SharedPolicy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, WorkerId};
@@ -38,11 +38,9 @@ pub(crate) const HIGH_WATER: usize = 4 * 1024 * 1024;
 /// The first part of a busy-poll window, spent spinning without yielding the CPU.
 const HOT_SPIN: Duration = Duration::from_micros(5);
 
-/// How often a primary whose accepting is paused re-checks the workers' queues.
 /// Load-board slots unless the settings say otherwise.
 const DEFAULT_BOARD_SLOTS: usize = 256;
 
-const PAUSED_RECHECK: Duration = Duration::from_millis(1);
 /// Reads per readiness report on the epoll backend, so one chatty worker cannot starve the rest.
 const READS_PER_TURN: usize = 4;
 
@@ -550,12 +548,7 @@ impl Core {
                 }
             }
         }
-        let mut left = timeout.map(|t| t.saturating_sub(spin));
-        if self.listeners.paused() {
-            // Accepting is paused until a worker takes connections; look again shortly.
-            left = Some(left.map_or(PAUSED_RECHECK, |l| l.min(PAUSED_RECHECK)));
-        }
-        self.wait(left).map(drop)
+        self.wait(timeout.map(|t| t.saturating_sub(spin))).map(drop)
     }
 
     /// One wait of the driver, and what it saw turned into events. Returns how many things
@@ -575,7 +568,12 @@ impl Core {
                 }
                 Happening::Received(c) => self.on_received(c),
                 Happening::Handed(h) => self.on_handed(h),
-                Happening::Ready { token, read, write } => self.on_ready(token, read, write),
+                Happening::Ready {
+                    token,
+                    read,
+                    write,
+                    more,
+                } => self.on_ready(token, read, write, more),
             }
         }
         self.happenings = happenings;
@@ -585,7 +583,7 @@ impl Core {
             .map_err(|e| Error::io("wait for events", e))
     }
 
-    fn on_ready(&mut self, tok: u64, read: bool, write: bool) {
+    fn on_ready(&mut self, tok: u64, read: bool, write: bool, more: bool) {
         if tok == SIGNALS {
             if let Some(fd) = self.signals.clone() {
                 while let Ok(Some(sig)) = fd.read() {
@@ -599,6 +597,7 @@ impl Core {
         match tag {
             Some(Tag::Exit) => self.on_exit(id),
             Some(Tag::Accept) => self.accept_ready(id),
+            Some(Tag::Taken) => self.on_taken(id, token_generation(tok), more),
             Some(Tag::Writable) => {
                 if let Some(s) = self.slots.get_mut(&id) {
                     s.write_armed = false;

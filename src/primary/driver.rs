@@ -32,34 +32,41 @@ pub(crate) enum Tag {
     Writable = 2,
     /// A listening socket; its id is the listener's, from 1 (token 3, id 0, is the signals').
     Accept = 3,
+    /// A worker read from a hand-off channel it was full on ([`Driver::watch_taken`]).
+    Taken = 4,
 }
 
 pub(crate) const SIGNALS: u64 = 3;
 
+/// A token: the tag in the low [`TAG_BITS`], an id (a worker's or a listener's) in the next
+/// 32, and for numbered tokens a generation in the rest.
+const TAG_BITS: u32 = 3;
+const GENERATION_SHIFT: u32 = TAG_BITS + 32;
+const GENERATION_MASK: u32 = (1 << (64 - GENERATION_SHIFT)) - 1;
+
 pub(crate) fn token(id: WorkerId, tag: Tag) -> u64 {
-    (u64::from(id) << 2) | tag as u64
+    (u64::from(id) << TAG_BITS) | tag as u64
 }
 
-/// A listener's token for one arming of its accept: the generation in the top bits tells a
-/// late completion of an earlier arming (cancelled, or ended) from the current one's.
-pub(crate) fn accept_token(id: WorkerId, generation: u32) -> u64 {
-    (u64::from(generation & GENERATION_MASK) << 34) | token(id, Tag::Accept)
+/// A token with a generation in its top bits, which tells a late completion of an earlier
+/// operation (cancelled, or ended) from the current one's. Generations wrap.
+pub(crate) fn numbered_token(id: WorkerId, tag: Tag, generation: u32) -> u64 {
+    (u64::from(generation & GENERATION_MASK) << GENERATION_SHIFT) | token(id, tag)
 }
 
-/// The generation [`accept_token`] packed.
-pub(crate) fn accept_generation(token: u64) -> u32 {
-    (token >> 34) as u32 & GENERATION_MASK
+/// The generation [`numbered_token`] packed.
+pub(crate) fn token_generation(token: u64) -> u32 {
+    (token >> GENERATION_SHIFT) as u32 & GENERATION_MASK
 }
-
-const GENERATION_MASK: u32 = (1 << 30) - 1;
 
 pub(crate) fn untoken(token: u64) -> (WorkerId, Option<Tag>) {
-    let id = (token >> 2) as WorkerId;
-    let tag = match token & 3 {
+    let id = (token >> TAG_BITS) as WorkerId;
+    let tag = match token & ((1 << TAG_BITS) - 1) {
         0 => Some(Tag::Channel),
         1 => Some(Tag::Exit),
         2 => Some(Tag::Writable),
-        _ if id > 0 => Some(Tag::Accept),
+        3 if id > 0 => Some(Tag::Accept),
+        4 => Some(Tag::Taken),
         _ => None,
     };
     (id, tag)
@@ -83,8 +90,14 @@ pub(crate) struct Handed {
 pub(crate) enum Happening {
     /// io_uring: a receive finished.
     Received(Completion),
-    /// An fd is ready (epoll), or a poll finished (io_uring).
-    Ready { token: u64, read: bool, write: bool },
+    /// An fd is ready (epoll), or a poll finished (io_uring). `more`: the watch stays
+    /// (epoll's registrations, io_uring's multishot polls).
+    Ready {
+        token: u64,
+        read: bool,
+        write: bool,
+        more: bool,
+    },
     /// io_uring: a hand-off ended.
     Handed(Handed),
 }
@@ -236,6 +249,29 @@ impl Driver {
         }
     }
 
+    /// Starts watching a hand-off channel's sending end for the worker's reads: a report
+    /// (under `token`) at once, then one each time the worker reads from the channel (the
+    /// kernel frees send buffer and wakes writers), however often the queue changes between
+    /// two looks. Edge-triggered `EPOLLOUT` on epoll, a multishot poll on io_uring. Ends with
+    /// [`Driver::forget`]. `Ok(None)`: this kernel cannot (io_uring before 5.13).
+    pub(crate) fn watch_taken(
+        &mut self,
+        tx: &Arc<dyn AsFd>,
+        token: u64,
+    ) -> std::io::Result<Option<Option<OpId>>> {
+        let write = Interest {
+            read: false,
+            write: true,
+        };
+        match self {
+            Driver::Uring(ring) if ring.features().poll_edges => ring
+                .poll_edges(tx, Flags::OUT, token)
+                .map(|op| Some(Some(op))),
+            Driver::Uring(_) => Ok(None),
+            Driver::Epoll(ep, _) => ep.add_edge(tx.as_fd(), token, write).map(|()| Some(None)),
+        }
+    }
+
     /// Stops watching `fd`; an io_uring operation in flight is cancelled.
     pub(crate) fn forget(&mut self, fd: &Arc<dyn AsFd>, op: Option<OpId>) {
         match self {
@@ -261,13 +297,18 @@ impl Driver {
                 let mut done = Vec::new();
                 ring.wait(&mut done, timeout)?;
                 out.extend(done.into_iter().map(|c| match c {
-                    Completion::Poll { token, result } => {
+                    Completion::Poll {
+                        token,
+                        result,
+                        more,
+                    } => {
                         let flags = result.unwrap_or(Flags::ERR);
                         let bad = flags.intersects(Flags::ERR | Flags::HUP | Flags::NVAL);
                         Happening::Ready {
                             token,
                             read: bad || flags.intersects(Flags::IN | Flags::RDHUP),
                             write: bad || flags.contains(Flags::OUT),
+                            more,
                         }
                     }
                     Completion::Handoff { token, result, fds } => {
@@ -283,6 +324,7 @@ impl Driver {
                     token: r.token,
                     read: r.read,
                     write: r.write,
+                    more: true,
                 }));
             }
         }

@@ -25,7 +25,7 @@ use ringleader_sys::{errno, socket, steer};
 
 use super::core::{Core, dyn_fd};
 use super::driver::{Driver, Handed};
-use super::driver::{accept_generation, accept_token, untoken};
+use super::driver::{Tag, numbered_token, token_generation, untoken};
 use super::loads::{Loads, WorkerLoad};
 use super::settings::Scheduling;
 use crate::error::{Error, ErrorKind};
@@ -37,6 +37,10 @@ use crate::ipc::listen::{self as proto, Key, Notice, Reply, Request, Transport};
 pub(crate) const MAX_UNTAKEN: u64 = 16;
 /// How long accepting pauses after the process ran out of fds or the kernel out of memory.
 const STARVED_BACKOFF: Duration = Duration::from_millis(5);
+/// How soon connections that wait for room look again when only the board can say that
+/// room came (a worker paused, draining or at its capacity hint: shared memory wakes
+/// nobody), or when this kernel cannot watch a hand-off channel for its worker's reads.
+const HELD_RECHECK: Duration = Duration::from_millis(1);
 
 /// Whether an accept error means the process or the system is short of resources (the
 /// connection itself is fine and stays queued in the kernel).
@@ -61,6 +65,9 @@ struct Member {
     /// An upper bound on the connections the worker has not taken: the last `FIONREAD` plus
     /// what was sent since. The kernel is asked again only when this reaches the limit.
     untaken: std::cell::Cell<u64>,
+    /// While connections wait for room: the watch on `tx` that reports the worker's reads
+    /// ([`Driver::watch_taken`]), by its number and its io_uring operation.
+    watch: Option<(u32, Option<OpId>)>,
 }
 
 impl Member {
@@ -75,6 +82,15 @@ impl Member {
         }
         self.untaken.set(0);
         fds
+    }
+
+    /// Ends the watch on the worker's reads, if there is one; says whether there was.
+    fn unwatch(&mut self, driver: &mut Driver) -> bool {
+        let Some((_, op)) = self.watch.take() else {
+            return false;
+        };
+        driver.forget(&dyn_fd(&self.tx), op);
+        true
     }
 }
 
@@ -216,6 +232,8 @@ struct Pending {
     /// Taken from that worker's own queue because it stopped taking connections: it never
     /// gets it back, the connection waits for another.
     strict: bool,
+    /// It waited through a hand-off round for want of room: its client may have gone since.
+    held: bool,
 }
 
 impl Handle {
@@ -233,7 +251,10 @@ impl Handle {
         }
         self.generation = self.generation.wrapping_add(1);
         self.taken = 0;
-        let (sock, tok) = (dyn_fd(&self.sock), accept_token(self.id, self.generation));
+        let (sock, tok) = (
+            dyn_fd(&self.sock),
+            numbered_token(self.id, Tag::Accept, self.generation),
+        );
         // A round takes what arrived while the listener rested. When a round found nothing,
         // the next arming watches instead, and the first connection after the quiet spell is
         // handed over at once (then the listener rests: `Core::rest`).
@@ -243,10 +264,17 @@ impl Handle {
         } else {
             driver.accept(&sock, tok)
         };
-        if let Ok(op) = armed {
-            self.accept_op = op;
-            self.accepting = true;
-            self.draining = round && op.is_some();
+        match armed {
+            Ok(op) => {
+                self.accept_op = op;
+                self.accepting = true;
+                self.draining = round && op.is_some();
+            }
+            // Out of memory for the registration: try again after a back-off.
+            Err(_) => {
+                self.retry_at = Some(Instant::now() + STARVED_BACKOFF);
+                self.starved = true;
+            }
         }
     }
 
@@ -269,6 +297,13 @@ pub(crate) struct Listeners {
     pub(crate) stats: HandoffStats,
     /// When steered listeners are checked next.
     steer_at: Option<Instant>,
+    /// Hand-off channels watched for their workers' reads while connections wait for room.
+    watching: usize,
+    /// Numbers the watches, so that a late report of one that ended is told from the current.
+    watches: u32,
+    /// Connections wait for room that the board or an unwatched channel must show: the loop
+    /// looks again then.
+    recheck_at: Option<Instant>,
     /// The gap before the check after that, when all stays quiet.
     steer_gap: Duration,
 }
@@ -302,12 +337,14 @@ pub struct HandoffStats {
     pub taken_from_queues: u64,
     /// Steered listeners: programs attached to a group, one per change of weights.
     pub steerings: u64,
+    /// Connections whose client hung up, having sent nothing, while they waited in the
+    /// primary for a worker with room: closed there rather than handed to a worker.
+    pub closed_gone: u64,
 }
 
 impl Listeners {
-    /// Whether accepting is paused somewhere (the loop then re-checks capacity every
-    /// millisecond).
-    pub(crate) fn paused(&self) -> bool {
+    /// Whether accepting is paused somewhere.
+    fn paused(&self) -> bool {
         self.handles.values().any(|h| h.handoff && !h.accepting)
     }
 
@@ -317,13 +354,15 @@ impl Listeners {
         self.handles.get(key)?.members.get(&worker)?.as_ref()
     }
 
-    /// When the next resting listener resumes accepting, or steered ones are checked.
+    /// When the next resting listener resumes accepting, steered ones are checked, or
+    /// connections waiting for room look again.
     pub(crate) fn next_round(&self) -> Option<Instant> {
         self.handles
             .values()
             .filter(|h| h.handoff && !h.accepting)
             .filter_map(|h| h.retry_at)
             .chain(self.steer_at)
+            .chain(self.recheck_at)
             .min()
     }
 
@@ -406,6 +445,7 @@ impl Core {
                             tx: Arc::new(tx),
                             rx,
                             untaken: std::cell::Cell::new(0),
+                            watch: None,
                         }),
                     );
                     Some(theirs)
@@ -566,7 +606,7 @@ impl Core {
         };
         // A late completion of an earlier arming (cancelled, or ended) delivers its
         // connection, but moves no state.
-        let current = h.accepting && h.generation == accept_generation(tok);
+        let current = h.accepting && h.generation == token_generation(tok);
         let watching = current && h.rounds.is_some() && !h.draining;
         match result {
             Ok(fd) => {
@@ -579,6 +619,7 @@ impl Core {
                     fd,
                     avoid: None,
                     strict: false,
+                    held: false,
                 });
                 if self.listeners.pending.len() >= MAX_PENDING {
                     // Stop at once: completions already posted still arrive, nothing more.
@@ -647,6 +688,7 @@ impl Core {
                         fd,
                         avoid: None,
                         strict: false,
+                        held: false,
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -759,10 +801,14 @@ impl Core {
                     .flatten()
             });
             match choice {
+                // Its client left while it waited: a worker would only read end of file.
+                Some(_) if p.held && socket::peer_gone(&p.fd) => {
+                    self.listeners.stats.closed_gone += 1;
+                }
                 Some(wid) => {
                     batches.entry((p.handle, wid)).or_default().push(p.fd);
                 }
-                None => left.push_back(p),
+                None => left.push_back(Pending { held: true, ..p }),
             }
         }
         for ((hid, wid), fds) in batches {
@@ -772,6 +818,7 @@ impl Core {
                     fd,
                     avoid: None,
                     strict: false,
+                    held: false,
                 }));
                 continue;
             };
@@ -790,12 +837,90 @@ impl Core {
         for h in handed {
             self.on_handed(h);
         }
+        if self.listeners.pending.is_empty() {
+            self.listeners.recheck_at = None;
+            if self.listeners.watching > 0 {
+                self.unwatch_all();
+            }
+        } else {
+            self.watch_held();
+        }
         let pending = self.listeners.pending.len();
         for h in self.listeners.handles.values_mut() {
             if pending >= MAX_PENDING {
                 h.pause(&mut self.driver);
             } else {
                 h.arm(&mut self.driver, pending);
+            }
+        }
+    }
+
+    /// Connections wait because no worker may take more. What holds a worker back decides
+    /// what wakes the loop when that changes: a worker at the bound of its hand-off channel
+    /// gets a watch that reports its next read from the channel (the kernel's doing, no
+    /// polling); a worker held back by the board (paused, draining, bad, or at its capacity
+    /// hint) can only be looked at again, which the loop does after [`HELD_RECHECK`].
+    fn watch_held(&mut self) {
+        let mut held: Vec<u32> = self.listeners.pending.iter().map(|p| p.handle).collect();
+        held.sort_unstable();
+        held.dedup();
+        let l = &mut self.listeners;
+        let mut recheck = false;
+        for hid in held {
+            let Some(h) = l.keys.get(&hid).and_then(|k| l.handles.get_mut(k)) else {
+                continue;
+            };
+            for (wid, m) in &mut h.members {
+                let Some(m) = m else { continue };
+                let load = self.loads.workers.get(wid);
+                recheck |= load.is_some_and(|w| !w.open() || w.full(w.queued()));
+                if m.watch.is_some() || m.untaken.get() < MAX_UNTAKEN {
+                    continue;
+                }
+                l.watches = l.watches.wrapping_add(1);
+                let tok = numbered_token(*wid, Tag::Taken, l.watches);
+                match self.driver.watch_taken(&dyn_fd(&m.tx), tok) {
+                    Ok(Some(op)) => {
+                        m.watch = Some((token_generation(tok), op));
+                        l.watching += 1;
+                    }
+                    // This kernel cannot watch it, or could not now: look again shortly.
+                    Ok(None) | Err(_) => recheck = true,
+                }
+            }
+        }
+        let now = Instant::now();
+        l.recheck_at = recheck.then(|| {
+            l.recheck_at
+                .filter(|at| *at > now)
+                .unwrap_or(now + HELD_RECHECK)
+        });
+    }
+
+    /// Nothing waits for room any more: the workers' reads need not wake the loop.
+    fn unwatch_all(&mut self) {
+        for h in self.listeners.handles.values_mut() {
+            for m in h.members.values_mut().flatten() {
+                if m.unwatch(&mut self.driver) {
+                    self.listeners.watching -= 1;
+                }
+            }
+        }
+    }
+
+    /// A watched hand-off channel was read from (the dispatch after every wait hands out
+    /// what now fits), or its watch ended (`more == false`: cancelled, or ended by the
+    /// kernel), so that the next dispatch that finds the worker full watches again.
+    pub(crate) fn on_taken(&mut self, worker: WorkerId, generation: u32, more: bool) {
+        if more {
+            return;
+        }
+        for h in self.listeners.handles.values_mut() {
+            if let Some(Some(m)) = h.members.get_mut(&worker) {
+                if m.watch.is_some_and(|(g, _)| g == generation) {
+                    m.watch = None;
+                    self.listeners.watching -= 1;
+                }
             }
         }
     }
@@ -822,6 +947,7 @@ impl Core {
                 fd,
                 avoid: None,
                 strict: false,
+                held: false,
             }));
     }
 
@@ -922,6 +1048,7 @@ impl Core {
                             fd,
                             avoid,
                             strict: avoid.is_some(),
+                            held: false,
                         });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -978,6 +1105,7 @@ impl Core {
                 fd,
                 avoid,
                 strict: false,
+                held: false,
             }));
     }
 
@@ -1002,9 +1130,12 @@ impl Core {
         let Some(h) = self.listeners.handles.get_mut(key) else {
             return;
         };
-        let Some(member) = h.members.remove(&id) else {
+        let Some(mut member) = h.members.remove(&id) else {
             return;
         };
+        if member.as_mut().is_some_and(|m| m.unwatch(&mut self.driver)) {
+            self.listeners.watching -= 1;
+        }
         if let Some(st) = &mut h.steering {
             // Its socket stays in the group, steered around; the next check empties it.
             st.leave(id);
@@ -1028,7 +1159,12 @@ impl Core {
 
     fn drop_handle(&mut self, key: &Key) {
         self.pause_accept(key);
-        if let Some(h) = self.listeners.handles.remove(key) {
+        if let Some(mut h) = self.listeners.handles.remove(key) {
+            for m in h.members.values_mut().flatten() {
+                if m.unwatch(&mut self.driver) {
+                    self.listeners.watching -= 1;
+                }
+            }
             self.listeners.keys.remove(&h.id);
             if let Some(path) = &h.unix_path {
                 let _ = std::fs::remove_file(path);
@@ -1115,6 +1251,7 @@ impl Core {
                 fd,
                 avoid: Some(id),
                 strict: false,
+                held: false,
             });
         } else {
             self.listeners.stats.closed_unserved += 1;

@@ -270,6 +270,12 @@ impl Spawned {
     /// The next stdout line that starts with `prefix`, without the prefix; panics after
     /// [`WATCHDOG`].
     pub fn expect_line(&self, prefix: &str) -> String {
+        self.expect_one_of(&[prefix]).1
+    }
+
+    /// The next stdout line that starts with one of `prefixes`: which one, and the rest of
+    /// the line; panics after [`WATCHDOG`].
+    pub fn expect_one_of(&self, prefixes: &[&str]) -> (usize, String) {
         let deadline = Instant::now() + WATCHDOG;
         loop {
             let left = deadline
@@ -278,9 +284,11 @@ impl Spawned {
             let line = self
                 .lines
                 .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("watchdog: no {prefix:?} line"));
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.trim().to_owned();
+                .unwrap_or_else(|_| panic!("watchdog: no {prefixes:?} line"));
+            for (i, prefix) in prefixes.iter().enumerate() {
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    return (i, rest.trim().to_owned());
+                }
             }
         }
     }

@@ -101,6 +101,10 @@ fn main() {
                 out(format_args!("ANSWERS {ok} {}", n - ok));
                 return;
             }
+            if scenario == "cluster" {
+                cluster(&primary);
+                return;
+            }
             if scenario == "starved" {
                 starved(&primary);
                 return;
@@ -253,6 +257,53 @@ fn run_worker(worker: &Worker, mode: &str) {
             }
             drop(listener);
             echo(worker);
+        }
+        // `idle-http:IDLE_MS:CAPACITY:ADDR`. A thread per connection, like a real server's:
+        // answer `hello from <id>` to the first bytes a client sends, then close; close a
+        // connection idle for IDLE_MS. Prints `TOOK` for each connection taken and `IDLE` for
+        // each closed idle (or by its client without a word). A CAPACITY other than 0 is
+        // posted as a hint first.
+        m if m.starts_with("idle-http:") => {
+            let mut parts = m[10..].splitn(3, ':');
+            let mut number = || -> u32 { parts.next().and_then(|n| n.parse().ok()).expect("n") };
+            let idle = Duration::from_millis(number().into());
+            let capacity = number();
+            let addr = parts.next().expect("idle-http:IDLE_MS:CAPACITY:ADDR");
+            if capacity > 0 {
+                worker
+                    .hint(ringleader::Hint::Capacity(capacity))
+                    .expect("capacity hint");
+            }
+            // A backlog that holds a burst of thousands: one that overflows leaves idle
+            // clients whose handshake never completes (their last ACK dropped, no SYN
+            // cookie checked until they send), which no server could accept.
+            let opts = ringleader::ListenOptions::default().backlog(4096);
+            let addr = addr.parse().expect("an address");
+            let listener = worker.listen_tcp_with(addr, opts).expect("listen");
+            let line = format!("hello from {}\n", worker.id());
+            for stream in listener.incoming() {
+                let (mut stream, line) = (stream.expect("accept"), line.clone());
+                out(format_args!("TOOK"));
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let _ = stream.set_read_timeout(Some(idle));
+                    let mut buf = [0u8; 512];
+                    match stream.read(&mut buf) {
+                        Ok(n) if n > 0 => {
+                            let _ = stream.write_all(line.as_bytes());
+                        }
+                        _ => out(format_args!("IDLE")),
+                    }
+                });
+            }
+        }
+        // Post a capacity hint of one connection at a time, then serve as `serve:` does.
+        m if m.starts_with("capacity-1:") => {
+            worker
+                .hint(ringleader::Hint::Capacity(1))
+                .expect("capacity hint");
+            let listener = worker.listen_tcp(&m[11..]).expect("listen");
+            serve(worker, &listener);
         }
         // Answer every line of every connection with `<id>: <line>`, a thread per connection;
         // when the listener stops, finish the open connections, then return (exit 0).
@@ -605,6 +656,61 @@ fn starved(primary: &ringleader::Primary) {
                     s.accepted, s.handed_over, s.starved
                 ));
             }
+            _ => {}
+        }
+    }
+}
+
+/// `cluster POLICY N MODE`: a primary in a process of its own (its fds counted from outside,
+/// its loop woken by nothing but its own waits) with `N` workers in `MODE` on round-robin
+/// hand-off under the policy named `POLICY`. Prints `READY <port>` once every worker listens,
+/// and on SIGUSR1 `STATS <accepted> <handed over> <taken> <finished> <closed gone>`, taken and
+/// finished as the workers' board slots count them.
+fn cluster(primary: &ringleader::Primary) {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let [policy, n, mode] = &args[..] else {
+        eprintln!("fixture: cluster POLICY N MODE");
+        std::process::exit(2);
+    };
+    let policy = ringleader::SharedPolicy::named(policy).expect("a policy name");
+    let n: usize = n.parse().expect("a number of workers");
+    primary
+        .watch_signals(&[ringleader::Signal::USR1])
+        .expect("watch");
+    primary
+        .setup(
+            Settings::default()
+                .args(Vec::<String>::new())
+                .policy(policy),
+        )
+        .expect("setup");
+    for _ in 0..n {
+        primary.fork(&[("FIXTURE_MODE", mode)]).expect("fork");
+    }
+    let mut listening = 0;
+    for event in primary.events() {
+        match event.expect("event") {
+            Event::Listening { address, .. } => {
+                listening += 1;
+                if listening == n {
+                    out(format_args!("READY {}", address.port));
+                }
+            }
+            Event::Signal(_) => {
+                let s = primary.handoff_stats();
+                let (mut taken, mut finished) = (0, 0);
+                for id in primary.workers() {
+                    if let Some(load) = primary.worker(id).map(|w| w.load()) {
+                        taken += load.taken;
+                        finished += load.finished;
+                    }
+                }
+                out(format_args!(
+                    "STATS {} {} {taken} {finished} {}",
+                    s.accepted, s.handed_over, s.closed_gone
+                ));
+            }
+            Event::Exit { .. } => std::process::exit(9),
             _ => {}
         }
     }
