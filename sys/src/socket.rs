@@ -98,3 +98,51 @@ pub fn peer_gone(fd: impl AsFd) -> bool {
 pub fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{Shutdown as Half, TcpListener, TcpStream};
+
+    /// A connected loopback pair: (the client, the server's side).
+    fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        (client, listener.accept().expect("accept").0)
+    }
+
+    /// Waits until the server's side has seen what the client did (loopback: at once, but
+    /// not before this returns).
+    fn settled(server: &TcpStream) {
+        let mut fds = [rustix::event::PollFd::new(
+            server,
+            rustix::event::PollFlags::IN | rustix::event::PollFlags::RDHUP,
+        )];
+        let ts = rustix::event::Timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        };
+        rustix::event::poll(&mut fds, Some(&ts)).expect("poll");
+    }
+
+    #[test]
+    fn a_peer_that_left_without_a_word_is_gone_one_that_sent_first_is_not() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (client, idle) = pair(&listener);
+        assert!(!peer_gone(&idle), "a live, quiet client");
+        drop(client);
+        let (client, closed) = pair(&listener);
+        drop(client);
+        settled(&closed);
+        assert!(peer_gone(&closed), "hung up having sent nothing");
+        let (mut client, asked) = pair(&listener);
+        client.write_all(b"GET /").expect("send");
+        client.shutdown(Half::Write).expect("shutdown");
+        settled(&asked);
+        assert!(
+            !peer_gone(&asked),
+            "sent a request, then shut down its half"
+        );
+        drop(idle);
+    }
+}
