@@ -120,7 +120,11 @@ fn serve(mut stream: Connection<TcpStream>, id: u32) -> io::Result<()> {
     let mut buf = vec![0u8; 8192];
     let mut filled = 0;
     loop {
-        let n = stream.read(&mut buf[filled..])?;
+        let n = match stream.read(&mut buf[filled..]) {
+            // A signal (SIGSTOP and SIGCONT of this worker, for one) interrupted the wait.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        };
         if n == 0 {
             return Ok(());
         }
