@@ -19,6 +19,7 @@ pub const WATCHDOG: Duration = Duration::from_secs(30);
 pub struct Harness {
     /// The primary under test.
     pub primary: Primary,
+    _share: Option<Share>,
     online: std::cell::RefCell<std::collections::BTreeSet<ringleader::WorkerId>>,
     stash: std::cell::RefCell<std::collections::VecDeque<Event>>,
 }
@@ -26,12 +27,14 @@ pub struct Harness {
 impl Harness {
     /// A primary whose workers run `fixture` with no arguments.
     pub fn new(fixture: &str) -> Harness {
+        let share = Share::take();
         let primary = Primary::new().expect("primary");
         primary
             .setup(Settings::default().exec(fixture).args(Vec::<String>::new()))
             .expect("setup");
         Harness {
             primary,
+            _share: share,
             online: Default::default(),
             stash: Default::default(),
         }
@@ -189,7 +192,85 @@ pub fn describe(e: &Event) -> String {
     }
 }
 
-/// How many fds this process has open.
+/// The tests of one file run on threads of one process (under `cargo test`; nextest gives
+/// each test a process of its own), so a test that counts this process's fds must have it to
+/// itself. Every [`Harness`] and [`Spawned`] holds a share of the process; [`alone`] waits
+/// until no other test holds one and keeps new ones out until it is dropped.
+#[derive(Default)]
+struct Gate {
+    shares: usize,
+    alone: bool,
+    waiting_alone: usize,
+}
+
+static GATE: std::sync::Mutex<Gate> = std::sync::Mutex::new(Gate {
+    shares: 0,
+    alone: false,
+    waiting_alone: 0,
+});
+static GATE_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+thread_local! {
+    /// This thread's test holds the process alone: its own harnesses need no share.
+    static ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn gate() -> std::sync::MutexGuard<'static, Gate> {
+    GATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A test's share of this process (see [`alone`]); given back on drop.
+#[derive(Debug)]
+pub struct Share(());
+
+impl Share {
+    fn take() -> Option<Share> {
+        if ALONE.with(std::cell::Cell::get) {
+            return None;
+        }
+        let mut g = gate();
+        while g.alone || g.waiting_alone > 0 {
+            g = GATE_CHANGED.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.shares += 1;
+        Some(Share(()))
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        gate().shares -= 1;
+        GATE_CHANGED.notify_all();
+    }
+}
+
+/// This process to the calling test alone while the guard lives: for tests that count
+/// `/proc/self/fd`. Take it before the test's first harness or child.
+#[derive(Debug)]
+pub struct Alone(());
+
+/// Waits until no other test of this process holds a share, then keeps new ones out.
+pub fn alone() -> Alone {
+    let mut g = gate();
+    g.waiting_alone += 1;
+    while g.alone || g.shares > 0 {
+        g = GATE_CHANGED.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
+    g.waiting_alone -= 1;
+    g.alone = true;
+    ALONE.with(|a| a.set(true));
+    Alone(())
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        ALONE.with(|a| a.set(false));
+        gate().alone = false;
+        GATE_CHANGED.notify_all();
+    }
+}
+
+/// How many fds this process has open. Counting tests hold [`alone`].
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
@@ -239,11 +320,13 @@ pub fn wait_gone(pid: u32, limit: Duration) -> Option<Duration> {
 pub struct Spawned {
     child: Child,
     lines: mpsc::Receiver<String>,
+    _share: Option<Share>,
 }
 
 impl Spawned {
     /// Starts `program args` in a new process group.
     pub fn start(program: impl AsRef<Path>, args: &[&str], env: &[(&str, &str)]) -> Spawned {
+        let share = Share::take();
         let mut cmd = Command::new(program.as_ref());
         cmd.args(args)
             .envs(env.iter().copied())
@@ -259,7 +342,11 @@ impl Spawned {
                 }
             }
         });
-        Spawned { child, lines }
+        Spawned {
+            child,
+            lines,
+            _share: share,
+        }
     }
 
     /// The child's pid.

@@ -12,6 +12,8 @@ const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 
 #[test]
 fn two_hundred_workers_and_fd_exchanges_leak_no_fd() {
+    // Counts this process's fds: no other test may open any meanwhile.
+    let _alone = ringleader_tests::alone();
     let h = Harness::new(FIXTURE);
     let before = fd_count();
     let mut alive = BTreeSet::new();

@@ -100,6 +100,8 @@ fn b6_bind_error_reaches_the_worker_with_its_errno_and_a_retry_works() {
 
 #[test]
 fn b11_b29_shared_sockets_let_workers_accept_themselves_and_leave_nothing_behind() {
+    // Counts this process's fds: no other test may open any meanwhile.
+    let _alone = ringleader_tests::alone();
     for scheduling in [Scheduling::Shared, Scheduling::RoundRobin] {
         let h = Harness::new(FIXTURE);
         let before = ringleader_tests::fd_count();

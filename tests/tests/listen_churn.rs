@@ -73,6 +73,8 @@ fn a_stuck_worker_gets_no_more_than_its_bound_and_the_others_serve_the_rest() {
 
 #[test]
 fn ten_thousand_connections_survive_a_kill_every_100ms() {
+    // Counts this process's fds: no other test may open any meanwhile.
+    let _alone = ringleader_tests::alone();
     let h = Harness::new(FIXTURE);
     let before = fd_count();
     const MODE: &str = "serve-graceful:127.0.0.1:0";
@@ -181,6 +183,8 @@ fn ten_thousand_connections_survive_a_kill_every_100ms() {
 
 #[test]
 fn when_every_worker_is_saturated_the_primary_stops_accepting_and_loses_nothing() {
+    // Counts this process's fds: no other test may open any meanwhile.
+    let _alone = ringleader_tests::alone();
     const PENDING_BOUND: usize = 256;
     const BACKLOG: usize = 511;
     let h = Harness::new(FIXTURE);

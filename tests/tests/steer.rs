@@ -68,6 +68,8 @@ fn stuck_then_good(n: usize) -> (Harness, WorkerId, WorkerId, u16, mpsc::Receive
 
 #[test]
 fn steered_workers_share_one_port_and_the_primary_accepts_none() {
+    // Counts this process's fds: no other test may open any meanwhile.
+    let _alone = ringleader_tests::alone();
     let h = steered();
     let before = ringleader_tests::fd_count();
     for _ in 0..3 {
