@@ -128,8 +128,9 @@
 compile_error!("ringleader supports Linux only");
 
 pub(crate) mod board;
+mod contract;
 mod error;
-mod event;
+mod ids;
 pub mod ipc;
 pub mod policy;
 mod primary;
@@ -171,16 +172,18 @@ pub mod fuzzing {
         crate::board::fuzz_attach(bytes, handed);
     }
 }
+pub use contract::{ENV_BACKEND, ENV_SCHED_POLICY};
 pub use error::{Error, ErrorKind, Result};
-pub use event::{AddressType, Event, Listening, WorkerId};
+pub use ids::WorkerId;
 pub use ipc::Message;
 pub use ipc::frame::MAX_PAYLOAD;
+pub use policy::SharedPolicy;
 pub use primary::{
-    Backend, Events, HandoffStats, Load, Primary, Scheduling, Settings, SharedPolicy, Stdio,
-    WorkerHandle, WorkerState,
+    AddressType, Backend, Event, Events, HandoffStats, Listening, Load, Primary, Scheduling,
+    Settings, Stdio, WorkerHandle, WorkerState,
 };
 pub use ringleader_sys::signal::Signal;
-pub use role::{ENV_BACKEND, ENV_SCHED_POLICY, Role, is_worker, role};
+pub use role::{Role, is_worker, role};
 pub use tuning::{ENV_ACCEPT_ROUNDS_US, ENV_BUSY_POLL_US};
 pub use worker::{
     Connection, Incoming, ListenOptions, TcpListener, UdpSocket, UnixListener, Worker,

@@ -6,7 +6,9 @@
 //! reads sane. The policy picks one. It cannot make the primary overload anyone, whatever
 //! it returns.
 
-use crate::event::WorkerId;
+use std::sync::{Arc, Mutex};
+
+use crate::ids::WorkerId;
 
 /// One worker a policy may pick, as the board shows it at this moment. Within one burst of
 /// connections, `queued` already counts the ones the policy gave it earlier in the burst.
@@ -208,6 +210,65 @@ pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
         "weighted" => Box::new(Weighted::default()),
         _ => return None,
     })
+}
+
+/// A distribution policy as settings hold it: shared, so that settings stay cheap to clone
+/// (set with [`Settings::policy`](crate::Settings::policy); two settings are equal when they hold the same instance).
+#[derive(Clone)]
+pub struct SharedPolicy {
+    name: Arc<str>,
+    inner: Arc<Mutex<Box<dyn Policy>>>,
+}
+
+impl SharedPolicy {
+    /// Wraps `policy` under `name` (what `Debug` and logs show).
+    pub fn new(name: &str, policy: impl Policy) -> SharedPolicy {
+        SharedPolicy {
+            name: name.into(),
+            inner: Arc::new(Mutex::new(Box::new(policy))),
+        }
+    }
+
+    /// One of the built-in policies by its `RINGLEADER_SCHED_POLICY` name ([`by_name`]).
+    pub fn named(name: &str) -> Option<SharedPolicy> {
+        by_name(name).map(|policy| SharedPolicy {
+            name: name.into(),
+            inner: Arc::new(Mutex::new(policy)),
+        })
+    }
+
+    /// The name it was given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn pick(&self, candidates: &[Candidate]) -> usize {
+        match self.inner.lock() {
+            Ok(mut p) => p.pick(candidates),
+            // A policy that panicked once is not trusted again: plain rotation instead.
+            Err(_) => 0,
+        }
+    }
+}
+
+impl Default for SharedPolicy {
+    fn default() -> Self {
+        SharedPolicy::new("rr", RoundRobin::default())
+    }
+}
+
+impl std::fmt::Debug for SharedPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedPolicy({})", self.name)
+    }
+}
+
+impl Eq for SharedPolicy {}
+
+impl PartialEq for SharedPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
 }
 
 #[cfg(test)]

@@ -4,26 +4,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ringleader_sys::env;
 
+use crate::contract::ENV_WORKER_ID;
 use crate::error::{Error, ErrorKind, Result};
 use crate::primary::Primary;
 use crate::worker::Worker;
-
-/// The worker's id (Node: `NODE_UNIQUE_ID`).
-pub(crate) const ENV_WORKER_ID: &str = "RINGLEADER_WORKER_ID";
-/// The control channel's fd number (Node: `NODE_CHANNEL_FD`).
-pub(crate) const ENV_CHANNEL_FD: &str = "RINGLEADER_CHANNEL_FD";
-/// The scheduling policy (Node: `NODE_CLUSTER_SCHED_POLICY`).
-pub const ENV_SCHED_POLICY: &str = "RINGLEADER_SCHED_POLICY";
-/// `epoll` forces the fallback event loop.
-pub const ENV_BACKEND: &str = "RINGLEADER_BACKEND";
-/// Where the control channel sits in a worker.
-pub(crate) const CHANNEL_FD: i32 = 3;
-/// The load board's fd number in a worker.
-pub(crate) const ENV_BOARD_FD: &str = "RINGLEADER_BOARD_FD";
-/// The worker's board slot and its generation, `index:generation`.
-pub(crate) const ENV_BOARD_SLOT: &str = "RINGLEADER_BOARD_SLOT";
-/// Where the load board sits in a worker.
-pub(crate) const BOARD_FD: i32 = 4;
 
 static WORKER_TAKEN: AtomicBool = AtomicBool::new(false);
 
@@ -66,50 +50,7 @@ pub fn role() -> Result<Role> {
         return Primary::new().map(Role::Primary);
     };
     WORKER_TAKEN.store(true, Ordering::Release);
-    let bad = |what: String| Error::new(ErrorKind::Io, OP).detail(what);
-    let id: u32 = id
-        .to_str()
-        .and_then(|s| s.parse().ok())
-        .filter(|id| *id > 0)
-        .ok_or_else(|| bad(format!("{ENV_WORKER_ID}={id:?} is not a worker id")))?;
-    let fd_num: i32 = env::take_var(ENV_CHANNEL_FD)
-        .and_then(|v| v.to_str().and_then(|s| s.parse().ok()))
-        .unwrap_or(CHANNEL_FD);
-    let sock = match env::take_inherited_fd(fd_num) {
-        Some(Ok(fd)) => fd,
-        Some(Err(e)) => return Err(Error::io(OP, e)),
-        None => return Err(bad(format!("no control channel at fd {fd_num}"))),
-    };
-    match ringleader_sys::socket::is_unix_stream(&sock) {
-        Ok(true) => {}
-        Ok(false) => return Err(bad(format!("fd {fd_num} is not a Unix stream socket"))),
-        Err(e) => return Err(Error::io(OP, e)),
-    }
-    // The board is optional: a worker without one (no slot left, no memfd) works, unseen by
-    // load-aware policies. A broken one is an error: the primary promised it.
-    let board = match (env::take_var(ENV_BOARD_FD), env::take_var(ENV_BOARD_SLOT)) {
-        (Some(fd), Some(slot)) => {
-            let fd_num: i32 = fd
-                .to_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| bad(format!("{ENV_BOARD_FD}={fd:?} is not an fd number")))?;
-            let (index, generation) = slot
-                .to_str()
-                .and_then(|s| s.split_once(':'))
-                .and_then(|(i, g)| Some((i.parse().ok()?, g.parse().ok()?)))
-                .ok_or_else(|| bad(format!("{ENV_BOARD_SLOT}={slot:?} is not index:generation")))?;
-            let fd = match env::take_inherited_fd(fd_num) {
-                Some(Ok(fd)) => fd,
-                Some(Err(e)) => return Err(Error::io(OP, e)),
-                None => return Err(bad(format!("no load board at fd {fd_num}"))),
-            };
-            Some(crate::worker::board::WorkerBoard::attach(
-                &fd, index, generation,
-            )?)
-        }
-        _ => None,
-    };
-    Worker::start(id, sock, board).map(Role::Worker)
+    Worker::from_environment(&id).map(Role::Worker)
 }
 
 /// Whether this process was started as a worker, without setting anything up.

@@ -21,15 +21,17 @@ use ringleader_sys::uring::{Completion, OpId};
 use ringleader_sys::{AsFd, OwnedFd};
 
 use super::driver::{Driver, Happening, SIGNALS, Tag, token, token_generation, untoken};
-use super::settings::{Scheduling, Settings, SharedPolicy};
+use super::event::Event;
+use super::settings::{Scheduling, Settings};
+use crate::contract::{
+    BOARD_FD, CHANNEL_FD, ENV_BOARD_FD, ENV_BOARD_SLOT, ENV_CHANNEL_FD, ENV_WORKER_ID,
+};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{Event, WorkerId};
+use crate::ids::WorkerId;
 use crate::ipc::Message;
 use crate::ipc::buffers::{Inbound, Outbound, READ_CHUNK};
 use crate::ipc::frame::Kind;
-use crate::role::{
-    BOARD_FD, CHANNEL_FD, ENV_BOARD_FD, ENV_BOARD_SLOT, ENV_CHANNEL_FD, ENV_WORKER_ID,
-};
+use crate::policy::SharedPolicy;
 use crate::tuning::{BURST_GAP, COALESCE_LIMIT, default_accept_rounds, default_busy_poll};
 
 /// Queued output beyond this makes the primary's `send` wait, running the loop, until the

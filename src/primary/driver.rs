@@ -13,7 +13,7 @@ use ringleader_sys::scm::{self, Blocking};
 use ringleader_sys::uring::{Completion, OpId, Ring};
 use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::event::WorkerId;
+use crate::ids::WorkerId;
 
 /// Which event loop a primary runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

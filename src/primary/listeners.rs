@@ -26,10 +26,11 @@ use ringleader_sys::{errno, socket, steer};
 use super::core::{Core, dyn_fd};
 use super::driver::{Driver, Handed};
 use super::driver::{Tag, numbered_token, token_generation, untoken};
+use super::event::{AddressType, Event, Listening};
 use super::loads::{Loads, WorkerLoad};
 use super::settings::Scheduling;
 use crate::error::{Error, ErrorKind};
-use crate::event::{AddressType, Event, Listening, WorkerId};
+use crate::ids::WorkerId;
 use crate::ipc::frame::Kind;
 use crate::ipc::listen::{self as proto, Key, Notice, Reply, Request, Transport};
 

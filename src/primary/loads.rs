@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use ringleader_sys::shm::SharedWords;
 use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 
-use super::settings::SharedPolicy;
 use crate::board::{BadSlot, Board, Counts, Hint, words_for};
-use crate::event::WorkerId;
-use crate::policy::Candidate;
+use crate::ids::WorkerId;
+use crate::policy::{Candidate, SharedPolicy};
 
 /// What the primary knows of one worker's load.
 #[derive(Debug, Default)]

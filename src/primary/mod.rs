@@ -2,6 +2,7 @@
 
 mod core;
 mod driver;
+mod event;
 mod listeners;
 mod loads;
 mod settings;
@@ -21,13 +22,15 @@ use self::core::Core;
 pub use self::core::WorkerState;
 pub use self::driver::Backend;
 use self::driver::Driver;
+pub use self::event::{AddressType, Event, Listening};
 pub use self::listeners::HandoffStats;
 pub use self::loads::Load;
-pub use self::settings::{Scheduling, Settings, SharedPolicy, Stdio};
+pub use self::settings::{Scheduling, Settings, Stdio};
+use crate::contract::{ENV_BACKEND, ENV_SCHED_POLICY};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{Event, WorkerId};
+use crate::ids::WorkerId;
 use crate::ipc::frame::Kind;
-use crate::role::{ENV_BACKEND, ENV_SCHED_POLICY};
+use crate::policy::SharedPolicy;
 
 /// The primary: forks workers and reports what they do (Node: `cluster` when
 /// `cluster.isPrimary`).

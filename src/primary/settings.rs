@@ -3,83 +3,10 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use std::sync::{Arc, Mutex};
-
 use ringleader_sys::signal::Signal;
 pub use ringleader_sys::spawn::Stdio;
 
-use crate::policy::{Candidate, Policy};
-
-/// A distribution policy as settings hold it: shared, so that settings stay cheap to clone
-/// (set with [`Settings::policy`]; two settings are equal when they hold the same instance).
-#[derive(Clone)]
-pub struct SharedPolicy {
-    name: Arc<str>,
-    inner: Arc<Mutex<dyn Policy>>,
-}
-
-impl SharedPolicy {
-    /// Wraps `policy` under `name` (what `Debug` and logs show).
-    pub fn new(name: &str, policy: impl Policy) -> SharedPolicy {
-        SharedPolicy {
-            name: name.into(),
-            inner: Arc::new(Mutex::new(policy)),
-        }
-    }
-
-    /// One of the built-in policies by its `RINGLEADER_SCHED_POLICY` name (`rr`, `lc`,
-    /// `p2c`, `weighted`; see [`crate::policy::by_name`]).
-    pub fn named(name: &str) -> Option<SharedPolicy> {
-        let inner: Arc<Mutex<dyn Policy>> = match name {
-            "rr" | "round-robin" => Arc::new(Mutex::new(crate::policy::RoundRobin::default())),
-            "lc" | "least-connections" => {
-                Arc::new(Mutex::new(crate::policy::LeastConnections::default()))
-            }
-            "p2c" | "power-of-two-choices" => {
-                Arc::new(Mutex::new(crate::policy::PowerOfTwoChoices::default()))
-            }
-            "weighted" => Arc::new(Mutex::new(crate::policy::Weighted::default())),
-            _ => return None,
-        };
-        Some(SharedPolicy {
-            name: name.into(),
-            inner,
-        })
-    }
-
-    /// The name it was given.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub(crate) fn pick(&self, candidates: &[Candidate]) -> usize {
-        match self.inner.lock() {
-            Ok(mut p) => p.pick(candidates),
-            // A policy that panicked once is not trusted again: plain rotation instead.
-            Err(_) => 0,
-        }
-    }
-}
-
-impl Default for SharedPolicy {
-    fn default() -> Self {
-        SharedPolicy::new("rr", crate::policy::RoundRobin::default())
-    }
-}
-
-impl std::fmt::Debug for SharedPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SharedPolicy({})", self.name)
-    }
-}
-
-impl PartialEq for SharedPolicy {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
-    }
-}
-
-impl Eq for SharedPolicy {}
+use crate::policy::SharedPolicy;
 
 /// How connections reach workers (Node: `cluster.schedulingPolicy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -228,7 +155,7 @@ impl Settings {
     /// [`RoundRobin`](crate::policy::RoundRobin) (Node's, the default),
     /// [`LeastConnections`](crate::policy::LeastConnections),
     /// [`PowerOfTwoChoices`](crate::policy::PowerOfTwoChoices),
-    /// [`Weighted`](crate::policy::Weighted), or any [`Policy`]. `RINGLEADER_SCHED_POLICY`
+    /// [`Weighted`](crate::policy::Weighted), or any [`Policy`](crate::policy::Policy). `RINGLEADER_SCHED_POLICY`
     /// (`rr`, `lc`, `p2c`, `weighted`) sets it when the primary starts; frozen at the first
     /// fork.
     pub fn policy(mut self, policy: SharedPolicy) -> Self {

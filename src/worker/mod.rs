@@ -9,6 +9,7 @@
 pub(crate) mod board;
 mod connection;
 mod listener;
+mod start;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +23,7 @@ use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::board::Hint;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::WorkerId;
+use crate::ids::WorkerId;
 use crate::ipc::Message;
 use crate::ipc::buffers::{Inbound, Outbound, READ_CHUNK};
 use crate::ipc::frame::Kind;

@@ -3,12 +3,9 @@
 use ringleader_sys::signal::Signal;
 
 use crate::Error;
+use crate::ids::WorkerId;
 use crate::ipc::Message;
 use crate::primary::Settings;
-
-/// A worker's id: 1, 2, 3… in fork order, never reused by one primary (Node:
-/// `worker.id`).
-pub type WorkerId = u32;
 
 /// Something that happened in the cluster (Node: the `cluster` events).
 ///

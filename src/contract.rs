@@ -1,0 +1,20 @@
+//! The environment contract between a primary and the workers it spawns: the variables it
+//! sets and the fd numbers it puts things at. The primary writes them (`primary/`), the
+//! worker reads them once (`worker/`); nothing else does.
+
+/// The worker's id (Node: `NODE_UNIQUE_ID`).
+pub(crate) const ENV_WORKER_ID: &str = "RINGLEADER_WORKER_ID";
+/// The control channel's fd number (Node: `NODE_CHANNEL_FD`).
+pub(crate) const ENV_CHANNEL_FD: &str = "RINGLEADER_CHANNEL_FD";
+/// The scheduling policy (Node: `NODE_CLUSTER_SCHED_POLICY`).
+pub const ENV_SCHED_POLICY: &str = "RINGLEADER_SCHED_POLICY";
+/// `epoll` forces the fallback event loop.
+pub const ENV_BACKEND: &str = "RINGLEADER_BACKEND";
+/// Where the control channel sits in a worker.
+pub(crate) const CHANNEL_FD: i32 = 3;
+/// The load board's fd number in a worker.
+pub(crate) const ENV_BOARD_FD: &str = "RINGLEADER_BOARD_FD";
+/// The worker's board slot and its generation, `index:generation`.
+pub(crate) const ENV_BOARD_SLOT: &str = "RINGLEADER_BOARD_SLOT";
+/// Where the load board sits in a worker.
+pub(crate) const BOARD_FD: i32 = 4;
