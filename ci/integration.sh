@@ -19,6 +19,10 @@ RINGLEADER_BACKEND=epoll run
 if [ "$backend" = "IoUring" ]; then
   echo "== io_uring backend"
   RINGLEADER_BACKEND=io_uring run
+  # As a 5.15 kernel would run it (Ubuntu 22.04; RHEL 9 has 5.14): one accept per
+  # connection, no accept rounds, hand-offs as plain sendmsg, no deferred task run.
+  echo "== io_uring backend, with only Linux 5.15's features"
+  RINGLEADER_BACKEND=io_uring RINGLEADER_URING_KERNEL=5.15 run
 else
   echo "== io_uring backend: NOT RUN: a default primary here gets '$backend' (io_uring missing or forbidden)"
 fi

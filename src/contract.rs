@@ -10,6 +10,9 @@ pub(crate) const ENV_CHANNEL_FD: &str = "RINGLEADER_CHANNEL_FD";
 pub const ENV_SCHED_POLICY: &str = "RINGLEADER_SCHED_POLICY";
 /// `epoll` forces the fallback event loop.
 pub const ENV_BACKEND: &str = "RINGLEADER_BACKEND";
+/// A kernel version, `major.minor` (`5.15`): the io_uring loop uses only the features that
+/// kernel has, even where this one has more. For testing what older kernels run.
+pub const ENV_URING_KERNEL: &str = "RINGLEADER_URING_KERNEL";
 /// Where the control channel sits in a worker.
 pub(crate) const CHANNEL_FD: i32 = 3;
 /// The load board's fd number in a worker.

@@ -119,8 +119,13 @@
 //! more connections.
 //!
 //! # Kernel requirements
-//! Linux 5.3 (pidfds); the io_uring loop needs 5.11 and falls back to epoll, saying so once on
-//! stderr, where io_uring is missing or forbidden. `RINGLEADER_BACKEND=epoll` forces epoll.
+//! Linux 5.3 (pidfds); the io_uring loop needs 5.11 and uses each later feature only where the
+//! probe finds it: edge-triggered polls 5.13, the linked hand-off 5.17, multishot accept 5.19
+//! (one accept per connection before), deferred task run 6.1, accept rounds 6.10 (each
+//! connection as it comes before). Where io_uring is missing or forbidden the primary falls back
+//! to epoll, saying so once on stderr; `RINGLEADER_BACKEND=epoll` forces it, and
+//! `RINGLEADER_URING_KERNEL=5.15` makes the io_uring loop use only what that kernel has (CI runs
+//! the suite so too).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -172,7 +177,7 @@ pub mod fuzzing {
         crate::board::fuzz_attach(bytes, handed);
     }
 }
-pub use contract::{ENV_BACKEND, ENV_SCHED_POLICY};
+pub use contract::{ENV_BACKEND, ENV_SCHED_POLICY, ENV_URING_KERNEL};
 pub use error::{Error, ErrorKind, Result};
 pub use ids::WorkerId;
 pub use ipc::Message;

@@ -712,7 +712,7 @@ impl Core {
     }
 
     /// The round interval a round-robin listener gets: none where the backend cannot.
-    fn listener_rounds(&self) -> Option<Duration> {
+    pub(crate) fn listener_rounds(&self) -> Option<Duration> {
         self.accept_rounds
             .filter(|_| self.driver.can_accept_in_rounds())
     }

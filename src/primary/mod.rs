@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ringleader_sys::epoll::Epoll;
 use ringleader_sys::signal::Signal;
-use ringleader_sys::uring::Ring;
+use ringleader_sys::uring::{Features, Ring};
 use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 
 use self::core::Core;
@@ -26,7 +26,7 @@ pub use self::event::{AddressType, Event, Listening};
 pub use self::listeners::HandoffStats;
 pub use self::loads::Load;
 pub use self::settings::{Scheduling, Settings, Stdio};
-use crate::contract::{ENV_BACKEND, ENV_SCHED_POLICY};
+use crate::contract::{ENV_BACKEND, ENV_SCHED_POLICY, ENV_URING_KERNEL};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::WorkerId;
 use crate::ipc::frame::Kind;
@@ -91,12 +91,23 @@ impl Primary {
             })?,
             Err(_) => Scheduling::default(),
         };
+        let features = match std::env::var(ENV_URING_KERNEL) {
+            Ok(v) => v
+                .split_once('.')
+                .and_then(|(major, minor)| Some((major.parse().ok()?, minor.parse().ok()?)))
+                .map(|(major, minor)| Features::of_kernel(major, minor))
+                .ok_or_else(|| {
+                    Error::new(ErrorKind::Settings, OP).detail(format!(
+                        "{ENV_URING_KERNEL}={v:?}: expected a version like 5.15"
+                    ))
+                })?,
+            Err(_) => Features::ALL,
+        };
+        let ring = || Ring::probe_within(256, features);
         let driver = match std::env::var(ENV_BACKEND).as_deref() {
             Ok("epoll") => Driver::Epoll(Epoll::new().map_err(|e| Error::io(OP, e))?, Vec::new()),
-            Ok("io_uring") => {
-                Driver::Uring(Box::new(Ring::probe(256).map_err(|e| Error::io(OP, e))?))
-            }
-            Ok("") | Err(_) => match Ring::probe(256) {
+            Ok("io_uring") => Driver::Uring(Box::new(ring().map_err(|e| Error::io(OP, e))?)),
+            Ok("") | Err(_) => match ring() {
                 Ok(ring) => Driver::Uring(Box::new(ring)),
                 Err(e) => {
                     FALLBACK_NOTICE.call_once(|| {
@@ -165,6 +176,12 @@ impl Primary {
     /// it comes.
     pub fn set_accept_rounds(&self, interval: Duration) {
         self.core.borrow_mut().set_accept_rounds(interval);
+    }
+
+    /// The interval round-robin listeners accept in, or `None` when they accept each
+    /// connection as it comes: rounds are off, or this kernel cannot (io_uring before 6.10).
+    pub fn accept_rounds(&self) -> Option<Duration> {
+        self.core.borrow().listener_rounds()
     }
 
     /// Writes out the messages collected from bursts of `send` calls now, without waiting for

@@ -19,8 +19,9 @@
 //! [`spawn::SpawnRequest::inherit`], explicitly and at a chosen number.
 //!
 //! # Portability
-//! Linux only. io_uring needs 5.19 for everything [`uring::Ring::probe`] checks; pidfds
-//! need 5.3; the rest is older.
+//! Linux only. pidfds need 5.3; the io_uring ring 5.11, and each later feature it uses is
+//! probed and used only where found ([`uring::Features`]: 5.13, 5.17, 5.19, 6.1, 6.7, 6.10);
+//! the rest is older.
 
 #![cfg_attr(not(target_os = "linux"), allow(unused))]
 #[cfg(not(target_os = "linux"))]

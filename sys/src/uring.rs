@@ -10,10 +10,16 @@
 //! | [`Ring::recvmsg`] | `IORING_OP_RECVMSG` | 5.3 |
 //! | [`Ring::poll`] | `IORING_OP_POLL_ADD` | 5.1 |
 //! | [`Ring::poll_edges`] | `IORING_OP_POLL_ADD` + `IORING_POLL_ADD_MULTI` | 5.13 |
-//! | [`Ring::accept_multishot`] | `IORING_OP_ACCEPT` + `IORING_ACCEPT_MULTISHOT` | 5.19 |
+//! | [`Ring::accept_multishot`] | `IORING_OP_ACCEPT` + `IORING_ACCEPT_MULTISHOT` (one-shot before) | 5.19 (5.5) |
+//! | [`Ring::accept_drain`] | `IORING_OP_ACCEPT` + `IORING_ACCEPT_DONTWAIT` | 6.10 |
+//! | `SINGLE_ISSUER \| DEFER_TASKRUN` | setup flags | 6.1 |
 //! | [`Ring::cancel`] | `IORING_OP_ASYNC_CANCEL` | 5.5 |
 //! | [`Ring::hand_over`] | `IORING_OP_SENDMSG` linked to `IORING_OP_CLOSE`s, `IOSQE_CQE_SKIP_SUCCESS` | 5.17 |
 //! | timeouts in [`Ring::wait`] | `IORING_FEAT_EXT_ARG` | 5.11 |
+//!
+//! 5.11 is the least [`Ring::probe`] takes; each later feature is in [`Features`], used only
+//! where the probe found it, and [`Ring::probe_within`] turns any off, to run as an older
+//! kernel does.
 //!
 //! # References
 //! [`io_uring(7)`](https://man7.org/linux/man-pages/man7/io_uring.7.html),
@@ -143,8 +149,6 @@ pub struct Features {
     /// `IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT` (5.19), probed through
     /// `IORING_OP_SOCKET`, which arrived in the same release.
     pub multishot_accept: bool,
-    /// `IORING_OP_WAITID` (6.7).
-    pub waitid: bool,
     /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (6.1): the ring must only be
     /// used from the thread that created it.
     pub deferred_task_run: bool,
@@ -157,6 +161,41 @@ pub struct Features {
     /// [`Ring::poll_edges`]: `IORING_POLL_ADD_MULTI` (5.13). Told by
     /// `IORING_FEAT_RSRC_TAGS`, which came in the same release.
     pub poll_edges: bool,
+}
+
+impl Features {
+    /// Every feature this crate knows.
+    pub const ALL: Features = Features {
+        multishot_accept: true,
+        deferred_task_run: true,
+        accept_drain: true,
+        handoff: true,
+        poll_edges: true,
+    };
+
+    /// What a kernel of version `major.minor` has, by the release each feature came in: for
+    /// running as an older kernel would ([`Ring::probe_within`]).
+    pub fn of_kernel(major: u32, minor: u32) -> Features {
+        let at_least = |m: u32, n: u32| (major, minor) >= (m, n);
+        Features {
+            poll_edges: at_least(5, 13),
+            handoff: at_least(5, 17),
+            multishot_accept: at_least(5, 19),
+            deferred_task_run: at_least(6, 1),
+            accept_drain: at_least(6, 10),
+        }
+    }
+
+    /// What both have.
+    pub fn and(self, other: Features) -> Features {
+        Features {
+            multishot_accept: self.multishot_accept && other.multishot_accept,
+            deferred_task_run: self.deferred_task_run && other.deferred_task_run,
+            accept_drain: self.accept_drain && other.accept_drain,
+            handoff: self.handoff && other.handoff,
+            poll_edges: self.poll_edges && other.poll_edges,
+        }
+    }
 }
 
 /// An io_uring instance and its operations in flight.
@@ -194,21 +233,30 @@ impl Ring {
     /// `ENOSYS`/`EPERM` where io_uring is absent or forbidden (`kernel.io_uring_disabled`,
     /// seccomp); `Unsupported`, naming the missing feature, on an older kernel.
     pub fn probe(entries: u32) -> io::Result<Ring> {
+        Ring::probe_within(entries, Features::ALL)
+    }
+
+    /// [`Ring::probe`], using no feature outside `allowed` even where the kernel has it: a
+    /// ring that behaves as on an older kernel (`Features::of_kernel(5, 15)`), for tests.
+    ///
+    /// # Errors
+    /// As [`Ring::probe`].
+    pub fn probe_within(entries: u32, allowed: Features) -> io::Result<Ring> {
         // Completions are produced when this thread enters the kernel to wait (6.1), not by
         // interrupting it: cheaper, and exactly what a busy-polling loop does anyway. The ring
         // must then only ever be used from one thread, which the primary guarantees.
-        let (ring, deferred) = match IoUring::builder()
-            .setup_clamp()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_taskrun_flag()
-            .build(entries)
-        {
-            Ok(ring) => (ring, true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                (IoUring::builder().setup_clamp().build(entries)?, false)
-            }
-            Err(e) => return Err(e),
+        let deferred_ring = || {
+            IoUring::builder()
+                .setup_clamp()
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_taskrun_flag()
+                .build(entries)
+        };
+        let (ring, deferred) = match allowed.deferred_task_run.then(deferred_ring) {
+            Some(Ok(ring)) => (ring, true),
+            Some(Err(e)) if e.raw_os_error() != Some(libc::EINVAL) => return Err(e),
+            _ => (IoUring::builder().setup_clamp().build(entries)?, false),
         };
         if !ring.params().is_feature_ext_arg() {
             return Err(missing("IORING_FEAT_EXT_ARG (Linux 5.11)"));
@@ -227,11 +275,15 @@ impl Ring {
                 return Err(missing(name));
             }
         }
+        if !probe.is_supported(opcode::Accept::CODE) {
+            return Err(missing("IORING_OP_ACCEPT (Linux 5.5)"));
+        }
         let features = Features {
             multishot_accept: probe.is_supported(opcode::Socket::CODE),
-            waitid: probe.is_supported(opcode::WaitId::CODE),
             deferred_task_run: false,
-            accept_drain: ring.params().is_feature_recvsend_bundle(),
+            // A flag of the multishot accept.
+            accept_drain: ring.params().is_feature_recvsend_bundle()
+                && probe.is_supported(opcode::Socket::CODE),
             handoff: probe.is_supported(opcode::SendMsg::CODE)
                 && probe.is_supported(opcode::Close::CODE)
                 && ring.params().is_feature_skip_cqe_on_success(),
@@ -248,7 +300,7 @@ impl Ring {
             stash: Vec::new(),
             features: Features {
                 deferred_task_run: deferred,
-                ..features
+                ..features.and(allowed)
             },
         })
     }
@@ -396,7 +448,8 @@ impl Ring {
     /// Queues a multishot `accept4(2)` on the listening socket `fd` with `SOCK_CLOEXEC`: one
     /// [`Completion::Accept`] per connection until the kernel ends it (`more == false`) or it is
     /// cancelled. The accepted fds are regular, so they can travel over `SCM_RIGHTS`.
-    /// Available since 5.19.
+    /// Multishot since 5.19 ([`Features::multishot_accept`]); before, one accept that ends
+    /// with its connection (`more == false`: queue it again).
     ///
     /// # Errors
     /// When the submission queue cannot take it.
@@ -424,6 +477,18 @@ impl Ring {
             kind: OpKind::Accept,
             _fd: fd.clone(),
         });
+        if !self.features.multishot_accept {
+            let entry = opcode::Accept::new(
+                types::Fd(fd.as_fd().as_raw_fd()),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(slot as u64);
+            self.push(&entry)?;
+            return Ok(OpId(slot));
+        }
         let mut entry = opcode::AcceptMulti::new(types::Fd(fd.as_fd().as_raw_fd()))
             .flags(libc::SOCK_CLOEXEC)
             .build()
@@ -974,6 +1039,50 @@ mod tests {
         rustix::io::fcntl_getfd(fd)
             .expect("flags")
             .contains(rustix::io::FdFlags::CLOEXEC)
+    }
+
+    #[test]
+    fn features_come_with_their_kernel_releases() {
+        let f = Features::of_kernel(5, 15);
+        assert!(f.poll_edges && !f.handoff && !f.multishot_accept && !f.accept_drain);
+        assert!(!f.deferred_task_run);
+        assert_eq!(Features::of_kernel(6, 10), Features::ALL);
+        assert_eq!(Features::of_kernel(7, 0).and(f), f);
+    }
+
+    #[test]
+    fn a_ring_limited_to_an_older_kernel_accepts_one_connection_per_operation() {
+        let Ok(mut ring) = Ring::probe_within(64, Features::of_kernel(5, 15)) else {
+            eprintln!("skipped: no io_uring here");
+            return;
+        };
+        assert_eq!(
+            ring.features().and(Features::of_kernel(5, 15)),
+            ring.features()
+        );
+        let (listener, addr) = loopback_listener();
+        let _clients: Vec<_> = (0..2)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        for _ in 0..2 {
+            ring.accept_multishot(&listener, 4).expect("queue");
+            let mut out = Vec::new();
+            while out.is_empty() {
+                ring.wait(&mut out, Some(Duration::from_secs(5)))
+                    .expect("wait");
+            }
+            match &out[..] {
+                [
+                    Completion::Accept {
+                        token: 4,
+                        result: Ok(fd),
+                        more: false,
+                    },
+                ] => assert!(is_cloexec(fd)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(ring.in_flight(), 0);
     }
 
     #[test]
