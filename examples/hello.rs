@@ -88,7 +88,9 @@ fn main() -> Result<(), ringleader::Error> {
                         println!("All workers are gone; bye");
                         return Ok(());
                     }
-                    Event::Error { worker, error } => eprintln!("worker {worker:?}: {error}"),
+                    Event::Error { worker, error } => {
+                        eprintln!("worker {worker:?}: {}", error.report())
+                    }
                     _ => {}
                 }
             }

@@ -125,6 +125,37 @@ impl Error {
     pub fn take_fd(&mut self) -> Option<OwnedFd> {
         self.fd.take()
     }
+
+    /// This error and its causes on one line, `what failed: why: why that`, for a person
+    /// to read. `Display` shows this error alone, and `source()` gives the cause, as error
+    /// reporters that walk the chain expect.
+    ///
+    /// # Examples
+    /// ```
+    /// fn log(e: &ringleader::Error) {
+    ///     // listen: system call failed: Address already in use (os error 98)
+    ///     eprintln!("{}", e.report());
+    /// }
+    /// ```
+    pub fn report(&self) -> Report<'_> {
+        Report(self)
+    }
+}
+
+/// [`Error::report`]: the error and its causes, separated by `: `.
+#[derive(Debug)]
+pub struct Report<'a>(&'a Error);
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(self.0);
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Error {
@@ -144,9 +175,7 @@ impl fmt::Display for Error {
         if let Some(d) = &self.detail {
             write!(f, " ({d})")?;
         }
-        if let Some(s) = &self.source {
-            write!(f, ": {s}")?;
-        }
+        // The cause is `source()`'s to tell: a report that walks the chain shows it once.
         Ok(())
     }
 }

@@ -136,7 +136,7 @@ pub(crate) mod board;
 mod contract;
 mod error;
 mod ids;
-pub mod ipc;
+mod ipc;
 pub mod policy;
 mod primary;
 mod role;
@@ -145,9 +145,30 @@ mod worker;
 
 pub use board::Hint;
 
-/// Entry points for the fuzz targets in `fuzz/` and the micro-benchmarks; not part of the API.
+/// Hooks for ringleader's own fuzz targets (`fuzz/`) and micro-benchmarks, with the cargo
+/// feature `internals`: not part of the API, no stability promise.
+#[cfg(feature = "internals")]
 #[doc(hidden)]
-pub mod fuzzing {
+pub mod internals {
+    pub use crate::ipc::frame;
+
+    /// Feeds `chunks` one by one into the receive buffer the channels use, as reads would,
+    /// and returns the frames (kind byte, payload) it yields, or the first error.
+    ///
+    /// # Errors
+    /// The first [`frame::FrameError`] the buffer meets.
+    pub fn inbound_frames(chunks: &[&[u8]]) -> Result<Vec<(u8, Vec<u8>)>, frame::FrameError> {
+        let mut inbound = crate::ipc::buffers::Inbound::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            inbound.push_bytes(chunk);
+            while let Some(frame) = inbound.next_frame()? {
+                out.push((frame.kind as u8, frame.payload));
+            }
+        }
+        Ok(out)
+    }
+
     /// A board in plain memory for the micro-benchmarks (`benches/benches/micro.rs`).
     pub struct BenchBoard(crate::board::BenchBoard);
 
@@ -178,7 +199,7 @@ pub mod fuzzing {
     }
 }
 pub use contract::{ENV_BACKEND, ENV_SCHED_POLICY, ENV_URING_KERNEL};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Report, Result};
 pub use ids::WorkerId;
 pub use ipc::Message;
 pub use ipc::frame::MAX_PAYLOAD;

@@ -11,8 +11,8 @@ use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ringleader::fuzzing::BenchBoard;
-use ringleader::ipc::frame::{self, Kind};
+use ringleader::internals::BenchBoard;
+use ringleader::internals::frame::{self, Kind};
 use ringleader::policy::{
     Candidate, LeastConnections, Policy, PowerOfTwoChoices, RoundRobin, Weighted,
 };

@@ -7,5 +7,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((handed, bytes)) = data.split_first_chunk::<8>() else { return };
-    ringleader::fuzzing::board_attach(bytes, u64::from_le_bytes(*handed));
+    ringleader::internals::board_attach(bytes, u64::from_le_bytes(*handed));
 });

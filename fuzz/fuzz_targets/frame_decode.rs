@@ -6,8 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringleader::ipc::frame::{self, HEADER_LEN};
-use ringleader::ipc::fuzzing::inbound_frames;
+use ringleader::internals::frame::{self, HEADER_LEN};
+use ringleader::internals::inbound_frames;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, bytes)) = data.split_first() else { return };

@@ -369,12 +369,14 @@ impl<'a> Slot<'a> {
     }
 }
 
+#[cfg(feature = "internals")]
 /// For the micro-benchmarks: a board in plain memory with `slots` workers that have taken,
 /// finished and published something, read the way the primary reads it.
 pub(crate) struct BenchBoard {
     words: Vec<AtomicU64>,
 }
 
+#[cfg(feature = "internals")]
 impl BenchBoard {
     pub(crate) fn new(slots: usize) -> BenchBoard {
         let words: Vec<AtomicU64> = (0..words_for(slots)).map(|_| AtomicU64::new(0)).collect();
@@ -417,6 +419,7 @@ impl BenchBoard {
     }
 }
 
+#[cfg(feature = "internals")]
 /// For the fuzz target: a board over `bytes` (8 per word), attached as a worker does, then
 /// every slot read and drained as the primary does, with `handed` as the primary's count.
 /// Must neither panic nor loop: a hostile worker controls every one of these bytes.

@@ -5,32 +5,10 @@
 //! and out. Nothing here knows about processes.
 
 pub(crate) mod buffers;
+// Public only for the `internals` feature's fuzz and bench hooks.
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
 pub mod frame;
 pub(crate) mod listen;
-
-/// Entry points for the fuzz targets; not part of the API.
-#[doc(hidden)]
-pub mod fuzzing {
-    use super::buffers::Inbound;
-    use super::frame::FrameError;
-
-    /// Feeds `chunks` one by one into the receive buffer the channels use, as reads would,
-    /// and returns the frames (kind byte, payload) it yields, or the first error.
-    ///
-    /// # Errors
-    /// The first [`FrameError`] the buffer meets.
-    pub fn inbound_frames(chunks: &[&[u8]]) -> Result<Vec<(u8, Vec<u8>)>, FrameError> {
-        let mut inbound = Inbound::default();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            inbound.push_bytes(chunk);
-            while let Some(frame) = inbound.next_frame()? {
-                out.push((frame.kind as u8, frame.payload));
-            }
-        }
-        Ok(out)
-    }
-}
 
 /// A message received from the other side: bytes, and the fd that came with them, if any.
 #[derive(Debug)]

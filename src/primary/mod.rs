@@ -494,7 +494,7 @@ impl WorkerHandle {
     }
 
     /// The primary's end of the worker's stderr, when it is piped.
-    pub fn take_stdio_err(&self) -> Option<File> {
+    pub fn take_stderr(&self) -> Option<File> {
         self.take_stdio(2)
     }
 
@@ -502,8 +502,15 @@ impl WorkerHandle {
         self.core.borrow_mut().slots.get_mut(&self.id)?.stdio[n].take()
     }
 
-    /// The worker's pidfd, to wait for or signal the process from another loop.
-    pub fn pidfd(&self) -> Option<std::sync::Arc<ringleader_sys::pidfd::PidFd>> {
-        self.core.borrow().pidfd(self.id)
+    /// A copy of the worker's pidfd (`pidfd_open(2)`), yours to close: to wait for the
+    /// process (readable once it exited) or signal it from another loop. `None` once the
+    /// worker is gone from the primary, or if the copy failed (out of fds).
+    pub fn pidfd(&self) -> Option<OwnedFd> {
+        self.core
+            .borrow()
+            .pidfd(self.id)?
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
     }
 }

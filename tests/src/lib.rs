@@ -187,7 +187,7 @@ pub fn describe(e: &Event) -> String {
         }
         Event::AllDisconnected => "all-disconnected".into(),
         Event::Signal(s) => format!("signal {s}"),
-        Event::Error { worker, error } => format!("error {worker:?} {error}"),
+        Event::Error { worker, error } => format!("error {worker:?} {}", error.report()),
         _ => "other".into(),
     }
 }

@@ -84,7 +84,7 @@ fn b26_silent_pipes_the_workers_output_to_the_primary() {
         .expect("setup");
     let w = h.primary.fork(&[("FIXTURE_MODE", "print")]).expect("fork");
     let mut stdout = w.take_stdout().expect("stdout is piped");
-    let mut stderr = w.take_stdio_err().expect("stderr is piped");
+    let mut stderr = w.take_stderr().expect("stderr is piped");
     assert!(w.take_stdout().is_none(), "taken once");
     w.disconnect().expect("disconnect");
     h.until_gone(w.id());
@@ -102,7 +102,7 @@ fn b26_custom_stdio_per_stream() {
         .setup(Settings::default().stdio(Stdio::Null, Stdio::Pipe, Stdio::Null))
         .expect("setup");
     let w = h.primary.fork(&[("FIXTURE_MODE", "print")]).expect("fork");
-    assert!(w.take_stdin().is_none() && w.take_stdio_err().is_none());
+    assert!(w.take_stdin().is_none() && w.take_stderr().is_none());
     let mut stdout = w.take_stdout().expect("stdout is piped");
     w.disconnect().expect("disconnect");
     h.until_gone(w.id());

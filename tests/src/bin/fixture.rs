@@ -21,7 +21,7 @@ fn main() {
     let role = match ringleader::role() {
         Ok(role) => role,
         Err(e) => {
-            eprintln!("fixture: {e}");
+            eprintln!("fixture: {}", e.report());
             std::process::exit(101);
         }
     };
@@ -588,7 +588,7 @@ fn echo(worker: &Worker) {
             }
             Ok(None) => return,
             Err(e) => {
-                eprintln!("fixture worker {}: {e}", worker.id());
+                eprintln!("fixture worker {}: {}", worker.id(), e.report());
                 std::process::exit(5);
             }
         }
@@ -648,7 +648,7 @@ fn starved(primary: &ringleader::Primary) {
     out(format_args!("READY {port}"));
     for event in events {
         match event.expect("event") {
-            Event::Error { error, .. } => out(format_args!("ERROR {error}")),
+            Event::Error { error, .. } => out(format_args!("ERROR {}", error.report())),
             Event::Signal(_) => {
                 let s = primary.handoff_stats();
                 out(format_args!(
