@@ -20,8 +20,9 @@ use ringleader_sys::spawn::{self, SpawnRequest};
 use ringleader_sys::uring::{Completion, OpId};
 use ringleader_sys::{AsFd, OwnedFd};
 
-use super::driver::{Driver, Happening, SIGNALS, Tag, token, token_generation, untoken};
+use super::driver::{Driver, Happening, SIGNALS, Tag, dyn_fd, token, token_generation, untoken};
 use super::event::Event;
+use super::listeners::{Ctx, Listeners, Outbox};
 use super::settings::{Scheduling, Settings};
 use crate::contract::{
     BOARD_FD, CHANNEL_FD, ENV_BOARD_FD, ENV_BOARD_SLOT, ENV_CHANNEL_FD, ENV_WORKER_ID,
@@ -97,16 +98,12 @@ pub(crate) struct Core {
     signals: Option<Arc<SignalFd>>,
     all_waiting: Option<BTreeSet<WorkerId>>,
     pub(crate) busy_poll: Duration,
-    /// Round-robin listeners accept in rounds this far apart ([`crate::tuning`]).
-    pub(crate) accept_rounds: Option<Duration>,
-    pub(crate) listeners: super::listeners::Listeners,
+    pub(crate) listeners: Listeners,
+    /// What listener work produced, delivered as each call returns ([`Core::with_listeners`]).
+    outbox: Outbox,
     pub(crate) loads: super::loads::Loads,
     /// The policy `RINGLEADER_SCHED_POLICY` named, if it named one.
     pub(crate) env_policy: Option<SharedPolicy>,
-}
-
-pub(crate) fn dyn_fd<T: AsFd + 'static>(fd: &Arc<T>) -> Arc<dyn AsFd> {
-    fd.clone()
 }
 
 impl Slot {
@@ -150,8 +147,8 @@ impl Core {
             signals: None,
             all_waiting: None,
             busy_poll: default_busy_poll(),
-            accept_rounds: default_accept_rounds(),
-            listeners: Default::default(),
+            listeners: Listeners::new(default_accept_rounds()),
+            outbox: Outbox::default(),
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
             env_policy: None,
         }
@@ -384,6 +381,44 @@ impl Core {
         Ok(())
     }
 
+    /// Runs `f` on the listeners with what they need from the rest of the primary, then
+    /// delivers what it produced, in order: frames to workers, then events to the user.
+    pub(crate) fn with_listeners<T>(
+        &mut self,
+        f: impl FnOnce(&mut Listeners, &mut Ctx<'_>) -> T,
+    ) -> T {
+        let mut out = std::mem::take(&mut self.outbox);
+        let mut cx = Ctx {
+            driver: &mut self.driver,
+            loads: &mut self.loads,
+            out: &mut out,
+        };
+        let result = f(&mut self.listeners, &mut cx);
+        for (id, kind, payload, fd) in out.frames.drain(..) {
+            self.send_internal(id, kind, &payload, fd);
+        }
+        for event in out.events.drain(..) {
+            self.push_event(event);
+        }
+        self.outbox = out;
+        result
+    }
+
+    /// Hands out pending connections ([`Listeners::dispatch`]).
+    pub(crate) fn dispatch(&mut self) {
+        self.with_listeners(|l, cx| l.dispatch(cx));
+    }
+
+    /// Runs the hand-offs queued on the ring now ([`Listeners::settle_handoffs`]).
+    pub(crate) fn settle_handoffs(&mut self) {
+        self.with_listeners(|l, cx| l.settle_handoffs(cx));
+    }
+
+    /// Removes worker `id` from every listener ([`Listeners::leave_all_listeners`]).
+    fn leave_all_listeners(&mut self, id: WorkerId) {
+        self.with_listeners(|l, cx| l.leave_all_listeners(cx, id));
+    }
+
     pub(crate) fn kill(&mut self, id: WorkerId, signal: Signal) -> Result<()> {
         let slot = self.slot(id, "kill a worker")?;
         slot.exited_after_disconnect = true;
@@ -566,10 +601,10 @@ impl Core {
                     result,
                     more,
                 }) => {
-                    self.on_accepted(tok, result, more);
+                    self.with_listeners(|l, cx| l.on_accepted(cx, tok, result, more));
                 }
                 Happening::Received(c) => self.on_received(c),
-                Happening::Handed(h) => self.on_handed(h),
+                Happening::Handed(h) => self.with_listeners(|l, cx| l.on_handed(cx, h)),
                 Happening::Ready {
                     token,
                     read,
@@ -598,8 +633,8 @@ impl Core {
         let (id, tag) = untoken(tok);
         match tag {
             Some(Tag::Exit) => self.on_exit(id),
-            Some(Tag::Accept) => self.accept_ready(id),
-            Some(Tag::Taken) => self.on_taken(id, token_generation(tok), more),
+            Some(Tag::Accept) => self.with_listeners(|l, cx| l.accept_ready(cx, id)),
+            Some(Tag::Taken) => self.listeners.on_taken(id, token_generation(tok), more),
             Some(Tag::Writable) => {
                 if let Some(s) = self.slots.get_mut(&id) {
                     s.write_armed = false;
@@ -739,18 +774,22 @@ impl Core {
                         self.leave_all_listeners(id);
                     }
                     Kind::Listen | Kind::Listening | Kind::Close => {
-                        let result = match frame.kind {
-                            Kind::Listen => self.on_listen(id, &frame.payload),
-                            Kind::Listening => self.on_listening(id, &frame.payload),
-                            _ => self.on_close(id, &frame.payload),
-                        };
+                        let leaving = self.slots.get(&id).is_none_or(Slot::leaving);
+                        let scheduling = self.scheduling;
+                        let payload = &frame.payload;
+                        let result = self.with_listeners(|l, cx| match frame.kind {
+                            Kind::Listen => l.on_listen(cx, id, payload, leaving, scheduling),
+                            Kind::Listening => l.on_listening(cx, id, payload),
+                            _ => l.on_close(cx, id, payload),
+                        });
                         if let Err(e) = result {
                             self.protocol_error(id, Error::frame("read from a worker", e));
                             return false;
                         }
                     }
                     Kind::Reject => {
-                        if let Err(e) = self.on_reject(id, &frame.payload, frame.fd) {
+                        let (payload, fd) = (&frame.payload, frame.fd);
+                        if let Err(e) = self.listeners.on_reject(id, payload, fd) {
                             self.protocol_error(id, Error::frame("read from a worker", e));
                             return false;
                         }

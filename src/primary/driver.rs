@@ -72,6 +72,11 @@ pub(crate) fn untoken(token: u64) -> (WorkerId, Option<Tag>) {
     (id, tag)
 }
 
+/// An fd as the driver holds it while an operation is in flight.
+pub(crate) fn dyn_fd<T: AsFd + 'static>(fd: &Arc<T>) -> Arc<dyn AsFd> {
+    fd.clone()
+}
+
 pub(crate) enum Driver {
     Uring(Box<Ring>),
     Epoll(Epoll, Vec<Ready>),

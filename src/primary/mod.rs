@@ -175,13 +175,15 @@ impl Primary {
     /// needs Linux 6.10 (`IORING_ACCEPT_DONTWAIT`); older kernels accept each connection as
     /// it comes.
     pub fn set_accept_rounds(&self, interval: Duration) {
-        self.core.borrow_mut().set_accept_rounds(interval);
+        let mut core = self.core.borrow_mut();
+        core.with_listeners(|l, cx| l.set_accept_rounds(cx, interval));
     }
 
     /// The interval round-robin listeners accept in, or `None` when they accept each
     /// connection as it comes: rounds are off, or this kernel cannot (io_uring before 6.10).
     pub fn accept_rounds(&self) -> Option<Duration> {
-        self.core.borrow().listener_rounds()
+        let core = self.core.borrow();
+        core.listeners.rounds(&core.driver)
     }
 
     /// Writes out the messages collected from bursts of `send` calls now, without waiting for
@@ -432,7 +434,7 @@ impl WorkerHandle {
     pub fn load(&self) -> Load {
         let mut core = self.core.borrow_mut();
         let (load, news) = core.loads.snapshot(self.id);
-        core.act_on(news);
+        core.with_listeners(|l, cx| l.act_on(cx, news));
         load
     }
 

@@ -122,6 +122,128 @@ fn the_leaves_primary_and_worker_import_only_downwards() {
     }
 }
 
+/// Within each folder module (`primary/`, `primary/listeners/`, `worker/`…), which of its
+/// children (files and folders, the folder's own `mod.rs` aside) each child names, through
+/// `super::<name>` or the folder's full path.
+fn sibling_graphs() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
+    fn walk(
+        dir: &Path,
+        path: &str,
+        out: &mut BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+    ) {
+        let mut children = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let p = entry.expect("entry").path();
+            let name = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("")
+                .to_owned();
+            if p.is_dir() {
+                walk(&p, &format!("{path}::{name}"), out);
+                children.insert(name, p);
+            } else if p.extension().is_some_and(|e| e == "rs") && name != "mod" && name != "lib" {
+                children.insert(name, p);
+            }
+        }
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (name, p) in &children {
+            let mut texts = Vec::new();
+            if p.is_dir() {
+                // A folder child names its siblings as `super::super::x` or by full path;
+                // its own `mod.rs` as `super::x`.
+                for f in std::fs::read_dir(p).expect("read dir") {
+                    let f = f.expect("entry").path();
+                    if f.extension().is_some_and(|e| e == "rs") {
+                        let own = f.file_stem().is_some_and(|s| s == "mod");
+                        let up = if own { "super::" } else { "super::super::" };
+                        texts.push((up, std::fs::read_to_string(&f).expect("read")));
+                    }
+                }
+            } else {
+                texts.push(("super::", std::fs::read_to_string(p).expect("read")));
+            }
+            let names = graph.entry(name.clone()).or_default();
+            for (up, text) in texts {
+                for line in text.lines() {
+                    let code = line.split("//").next().unwrap_or("");
+                    for prefix in [format!("{path}::"), up.to_owned()] {
+                        let mut rest = code;
+                        while let Some(at) = rest.find(prefix.as_str()) {
+                            rest = &rest[at + prefix.len()..];
+                            let group = rest.strip_prefix('{').unwrap_or(rest);
+                            for part in group.split(',') {
+                                let n: String = part
+                                    .trim()
+                                    .chars()
+                                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                                    .collect();
+                                if children.contains_key(&n) && n != *name {
+                                    names.insert(n);
+                                }
+                                if !rest.starts_with('{') {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !graph.is_empty() {
+            out.insert(path.to_owned(), graph);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../src"),
+        "crate",
+        &mut out,
+    );
+    out
+}
+
+#[test]
+fn no_file_imports_a_sibling_that_imports_it_back() {
+    let graphs = sibling_graphs();
+    assert!(
+        graphs["crate::primary"].contains_key("listeners"),
+        "{graphs:?}"
+    );
+    for (folder, graph) in &graphs {
+        let mut done = BTreeSet::new();
+        for node in graph.keys() {
+            let mut path = Vec::new();
+            if let Some(cycle) = find_cycle(node, graph, &mut path, &mut done) {
+                panic!("an import cycle in {folder}: {cycle}");
+            }
+        }
+    }
+}
+
+/// A cycle through `node`'s descendants, as `a -> b -> a`, if there is one.
+fn find_cycle(
+    node: &str,
+    graph: &BTreeMap<String, BTreeSet<String>>,
+    path: &mut Vec<String>,
+    done: &mut BTreeSet<String>,
+) -> Option<String> {
+    if let Some(at) = path.iter().position(|p| p == node) {
+        return Some(format!("{} -> {node}", path[at..].join(" -> ")));
+    }
+    if !done.insert(node.to_owned()) {
+        return None;
+    }
+    path.push(node.to_owned());
+    for next in graph.get(node).into_iter().flatten() {
+        if let Some(c) = find_cycle(next, graph, path, done) {
+            return Some(c);
+        }
+    }
+    path.pop();
+    None
+}
+
 #[test]
 fn the_reader_sees_imports_however_they_are_written() {
     let text = "use crate::ipc::frame::Kind;\nuse crate::{board, error::Error};\n\

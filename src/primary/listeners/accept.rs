@@ -1,0 +1,248 @@
+//! Accepting on round-robin listeners: arming and pausing, rounds, and the back-off when
+//! the process runs out of fds.
+
+use std::time::{Duration, Instant};
+
+use ringleader_sys::listen;
+use ringleader_sys::{OwnedFd, errno};
+
+use super::{Ctx, Listener, ListenerId, Listeners, MAX_PENDING, Pending, starved};
+use crate::ipc::listen::Key;
+use crate::primary::driver::{Driver, Tag, dyn_fd, numbered_token, token_generation, untoken};
+
+/// How long accepting pauses after the process ran out of fds or the kernel out of memory.
+pub(super) const STARVED_BACKOFF: Duration = Duration::from_millis(5);
+
+impl Listener {
+    /// Starts accepting if this is a round-robin listener with workers and there is room.
+    pub(super) fn arm(&mut self, driver: &mut Driver, pending: usize) {
+        if !self.handoff || self.accepting || self.members.is_empty() || pending >= MAX_PENDING {
+            return;
+        }
+        if let Some(at) = self.retry_at {
+            if Instant::now() < at {
+                return;
+            }
+            self.retry_at = None;
+            self.starved = false;
+        }
+        self.generation = self.generation.wrapping_add(1);
+        self.taken = 0;
+        let (sock, tok) = (
+            dyn_fd(&self.sock),
+            numbered_token(self.id, Tag::Accept, self.generation),
+        );
+        // A round takes what arrived while the listener rested. When a round found nothing,
+        // the next arming watches instead, and the first connection after the quiet spell is
+        // handed over at once (then the listener rests: `Core::rest`).
+        let round = self.rounds.is_some() && !self.quiet;
+        let armed = if round {
+            driver.accept_waiting(&sock, tok)
+        } else {
+            driver.accept(&sock, tok)
+        };
+        match armed {
+            Ok(op) => {
+                self.accept_op = op;
+                self.accepting = true;
+                self.draining = round && op.is_some();
+            }
+            // Out of memory for the registration: try again after a back-off.
+            Err(_) => {
+                self.retry_at = Some(Instant::now() + STARVED_BACKOFF);
+                self.starved = true;
+            }
+        }
+    }
+
+    /// Stops accepting; the kernel's backlog holds what comes meanwhile.
+    pub(super) fn pause(&mut self, driver: &mut Driver) {
+        if self.accepting {
+            self.accepting = false;
+            self.draining = false;
+            driver.forget(&dyn_fd(&self.sock), self.accept_op.take());
+        }
+    }
+}
+
+impl Listeners {
+    /// Starts accepting on a round-robin listener that has workers and room.
+    pub(super) fn arm_accept(&mut self, cx: &mut Ctx<'_>, key: &Key) {
+        let pending = self.pending.len();
+        if let Some(h) = self.by_key.get_mut(key) {
+            h.arm(cx.driver, pending);
+        }
+    }
+
+    pub(super) fn pause_accept(&mut self, cx: &mut Ctx<'_>, key: &Key) {
+        if let Some(h) = self.by_key.get_mut(key) {
+            h.pause(cx.driver);
+        }
+    }
+
+    /// io_uring: an accept produced a connection, or ended.
+    pub(crate) fn on_accepted(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        tok: u64,
+        result: std::io::Result<OwnedFd>,
+        more: bool,
+    ) {
+        let listener = untoken(tok).0;
+        let Some(key) = self.keys.get(&listener).cloned() else {
+            return;
+        };
+        let Some(h) = self.by_key.get_mut(&key) else {
+            return;
+        };
+        // A late completion of an earlier arming (cancelled, or ended) delivers its
+        // connection, but moves no state.
+        let current = h.accepting && h.generation == token_generation(tok);
+        let watching = current && h.rounds.is_some() && !h.draining;
+        match result {
+            Ok(fd) => {
+                if current {
+                    h.taken += 1;
+                }
+                self.stats.accepted += 1;
+                self.pending.push_back(Pending {
+                    listener,
+                    fd,
+                    avoid: None,
+                    strict: false,
+                    held: false,
+                });
+                if self.pending.len() >= MAX_PENDING {
+                    // Stop at once: completions already posted still arrive, nothing more.
+                    self.pause_accept(cx, &key);
+                    return;
+                }
+                if watching {
+                    // The first connection after a quiet spell: it goes out this turn, the
+                    // next ones gather until the next round.
+                    self.rest(cx, &key);
+                    return;
+                }
+            }
+            Err(e) if starved(&e) => {
+                if current {
+                    self.back_off(cx, &key);
+                }
+                return;
+            }
+            Err(e) if e.raw_os_error() == Some(errno::ECANCELED) => {}
+            // A round's end: nothing more waits.
+            Err(e) if current && h.draining && e.raw_os_error() == Some(errno::EAGAIN) => {}
+            Err(e) if current && h.draining && e.raw_os_error() == Some(errno::EINVAL) => {
+                // A kernel without IORING_ACCEPT_DONTWAIT after all: one connection at a time.
+                h.rounds = None;
+            }
+            // Other accept errors (ECONNABORTED…) concern one connection: skipped, as in Node.
+            Err(_) => self.stats.accept_errors += 1,
+        }
+        if !more && current {
+            let Some(h) = self.by_key.get_mut(&key) else {
+                return;
+            };
+            h.accept_op = None;
+            h.accepting = false;
+            let drained = std::mem::take(&mut h.draining);
+            if drained && h.rounds.is_some() && h.taken > 0 {
+                self.rest(cx, &key);
+            } else {
+                h.quiet = drained;
+                self.arm_accept(cx, &key);
+            }
+        }
+    }
+
+    /// epoll: the listening socket is readable.
+    pub(crate) fn accept_ready(&mut self, cx: &mut Ctx<'_>, listener: ListenerId) {
+        let Some(key) = self.keys.get(&listener).cloned() else {
+            return;
+        };
+        let Some(h) = self.by_key.get(&key) else {
+            return;
+        };
+        let sock = h.sock.clone();
+        let mut taken = 0;
+        for _ in 0..64 {
+            if self.pending.len() >= MAX_PENDING {
+                break;
+            }
+            match listen::accept(&*sock, false) {
+                Ok(fd) => {
+                    taken += 1;
+                    self.stats.accepted += 1;
+                    self.pending.push_back(Pending {
+                        listener,
+                        fd,
+                        avoid: None,
+                        strict: false,
+                        held: false,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if starved(&e) => {
+                    self.back_off(cx, &key);
+                    return;
+                }
+                Err(_) => self.stats.accept_errors += 1,
+            }
+        }
+        if taken > 0 && self.by_key.get(&key).is_some_and(|h| h.rounds.is_some()) {
+            self.rest(cx, &key);
+        }
+    }
+
+    /// The round interval a round-robin listener gets: none where the backend cannot.
+    pub(crate) fn rounds(&self, driver: &Driver) -> Option<Duration> {
+        self.accept_rounds.filter(|_| driver.can_accept_in_rounds())
+    }
+
+    /// Accept rounds this far apart from now on ([`crate::Primary::set_accept_rounds`]).
+    pub(crate) fn set_accept_rounds(&mut self, cx: &mut Ctx<'_>, interval: Duration) {
+        self.accept_rounds = Some(interval).filter(|i| !i.is_zero());
+        let rounds = self.rounds(cx.driver);
+        let now = Instant::now();
+        for h in self.by_key.values_mut() {
+            if h.handoff {
+                h.rounds = rounds;
+                // A listener resting now starts its next round no later than one new interval
+                // from now (a starved one keeps its back-off).
+                if let (Some(at), Some(r), false) = (h.retry_at, rounds, h.starved) {
+                    h.retry_at = Some(at.min(now + r));
+                }
+                if rounds.is_none() && !h.starved {
+                    h.retry_at = None;
+                }
+            }
+        }
+    }
+
+    /// In rounds: the listener took connections; it stops accepting until the next round,
+    /// while the kernel's backlog gathers the next ones.
+    pub(super) fn rest(&mut self, cx: &mut Ctx<'_>, key: &Key) {
+        if let Some(h) = self.by_key.get_mut(key) {
+            if let Some(gap) = h.rounds {
+                h.pause(cx.driver);
+                h.quiet = false;
+                h.starved = false;
+                h.retry_at = Some(Instant::now() + gap);
+            }
+        }
+    }
+
+    /// Accepting failed for want of fds or memory: the connection stays in the kernel's
+    /// backlog, and accepting pauses for [`STARVED_BACKOFF`] rather than spinning (the loop
+    /// re-checks paused listeners every millisecond).
+    pub(super) fn back_off(&mut self, cx: &mut Ctx<'_>, key: &Key) {
+        self.stats.starved += 1;
+        if let Some(h) = self.by_key.get_mut(key) {
+            h.pause(cx.driver);
+            h.accept_op = None;
+            h.retry_at = Some(Instant::now() + STARVED_BACKOFF);
+            h.starved = true;
+        }
+    }
+}

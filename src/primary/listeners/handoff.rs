@@ -1,0 +1,413 @@
+//! Handing accepted connections to workers: the policy's pick among workers with room, one
+//! message per worker per turn, what wakes the loop while connections wait, and taking
+//! connections back from workers that leave or drain.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use ringleader_sys::{OwnedFd, listen, socket, steer};
+
+use super::{Ctx, Listener, ListenerId, Listeners, MAX_PENDING, MAX_UNTAKEN, Pending, STEER_BUSY};
+use crate::error::{Error, ErrorKind};
+use crate::ids::WorkerId;
+use crate::ipc::listen::Key;
+use crate::primary::driver::{Handed, Tag, dyn_fd, numbered_token, token_generation};
+use crate::primary::event::Event;
+use crate::primary::loads::{Loads, News, WorkerLoad};
+
+/// How soon connections that wait for room look again when only the board can say that
+/// room came (a worker paused, draining or at its capacity hint: shared memory wakes
+/// nobody), or when this kernel cannot watch a hand-off channel for its worker's reads.
+pub(super) const HELD_RECHECK: Duration = Duration::from_millis(1);
+
+impl Listeners {
+    /// Hands pending connections to workers: round-robin over those with fewer than
+    /// `MAX_UNTAKEN` untaken, every connection of this turn for one worker in one message.
+    pub(crate) fn dispatch(&mut self, cx: &mut Ctx<'_>) {
+        if !self.by_key.is_empty() {
+            self.read_board(cx);
+        }
+        if self.steer_at.is_some_and(|at| at <= Instant::now()) {
+            self.steer(cx);
+        }
+        if self.pending.is_empty() {
+            if self.paused() {
+                for h in self.by_key.values_mut() {
+                    h.arm(cx.driver, 0);
+                }
+            }
+            return;
+        }
+        let mut batches: BTreeMap<(ListenerId, WorkerId), Vec<OwnedFd>> = BTreeMap::new();
+        let mut left = VecDeque::new();
+        let mut handed = Vec::new();
+        while let Some(p) = self.pending.pop_front() {
+            let Some(key) = self.keys.get(&p.listener) else {
+                continue;
+            };
+            let Some(h) = self.by_key.get_mut(key) else {
+                continue;
+            };
+            // The worker that handed it back only gets it again if nobody else can.
+            let loads = &mut *cx.loads;
+            let choice = pick(h, &batches, p.avoid, loads).or_else(|| {
+                (!p.strict)
+                    .then(|| pick(h, &batches, None, loads))
+                    .flatten()
+            });
+            match choice {
+                // Its client left while it waited: a worker would only read end of file.
+                Some(_) if p.held && socket::peer_gone(&p.fd) => {
+                    self.stats.closed_gone += 1;
+                }
+                Some(wid) => {
+                    batches.entry((p.listener, wid)).or_default().push(p.fd);
+                }
+                None => left.push_back(Pending { held: true, ..p }),
+            }
+        }
+        for ((hid, wid), fds) in batches {
+            let Some(member) = self.member(hid, wid) else {
+                left.extend(fds.into_iter().map(|fd| Pending {
+                    listener: hid,
+                    fd,
+                    avoid: None,
+                    strict: false,
+                    held: false,
+                }));
+                continue;
+            };
+            // Counted as handed now (the policy's next pick must see them); what comes back
+            // undelivered is uncounted in `on_handed`.
+            let n = fds.len() as u64;
+            member.untaken.set(member.untaken.get() + n);
+            let tx = dyn_fd(&member.tx);
+            self.stats.handed_over += n;
+            cx.loads.get(wid).handed += n;
+            cx.driver
+                .hand_over(&tx, fds, handoff_token(hid, wid), &mut handed);
+        }
+        self.pending = left;
+        // epoll's hand-offs are done; io_uring's run in the next wait (`Core::turn`).
+        for h in handed {
+            self.on_handed(cx, h);
+        }
+        if self.pending.is_empty() {
+            self.recheck_at = None;
+            if self.watching > 0 {
+                self.unwatch_all(cx);
+            }
+        } else {
+            self.watch_held(cx);
+        }
+        let pending = self.pending.len();
+        for h in self.by_key.values_mut() {
+            if pending >= MAX_PENDING {
+                h.pause(cx.driver);
+            } else {
+                h.arm(cx.driver, pending);
+            }
+        }
+    }
+
+    /// Connections wait because no worker may take more. What holds a worker back decides
+    /// what wakes the loop when that changes: a worker at the bound of its hand-off channel
+    /// gets a watch that reports its next read from the channel (the kernel's doing, no
+    /// polling); a worker held back by the board (paused, draining, bad, or at its capacity
+    /// hint) can only be looked at again, which the loop does after [`HELD_RECHECK`].
+    pub(super) fn watch_held(&mut self, cx: &mut Ctx<'_>) {
+        let mut held: Vec<u32> = self.pending.iter().map(|p| p.listener).collect();
+        held.sort_unstable();
+        held.dedup();
+        let l = &mut *self;
+        let mut recheck = false;
+        for hid in held {
+            let Some(h) = l.keys.get(&hid).and_then(|k| l.by_key.get_mut(k)) else {
+                continue;
+            };
+            for (wid, m) in &mut h.members {
+                let Some(m) = m else { continue };
+                let load = cx.loads.workers.get(wid);
+                recheck |= load.is_some_and(|w| !w.open() || w.full(w.queued()));
+                if m.watch.is_some() || m.untaken.get() < MAX_UNTAKEN {
+                    continue;
+                }
+                l.watches = l.watches.wrapping_add(1);
+                let tok = numbered_token(*wid, Tag::Taken, l.watches);
+                match cx.driver.watch_taken(&dyn_fd(&m.tx), tok) {
+                    Ok(Some(op)) => {
+                        m.watch = Some((token_generation(tok), op));
+                        l.watching += 1;
+                    }
+                    // This kernel cannot watch it, or could not now: look again shortly.
+                    Ok(None) | Err(_) => recheck = true,
+                }
+            }
+        }
+        let now = Instant::now();
+        l.recheck_at = recheck.then(|| {
+            l.recheck_at
+                .filter(|at| *at > now)
+                .unwrap_or(now + HELD_RECHECK)
+        });
+    }
+
+    /// Nothing waits for room any more: the workers' reads need not wake the loop.
+    pub(super) fn unwatch_all(&mut self, cx: &mut Ctx<'_>) {
+        for h in self.by_key.values_mut() {
+            for m in h.members.values_mut().flatten() {
+                if m.unwatch(cx.driver) {
+                    self.watching -= 1;
+                }
+            }
+        }
+    }
+
+    /// A watched hand-off channel was read from (the dispatch after every wait hands out
+    /// what now fits), or its watch ended (`more == false`: cancelled, or ended by the
+    /// kernel), so that the next dispatch that finds the worker full watches again.
+    pub(crate) fn on_taken(&mut self, worker: WorkerId, generation: u32, more: bool) {
+        if more {
+            return;
+        }
+        for h in self.by_key.values_mut() {
+            if let Some(Some(m)) = h.members.get_mut(&worker) {
+                if m.watch.is_some_and(|(g, _)| g == generation) {
+                    m.watch = None;
+                    self.watching -= 1;
+                }
+            }
+        }
+    }
+
+    /// A hand-off ended: what was not delivered is pending again (the worker's queue was
+    /// full, or its channel broke), no longer counted as handed.
+    pub(crate) fn on_handed(&mut self, cx: &mut Ctx<'_>, h: Handed) {
+        let (hid, wid) = handoff_untoken(h.token);
+        self.stats.handoff_messages += h.messages;
+        if h.unsent.is_empty() {
+            return;
+        }
+        let n = h.unsent.len() as u64;
+        if let Some(member) = self.member(hid, wid) {
+            member.untaken.set(member.untaken.get().saturating_sub(n));
+        }
+        self.stats.handed_over -= n;
+        let w = cx.loads.get(wid);
+        w.handed = w.handed.saturating_sub(n);
+        self.pending.extend(h.unsent.into_iter().map(|fd| Pending {
+            listener: hid,
+            fd,
+            avoid: None,
+            strict: false,
+            held: false,
+        }));
+    }
+
+    /// Runs the hand-offs queued on the ring now: before a worker's queue is read back, so
+    /// that none is still on its way to it.
+    pub(crate) fn settle_handoffs(&mut self, cx: &mut Ctx<'_>) {
+        let mut handed = Vec::new();
+        // On an error they stay queued, and the next wait reports them.
+        let _ = cx.driver.settle(&mut handed);
+        for h in handed {
+            self.on_handed(cx, h);
+        }
+    }
+
+    /// Reads the board: bad slots are reported once (and their workers get no more
+    /// connections), draining workers give back what is queued for them.
+    pub(super) fn read_board(&mut self, cx: &mut Ctx<'_>) {
+        let news = cx.loads.refresh();
+        self.act_on(cx, news);
+    }
+
+    /// Reports bad slots and takes back what draining workers had queued.
+    pub(crate) fn act_on(&mut self, cx: &mut Ctx<'_>, news: News) {
+        if self.steer_at.is_some() && !(news.bad.is_empty() && news.drain.is_empty()) {
+            // Steer around them now.
+            self.steer_at = Some(Instant::now());
+            self.steer_gap = STEER_BUSY;
+        }
+        for (id, why) in news.bad {
+            cx.out.events.push(Event::Error {
+                worker: Some(id),
+                error: Error::new(ErrorKind::Board, "read the load board").detail(format!(
+                    "worker {id}'s slot: {why}; it gets no more connections"
+                )),
+            });
+        }
+        for id in news.drain {
+            self.take_back_queued(cx, id);
+        }
+    }
+
+    /// Connections handed to worker `id` came back untaken: counted as taken back, no
+    /// longer queued for it, and pending again (for another worker if there is one).
+    pub(super) fn take_back(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        id: WorkerId,
+        listener: ListenerId,
+        fds: Vec<OwnedFd>,
+        avoid: Option<WorkerId>,
+    ) {
+        self.stats.taken_back += fds.len() as u64;
+        let w = cx.loads.get(id);
+        w.handed = w.handed.saturating_sub(fds.len() as u64);
+        self.pending.extend(fds.into_iter().map(|fd| Pending {
+            listener,
+            fd,
+            avoid,
+            strict: false,
+            held: false,
+        }));
+    }
+
+    /// Reads back the connections queued for worker `id` on every listener, for others.
+    pub(super) fn take_back_queued(&mut self, cx: &mut Ctx<'_>, id: WorkerId) {
+        self.settle_handoffs(cx);
+        let mut back = Vec::new();
+        for h in self.by_key.values() {
+            if let Some(Some(member)) = h.members.get(&id) {
+                back.push((h.id, member.read_back()));
+            }
+        }
+        for (listener, fds) in back {
+            self.take_back(cx, id, listener, fds, Some(id));
+        }
+    }
+
+    /// The worker left a listener (closed it, disconnected or died): connections queued for it
+    /// go back to the others, and a listener without workers is closed.
+    pub(crate) fn leave_listener(&mut self, cx: &mut Ctx<'_>, key: &Key, id: WorkerId) {
+        self.settle_handoffs(cx);
+        let Some(h) = self.by_key.get_mut(key) else {
+            return;
+        };
+        let Some(mut member) = h.members.remove(&id) else {
+            return;
+        };
+        if member.as_mut().is_some_and(|m| m.unwatch(cx.driver)) {
+            self.watching -= 1;
+        }
+        if let Some(st) = &mut h.steering {
+            // Its socket stays in the group, steered around; the next check empties it.
+            st.leave(id);
+            self.steer_at = Some(Instant::now());
+            self.steer_gap = STEER_BUSY;
+        }
+        let Some(member) = member else {
+            if h.members.is_empty() {
+                self.drop_handle(cx, key);
+            }
+            return;
+        };
+        let (hid, fds, empty) = (h.id, member.read_back(), h.members.is_empty());
+        // Its receiving end now reads end of file: the worker's `incoming()` ends.
+        drop(member);
+        self.take_back(cx, id, hid, fds, None);
+        if empty {
+            self.drop_handle(cx, key);
+        }
+    }
+
+    pub(super) fn drop_handle(&mut self, cx: &mut Ctx<'_>, key: &Key) {
+        self.pause_accept(cx, key);
+        if let Some(mut h) = self.by_key.remove(key) {
+            for m in h.members.values_mut().flatten() {
+                if m.unwatch(cx.driver) {
+                    self.watching -= 1;
+                }
+            }
+            self.keys.remove(&h.id);
+            if let Some(path) = &h.unix_path {
+                let _ = std::fs::remove_file(path);
+            }
+            // Connections waiting in the workers' own queues are reset with their sockets.
+            if let Some(st) = &h.steering {
+                let queued: u32 = st
+                    .places
+                    .iter()
+                    .map(|p| steer::accept_queue(&*p.sock).unwrap_or(0))
+                    .sum();
+                self.stats.closed_unserved += u64::from(queued);
+            }
+            // No worker left: pending connections are closed, as in Node.
+            let before = self.pending.len();
+            self.pending.retain(|p| p.listener != h.id);
+            self.stats.closed_unserved += (before - self.pending.len()) as u64;
+        }
+    }
+
+    /// Removes a worker from every listener (Node: `removeHandlesForWorker`).
+    pub(crate) fn leave_all_listeners(&mut self, cx: &mut Ctx<'_>, id: WorkerId) {
+        let keys: Vec<Key> = self
+            .by_key
+            .iter()
+            .filter(|(_, h)| h.members.contains_key(&id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.leave_listener(cx, &key, id);
+        }
+    }
+}
+
+/// The worker the policy picks among those that may take a connection now: members of the
+/// listener, open on the board (not paused, draining or bad), with room (untaken plus this
+/// turn's batch below the bound, and below their capacity hint).
+pub(super) fn pick(
+    h: &Listener,
+    batches: &BTreeMap<(ListenerId, WorkerId), Vec<OwnedFd>>,
+    avoid: Option<WorkerId>,
+    loads: &mut Loads,
+) -> Option<WorkerId> {
+    let mut candidates = Vec::with_capacity(h.members.len());
+    for (wid, m) in &h.members {
+        let Some(m) = m else { continue };
+        if avoid == Some(*wid) {
+            continue;
+        }
+        let load = loads.workers.get(wid);
+        if load.is_some_and(|l| !l.open()) {
+            continue;
+        }
+        let batched = batches.get(&(h.id, *wid)).map_or(0, Vec::len) as u64;
+        if m.untaken.get().saturating_add(batched) >= MAX_UNTAKEN {
+            // The bound says full: ask the kernel how many are really still queued.
+            m.untaken.set(listen::queued(&m.rx).unwrap_or(MAX_UNTAKEN));
+        }
+        let untaken = m.untaken.get().saturating_add(batched);
+        if untaken >= MAX_UNTAKEN {
+            continue;
+        }
+        // What the policy sees: the board's exact count when the worker has a slot (the
+        // kernel's bound above stays the hard limit whatever the board says).
+        let queued = match load {
+            Some(l) if l.on_board() => l.queued().saturating_add(batched),
+            _ => untaken,
+        };
+        if load.is_some_and(|l| l.full(queued)) {
+            continue;
+        }
+        candidates.push(match load {
+            Some(l) => l.candidate(*wid, queued),
+            None => WorkerLoad::default().candidate(*wid, queued),
+        });
+    }
+    if candidates.is_empty() {
+        return None;
+    }
+    let i = loads.policy.pick(&candidates).min(candidates.len() - 1);
+    Some(candidates[i].worker)
+}
+
+/// A hand-off's token: the listener and the worker.
+pub(super) fn handoff_token(listener: ListenerId, worker: WorkerId) -> u64 {
+    (u64::from(listener) << 32) | u64::from(worker)
+}
+
+pub(super) fn handoff_untoken(token: u64) -> (ListenerId, WorkerId) {
+    ((token >> 32) as ListenerId, token as WorkerId)
+}

@@ -1,0 +1,262 @@
+//! Listeners the primary holds for its workers (Node: `RoundRobinHandle`, `SharedHandle`).
+//!
+//! Round-robin: the primary accepts (multishot accept on io_uring, an `accept4` loop on
+//! epoll) and hands connections to workers over a socketpair of each (worker, listener): one
+//! byte and one fd per connection, every connection of a turn for one worker in one
+//! `sendmsg`. The primary keeps a copy of the worker's receiving end, so it can count the
+//! connections the worker has not taken yet (`FIONREAD`) and take them back when the worker
+//! leaves: no accepted connection is lost with a worker. The primary closes its copy of each
+//! connection as soon as it is handed over. Shared: every worker gets a copy of the listening
+//! socket and accepts itself. Steered: every worker gets a listening socket of its own in one
+//! `SO_REUSEPORT` group whose classic BPF program the primary rewrites as loads change, plus
+//! a hand-off channel for what the primary takes from a queue (see [`Steering`]).
+
+mod accept;
+mod bind;
+mod handoff;
+mod protocol;
+mod steer;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringleader_sys::scm::{self, Blocking};
+use ringleader_sys::uring::OpId;
+use ringleader_sys::{OwnedFd, errno};
+
+use self::bind::Local;
+use self::steer::Steering;
+use super::driver::{Driver, dyn_fd};
+use super::event::Event;
+use super::loads::Loads;
+use crate::ids::WorkerId;
+use crate::ipc::frame::Kind;
+use crate::ipc::listen::Key;
+
+/// Connections handed to a worker and not yet taken, beyond which it gets no more.
+pub(crate) const MAX_UNTAKEN: u64 = 16;
+
+/// Accepted connections waiting for a worker, beyond which the primary stops accepting and
+/// leaves the rest in the kernel's backlog. Exact on epoll; on io_uring a multishot accept
+/// drains what the listen backlog holds in one pass before its cancellation takes effect, so
+/// the queue can exceed this by at most one backlog (511 by default).
+const MAX_PENDING: usize = 256;
+
+/// Whether an accept error means the process or the system is short of resources (the
+/// connection itself is fine and stays queued in the kernel).
+fn starved(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(errno::EMFILE | errno::ENFILE | errno::ENOBUFS | errno::ENOMEM)
+    )
+}
+
+/// How often steered listeners are checked while a queue holds connections, a worker is
+/// steered around, or a worker left lately.
+const STEER_BUSY: Duration = Duration::from_millis(1);
+
+/// A listener's id: 1, 2, 3… in the order they were bound.
+pub(crate) type ListenerId = u32;
+
+/// What listener work needs besides the listeners, owned by the rest of the primary: the
+/// event loop's driver, the board's view of the workers, and where what the work produces
+/// goes (frames for workers, events for the user), delivered by the caller when it returns.
+pub(crate) struct Ctx<'a> {
+    pub(crate) driver: &'a mut Driver,
+    pub(crate) loads: &'a mut Loads,
+    pub(crate) out: &'a mut Outbox,
+}
+
+/// Frames for workers and events for the user that listener work produced, in order.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    pub(crate) frames: Vec<(WorkerId, Kind, Vec<u8>, Option<OwnedFd>)>,
+    pub(crate) events: Vec<Event>,
+}
+
+impl Outbox {
+    fn send(&mut self, id: WorkerId, kind: Kind, payload: &[u8], fd: Option<OwnedFd>) {
+        self.frames.push((id, kind, payload.to_vec(), fd));
+    }
+}
+
+struct Member {
+    /// The primary's sending end (shared with hand-offs in flight on the ring).
+    tx: Arc<OwnedFd>,
+    /// A copy of the worker's receiving end: queue depth, and connections to take back.
+    rx: OwnedFd,
+    /// An upper bound on the connections the worker has not taken: the last `FIONREAD` plus
+    /// what was sent since. The kernel is asked again only when this reaches the limit.
+    untaken: std::cell::Cell<u64>,
+    /// While connections wait for room: the watch on `tx` that reports the worker's reads
+    /// ([`Driver::watch_taken`]), by its number and its io_uring operation.
+    watch: Option<(u32, Option<OpId>)>,
+}
+
+impl Member {
+    /// The connections still queued for the worker, read back from our copy of its end.
+    fn read_back(&self) -> Vec<OwnedFd> {
+        let mut fds = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = scm::recv(&self.rx, &mut buf, &mut fds, Blocking::No) {
+            if n == 0 {
+                break;
+            }
+        }
+        self.untaken.set(0);
+        fds
+    }
+
+    /// Ends the watch on the worker's reads, if there is one; says whether there was.
+    fn unwatch(&mut self, driver: &mut Driver) -> bool {
+        let Some((_, op)) = self.watch.take() else {
+            return false;
+        };
+        driver.forget(&dyn_fd(&self.tx), op);
+        true
+    }
+}
+
+struct Listener {
+    id: ListenerId,
+    sock: Arc<OwnedFd>,
+    local: Local,
+    /// The socket file the primary created, removed when the listener goes.
+    unix_path: Option<PathBuf>,
+    handoff: bool,
+    /// Every worker using the listener; round-robin ones have a hand-off channel.
+    members: BTreeMap<WorkerId, Option<Member>>,
+    accept_op: Option<OpId>,
+    accepting: bool,
+    /// Accepting waits until then: the listener rests between rounds, or an accept failed
+    /// for want of resources (fds, memory), an error that will not clear by itself.
+    retry_at: Option<Instant>,
+    /// Counts armings; completions of an earlier one carry an older number in their token.
+    generation: u32,
+    /// Connections taken since the last arming.
+    taken: u32,
+    /// Accepting in rounds this far apart ([`crate::tuning`]); `None`: each connection as
+    /// it comes.
+    rounds: Option<Duration>,
+    /// io_uring, in rounds: the accept in flight takes what waits and ends (a round), rather
+    /// than watching for the next connection (after a round found nothing).
+    draining: bool,
+    /// In rounds: the last round found nothing, so the next arming watches.
+    quiet: bool,
+    /// `retry_at` is a back-off after an accept failed for want of resources, not a rest.
+    starved: bool,
+    /// Steered: the group of the workers' own sockets (`sock` is then a bound socket that
+    /// holds the port and never listens).
+    steering: Option<Steering>,
+}
+
+/// An accepted connection waiting for a worker.
+struct Pending {
+    listener: ListenerId,
+    fd: OwnedFd,
+    /// The worker that handed it back: another one gets it if there is one.
+    avoid: Option<WorkerId>,
+    /// Taken from that worker's own queue because it stopped taking connections: it never
+    /// gets it back, the connection waits for another.
+    strict: bool,
+    /// It waited through a hand-off round for want of room: its client may have gone since.
+    held: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Listeners {
+    by_key: BTreeMap<Key, Listener>,
+    keys: BTreeMap<ListenerId, Key>,
+    next_id: ListenerId,
+    pending: VecDeque<Pending>,
+    pub(crate) stats: HandoffStats,
+    /// When steered listeners are checked next.
+    steer_at: Option<Instant>,
+    /// Hand-off channels watched for their workers' reads while connections wait for room.
+    watching: usize,
+    /// Numbers the watches, so that a late report of one that ended is told from the current.
+    watches: u32,
+    /// Connections wait for room that the board or an unwatched channel must show: the loop
+    /// looks again then.
+    recheck_at: Option<Instant>,
+    /// The gap before the check after that, when all stays quiet.
+    steer_gap: Duration,
+    /// Round-robin listeners accept in rounds this far apart ([`crate::tuning`]), where the
+    /// backend can.
+    accept_rounds: Option<Duration>,
+}
+
+/// What the primary's round-robin hand-off has done since it started
+/// ([`Primary::handoff_stats`](crate::Primary::handoff_stats)). Cheap to read at any time: for
+/// dashboards, and for checking a distribution policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandoffStats {
+    /// Connections the primary accepted.
+    pub accepted: u64,
+    /// Connections put in a worker's queue. A connection handed over again after it came back
+    /// counts again.
+    pub handed_over: u64,
+    /// `sendmsg` calls that carried them (connections of one turn for one worker share one).
+    pub handoff_messages: u64,
+    /// Connections that came back from a worker: queued for it when it left the listener, or
+    /// rejected by it. Each went to another worker, or was closed with its listener.
+    pub taken_back: u64,
+    /// Connections closed unserved because their listener had no worker left (as in Node).
+    pub closed_unserved: u64,
+    /// Accepts that failed and were skipped (a client that gave up before its turn…).
+    pub accept_errors: u64,
+    /// Accepts that failed for want of fds or memory; each paused accepting for a few
+    /// milliseconds while the connection waited in the kernel's backlog.
+    pub starved: u64,
+    /// Steered listeners: connections the primary took from a worker's own queue (the
+    /// worker had stopped taking them, asked for none, or left) to hand to others. Also
+    /// counted in `accepted`.
+    pub taken_from_queues: u64,
+    /// Steered listeners: programs attached to a group, one per change of weights.
+    pub steerings: u64,
+    /// Connections whose client hung up, having sent nothing, while they waited in the
+    /// primary for a worker with room: closed there rather than handed to a worker.
+    pub closed_gone: u64,
+}
+
+impl Listeners {
+    /// No listener yet; round-robin ones will accept in rounds `accept_rounds` apart.
+    pub(crate) fn new(accept_rounds: Option<Duration>) -> Listeners {
+        Listeners {
+            accept_rounds,
+            ..Listeners::default()
+        }
+    }
+
+    /// Whether accepting is paused somewhere.
+    fn paused(&self) -> bool {
+        self.by_key.values().any(|h| h.handoff && !h.accepting)
+    }
+
+    /// Worker `worker`'s hand-off channel on listener `listener`.
+    fn member(&self, listener: ListenerId, worker: WorkerId) -> Option<&Member> {
+        let key = self.keys.get(&listener)?;
+        self.by_key.get(key)?.members.get(&worker)?.as_ref()
+    }
+
+    /// When the next resting listener resumes accepting, steered ones are checked, or
+    /// connections waiting for room look again.
+    pub(crate) fn next_round(&self) -> Option<Instant> {
+        self.by_key
+            .values()
+            .filter(|h| h.handoff && !h.accepting)
+            .filter_map(|h| h.retry_at)
+            .chain(self.steer_at)
+            .chain(self.recheck_at)
+            .min()
+    }
+
+    /// Steered listeners are checked in this turn.
+    fn steer_soon(&mut self) {
+        self.steer_at = Some(Instant::now());
+        self.steer_gap = STEER_BUSY;
+    }
+}
