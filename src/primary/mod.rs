@@ -63,7 +63,7 @@ impl std::fmt::Debug for Primary {
         let core = self.core.borrow();
         f.debug_struct("Primary")
             .field("backend", &core.driver.backend())
-            .field("workers", &core.slots.keys().collect::<Vec<_>>())
+            .field("workers", &core.workers.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -225,7 +225,7 @@ impl Primary {
     pub fn workers(&self) -> Vec<WorkerId> {
         self.core
             .borrow()
-            .slots
+            .workers
             .iter()
             .filter(|(_, s)| s.listed)
             .map(|(id, _)| *id)
@@ -235,7 +235,7 @@ impl Primary {
     /// A handle to a worker that has not yet been fully reported gone (Node:
     /// `cluster.workers[id]`, also for one already removed from that map by a disconnect).
     pub fn worker(&self, id: WorkerId) -> Option<WorkerHandle> {
-        let pid = self.core.borrow().slots.get(&id)?.pid;
+        let pid = self.core.borrow().workers.get(&id)?.pid;
         Some(WorkerHandle {
             core: self.core.clone(),
             id,
@@ -481,8 +481,8 @@ impl WorkerHandle {
     }
 
     /// Reads the worker's bookkeeping; `None` once it is gone.
-    fn with_slot<T>(&self, f: impl FnOnce(&self::core::Slot) -> T) -> Option<T> {
-        self.core.borrow().slots.get(&self.id).map(f)
+    fn with_slot<T>(&self, f: impl FnOnce(&self::core::WorkerEntry) -> T) -> Option<T> {
+        self.core.borrow().workers.get(&self.id).map(f)
     }
 
     /// The primary's end of the worker's stdin, when it is piped ([`Settings::silent`]).
@@ -501,7 +501,7 @@ impl WorkerHandle {
     }
 
     fn take_stdio(&self, n: usize) -> Option<File> {
-        self.core.borrow_mut().slots.get_mut(&self.id)?.stdio[n].take()
+        self.core.borrow_mut().workers.get_mut(&self.id)?.stdio[n].take()
     }
 
     /// A copy of the worker's pidfd (`pidfd_open(2)`), yours to close: to wait for the

@@ -1,0 +1,194 @@
+//! Forking workers (spawn with the inherited fds and the environment contract) and their
+//! exits.
+
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use ringleader_sys::signal::Signal;
+use ringleader_sys::spawn::SpawnRequest;
+use ringleader_sys::{AsFd, socket, spawn};
+
+use super::{Core, DEFAULT_BOARD_SLOTS, WorkerEntry, WorkerState};
+use crate::contract::{
+    BOARD_FD, CHANNEL_FD, ENV_BOARD_FD, ENV_BOARD_SLOT, ENV_CHANNEL_FD, ENV_WORKER_ID,
+};
+use crate::error::{Error, Result};
+use crate::ids::WorkerId;
+use crate::ipc::buffers::{Inbound, Outbound, READ_CHUNK};
+use crate::primary::driver::{Tag, dyn_fd, token};
+use crate::primary::event::Event;
+use crate::primary::settings::Settings;
+
+impl Core {
+    pub(crate) fn fork(&mut self, env: &[(&str, &str)]) -> Result<(WorkerId, u32)> {
+        self.setup(Settings::default())?;
+        if !self.frozen {
+            let policy = self
+                .settings
+                .policy
+                .clone()
+                .or_else(|| self.env_policy.clone());
+            self.loads.policy = policy.unwrap_or_default();
+            let slots = self.settings.board_slots.unwrap_or(DEFAULT_BOARD_SLOTS);
+            if slots != self.loads.slots() {
+                self.loads = crate::primary::loads::Loads::new(slots, self.loads.policy.clone());
+            }
+        }
+        self.frozen = true;
+        let id = self.next_id;
+        let board = self.loads.assign(id);
+        let result = self.spawn_worker(id, env, board);
+        if result.is_err() {
+            self.loads.release(id);
+        }
+        result
+    }
+
+    pub(super) fn spawn_worker(
+        &mut self,
+        id: WorkerId,
+        env: &[(&str, &str)],
+        board: Option<(usize, u64)>,
+    ) -> Result<(WorkerId, u32)> {
+        const OP: &str = "fork a worker";
+        let s = &self.settings;
+        let program = match &s.exec {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(|e| Error::io(OP, e))?,
+        };
+        let args = s
+            .args
+            .clone()
+            .unwrap_or_else(|| std::env::args_os().skip(1).collect());
+        let mut vars: Vec<(OsString, OsString)> = match &s.env {
+            Some(vars) => vars.clone(),
+            None => std::env::vars_os().collect(),
+        };
+        let mut ours = vec![
+            (ENV_WORKER_ID.to_owned(), id.to_string()),
+            (ENV_CHANNEL_FD.to_owned(), CHANNEL_FD.to_string()),
+        ];
+        if let Some((index, generation)) = board {
+            ours.push((ENV_BOARD_FD.to_owned(), BOARD_FD.to_string()));
+            ours.push((ENV_BOARD_SLOT.to_owned(), format!("{index}:{generation}")));
+        }
+        let overrides = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .chain(ours);
+        for (k, v) in overrides {
+            vars.retain(|(name, _)| name.as_os_str() != k.as_str());
+            vars.push((k.into(), v.into()));
+        }
+        let (ours, theirs) = socket::stream_pair().map_err(|e| Error::io(OP, e))?;
+        socket::set_nonblocking(&ours, true).map_err(|e| Error::io(OP, e))?;
+        let spawned = spawn::spawn(SpawnRequest {
+            program,
+            args,
+            env: vars,
+            cwd: s.cwd.clone(),
+            uid: s.uid,
+            gid: s.gid,
+            stdio: s.stdio_or_default(),
+            inherit: match board.and(self.loads.fd()) {
+                Some(board_fd) => vec![(theirs.as_fd(), CHANNEL_FD), (board_fd, BOARD_FD)],
+                None => vec![(theirs.as_fd(), CHANNEL_FD)],
+            },
+            death_signal: s.death_signal.unwrap_or(Some(Signal::KILL)),
+        })
+        .map_err(|e| Error::io(OP, e))?;
+        drop(theirs);
+        self.next_id += 1;
+        let pid = spawned.pidfd.pid();
+        let channel = Arc::new(ours);
+        let pidfd = Arc::new(spawned.pidfd);
+        let recv_op = self
+            .driver
+            .watch_read(
+                &dyn_fd(&channel),
+                token(id, Tag::Channel),
+                Some(Vec::with_capacity(READ_CHUNK)),
+            )
+            .map_err(|e| Error::io(OP, e))?;
+        self.driver
+            .watch_read(&dyn_fd(&pidfd), token(id, Tag::Exit), None)
+            .map_err(|e| Error::io(OP, e))?;
+        self.workers.insert(
+            id,
+            WorkerEntry {
+                pid,
+                pidfd,
+                channel: Some(channel),
+                inbound: Inbound::default(),
+                outbound: Outbound::default(),
+                recv_op,
+                write_armed: false,
+                write_shut: false,
+                last_write: None,
+                exit: None,
+                exit_generated: false,
+                online_generated: false,
+                state: WorkerState::Started,
+                connected: true,
+                dead: false,
+                listed: true,
+                exited_after_disconnect: false,
+                stdio: [spawned.stdin, spawned.stdout, spawned.stderr],
+            },
+        );
+        self.ready.push_back(Event::Fork { worker: id, pid });
+        Ok((id, pid))
+    }
+
+    pub(super) fn on_exit(&mut self, id: WorkerId) {
+        let Some(slot) = self.workers.get_mut(&id) else {
+            return;
+        };
+        match slot.pidfd.try_wait() {
+            Ok(Some(status)) => {
+                slot.exit = Some(status);
+                // The process is gone, so nothing writes its board slot any more: the next
+                // worker may have it (with a new generation).
+                self.loads.release(id);
+                let Some(slot) = self.workers.get_mut(&id) else {
+                    return;
+                };
+                let fd = dyn_fd(&slot.pidfd);
+                self.driver.forget(&fd, None);
+                // A dead process's channel reports end of file right after; Exit follows
+                // Disconnect then.
+                if slot.channel.is_none() {
+                    self.generate_exit(id);
+                }
+            }
+            Ok(None) => {
+                let fd = dyn_fd(&slot.pidfd);
+                let _ = self.driver.rearm_read(&fd, token(id, Tag::Exit));
+            }
+            Err(e) => {
+                let error = Error::io("reap a worker", e).detail(format!("worker {id}"));
+                self.ready.push_back(Event::Error {
+                    worker: Some(id),
+                    error,
+                });
+            }
+        }
+    }
+
+    pub(super) fn generate_exit(&mut self, id: WorkerId) {
+        let Some(slot) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let Some(status) = slot.exit else { return };
+        if slot.exit_generated {
+            return;
+        }
+        slot.exit_generated = true;
+        self.ready.push_back(Event::Exit {
+            worker: id,
+            code: status.code,
+            signal: status.signal,
+            exited_after_disconnect: slot.exited_after_disconnect,
+        });
+    }
+}

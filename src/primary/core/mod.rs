@@ -1,0 +1,321 @@
+//! The primary's state: its workers, their channels, and the events waiting for delivery.
+//!
+//! Events are generated when the loop sees something happen and are *delivered* when the
+//! user takes them; the user-visible bookkeeping (state, `is_connected`, `is_dead`, the
+//! `workers()` map) changes at delivery, so that what the user sees and the events agree, as
+//! in Node.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fs::File;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringleader_sys::OwnedFd;
+use ringleader_sys::errno::ESRCH;
+use ringleader_sys::pidfd::{ExitStatus, PidFd};
+use ringleader_sys::signal::{Signal, SignalFd};
+use ringleader_sys::uring::OpId;
+
+mod channels;
+mod fork;
+mod turn;
+
+use super::driver::{Driver, Happening, SIGNALS, dyn_fd};
+use super::event::Event;
+use super::listeners::{Ctx, Listeners, Outbox};
+use super::settings::{Scheduling, Settings};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::WorkerId;
+use crate::ipc::buffers::{Inbound, Outbound};
+use crate::policy::SharedPolicy;
+use crate::tuning::{default_accept_rounds, default_busy_poll};
+
+/// Queued output beyond this makes the primary's `send` wait, running the loop, until the
+/// worker has read enough.
+pub(crate) const HIGH_WATER: usize = 4 * 1024 * 1024;
+/// The first part of a busy-poll window, spent spinning without yielding the CPU.
+const HOT_SPIN: Duration = Duration::from_micros(5);
+
+/// Load-board slots unless the settings say otherwise.
+const DEFAULT_BOARD_SLOTS: usize = 256;
+
+/// Reads per readiness report on the epoll backend, so one chatty worker cannot starve the rest.
+const READS_PER_TURN: usize = 4;
+
+/// A worker's life as the user sees it (Node: `worker.state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerState {
+    /// Spawned, not yet online (Node: `'none'`).
+    Started,
+    /// Running its code (Node: `'online'`).
+    Online,
+    /// Listening (Node: `'listening'`).
+    Listening,
+    /// Its channel is closed (Node: `'disconnected'`).
+    Disconnected,
+    /// Its process has ended (Node: `'dead'`).
+    Dead,
+}
+
+/// What the primary keeps of one worker: its process, its control channel and what the user
+/// sees of it.
+pub(crate) struct WorkerEntry {
+    pub(crate) pid: u32,
+    pidfd: Arc<PidFd>,
+    channel: Option<Arc<OwnedFd>>,
+    inbound: Inbound,
+    outbound: Outbound,
+    recv_op: Option<OpId>,
+    write_armed: bool,
+    write_shut: bool,
+    /// When this channel was last written to: writes closer than `BURST_GAP` coalesce.
+    last_write: Option<Instant>,
+    exit: Option<ExitStatus>,
+    exit_generated: bool,
+    online_generated: bool,
+    // What the user sees; changed at delivery.
+    pub(crate) state: WorkerState,
+    pub(crate) connected: bool,
+    pub(crate) dead: bool,
+    pub(crate) listed: bool,
+    pub(crate) exited_after_disconnect: bool,
+    pub(crate) stdio: [Option<File>; 3],
+}
+
+pub(crate) struct Core {
+    pub(crate) settings: Settings,
+    pub(crate) scheduling: Scheduling,
+    pub(crate) frozen: bool,
+    pub(crate) driver: Driver,
+    pub(crate) workers: BTreeMap<WorkerId, WorkerEntry>,
+    next_id: WorkerId,
+    ready: VecDeque<Event>,
+    happenings: Vec<Happening>,
+    signals: Option<Arc<SignalFd>>,
+    all_waiting: Option<BTreeSet<WorkerId>>,
+    pub(crate) busy_poll: Duration,
+    pub(crate) listeners: Listeners,
+    /// What listener work produced, delivered as each call returns ([`Core::with_listeners`]).
+    outbox: Outbox,
+    pub(crate) loads: super::loads::Loads,
+    /// The policy `RINGLEADER_SCHED_POLICY` named, if it named one.
+    pub(crate) env_policy: Option<SharedPolicy>,
+}
+
+impl WorkerEntry {
+    /// The worker is being disconnected or its channel is gone.
+    pub(crate) fn leaving(&self) -> bool {
+        self.channel.is_none() || self.outbound.close_when_drained
+    }
+}
+
+impl Core {
+    pub(crate) fn push_event(&mut self, event: Event) {
+        self.ready.push_back(event);
+    }
+
+    pub(crate) fn new(driver: Driver, scheduling: Scheduling) -> Core {
+        Core {
+            settings: Settings::default(),
+            scheduling,
+            frozen: false,
+            driver,
+            workers: BTreeMap::new(),
+            next_id: 1,
+            ready: VecDeque::new(),
+            happenings: Vec::new(),
+            signals: None,
+            all_waiting: None,
+            busy_poll: default_busy_poll(),
+            listeners: Listeners::new(default_accept_rounds()),
+            outbox: Outbox::default(),
+            loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
+            env_policy: None,
+        }
+    }
+
+    pub(crate) fn setup(&mut self, settings: Settings) -> Result<()> {
+        if let Some(s) = settings.scheduling {
+            if self.frozen && s != self.scheduling {
+                return Err(Error::new(ErrorKind::Settings, "set up the primary")
+                    .detail("the scheduling policy is frozen after the first fork"));
+            }
+            self.scheduling = s;
+        }
+        self.settings.merge(settings);
+        self.ready.push_back(Event::Setup(self.settings.clone()));
+        Ok(())
+    }
+
+    pub(crate) fn slot(&mut self, id: WorkerId, op: &'static str) -> Result<&mut WorkerEntry> {
+        self.workers
+            .get_mut(&id)
+            .ok_or_else(|| Error::new(ErrorKind::NoSuchWorker, op).detail(format!("worker {id}")))
+    }
+
+    pub(crate) fn disconnect(&mut self, id: WorkerId) -> Result<()> {
+        let slot = self.slot(id, "disconnect a worker")?;
+        slot.exited_after_disconnect = true;
+        slot.listed = false;
+        if slot.channel.is_some() {
+            slot.outbound.close_when_drained = true;
+            self.flush(id);
+        }
+        // Node: removeHandlesForWorker. Connections queued for it go to the others, and its
+        // listeners end.
+        self.leave_all_listeners(id);
+        self.dispatch();
+        // Outside a turn: what was handed over goes out now, not at the next wait.
+        self.settle_handoffs();
+        Ok(())
+    }
+
+    /// Runs `f` on the listeners with what they need from the rest of the primary, then
+    /// delivers what it produced, in order: frames to workers, then events to the user.
+    pub(crate) fn with_listeners<T>(
+        &mut self,
+        f: impl FnOnce(&mut Listeners, &mut Ctx<'_>) -> T,
+    ) -> T {
+        let mut out = std::mem::take(&mut self.outbox);
+        let mut cx = Ctx {
+            driver: &mut self.driver,
+            loads: &mut self.loads,
+            out: &mut out,
+        };
+        let result = f(&mut self.listeners, &mut cx);
+        for (id, kind, payload, fd) in out.frames.drain(..) {
+            self.send_internal(id, kind, &payload, fd);
+        }
+        for event in out.events.drain(..) {
+            self.push_event(event);
+        }
+        self.outbox = out;
+        result
+    }
+
+    /// Hands out pending connections ([`Listeners::dispatch`]).
+    pub(crate) fn dispatch(&mut self) {
+        self.with_listeners(|l, cx| l.dispatch(cx));
+    }
+
+    /// Runs the hand-offs queued on the ring now ([`Listeners::settle_handoffs`]).
+    pub(crate) fn settle_handoffs(&mut self) {
+        self.with_listeners(|l, cx| l.settle_handoffs(cx));
+    }
+
+    /// Removes worker `id` from every listener ([`Listeners::leave_all_listeners`]).
+    fn leave_all_listeners(&mut self, id: WorkerId) {
+        self.with_listeners(|l, cx| l.leave_all_listeners(cx, id));
+    }
+
+    pub(crate) fn kill(&mut self, id: WorkerId, signal: Signal) -> Result<()> {
+        let slot = self.slot(id, "kill a worker")?;
+        slot.exited_after_disconnect = true;
+        if slot.exit.is_some() {
+            return Ok(());
+        }
+        match slot.pidfd.signal(signal) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(ESRCH) => Ok(()),
+            Err(e) => Err(Error::io("kill a worker", e)),
+        }
+    }
+
+    pub(crate) fn disconnect_all(&mut self) -> Result<()> {
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for id in &ids {
+            self.disconnect(*id)?;
+        }
+        let waiting: BTreeSet<WorkerId> = ids.into_iter().collect();
+        if waiting.is_empty() {
+            self.ready.push_back(Event::AllDisconnected);
+            self.all_waiting = None;
+        } else {
+            self.all_waiting = Some(waiting);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn watch_signals(&mut self, signals: &[Signal]) -> Result<()> {
+        const OP: &str = "watch signals";
+        if self.signals.is_some() {
+            return Err(Error::new(ErrorKind::Settings, OP).detail("signals are already watched"));
+        }
+        let fd = Arc::new(SignalFd::new(signals).map_err(|e| Error::io(OP, e))?);
+        self.driver
+            .watch_read(&dyn_fd(&fd), SIGNALS, None)
+            .map_err(|e| Error::io(OP, e))?;
+        self.signals = Some(fd);
+        Ok(())
+    }
+
+    /// Nothing could ever produce another event.
+    pub(crate) fn idle(&self) -> bool {
+        self.ready.is_empty() && self.workers.is_empty() && self.signals.is_none()
+    }
+
+    /// Takes the next event and applies its bookkeeping.
+    pub(crate) fn deliver(&mut self) -> Option<Event> {
+        let event = self.ready.pop_front()?;
+        let done = match &event {
+            Event::Online { worker } => {
+                if let Some(s) = self.workers.get_mut(worker) {
+                    if s.state == WorkerState::Started {
+                        s.state = WorkerState::Online;
+                    }
+                }
+                None
+            }
+            Event::Listening { worker, .. } => {
+                if let Some(s) = self.workers.get_mut(worker) {
+                    if matches!(s.state, WorkerState::Started | WorkerState::Online) {
+                        s.state = WorkerState::Listening;
+                    }
+                }
+                None
+            }
+            Event::Disconnect { worker, .. } => self.workers.get_mut(worker).map(|s| {
+                s.connected = false;
+                if !s.dead {
+                    s.state = WorkerState::Disconnected;
+                }
+                (*worker, s.dead)
+            }),
+            Event::Exit { worker, .. } => self.workers.get_mut(worker).map(|s| {
+                s.dead = true;
+                s.state = WorkerState::Dead;
+                (*worker, !s.connected)
+            }),
+            _ => None,
+        };
+        if let Some((id, true)) = done {
+            // Both events are out: Node removes the worker before the later one is emitted.
+            self.workers.remove(&id);
+            if let Some(waiting) = &mut self.all_waiting {
+                waiting.remove(&id);
+                if waiting.is_empty() {
+                    self.all_waiting = None;
+                    self.ready.push_front(Event::AllDisconnected);
+                }
+            }
+        }
+        Some(event)
+    }
+
+    pub(crate) fn pidfd(&self, id: WorkerId) -> Option<Arc<PidFd>> {
+        self.workers.get(&id).map(|s| s.pidfd.clone())
+    }
+}
+
+impl Drop for Core {
+    /// Workers do not outlive their primary: whatever is still running is killed and reaped.
+    fn drop(&mut self) {
+        for slot in self.workers.values() {
+            if slot.exit.is_none() {
+                let _ = slot.pidfd.signal(Signal::KILL);
+                let _ = slot.pidfd.wait();
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! One turn of the loop: flush, busy-poll, wait, and turn what happened into events.
+
+use std::time::{Duration, Instant};
+
+use ringleader_sys::uring::Completion;
+
+use super::{Core, HOT_SPIN};
+use crate::error::{Error, Result};
+use crate::primary::driver::{Happening, SIGNALS, Tag, dyn_fd, token_generation, untoken};
+use crate::primary::event::Event;
+
+impl Core {
+    /// Runs the loop once: flushes, waits up to `timeout` (busy-polling first, see
+    /// [`crate::tuning`]), and turns what happened into events.
+    ///
+    /// io_uring: connections handed over during the wait go out in the next one's system
+    /// call (see [`ringleader_sys::uring::Ring::wait`]), which also sleeps: a worker woken by
+    /// them runs while the primary sleeps instead of preempting it, one context switch less
+    /// per round. When nothing came for the caller, that next wait is still this turn's;
+    /// otherwise the hand-offs go out before the turn returns.
+    pub(crate) fn turn(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            self.turn_once(left)?;
+            if !self.driver.handoffs_pending() {
+                return Ok(());
+            }
+            if !self.ready.is_empty() || left.is_some_and(|l| l.is_zero()) {
+                self.settle_handoffs();
+                return Ok(());
+            }
+        }
+    }
+
+    pub(super) fn turn_once(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.flush_all();
+        if !self.ready.is_empty() {
+            return self.wait(Some(Duration::ZERO)).map(drop);
+        }
+        if let Some(at) = self.listeners.next_round() {
+            // A listener rests between rounds: sleep until its next one (or anything else),
+            // without busy polling, which would take connections one by one again.
+            let until = at.saturating_duration_since(Instant::now());
+            return self
+                .wait(Some(timeout.map_or(until, |t| t.min(until))))
+                .map(drop);
+        }
+        let spin = match timeout {
+            Some(t) => t.min(self.busy_poll),
+            None => self.busy_poll,
+        };
+        if !spin.is_zero() {
+            let start = Instant::now();
+            while start.elapsed() < spin {
+                // Any progress ends the turn, not only an event: a flush that made room is
+                // what a sender held back by back-pressure waits for.
+                if self.wait(Some(Duration::ZERO))? > 0 {
+                    return Ok(());
+                }
+                // A hot spin first, for answers that come within microseconds; then a polite
+                // one: when another task waits for this CPU (on a small machine, often the
+                // very worker or client we wait for) it runs now, else `sched_yield` returns
+                // at once.
+                if start.elapsed() < HOT_SPIN {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        self.wait(timeout.map(|t| t.saturating_sub(spin))).map(drop)
+    }
+
+    /// One wait of the driver, and what it saw turned into events. Returns how many things
+    /// happened.
+    pub(super) fn wait(&mut self, timeout: Option<Duration>) -> Result<usize> {
+        let mut happenings = std::mem::take(&mut self.happenings);
+        let result = self.driver.wait(&mut happenings, timeout);
+        let count = happenings.len();
+        for h in happenings.drain(..) {
+            match h {
+                Happening::Received(Completion::Accept {
+                    token: tok,
+                    result,
+                    more,
+                }) => {
+                    self.with_listeners(|l, cx| l.on_accepted(cx, tok, result, more));
+                }
+                Happening::Received(c) => self.on_received(c),
+                Happening::Handed(h) => self.with_listeners(|l, cx| l.on_handed(cx, h)),
+                Happening::Ready {
+                    token,
+                    read,
+                    write,
+                    more,
+                } => self.on_ready(token, read, write, more),
+            }
+        }
+        self.happenings = happenings;
+        self.dispatch();
+        result
+            .map(|()| count)
+            .map_err(|e| Error::io("wait for events", e))
+    }
+
+    pub(super) fn on_ready(&mut self, tok: u64, read: bool, write: bool, more: bool) {
+        if tok == SIGNALS {
+            if let Some(fd) = self.signals.clone() {
+                while let Ok(Some(sig)) = fd.read() {
+                    self.ready.push_back(Event::Signal(sig));
+                }
+                let _ = self.driver.rearm_read(&dyn_fd(&fd), SIGNALS);
+            }
+            return;
+        }
+        let (id, tag) = untoken(tok);
+        match tag {
+            Some(Tag::Exit) => self.on_exit(id),
+            Some(Tag::Accept) => self.with_listeners(|l, cx| l.accept_ready(cx, id)),
+            Some(Tag::Taken) => self.listeners.on_taken(id, token_generation(tok), more),
+            Some(Tag::Writable) => {
+                if let Some(s) = self.workers.get_mut(&id) {
+                    s.write_armed = false;
+                }
+                self.flush(id);
+            }
+            Some(Tag::Channel) => {
+                if write {
+                    self.flush(id);
+                }
+                if read {
+                    self.read_channel(id);
+                }
+            }
+            None => {}
+        }
+    }
+}
