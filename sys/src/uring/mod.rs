@@ -30,10 +30,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
-use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::poll::Flags as PollFlags;
-use crate::scm::{MAX_FDS, RECV_CMSG_SPACE, truncated};
+
+mod accept;
+mod features;
+mod handoff;
+mod recv;
+
+pub use self::features::Features;
+use self::handoff::{HANDOFF, HandoffState};
+use self::recv::{RecvState, finish_recv};
+use crate::scm::RECV_CMSG_SPACE;
 
 /// `IORING_RECVSEND_POLL_FIRST`, from the kernel's `io_uring.h`.
 const RECVSEND_POLL_FIRST: u16 = 1;
@@ -44,14 +53,6 @@ const CHAIN_GUARD: Duration = Duration::from_millis(10);
 
 /// Marks the user_data of internal operations (cancellations) whose completions are dropped.
 const INTERNAL: u64 = 1 << 63;
-/// The two bits that mark the user_data of a hand-off's operations, and which one each is.
-/// Every operation of a chain posts a completion, whatever happens (the `close`s after a
-/// failed `sendmsg` with `ECANCELED`), and the last `close`'s comes last.
-const HANDOFF: u64 = 0b11 << 61;
-const HANDOFF_SEND: u64 = 0b10 << 61;
-const HANDOFF_CLOSE: u64 = 0b01 << 61;
-const HANDOFF_LAST: u64 = 0b11 << 61;
-
 /// Identifies an operation in flight, for [`Ring::cancel`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpId(usize);
@@ -106,27 +107,6 @@ pub enum Completion {
 #[repr(C, align(8))]
 struct CmsgSpace([u8; RECV_CMSG_SPACE]);
 
-/// What a RECVMSG hands the kernel; boxed so that its address is stable while in flight.
-struct RecvState {
-    hdr: libc::msghdr,
-    iov: libc::iovec,
-    buf: Vec<u8>,
-    cmsg: CmsgSpace,
-}
-
-/// What a hand-off's SENDMSG hands the kernel, and the fds its CLOSEs close; boxed so that
-/// its address is stable while in flight.
-struct HandoffState {
-    hdr: libc::msghdr,
-    iov: libc::iovec,
-    bytes: [u8; MAX_FDS],
-    cmsg: CmsgSpace,
-    /// Ours until the chain ends: closed by it, or given back if it was cancelled.
-    fds: Vec<i32>,
-    /// Why the `sendmsg` failed, once its completion said so.
-    failed: Option<io::Error>,
-}
-
 enum OpKind {
     Recv(Box<RecvState>),
     Poll,
@@ -141,61 +121,6 @@ struct Op {
     kind: OpKind,
     /// Holds the fd open until the completion arrives.
     _fd: Arc<dyn AsFd>,
-}
-
-/// The features [`Ring::probe`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Features {
-    /// `IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT` (5.19), probed through
-    /// `IORING_OP_SOCKET`, which arrived in the same release.
-    pub multishot_accept: bool,
-    /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (6.1): the ring must only be
-    /// used from the thread that created it.
-    pub deferred_task_run: bool,
-    /// `IORING_ACCEPT_DONTWAIT` (6.10): [`Ring::accept_drain`]. Told by
-    /// `IORING_FEAT_RECVSEND_BUNDLE`, which came in the same release.
-    pub accept_drain: bool,
-    /// [`Ring::hand_over`]: `IORING_OP_SENDMSG`, `IORING_OP_CLOSE` and
-    /// `IORING_FEAT_CQE_SKIP` (5.17).
-    pub handoff: bool,
-    /// [`Ring::poll_edges`]: `IORING_POLL_ADD_MULTI` (5.13). Told by
-    /// `IORING_FEAT_RSRC_TAGS`, which came in the same release.
-    pub poll_edges: bool,
-}
-
-impl Features {
-    /// Every feature this crate knows.
-    pub const ALL: Features = Features {
-        multishot_accept: true,
-        deferred_task_run: true,
-        accept_drain: true,
-        handoff: true,
-        poll_edges: true,
-    };
-
-    /// What a kernel of version `major.minor` has, by the release each feature came in: for
-    /// running as an older kernel would ([`Ring::probe_within`]).
-    pub fn of_kernel(major: u32, minor: u32) -> Features {
-        let at_least = |m: u32, n: u32| (major, minor) >= (m, n);
-        Features {
-            poll_edges: at_least(5, 13),
-            handoff: at_least(5, 17),
-            multishot_accept: at_least(5, 19),
-            deferred_task_run: at_least(6, 1),
-            accept_drain: at_least(6, 10),
-        }
-    }
-
-    /// What both have.
-    pub fn and(self, other: Features) -> Features {
-        Features {
-            multishot_accept: self.multishot_accept && other.multishot_accept,
-            deferred_task_run: self.deferred_task_run && other.deferred_task_run,
-            accept_drain: self.accept_drain && other.accept_drain,
-            handoff: self.handoff && other.handoff,
-            poll_edges: self.poll_edges && other.poll_edges,
-        }
-    }
 }
 
 /// An io_uring instance and its operations in flight.
@@ -353,52 +278,6 @@ impl Ring {
         }
     }
 
-    /// Queues `recvmsg(2)` on `fd` into `buf` (its whole capacity; its length is ignored) with
-    /// `MSG_CMSG_CLOEXEC`. The result comes as [`Completion::Recv`] with `token`.
-    ///
-    /// # Errors
-    /// When the submission queue cannot take it.
-    pub fn recvmsg(
-        &mut self,
-        fd: &Arc<dyn AsFd>,
-        mut buf: Vec<u8>,
-        token: u64,
-    ) -> io::Result<OpId> {
-        buf.clear();
-        let mut state: Box<RecvState> = Box::new(RecvState {
-            // SAFETY: an all-zero msghdr (null pointers, zero lengths) is a valid empty value;
-            // the pointers are set below.
-            hdr: unsafe { std::mem::zeroed() },
-            iov: libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            },
-            buf,
-            cmsg: CmsgSpace([0; RECV_CMSG_SPACE]),
-        });
-        state.iov.iov_base = state.buf.as_mut_ptr().cast();
-        state.iov.iov_len = state.buf.capacity();
-        state.hdr.msg_iov = &mut state.iov;
-        state.hdr.msg_iovlen = 1;
-        state.hdr.msg_control = state.cmsg.0.as_mut_ptr().cast();
-        state.hdr.msg_controllen = RECV_CMSG_SPACE;
-        let hdr: *mut libc::msghdr = &mut state.hdr;
-        let slot = self.insert(Op {
-            token,
-            kind: OpKind::Recv(state),
-            _fd: fd.clone(),
-        });
-        // POLL_FIRST (5.19, ignored before): the receive is re-armed right after one
-        // completed, so the socket is most likely empty; wait for data instead of trying.
-        let entry = opcode::RecvMsg::new(types::Fd(fd.as_fd().as_raw_fd()), hdr)
-            .ioprio(RECVSEND_POLL_FIRST)
-            .flags(libc::MSG_CMSG_CLOEXEC as u32)
-            .build()
-            .user_data(slot as u64);
-        self.push(&entry)?;
-        Ok(OpId(slot))
-    }
-
     /// Queues a one-shot poll of `fd` for `flags`; the result comes as [`Completion::Poll`].
     ///
     /// # Errors
@@ -443,211 +322,6 @@ impl Ring {
             .user_data(slot as u64);
         self.push(&entry)?;
         Ok(OpId(slot))
-    }
-
-    /// Queues a multishot `accept4(2)` on the listening socket `fd` with `SOCK_CLOEXEC`: one
-    /// [`Completion::Accept`] per connection until the kernel ends it (`more == false`) or it is
-    /// cancelled. The accepted fds are regular, so they can travel over `SCM_RIGHTS`.
-    /// Multishot since 5.19 ([`Features::multishot_accept`]); before, one accept that ends
-    /// with its connection (`more == false`: queue it again).
-    ///
-    /// # Errors
-    /// When the submission queue cannot take it.
-    pub fn accept_multishot(&mut self, fd: &Arc<dyn AsFd>, token: u64) -> io::Result<OpId> {
-        self.queue_accept(fd, token, ACCEPT_MULTISHOT)
-    }
-
-    /// Queues an accept of every connection waiting on the listening socket `fd` right now,
-    /// and no more: a multishot accept with `IORING_ACCEPT_DONTWAIT`, which posts one
-    /// [`Completion::Accept`] per connection (`more == true`) and ends with `EAGAIN` when the
-    /// backlog is empty instead of waiting for the next one. One submission and no system
-    /// call per connection; the kernel does not wake this thread for later arrivals. Needs
-    /// [`Features::accept_drain`] (6.10; older kernels end it with `EINVAL`).
-    ///
-    /// # Errors
-    /// When the submission queue cannot take it.
-    pub fn accept_drain(&mut self, fd: &Arc<dyn AsFd>, token: u64) -> io::Result<OpId> {
-        self.queue_accept(fd, token, ACCEPT_MULTISHOT | ACCEPT_DONTWAIT)
-    }
-
-    /// A multishot accept with `SOCK_CLOEXEC` and the accept flags `ioprio`.
-    fn queue_accept(&mut self, fd: &Arc<dyn AsFd>, token: u64, ioprio: u16) -> io::Result<OpId> {
-        let slot = self.insert(Op {
-            token,
-            kind: OpKind::Accept,
-            _fd: fd.clone(),
-        });
-        if !self.features.multishot_accept {
-            let entry = opcode::Accept::new(
-                types::Fd(fd.as_fd().as_raw_fd()),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            )
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(slot as u64);
-            self.push(&entry)?;
-            return Ok(OpId(slot));
-        }
-        let mut entry = opcode::AcceptMulti::new(types::Fd(fd.as_fd().as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(slot as u64);
-        set_ioprio(&mut entry, ioprio);
-        self.push(&entry)?;
-        Ok(OpId(slot))
-    }
-
-    /// The most fds one [`Ring::hand_over`] takes: [`MAX_FDS`], or fewer if the submission
-    /// queue cannot hold the `sendmsg` and a `close` for each.
-    pub fn max_handoff_fds(&self) -> usize {
-        MAX_FDS.min(self.ring.params().sq_entries() as usize - 1)
-    }
-
-    /// Queues the hand-off of `fds` (1 to [`Ring::max_handoff_fds`]) over the Unix stream
-    /// socket `to`: one `sendmsg(2)` of one byte per fd, the fds riding as `SCM_RIGHTS`
-    /// (`MSG_DONTWAIT | MSG_NOSIGNAL`), linked to a `close` of each of our copies, which
-    /// the kernel runs only if the `sendmsg` succeeded. [`Ring::settle_handoffs`] runs the
-    /// chain and reports how it ended ([`Completion::Handoff`]); if the `sendmsg` failed,
-    /// the fds come back with the error, still open.
-    ///
-    /// Why a chain rather than `sendmsg` then `close`: the chain runs inside one
-    /// `io_uring_enter(2)`, so our copies are closed before the receiver (woken by the
-    /// `sendmsg`, and often preempting this thread as it returns to user space) can serve
-    /// the connection and close its own. Ours is then never the last reference, and its
-    /// close never pays for the connection's TCP teardown.
-    pub fn hand_over(&mut self, to: &Arc<dyn AsFd>, fds: Vec<OwnedFd>, token: u64) {
-        let n = fds.len();
-        if n == 0 || n > self.max_handoff_fds() {
-            self.handed.push(Completion::Handoff {
-                token,
-                result: Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{n} fds in one hand-off; 1 to {}", self.max_handoff_fds()),
-                )),
-                fds,
-            });
-            return;
-        }
-        let mut state = Box::new(HandoffState {
-            // SAFETY: an all-zero msghdr (null pointers, zero lengths) is a valid empty value;
-            // the pointers are set below.
-            hdr: unsafe { std::mem::zeroed() },
-            iov: libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            },
-            bytes: [b'c'; MAX_FDS],
-            cmsg: CmsgSpace([0; RECV_CMSG_SPACE]),
-            fds: fds.into_iter().map(IntoRawFd::into_raw_fd).collect(),
-            failed: None,
-        });
-        let fds_len = (n * std::mem::size_of::<i32>()) as u32;
-        state.iov.iov_base = state.bytes.as_mut_ptr().cast();
-        state.iov.iov_len = n;
-        state.hdr.msg_iov = &mut state.iov;
-        state.hdr.msg_iovlen = 1;
-        state.hdr.msg_control = state.cmsg.0.as_mut_ptr().cast();
-        // SAFETY: CMSG_SPACE is pure arithmetic; n <= MAX_FDS, for which `cmsg` has room.
-        state.hdr.msg_controllen = unsafe { libc::CMSG_SPACE(fds_len) } as usize;
-        // SAFETY: CMSG_FIRSTHDR only reads the msghdr's control pointer and length.
-        let first = unsafe { libc::CMSG_FIRSTHDR(&state.hdr) };
-        // SAFETY: `msg_control` points to `msg_controllen` (>= CMSG_SPACE(0)) zeroed, aligned
-        // bytes, so the first header is non-null, aligned and inside the buffer.
-        let cmsg = unsafe { &mut *first };
-        cmsg.cmsg_level = libc::SOL_SOCKET;
-        cmsg.cmsg_type = libc::SCM_RIGHTS;
-        // SAFETY: CMSG_LEN is pure arithmetic.
-        cmsg.cmsg_len = unsafe { libc::CMSG_LEN(fds_len) } as usize;
-        // SAFETY: the header's data has room for `n` ints (CMSG_SPACE above), possibly
-        // unaligned.
-        let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<i32>();
-        for (i, fd) in state.fds.iter().enumerate() {
-            // SAFETY: `i < n` keeps the pointer within the data.
-            let at = unsafe { data.add(i) };
-            // SAFETY: `at` points to room for an int inside the buffer, possibly unaligned.
-            unsafe { at.write_unaligned(*fd) };
-        }
-        let hdr: *const libc::msghdr = &state.hdr;
-        let raw: Vec<i32> = state.fds.clone();
-        let slot = self.insert(Op {
-            token,
-            kind: OpKind::Handoff(state),
-            _fd: to.clone(),
-        });
-        let mut chain = Vec::with_capacity(n + 1);
-        chain.push(
-            opcode::SendMsg::new(types::Fd(to.as_fd().as_raw_fd()), hdr)
-                .flags((libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as u32)
-                .build()
-                .flags(squeue::Flags::IO_LINK)
-                .user_data(HANDOFF_SEND | slot as u64),
-        );
-        for (i, fd) in raw.iter().enumerate() {
-            let close = opcode::Close::new(types::Fd(*fd)).build();
-            chain.push(if i + 1 < n {
-                close
-                    .flags(squeue::Flags::IO_LINK)
-                    .user_data(HANDOFF_CLOSE | slot as u64)
-            } else {
-                close.user_data(HANDOFF_LAST | slot as u64)
-            });
-        }
-        // The chain goes in whole or not at all: a chain cut by a full queue would close our
-        // copies whatever became of the sendmsg.
-        for attempt in 0..2 {
-            // SAFETY: the entries point into the `HandoffState` now owned by `self.ops`, which
-            // stays allocated and unmoved until the chain's last completion is reaped.
-            if unsafe { self.ring.submission().push_multiple(&chain) }.is_ok() {
-                self.handoffs += 1;
-                self.handoff_ops += chain.len();
-                return;
-            }
-            if attempt == 0 {
-                let _ = self.ring.submit();
-            }
-        }
-        // Nothing of the chain was queued: the fds are still ours.
-        let Some(Op {
-            kind: OpKind::Handoff(state),
-            ..
-        }) = self.remove(slot)
-        else {
-            unreachable!("the slot was just filled with a hand-off");
-        };
-        self.handed.push(Completion::Handoff {
-            token,
-            result: Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "the submission queue is full",
-            )),
-            fds: reclaim(state.fds),
-        });
-    }
-
-    /// Whether hand-offs were queued that have not ended yet: the next [`Ring::wait`] (or
-    /// [`Ring::settle_handoffs`]) runs them.
-    pub fn handoffs_pending(&self) -> bool {
-        self.handoffs > 0
-    }
-
-    /// Runs every hand-off queued by [`Ring::hand_over`] to its end, without waiting for
-    /// anything else, and appends how each ended to `out`. Other completions reaped meanwhile
-    /// are kept for the next [`Ring::wait`]. A chain never waits for its peer
-    /// (`MSG_DONTWAIT`): this takes one `io_uring_enter(2)`.
-    ///
-    /// # Errors
-    /// What `io_uring_enter(2)` returns, except `EINTR`, `EBUSY` and `ETIME`.
-    pub fn settle_handoffs(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
-        let mut reaped = Vec::new();
-        while self.handoffs > 0 {
-            let want = std::mem::take(&mut self.handoff_ops).max(1);
-            self.enter(want, Some(CHAIN_GUARD))?;
-            self.reap_into(&mut reaped);
-            self.stash.append(&mut reaped);
-        }
-        out.append(&mut self.handed);
-        Ok(())
     }
 
     /// Asks the kernel to cancel `op`; its completion still arrives (with `ECANCELED` unless it
@@ -758,29 +432,7 @@ impl Ring {
                 continue;
             }
             if user_data & HANDOFF != 0 {
-                let slot = (user_data & !HANDOFF) as usize;
-                let Some(Some(Op {
-                    kind: OpKind::Handoff(state),
-                    ..
-                })) = self.ops.get_mut(slot)
-                else {
-                    continue;
-                };
-                let which = user_data & HANDOFF;
-                if which == HANDOFF_SEND && res < 0 {
-                    state.failed = Some(io::Error::from_raw_os_error(-res));
-                }
-                if which == HANDOFF_LAST {
-                    if let Some(Op {
-                        token,
-                        kind: OpKind::Handoff(state),
-                        ..
-                    }) = self.remove(slot)
-                    {
-                        self.handoffs -= 1;
-                        self.handed.push(finish_handoff(token, state));
-                    }
-                }
+                self.reap_handoff(user_data, res);
                 continue;
             }
             let slot = user_data as usize;
@@ -855,93 +507,6 @@ fn poll_result(res: i32) -> io::Result<PollFlags> {
     }
 }
 
-/// A hand-off's chain ended (its last `close` completed, or was cancelled).
-fn finish_handoff(token: u64, mut state: Box<HandoffState>) -> Completion {
-    if let Some(e) = state.failed.take() {
-        // The kernel cancelled every close of the chain: the fds are still ours.
-        return Completion::Handoff {
-            token,
-            result: Err(e),
-            fds: reclaim(state.fds),
-        };
-    }
-    // Bytes went, and the fds with the first of them. If a close failed (it cannot, for fds
-    // we own), the rest of the chain was cancelled: those numbers are forgotten, not reused.
-    Completion::Handoff {
-        token,
-        result: Ok(state.fds.len()),
-        fds: Vec::new(),
-    }
-}
-
-/// Owns again the fds of a hand-off whose closes did not run.
-fn reclaim(fds: Vec<i32>) -> Vec<OwnedFd> {
-    fds.into_iter()
-        // SAFETY: these numbers were ours (from `OwnedFd::into_raw_fd`), and the only
-        // operations that could close them, the chain's closes, were never issued or were
-        // cancelled; nothing else holds them.
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        .collect()
-}
-
-fn finish_recv(token: u64, mut state: Box<RecvState>, res: i32) -> Completion {
-    let mut fds = Vec::new();
-    if res < 0 {
-        let buf = std::mem::take(&mut state.buf);
-        return Completion::Recv {
-            token,
-            buf,
-            fds,
-            result: Err(io::Error::from_raw_os_error(-res)),
-        };
-    }
-    // SAFETY: the kernel wrote `msg_controllen` bytes of control messages into `state.cmsg`,
-    // which `hdr.msg_control` points to; CMSG_FIRSTHDR/NXTHDR stay within that length.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&state.hdr) };
-    while !cmsg.is_null() {
-        // SAFETY: CMSG_FIRSTHDR/NXTHDR returned a non-null, aligned header inside the buffer.
-        let header: &libc::cmsghdr = unsafe { &*cmsg };
-        let (level, ty, len) = (header.cmsg_level, header.cmsg_type, header.cmsg_len);
-        if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
-            // SAFETY: CMSG_LEN(0) is pure arithmetic.
-            let header_len = unsafe { libc::CMSG_LEN(0) } as usize;
-            let n = len.saturating_sub(header_len) / std::mem::size_of::<i32>();
-            // SAFETY: the data of an SCM_RIGHTS message is `n` ints right after its header.
-            let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<i32>();
-            for i in 0..n {
-                // SAFETY: `i < n` keeps the pointer within the message's data.
-                let at = unsafe { data.add(i) };
-                // SAFETY: `at` points to an initialised int, possibly unaligned.
-                let raw = unsafe { at.read_unaligned() };
-                // SAFETY: the kernel installed this fd in our table for this message only;
-                // nothing else owns it.
-                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
-            }
-        }
-        // SAFETY: `cmsg` is a valid header within the buffer described by `hdr`.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&state.hdr, cmsg) };
-    }
-    let mut buf = std::mem::take(&mut state.buf);
-    if state.hdr.msg_flags & libc::MSG_CTRUNC != 0 {
-        drop(fds);
-        return Completion::Recv {
-            token,
-            buf,
-            fds: Vec::new(),
-            result: Err(truncated()),
-        };
-    }
-    let n = (res as usize).min(buf.capacity());
-    // SAFETY: the kernel initialised the first `n` bytes of the buffer's capacity.
-    unsafe { buf.set_len(n) };
-    Completion::Recv {
-        token,
-        buf,
-        fds,
-        result: Ok(n),
-    }
-}
-
 impl Drop for Ring {
     fn drop(&mut self) {
         if self.in_flight == 0 {
@@ -990,33 +555,12 @@ fn poll_mask(flags: PollFlags) -> u32 {
     u32::from(flags.bits() as u16)
 }
 
-/// `IORING_ACCEPT_MULTISHOT` and `IORING_ACCEPT_DONTWAIT`, accept's flags in the SQE's
-/// `ioprio` field (include/uapi/linux/io_uring.h).
-const ACCEPT_MULTISHOT: u16 = 1 << 0;
-const ACCEPT_DONTWAIT: u16 = 1 << 1;
-
-/// Sets the `ioprio` field of an SQE, which the io-uring crate's accept builders fill with
-/// `IORING_ACCEPT_MULTISHOT` alone.
-fn set_ioprio(entry: &mut squeue::Entry, ioprio: u16) {
-    // `struct io_uring_sqe` (kernel ABI): opcode u8 at 0, flags u8 at 1, ioprio u16 at 2.
-    const IOPRIO_OFFSET: usize = 2;
-    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
-    const _: () = assert!(std::mem::align_of::<squeue::Entry>() >= 2);
-    let base: *mut squeue::Entry = entry;
-    // SAFETY: `squeue::Entry` is `#[repr(C)]` around `struct io_uring_sqe` (64 bytes, checked
-    // above), so offset 2 stays inside the entry.
-    let field = unsafe { base.cast::<u8>().add(IOPRIO_OFFSET) }.cast::<u16>();
-    // SAFETY: bytes 2..4 of the SQE are the u16 `ioprio`; the pointer comes from a unique
-    // reference and is aligned for u16 (offset 2 of an at-least-2-aligned struct).
-    unsafe { field.write(ioprio) };
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A ring with the feature `has` checks, or `None` (and a line saying `what` is missing).
-    fn ring_with(has: fn(Features) -> bool, what: &str) -> Option<Ring> {
+    pub(super) fn ring_with(has: fn(Features) -> bool, what: &str) -> Option<Ring> {
         match Ring::probe(64) {
             Ok(r) if has(r.features()) => Some(r),
             Ok(_) | Err(_) => {
@@ -1172,137 +716,6 @@ mod tests {
             assert_eq!(last, Some(libc::EAGAIN));
         }
         drop(clients);
-    }
-
-    /// `n` loopback connections: the clients, and the server ends as the primary holds them.
-    fn connections(n: usize) -> (Vec<std::net::TcpStream>, Vec<OwnedFd>) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        (0..n)
-            .map(|_| {
-                let client = std::net::TcpStream::connect(addr).expect("connect");
-                client
-                    .set_read_timeout(Some(Duration::from_secs(5)))
-                    .expect("timeout");
-                (client, OwnedFd::from(listener.accept().expect("accept").0))
-            })
-            .unzip()
-    }
-
-    fn settle(ring: &mut Ring) -> Vec<(u64, io::Result<usize>, Vec<OwnedFd>)> {
-        let mut out = Vec::new();
-        ring.settle_handoffs(&mut out).expect("settle");
-        out.into_iter()
-            .map(|c| match c {
-                Completion::Handoff { token, result, fds } => (token, result, fds),
-                other => panic!("{other:?}"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_handoff_delivers_the_fds_and_closes_our_copies() {
-        let Some(mut ring) = ring_with(|f| f.handoff, "SENDMSG, CLOSE and CQE_SKIP (5.17)") else {
-            return;
-        };
-        let (clients, fds) = connections(3);
-        let (tx, rx) = crate::socket::stream_pair().expect("pair");
-        let tx: Arc<dyn AsFd> = Arc::new(tx);
-        // Something else in flight, completed while the hand-off settles: it must not be lost.
-        let rx: Arc<dyn AsFd> = Arc::new(rx);
-        ring.poll(&rx, PollFlags::IN, 5).expect("poll");
-        ring.hand_over(&tx, fds, 7);
-        let done = settle(&mut ring);
-        assert_eq!(done.len(), 1);
-        let (token, result, back) = &done[0];
-        assert_eq!((*token, result.as_ref().ok(), back.len()), (7, Some(&3), 0));
-        let (mut buf, mut received) = ([0u8; 8], Vec::new());
-        let n = crate::scm::recv(&*rx, &mut buf, &mut received, crate::scm::Blocking::No)
-            .expect("recv");
-        assert_eq!((n, received.len()), (3, 3));
-        // Our copies are closed: once the received ones go, each client reads end of file.
-        drop(received);
-        for mut c in clients {
-            let mut byte = [0u8; 1];
-            assert_eq!(std::io::Read::read(&mut c, &mut byte).expect("eof"), 0);
-        }
-        let mut out = Vec::new();
-        ring.wait(&mut out, Some(Duration::ZERO)).expect("wait");
-        assert!(
-            matches!(out[..], [Completion::Poll { token: 5, .. }]),
-            "{out:?}"
-        );
-    }
-
-    #[test]
-    fn a_wait_runs_queued_handoffs_first_and_then_waits_for_something_else() {
-        let Some(mut ring) = ring_with(|f| f.handoff, "SENDMSG, CLOSE and CQE_SKIP (5.17)") else {
-            return;
-        };
-        let (tx, rx) = crate::socket::stream_pair().expect("pair");
-        let (tx, rx): (Arc<dyn AsFd>, Arc<dyn AsFd>) = (Arc::new(tx), Arc::new(rx));
-        let (_clients, fds) = connections(4);
-        // The hand-off's completions do not end the wait; what it causes (the receiving end
-        // becomes readable) does, long before the timeout.
-        ring.poll(&rx, PollFlags::IN, 5).expect("poll");
-        ring.hand_over(&tx, fds, 7);
-        assert!(ring.handoffs_pending());
-        let start = std::time::Instant::now();
-        let mut out = Vec::new();
-        ring.wait(&mut out, Some(Duration::from_secs(5)))
-            .expect("wait");
-        assert!(
-            start.elapsed() < Duration::from_secs(4),
-            "{:?}",
-            start.elapsed()
-        );
-        assert!(!ring.handoffs_pending());
-        let handed: Vec<_> = out
-            .iter()
-            .filter_map(|c| match c {
-                Completion::Handoff { token, result, fds } => {
-                    Some((*token, result.as_ref().ok().copied(), fds.len()))
-                }
-                _ => None,
-            })
-            .collect();
-        assert_eq!(handed, [(7, Some(4), 0)]);
-        assert!(
-            out.iter()
-                .any(|c| matches!(c, Completion::Poll { token: 5, .. })),
-            "{out:?}"
-        );
-    }
-
-    #[test]
-    fn a_failed_handoff_gives_the_fds_back_open() {
-        let Some(mut ring) = ring_with(|f| f.handoff, "SENDMSG, CLOSE and CQE_SKIP (5.17)") else {
-            return;
-        };
-        // The receiver is gone (EPIPE), or its queue is full (EAGAIN: the chain never waits).
-        let (gone, _) = crate::socket::stream_pair().expect("pair");
-        let (full, peer) = crate::socket::stream_pair().expect("pair");
-        while rustix::net::send(&full, &[0; 4096], rustix::net::SendFlags::DONTWAIT).is_ok() {}
-        for (tx, errno) in [(gone, libc::EPIPE), (full, libc::EAGAIN)] {
-            let (clients, fds) = connections(2);
-            let tx: Arc<dyn AsFd> = Arc::new(tx);
-            ring.hand_over(&tx, fds, 1);
-            let mut done = settle(&mut ring);
-            assert_eq!(done.len(), 1);
-            let (_, result, back) = done.pop().expect("one");
-            assert_eq!(result.expect_err("failed").raw_os_error(), Some(errno));
-            assert_eq!(back.len(), 2);
-            // Still open and still the connections: each answers its client.
-            for (fd, mut c) in back.into_iter().zip(clients) {
-                let mut s = std::net::TcpStream::from(fd);
-                std::io::Write::write_all(&mut s, b"!").expect("write");
-                let mut byte = [0u8; 1];
-                std::io::Read::read_exact(&mut c, &mut byte).expect("read");
-            }
-        }
-        drop(peer);
-        // Nothing to settle is no system call and no result.
-        assert!(settle(&mut ring).is_empty());
     }
 
     #[test]
