@@ -11,9 +11,9 @@ use super::{Op, OpId, OpKind, Ring};
 
 impl Ring {
     /// Queues a multishot `accept4(2)` on the listening socket `fd` with `SOCK_CLOEXEC`: one
-    /// [`Completion::Accept`] per connection until the kernel ends it (`more == false`) or it is
+    /// [`Completion::Accept`](super::Completion::Accept) per connection until the kernel ends it (`more == false`) or it is
     /// cancelled. The accepted fds are regular, so they can travel over `SCM_RIGHTS`.
-    /// Multishot since 5.19 ([`Features::multishot_accept`]); before, one accept that ends
+    /// Multishot since 5.19 ([`Features::multishot_accept`](super::Features::multishot_accept)); before, one accept that ends
     /// with its connection (`more == false`: queue it again).
     ///
     /// # Errors
@@ -24,10 +24,10 @@ impl Ring {
 
     /// Queues an accept of every connection waiting on the listening socket `fd` right now,
     /// and no more: a multishot accept with `IORING_ACCEPT_DONTWAIT`, which posts one
-    /// [`Completion::Accept`] per connection (`more == true`) and ends with `EAGAIN` when the
+    /// [`Completion::Accept`](super::Completion::Accept) per connection (`more == true`) and ends with `EAGAIN` when the
     /// backlog is empty instead of waiting for the next one. One submission and no system
     /// call per connection; the kernel does not wake this thread for later arrivals. Needs
-    /// [`Features::accept_drain`] (6.10; older kernels end it with `EINVAL`).
+    /// [`Features::accept_drain`](super::Features::accept_drain) (6.10; older kernels end it with `EINVAL`).
     ///
     /// # Errors
     /// When the submission queue cannot take it.
