@@ -77,9 +77,12 @@ pub(crate) fn dyn_fd<T: AsFd + 'static>(fd: &Arc<T>) -> Arc<dyn AsFd> {
     fd.clone()
 }
 
+/// Each backend keeps the hand-offs it made at once (`sendmsg`, then `close`: epoll, and
+/// io_uring before 5.17) until the next [`Driver::wait`] or [`Driver::settle`] reports them,
+/// as io_uring reports its chains: one route for a hand-off's outcome.
 pub(crate) enum Driver {
-    Uring(Box<Ring>),
-    Epoll(Epoll, Vec<Ready>),
+    Uring(Box<Ring>, Vec<Handed>),
+    Epoll(Epoll, Vec<Ready>, Vec<Handed>),
 }
 
 /// How one [`Driver::hand_over`] ended.
@@ -103,22 +106,22 @@ pub(crate) enum Happening {
         write: bool,
         more: bool,
     },
-    /// io_uring: a hand-off ended.
+    /// A hand-off ended (both backends).
     Handed(Handed),
 }
 
 impl Driver {
     pub(crate) fn backend(&self) -> Backend {
         match self {
-            Driver::Uring(_) => Backend::IoUring,
+            Driver::Uring(..) => Backend::IoUring,
             Driver::Epoll(..) => Backend::Epoll,
         }
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         match self {
-            Driver::Uring(r) => r.as_fd(),
-            Driver::Epoll(e, _) => e.as_fd(),
+            Driver::Uring(r, _) => r.as_fd(),
+            Driver::Epoll(e, ..) => e.as_fd(),
         }
     }
 
@@ -131,11 +134,11 @@ impl Driver {
         recv_buf: Option<Vec<u8>>,
     ) -> std::io::Result<Option<OpId>> {
         match self {
-            Driver::Uring(ring) => match recv_buf {
+            Driver::Uring(ring, _) => match recv_buf {
                 Some(buf) => ring.recvmsg(fd, buf, token).map(Some),
                 None => ring.poll(fd, Flags::IN, token).map(Some),
             },
-            Driver::Epoll(ep, _) => ep.add(fd.as_fd(), token, Interest::READ).map(|()| None),
+            Driver::Epoll(ep, ..) => ep.add(fd.as_fd(), token, Interest::READ).map(|()| None),
         }
     }
 
@@ -147,8 +150,8 @@ impl Driver {
         token: u64,
     ) -> std::io::Result<Option<OpId>> {
         match self {
-            Driver::Uring(ring) => ring.accept_multishot(fd, token).map(Some),
-            Driver::Epoll(ep, _) => ep.add(fd.as_fd(), token, Interest::READ).map(|()| None),
+            Driver::Uring(ring, _) => ring.accept_multishot(fd, token).map(Some),
+            Driver::Epoll(ep, ..) => ep.add(fd.as_fd(), token, Interest::READ).map(|()| None),
         }
     }
 
@@ -160,7 +163,7 @@ impl Driver {
         token: u64,
     ) -> std::io::Result<Option<OpId>> {
         match self {
-            Driver::Uring(ring) => ring.accept_drain(fd, token).map(Some),
+            Driver::Uring(ring, _) => ring.accept_drain(fd, token).map(Some),
             Driver::Epoll(..) => self.accept(fd, token),
         }
     }
@@ -169,26 +172,20 @@ impl Driver {
     /// `IORING_ACCEPT_DONTWAIT` (6.10) on io_uring.
     pub(crate) fn can_accept_in_rounds(&self) -> bool {
         match self {
-            Driver::Uring(ring) => ring.features().accept_drain,
+            Driver::Uring(ring, _) => ring.features().accept_drain,
             Driver::Epoll(..) => true,
         }
     }
 
     /// Hands `fds` over the Unix stream socket `to`, one byte each, at most
-    /// [`scm::MAX_FDS`] per message, and closes our copies of those delivered. epoll: at once
-    /// (`sendmsg`, then `close`), the result appended to `out`. io_uring: a chain of `sendmsg`
-    /// and `close`s per message ([`Ring::hand_over`]) that the next [`Driver::wait`] (or
-    /// [`Driver::settle`]) runs, so that our copies are closed before the receiver can run;
-    /// the result comes from there.
-    pub(crate) fn hand_over(
-        &mut self,
-        to: &Arc<dyn AsFd>,
-        mut fds: Vec<OwnedFd>,
-        token: u64,
-        out: &mut Vec<Handed>,
-    ) {
+    /// [`scm::MAX_FDS`] per message, and closes our copies of those delivered: with io_uring
+    /// 5.17, a chain of `sendmsg` and `close`s per message ([`Ring::hand_over`]) that the
+    /// next [`Driver::wait`] (or [`Driver::settle`]) runs, so that our copies are closed
+    /// before the receiver can run; elsewhere at once (`sendmsg`, then `close`). Either way
+    /// the outcome comes from the next wait or settle.
+    pub(crate) fn hand_over(&mut self, to: &Arc<dyn AsFd>, mut fds: Vec<OwnedFd>, token: u64) {
         match self {
-            Driver::Uring(ring) if ring.features().handoff => {
+            Driver::Uring(ring, _) if ring.features().handoff => {
                 let most = ring.max_handoff_fds();
                 while !fds.is_empty() {
                     let rest = fds.split_off(fds.len().min(most));
@@ -196,21 +193,33 @@ impl Driver {
                     fds = rest;
                 }
             }
-            _ => out.push(send_now(to.as_fd(), fds, token)),
+            Driver::Uring(_, sent) | Driver::Epoll(_, _, sent) => {
+                sent.push(send_now(to.as_fd(), fds, token));
+            }
         }
     }
 
-    /// Whether hand-offs [`Driver::hand_over`] queued have not ended yet.
+    /// Whether hand-offs [`Driver::hand_over`] made have not been reported yet.
     pub(crate) fn handoffs_pending(&self) -> bool {
-        matches!(self, Driver::Uring(ring) if ring.handoffs_pending())
+        match self {
+            Driver::Uring(ring, sent) => ring.handoffs_pending() || !sent.is_empty(),
+            Driver::Epoll(_, _, sent) => !sent.is_empty(),
+        }
     }
 
     /// Runs the hand-offs [`Driver::hand_over`] queued, without waiting for anything else,
-    /// and appends how they ended to `out`. On an error they stay queued, and a later call
-    /// (or wait) reports them.
+    /// and appends how they ended to `out`, with those made at once. On an error the chains
+    /// stay queued, and a later call (or wait) reports them.
     pub(crate) fn settle(&mut self, out: &mut Vec<Handed>) -> std::io::Result<()> {
-        let Driver::Uring(ring) = self else {
-            return Ok(());
+        let ring = match self {
+            Driver::Uring(ring, sent) => {
+                out.append(sent);
+                ring
+            }
+            Driver::Epoll(_, _, sent) => {
+                out.append(sent);
+                return Ok(());
+            }
         };
         let mut done = Vec::new();
         let settled = ring.settle_handoffs(&mut done);
@@ -223,7 +232,7 @@ impl Driver {
 
     /// io_uring: re-arms a one-shot read watch; epoll: nothing (level-triggered).
     pub(crate) fn rearm_read(&mut self, fd: &Arc<dyn AsFd>, token: u64) -> std::io::Result<()> {
-        if let Driver::Uring(ring) = self {
+        if let Driver::Uring(ring, _) = self {
             ring.poll(fd, Flags::IN, token)?;
         }
         Ok(())
@@ -237,13 +246,13 @@ impl Driver {
         on: bool,
     ) -> std::io::Result<()> {
         match self {
-            Driver::Uring(ring) => {
+            Driver::Uring(ring, _) => {
                 if on {
                     ring.poll(fd, Flags::OUT, token(id, Tag::Writable))?;
                 }
                 Ok(())
             }
-            Driver::Epoll(ep, _) => ep.modify(
+            Driver::Epoll(ep, ..) => ep.modify(
                 fd.as_fd(),
                 token(id, Tag::Channel),
                 Interest {
@@ -269,23 +278,23 @@ impl Driver {
             write: true,
         };
         match self {
-            Driver::Uring(ring) if ring.features().poll_edges => ring
+            Driver::Uring(ring, _) if ring.features().poll_edges => ring
                 .poll_edges(tx, Flags::OUT, token)
                 .map(|op| Some(Some(op))),
-            Driver::Uring(_) => Ok(None),
-            Driver::Epoll(ep, _) => ep.add_edge(tx.as_fd(), token, write).map(|()| Some(None)),
+            Driver::Uring(..) => Ok(None),
+            Driver::Epoll(ep, ..) => ep.add_edge(tx.as_fd(), token, write).map(|()| Some(None)),
         }
     }
 
     /// Stops watching `fd`; an io_uring operation in flight is cancelled.
     pub(crate) fn forget(&mut self, fd: &Arc<dyn AsFd>, op: Option<OpId>) {
         match self {
-            Driver::Uring(ring) => {
+            Driver::Uring(ring, _) => {
                 if let Some(op) = op {
                     let _ = ring.cancel(op);
                 }
             }
-            Driver::Epoll(ep, _) => {
+            Driver::Epoll(ep, ..) => {
                 let _ = ep.delete(fd.as_fd());
             }
         }
@@ -298,7 +307,14 @@ impl Driver {
         timeout: Option<Duration>,
     ) -> std::io::Result<()> {
         match self {
-            Driver::Uring(ring) => {
+            Driver::Uring(ring, sent) => {
+                // What was handed over at once is reported now, without waiting.
+                let timeout = if sent.is_empty() {
+                    timeout
+                } else {
+                    Some(Duration::ZERO)
+                };
+                out.extend(sent.drain(..).map(Happening::Handed));
                 let mut done = Vec::new();
                 ring.wait(&mut done, timeout)?;
                 out.extend(done.into_iter().map(|c| match c {
@@ -322,7 +338,13 @@ impl Driver {
                     other => Happening::Received(other),
                 }));
             }
-            Driver::Epoll(ep, ready) => {
+            Driver::Epoll(ep, ready, sent) => {
+                let timeout = if sent.is_empty() {
+                    timeout
+                } else {
+                    Some(Duration::ZERO)
+                };
+                out.extend(sent.drain(..).map(Happening::Handed));
                 ready.clear();
                 ep.wait(ready, timeout)?;
                 out.extend(ready.iter().map(|r| Happening::Ready {

@@ -105,17 +105,27 @@ impl Primary {
         };
         let ring = || Ring::probe_within(256, features);
         let driver = match std::env::var(ENV_BACKEND).as_deref() {
-            Ok("epoll") => Driver::Epoll(Epoll::new().map_err(|e| Error::io(OP, e))?, Vec::new()),
-            Ok("io_uring") => Driver::Uring(Box::new(ring().map_err(|e| Error::io(OP, e))?)),
+            Ok("epoll") => Driver::Epoll(
+                Epoll::new().map_err(|e| Error::io(OP, e))?,
+                Vec::new(),
+                Vec::new(),
+            ),
+            Ok("io_uring") => {
+                Driver::Uring(Box::new(ring().map_err(|e| Error::io(OP, e))?), Vec::new())
+            }
             Ok("") | Err(_) => match ring() {
-                Ok(ring) => Driver::Uring(Box::new(ring)),
+                Ok(ring) => Driver::Uring(Box::new(ring), Vec::new()),
                 Err(e) => {
                     FALLBACK_NOTICE.call_once(|| {
                         eprintln!(
                             "ringleader: io_uring unavailable ({e}); using the epoll backend"
                         );
                     });
-                    Driver::Epoll(Epoll::new().map_err(|e| Error::io(OP, e))?, Vec::new())
+                    Driver::Epoll(
+                        Epoll::new().map_err(|e| Error::io(OP, e))?,
+                        Vec::new(),
+                        Vec::new(),
+                    )
                 }
             },
             Ok(other) => {
@@ -277,24 +287,8 @@ impl Primary {
     /// # Errors
     /// [`ErrorKind::Io`] when the event loop itself fails.
     pub fn next_event(&self, timeout: Option<Duration>) -> Result<Option<Event>> {
-        let mut core = self.core.borrow_mut();
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
-        loop {
-            if let Some(event) = core.deliver() {
-                return Ok(Some(event));
-            }
-            if core.idle() {
-                return Ok(None);
-            }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(None),
-                },
-                None => None,
-            };
-            core.turn(left)?;
-        }
+        self.core.borrow_mut().next_event(deadline)
     }
 
     /// Runs the loop once, waiting at most `timeout` (`None`: until something happens), and
@@ -339,18 +333,7 @@ impl Iterator for Events {
     type Item = Result<Event>;
 
     fn next(&mut self) -> Option<Result<Event>> {
-        let mut core = self.core.borrow_mut();
-        loop {
-            if let Some(event) = core.deliver() {
-                return Some(Ok(event));
-            }
-            if core.idle() {
-                return None;
-            }
-            if let Err(e) = core.turn(None) {
-                return Some(Err(e));
-            }
-        }
+        self.core.borrow_mut().next_event(None).transpose()
     }
 }
 

@@ -10,6 +10,27 @@ use crate::primary::driver::{Happening, SIGNALS, Tag, dyn_fd, token_generation, 
 use crate::primary::event::Event;
 
 impl Core {
+    /// The next event: one ready now, or the first after turns of the loop. `Ok(None)` once
+    /// `deadline` passed, or when nothing could produce another event ([`Core::idle`]).
+    pub(crate) fn next_event(&mut self, deadline: Option<Instant>) -> Result<Option<Event>> {
+        loop {
+            if let Some(event) = self.deliver() {
+                return Ok(Some(event));
+            }
+            if self.idle() {
+                return Ok(None);
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(None),
+                },
+                None => None,
+            };
+            self.turn(left)?;
+        }
+    }
+
     /// Runs the loop once: flushes, waits up to `timeout` (busy-polling first, see
     /// [`crate::tuning`]), and turns what happened into events.
     ///

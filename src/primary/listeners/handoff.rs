@@ -40,7 +40,6 @@ impl Listeners {
         }
         let mut batches: BTreeMap<(ListenerId, WorkerId), Vec<OwnedFd>> = BTreeMap::new();
         let mut left = VecDeque::new();
-        let mut handed = Vec::new();
         while let Some(p) = self.pending.pop_front() {
             let Some(key) = self.keys.get(&p.listener) else {
                 continue;
@@ -84,14 +83,10 @@ impl Listeners {
             let tx = dyn_fd(&member.tx);
             self.stats.handed_over += n;
             cx.loads.get(wid).handed += n;
-            cx.driver
-                .hand_over(&tx, fds, handoff_token(hid, wid), &mut handed);
+            cx.driver.hand_over(&tx, fds, handoff_token(hid, wid));
         }
         self.pending = left;
-        // epoll's hand-offs are done; io_uring's run in the next wait (`Core::turn`).
-        for h in handed {
-            self.on_handed(cx, h);
-        }
+        // How the hand-offs ended comes with the next wait (`Core::turn`), on both backends.
         if self.pending.is_empty() {
             self.recheck_at = None;
             if self.watching > 0 {
