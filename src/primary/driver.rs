@@ -393,3 +393,33 @@ fn handed(token: u64, result: std::io::Result<usize>, fds: Vec<OwnedFd>) -> Hand
         unsent: fds,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_with_their_tag_id_and_generation() {
+        for tag in [
+            Tag::Channel,
+            Tag::Exit,
+            Tag::Writable,
+            Tag::Accept,
+            Tag::Taken,
+        ] {
+            for id in [1, 2, 77, u32::MAX] {
+                assert_eq!(untoken(token(id, tag)), (id, Some(tag)));
+                let numbered = numbered_token(id, tag, 12345);
+                assert_eq!(untoken(numbered), (id, Some(tag)));
+                assert_eq!(token_generation(numbered), 12345);
+            }
+        }
+        // Generations wrap within their bits, and never reach the id or the tag.
+        let wrapped = numbered_token(5, Tag::Accept, u32::MAX);
+        assert_eq!(untoken(wrapped), (5, Some(Tag::Accept)));
+        assert_eq!(token_generation(wrapped), GENERATION_MASK);
+        assert_eq!(token_generation(token(5, Tag::Accept)), 0);
+        // The signals' token is no listener's.
+        assert_eq!(untoken(SIGNALS), (0, None));
+    }
+}

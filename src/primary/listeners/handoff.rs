@@ -11,6 +11,7 @@ use super::{Ctx, Listener, ListenerId, Listeners, MAX_PENDING, MAX_UNTAKEN, Pend
 use crate::error::{Error, ErrorKind};
 use crate::ids::WorkerId;
 use crate::ipc::listen::Key;
+use crate::policy::Candidate;
 use crate::primary::driver::{Handed, Tag, dyn_fd, numbered_token, token_generation};
 use crate::primary::event::Event;
 use crate::primary::loads::{Loads, News, WorkerLoad};
@@ -349,6 +350,34 @@ impl Listeners {
     }
 }
 
+/// What the policy sees of worker `worker`, or `None` if it may take no connection now:
+/// `untaken` (the kernel's bound) plus this turn's `batched` reach [`MAX_UNTAKEN`], or its
+/// board says it is paused, draining, bad, or at its capacity hint. The policy sees the
+/// board's exact queue when the worker has a slot; the kernel's bound stays the hard limit
+/// whatever the board says.
+fn candidate(
+    worker: WorkerId,
+    untaken: u64,
+    batched: u64,
+    load: Option<&WorkerLoad>,
+) -> Option<Candidate> {
+    let untaken = untaken.saturating_add(batched);
+    if untaken >= MAX_UNTAKEN || load.is_some_and(|l| !l.open()) {
+        return None;
+    }
+    let queued = match load {
+        Some(l) if l.on_board() => l.queued().saturating_add(batched),
+        _ => untaken,
+    };
+    if load.is_some_and(|l| l.full(queued)) {
+        return None;
+    }
+    Some(load.map_or_else(
+        || WorkerLoad::default().candidate(worker, queued),
+        |l| l.candidate(worker, queued),
+    ))
+}
+
 /// The worker the policy picks among those that may take a connection now: members of the
 /// listener, open on the board (not paused, draining or bad), with room (untaken plus this
 /// turn's batch below the bound, and below their capacity hint).
@@ -373,23 +402,7 @@ pub(super) fn pick(
             // The bound says full: ask the kernel how many are really still queued.
             m.untaken.set(listen::queued(&m.rx).unwrap_or(MAX_UNTAKEN));
         }
-        let untaken = m.untaken.get().saturating_add(batched);
-        if untaken >= MAX_UNTAKEN {
-            continue;
-        }
-        // What the policy sees: the board's exact count when the worker has a slot (the
-        // kernel's bound above stays the hard limit whatever the board says).
-        let queued = match load {
-            Some(l) if l.on_board() => l.queued().saturating_add(batched),
-            _ => untaken,
-        };
-        if load.is_some_and(|l| l.full(queued)) {
-            continue;
-        }
-        candidates.push(match load {
-            Some(l) => l.candidate(*wid, queued),
-            None => WorkerLoad::default().candidate(*wid, queued),
-        });
+        candidates.extend(candidate(*wid, m.untaken.get(), batched, load));
     }
     if candidates.is_empty() {
         return None;
@@ -405,4 +418,45 @@ pub(super) fn handoff_token(listener: ListenerId, worker: WorkerId) -> u64 {
 
 pub(super) fn handoff_untoken(token: u64) -> (ListenerId, WorkerId) {
     ((token >> 32) as ListenerId, token as WorkerId)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_at_the_bound_or_held_back_by_the_board_is_no_candidate() {
+        assert!(candidate(1, MAX_UNTAKEN - 1, 1, None).is_none());
+        assert_eq!(
+            candidate(1, 3, 2, None).map(|c| (c.worker, c.queued)),
+            Some((1, 5))
+        );
+        let mut paused = WorkerLoad::default();
+        paused.paused = true;
+        assert!(candidate(1, 0, 0, Some(&paused)).is_none());
+        let mut draining = WorkerLoad::default();
+        draining.draining = true;
+        assert!(candidate(1, 0, 0, Some(&draining)).is_none());
+    }
+
+    #[test]
+    fn a_capacity_hint_counts_active_and_queued_connections() {
+        let mut load = WorkerLoad::default();
+        load.capacity = Some(4);
+        load.counts.taken = 3;
+        load.counts.finished = 1;
+        // Two active, one more queued by this batch: room for one more.
+        assert!(candidate(1, 0, 1, Some(&load)).is_some());
+        assert!(candidate(1, 0, 2, Some(&load)).is_none());
+    }
+
+    #[test]
+    fn hand_off_tokens_round_trip() {
+        for (listener, worker) in [(1, 1), (7, 300), (u32::MAX, u32::MAX)] {
+            assert_eq!(
+                handoff_untoken(handoff_token(listener, worker)),
+                (listener, worker)
+            );
+        }
+    }
 }

@@ -78,6 +78,75 @@ impl Steering {
     }
 }
 
+/// One place of a steered group as a check finds it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Seen {
+    /// Connections in its accept queue.
+    pub(super) depth: u64,
+    /// Its worker, and whether the board lets it take connections; `None`: it left.
+    pub(super) worker: Option<(WorkerId, bool)>,
+    /// Checks in a row that found its queue at the hand-off bound, before this one.
+    pub(super) full_checks: u32,
+}
+
+/// What a check decides for a group.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Plan {
+    /// Each place's weight: 1 for a worker that may take more, 0 otherwise.
+    pub(super) weights: Vec<u32>,
+    /// The queues the primary empties: the place, the worker that must not get them back,
+    /// and how many wait.
+    pub(super) take: Vec<(usize, Option<WorkerId>, u64)>,
+    /// Each place's count of full checks, this one included.
+    pub(super) full_checks: Vec<u32>,
+    /// Check again soon: a queue fills, or a worker is steered around.
+    pub(super) busy: bool,
+}
+
+/// The weights and rescues of one check, from queue depths and the board alone: a worker
+/// whose queue is at the hand-off bound, or that is paused, draining or bad, gets weight 0;
+/// the queue of a worker that left, may not take connections, or stayed at the bound for two
+/// checks is emptied by the primary. When no worker may take more, the kernel spreads over
+/// all live ones and only the queues of workers that left are emptied.
+pub(super) fn plan(places: &[Seen]) -> Plan {
+    let mut plan = Plan {
+        weights: Vec::with_capacity(places.len()),
+        take: Vec::new(),
+        full_checks: Vec::with_capacity(places.len()),
+        busy: false,
+    };
+    for (i, p) in places.iter().enumerate() {
+        plan.busy |= p.depth >= STEER_DEEP;
+        let full_checks = if p.depth >= MAX_UNTAKEN {
+            p.full_checks + 1
+        } else {
+            0
+        };
+        plan.full_checks.push(full_checks);
+        let Some((wid, open)) = p.worker else {
+            plan.weights.push(0);
+            if p.depth > 0 {
+                plan.take.push((i, None, p.depth));
+            }
+            continue;
+        };
+        plan.weights.push(u32::from(open && p.depth < MAX_UNTAKEN));
+        if p.depth > 0 && (!open || full_checks >= 2) {
+            plan.take.push((i, Some(wid), p.depth));
+        }
+    }
+    let live = places.iter().filter(|p| p.worker.is_some()).count();
+    let open = plan.weights.iter().filter(|&&w| w > 0).count();
+    if open == 0 {
+        for (w, p) in plan.weights.iter_mut().zip(places) {
+            *w = u32::from(p.worker.is_some());
+        }
+        plan.take.retain(|(_, w, _)| w.is_none());
+    }
+    plan.busy |= open < live;
+    plan
+}
+
 impl Listeners {
     /// Checks steered listeners: each worker's accept queue and board hints set its weight
     /// (1, or 0 while its queue is at the hand-off bound or it is paused, draining or bad),
@@ -98,41 +167,28 @@ impl Listeners {
             } else {
                 st.linger_until = None;
             }
-            let mut weights = Vec::with_capacity(st.places.len());
-            let mut take = Vec::new();
-            for (i, p) in st.places.iter_mut().enumerate() {
-                // Not a listener any more (cannot happen while we hold it): treat as empty.
-                let depth = u64::from(steer::accept_queue(&*p.sock).unwrap_or(0));
-                busy |= depth >= STEER_DEEP;
-                let Some(wid) = p.worker else {
-                    weights.push(0);
-                    if depth > 0 {
-                        take.push((i, None, depth));
-                    }
-                    continue;
-                };
-                let open = cx.loads.workers.get(&wid).is_none_or(WorkerLoad::open);
-                p.full_checks = if depth >= MAX_UNTAKEN {
-                    p.full_checks + 1
-                } else {
-                    0
-                };
-                weights.push(u32::from(open && depth < MAX_UNTAKEN));
-                if depth > 0 && (!open || p.full_checks >= 2) {
-                    take.push((i, Some(wid), depth));
-                }
+            let seen: Vec<Seen> = st
+                .places
+                .iter()
+                .map(|p| Seen {
+                    // Not a listener any more (cannot happen while we hold it): empty.
+                    depth: u64::from(steer::accept_queue(&*p.sock).unwrap_or(0)),
+                    worker: p
+                        .worker
+                        .map(|w| (w, cx.loads.workers.get(&w).is_none_or(WorkerLoad::open))),
+                    full_checks: p.full_checks,
+                })
+                .collect();
+            let Plan {
+                weights,
+                take,
+                full_checks,
+                busy: soon,
+            } = plan(&seen);
+            busy |= soon;
+            for (p, n) in st.places.iter_mut().zip(full_checks) {
+                p.full_checks = n;
             }
-            let live = st.places.iter().filter(|p| p.worker.is_some()).count();
-            let open = weights.iter().filter(|&&w| w > 0).count();
-            if open == 0 {
-                // Nobody can take more: the kernel spreads over all live workers, and no
-                // queue is emptied into another that is just as full.
-                for (w, p) in weights.iter_mut().zip(&st.places) {
-                    *w = u32::from(p.worker.is_some());
-                }
-                take.retain(|(_, w, _)| w.is_none());
-            }
-            busy |= open < live;
             if weights != st.weights && weights.iter().any(|&w| w > 0) {
                 // On failure the group keeps its program (or the kernel's hash), and the next
                 // check tries again.
@@ -181,5 +237,59 @@ impl Listeners {
             (l.steer_gap * 2).min(STEER_QUIET)
         };
         l.steer_at = Some(now + l.steer_gap);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(depth: u64, worker: Option<(WorkerId, bool)>, full_checks: u32) -> Seen {
+        Seen {
+            depth,
+            worker,
+            full_checks,
+        }
+    }
+
+    #[test]
+    fn quiet_open_workers_share_evenly_and_nothing_is_taken() {
+        let p = plan(&[at(0, Some((1, true)), 0), at(1, Some((2, true)), 0)]);
+        assert_eq!(p.weights, [1, 1]);
+        assert!(p.take.is_empty() && !p.busy);
+        assert_eq!(p.full_checks, [0, 0]);
+    }
+
+    #[test]
+    fn a_full_queue_is_steered_around_then_emptied_on_the_second_check() {
+        let places = [
+            at(MAX_UNTAKEN, Some((1, true)), 0),
+            at(0, Some((2, true)), 0),
+        ];
+        let first = plan(&places);
+        assert_eq!(first.weights, [0, 1]);
+        assert!(first.take.is_empty() && first.busy);
+        let again = [
+            at(MAX_UNTAKEN, Some((1, true)), first.full_checks[0]),
+            places[1],
+        ];
+        assert_eq!(plan(&again).take, [(0, Some(1), MAX_UNTAKEN)]);
+    }
+
+    #[test]
+    fn a_paused_worker_gets_nothing_and_its_queue_goes_to_others() {
+        let p = plan(&[at(3, Some((1, false)), 0), at(0, Some((2, true)), 0)]);
+        assert_eq!(p.weights, [0, 1]);
+        assert_eq!(p.take, [(0, Some(1), 3)]);
+    }
+
+    #[test]
+    fn a_left_socket_is_emptied_even_when_nobody_has_room() {
+        let p = plan(&[at(2, None, 0), at(MAX_UNTAKEN, Some((2, false)), 5)]);
+        // Nobody may take more: the kernel spreads over the live worker, whose own queue
+        // stays; the left socket's is emptied.
+        assert_eq!(p.weights, [0, 1]);
+        assert_eq!(p.take, [(0, None, 2)]);
+        assert!(p.busy);
     }
 }
