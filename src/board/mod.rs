@@ -39,7 +39,7 @@
 pub(crate) mod ring;
 pub(crate) mod sync;
 
-use self::ring::{Pop, Ring};
+use self::ring::{HintRing, Pop};
 use self::sync::{AtomicU64, Ordering};
 
 /// `"RLBOARD\0"`, little-endian.
@@ -272,7 +272,7 @@ pub(crate) enum BadSlot {
     /// More taken than handed, or more finished than taken.
     Counts,
     /// The ring's indices cannot be right, or an entry is no hint.
-    Ring,
+    HintRing,
 }
 
 impl std::fmt::Display for BadSlot {
@@ -280,14 +280,14 @@ impl std::fmt::Display for BadSlot {
         f.write_str(match self {
             BadSlot::Generation => "its generation was overwritten",
             BadSlot::Counts => "its counters are impossible",
-            BadSlot::Ring => "its hint ring is corrupt",
+            BadSlot::HintRing => "its hint ring is corrupt",
         })
     }
 }
 
 impl<'a> Slot<'a> {
-    fn ring(&self) -> Ring<'a> {
-        Ring {
+    fn ring(&self) -> HintRing<'a> {
+        HintRing {
             head: &self.words[RING_HEAD],
             tail: &self.words[RING_TAIL],
             entries: &self.words[RING_AT..RING_AT + RING_ENTRIES],
@@ -334,8 +334,8 @@ impl<'a> Slot<'a> {
     pub(crate) fn next_hint(&self) -> Result<Option<Hint>, BadSlot> {
         match self.ring().pop() {
             Pop::Empty => Ok(None),
-            Pop::Corrupt => Err(BadSlot::Ring),
-            Pop::Entry(e) => Hint::decode(e).map(Some).ok_or(BadSlot::Ring),
+            Pop::Corrupt => Err(BadSlot::HintRing),
+            Pop::Entry(e) => Hint::decode(e).map(Some).ok_or(BadSlot::HintRing),
         }
     }
 
@@ -549,7 +549,7 @@ mod tests {
         }
         slot.raw(RING_AT + 4).store(u64::MAX, Ordering::Relaxed);
         slot.raw(RING_TAIL).store(5, Ordering::Relaxed);
-        assert_eq!(slot.next_hint(), Err(BadSlot::Ring));
+        assert_eq!(slot.next_hint(), Err(BadSlot::HintRing));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use super::sync::{AtomicU64, Ordering, Word};
 
 /// Where the ring's words are: `head` and `tail` on cache lines of their own (one written by
 /// each side) and `entries` (a power of two in length).
-pub(crate) struct Ring<'a, W: Word = AtomicU64> {
+pub(crate) struct HintRing<'a, W: Word = AtomicU64> {
     /// Entries read so far; written by the consumer only.
     pub(crate) head: &'a W,
     /// Entries written so far; written by the producer only.
@@ -33,7 +33,7 @@ pub(crate) struct Ring<'a, W: Word = AtomicU64> {
     pub(crate) entries: &'a [W],
 }
 
-/// What [`Ring::pop`] found.
+/// What [`HintRing::pop`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Pop {
     Empty,
@@ -42,7 +42,7 @@ pub(crate) enum Pop {
     Corrupt,
 }
 
-impl<W: Word> Ring<'_, W> {
+impl<W: Word> HintRing<'_, W> {
     fn mask(&self) -> u64 {
         debug_assert!(self.entries.len().is_power_of_two());
         self.entries.len() as u64 - 1
@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn fifo_full_and_empty() {
         let (head, tail, entries) = (AtomicU64::new(0), AtomicU64::new(0), words(4));
-        let ring = Ring {
+        let ring = HintRing {
             head: &head,
             tail: &tail,
             entries: &entries,
@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn indices_that_cannot_be_right_are_corrupt() {
         let (head, tail, entries) = (AtomicU64::new(10), AtomicU64::new(3), words(4));
-        let ring = Ring {
+        let ring = HintRing {
             head: &head,
             tail: &tail,
             entries: &entries,
@@ -134,7 +134,7 @@ mod tests {
     fn wraps_around_the_index_space() {
         let start = u64::MAX - 2;
         let (head, tail, entries) = (AtomicU64::new(start), AtomicU64::new(start), words(2));
-        let ring = Ring {
+        let ring = HintRing {
             head: &head,
             tail: &tail,
             entries: &entries,
@@ -153,12 +153,12 @@ mod tests {
         const N: u64 = 20_000;
         let (head, tail, entries) = (AtomicU64::new(0), AtomicU64::new(0), words(8));
         std::thread::scope(|s| {
-            let ring = Ring {
+            let ring = HintRing {
                 head: &head,
                 tail: &tail,
                 entries: &entries,
             };
-            let producer = Ring {
+            let producer = HintRing {
                 head: &head,
                 tail: &tail,
                 entries: &entries,
@@ -191,8 +191,8 @@ mod loom_tests {
     use loom::sync::Arc;
     use loom::sync::atomic::AtomicU64;
 
-    fn ring(w: &[AtomicU64]) -> Ring<'_, AtomicU64> {
-        Ring {
+    fn ring(w: &[AtomicU64]) -> HintRing<'_, AtomicU64> {
+        HintRing {
             head: &w[0],
             tail: &w[1],
             entries: &w[2..4],

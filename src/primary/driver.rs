@@ -44,13 +44,13 @@ const TAG_BITS: u32 = 3;
 const GENERATION_SHIFT: u32 = TAG_BITS + 32;
 const GENERATION_MASK: u32 = (1 << (64 - GENERATION_SHIFT)) - 1;
 
-pub(crate) fn token(id: WorkerId, tag: Tag) -> u64 {
+pub(crate) fn token(id: u32, tag: Tag) -> u64 {
     (u64::from(id) << TAG_BITS) | tag as u64
 }
 
 /// A token with a generation in its top bits, which tells a late completion of an earlier
 /// operation (cancelled, or ended) from the current one's. Generations wrap.
-pub(crate) fn numbered_token(id: WorkerId, tag: Tag, generation: u32) -> u64 {
+pub(crate) fn numbered_token(id: u32, tag: Tag, generation: u32) -> u64 {
     (u64::from(generation & GENERATION_MASK) << GENERATION_SHIFT) | token(id, tag)
 }
 
@@ -59,8 +59,8 @@ pub(crate) fn token_generation(token: u64) -> u32 {
     (token >> GENERATION_SHIFT) as u32 & GENERATION_MASK
 }
 
-pub(crate) fn untoken(token: u64) -> (WorkerId, Option<Tag>) {
-    let id = (token >> TAG_BITS) as WorkerId;
+pub(crate) fn untoken(token: u64) -> (u32, Option<Tag>) {
+    let id = (token >> TAG_BITS) as u32;
     let tag = match token & ((1 << TAG_BITS) - 1) {
         0 => Some(Tag::Channel),
         1 => Some(Tag::Exit),
