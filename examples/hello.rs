@@ -3,7 +3,7 @@
 //! cluster gracefully.
 //!
 //! ```text
-//! cargo run --release --example hello -- [--workers N] [--port 8000] [--policy rr|none|reuseport]
+//! cargo run --release --example hello -- [--workers N] [--port 8000] [--policy rr|none|reuseport|steer]
 //! curl -i http://127.0.0.1:8000/
 //! ```
 
@@ -16,30 +16,48 @@ use ringleader::{Connection, Event, Role, Scheduling, Settings, Signal};
 /// How long a keep-alive connection may stay idle, and how long a graceful stop may take.
 const IDLE: Duration = Duration::from_secs(5);
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+/// Node's hello-world cluster: one worker per CPU serving HTTP on one port.
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// Workers to fork [default: one per CPU].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// The port every worker listens on.
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// How connections reach the workers.
+    #[arg(long, value_enum, default_value_t = Policy::Rr)]
+    policy: Policy,
+}
+
+/// `rr`: the primary accepts and hands each connection to a worker; `none`: the workers
+/// share one socket; `reuseport`: each has its own; `steer`: each has its own, and the
+/// primary steers the kernel's choice by load.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Policy {
+    Rr,
+    None,
+    Reuseport,
+    Steer,
 }
 
 fn main() -> Result<(), ringleader::Error> {
-    let port: u16 = arg("--port").and_then(|p| p.parse().ok()).unwrap_or(8000);
+    // Workers run this program again, with the same arguments.
+    let args = <Args as clap::Parser>::parse();
+    let port = args.port;
     match ringleader::role()? {
         Role::Primary(primary) => {
             println!("Primary {} is running", std::process::id());
             primary.watch_signals(&[Signal::INT, Signal::TERM])?;
-            let scheduling = match arg("--policy").as_deref() {
-                Some("none") => Scheduling::Shared,
-                Some("reuseport") => Scheduling::ReusePort,
-                Some("steer") => Scheduling::Steered,
-                _ => Scheduling::RoundRobin,
+            let scheduling = match args.policy {
+                Policy::Rr => Scheduling::RoundRobin,
+                Policy::None => Scheduling::Shared,
+                Policy::Reuseport => Scheduling::ReusePort,
+                Policy::Steer => Scheduling::Steered,
             };
             primary.setup(Settings::default().scheduling(scheduling))?;
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let workers = arg("--workers")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(cpus);
+            let workers = args.workers.unwrap_or(cpus);
             for _ in 0..workers {
                 primary.fork(&[])?;
             }

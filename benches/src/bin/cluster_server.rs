@@ -1,5 +1,6 @@
-//! ringleader's side of the Node baseline harness (`reference/node-baseline/bench.py`): the
-//! same contract as its `cluster-server.js`, so both run under one harness.
+//! ringleader's side of the Node baseline harness (`bench.py`, kept with the project's reference
+//! material outside this repository): the same contract as its `cluster-server.js`, so both run
+//! under one harness.
 //!
 //! ```text
 //! cluster_server --mode http|tcp --workers N --port P --kill-every MS
@@ -20,11 +21,20 @@ use std::time::{Duration, Instant};
 use ringleader::{Event, Primary, Role, Scheduling, Settings, Signal};
 use serde_json::json;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+/// ringleader's side of the Node baseline harness.
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// `tcp` writes `hello` and closes; `http` answers hello world with keep-alive.
+    #[arg(long, default_value = "tcp")]
+    mode: String,
+    /// Workers; 0 serves in one process.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// SIGKILL a live worker every this many milliseconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    kill_every: u64,
 }
 
 #[derive(Default)]
@@ -34,12 +44,14 @@ struct Counts {
 }
 
 fn main() {
-    let http = arg("--mode").as_deref() == Some("http");
-    let port: u16 = arg("--port").and_then(|p| p.parse().ok()).unwrap_or(8000);
-    let workers: usize = arg("--workers").and_then(|p| p.parse().ok()).unwrap_or(2);
-    let kill_every: u64 = arg("--kill-every")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    // Workers are this program again, with the same arguments.
+    let args = <Args as clap::Parser>::parse();
+    let (http, port, workers, kill_every) = (
+        args.mode == "http",
+        args.port,
+        args.workers,
+        args.kill_every,
+    );
     match ringleader::role().expect("role") {
         Role::Worker(worker) => {
             let counts = Arc::new(Counts::default());

@@ -12,13 +12,18 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ringleader::{Event, Primary, Role, WorkerHandle};
+use ringleader_benches::{median, percentile};
 use serde_json::{Value, json};
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+/// The control channel side by side with Node's cluster IPC.
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// Repetitions; the table has their medians.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Also write every repetition's figures here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 fn main() {
@@ -72,15 +77,6 @@ fn message(primary: &Primary) -> Vec<u8> {
             None => panic!("no message within 60 s"),
         }
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
 
 fn measure(
@@ -163,7 +159,8 @@ fn node_figures(size: usize, pingpong: usize, stream: u64, reps: usize) -> Optio
 }
 
 fn primary_main(primary: &Primary) {
-    let reps: usize = arg("--reps").and_then(|s| s.parse().ok()).unwrap_or(5);
+    let args = <Args as clap::Parser>::parse();
+    let reps = args.reps;
     println!(
         "ringleader {:?} backend, busy poll {} us; {reps} repetitions, medians",
         primary.backend(),
@@ -219,10 +216,10 @@ fn primary_main(primary: &Primary) {
         }
         results.push(json!({ "size": size, "ringleader": rows, "node": node }));
     }
-    if let Some(path) = arg("--json") {
-        std::fs::write(&path, serde_json::to_string_pretty(&results).expect("json"))
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results).expect("json"))
             .expect("write json");
-        println!("\nwrote {path}");
+        println!("\nwrote {}", path.display());
     }
     // Let the workers go.
     let _ = primary.disconnect_all();

@@ -28,13 +28,34 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use ringleader::{Event, Primary, Role, Scheduling, Settings, SharedPolicy, Worker};
+use ringleader_benches::chart;
 use serde_json::json;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+/// Distribution policies compared under skewed work.
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// equal, slow-one, bimodal, keepalive-mix, or all.
+    #[arg(long, default_value = "all")]
+    scenario: String,
+    /// Requests per second offered, open loop.
+    #[arg(long, default_value_t = 1500.0)]
+    rate: f64,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Workers per cluster.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// The policies, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "rr,lc,p2c,weighted,none,reuseport,steer"
+    )]
+    policies: Vec<String>,
+    /// Where the JSON and the charts go.
+    #[arg(long, default_value = "target/policy-bench")]
+    out: std::path::PathBuf,
 }
 
 const SCENARIOS: [&str; 4] = ["equal", "slow-one", "bimodal", "keepalive-mix"];
@@ -46,7 +67,7 @@ fn main() {
             if let Ok(run) = std::env::var("POLICY_BENCH_RUN") {
                 run_cluster(&primary, &run);
             } else {
-                drive_all();
+                drive_all(&<Args as clap::Parser>::parse());
             }
         }
     }
@@ -260,18 +281,16 @@ impl Scenario {
     }
 }
 
-fn drive_all() {
-    let rate: f64 = arg("--rate").and_then(|v| v.parse().ok()).unwrap_or(1500.0);
-    let seconds: f64 = arg("--seconds").and_then(|v| v.parse().ok()).unwrap_or(5.0);
-    let workers: usize = arg("--workers").and_then(|v| v.parse().ok()).unwrap_or(4);
-    let out =
-        std::path::PathBuf::from(arg("--out").unwrap_or_else(|| "target/policy-bench".into()));
-    let policies: Vec<String> = arg("--policies")
-        .unwrap_or_else(|| "rr,lc,p2c,weighted,none,reuseport,steer".into())
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    let wanted = arg("--scenario").unwrap_or_else(|| "all".into());
+fn drive_all(args: &Args) {
+    let Args {
+        rate,
+        seconds,
+        workers,
+        out,
+        policies,
+        scenario: wanted,
+    } = args;
+    let (rate, seconds, workers) = (*rate, *seconds, *workers);
     let scenarios: Vec<Scenario> = SCENARIOS
         .iter()
         .filter(|s| wanted == "all" || wanted == **s)
@@ -280,7 +299,7 @@ fn drive_all() {
             slow: if name == "slow-one" { 10 } else { 1 },
         })
         .collect();
-    std::fs::create_dir_all(&out).expect("output directory");
+    std::fs::create_dir_all(out).expect("output directory");
     println!(
         "policy_bench: {workers} workers, {rate} requests/s offered for {seconds} s per run, \
          open loop on 127.0.0.1"
@@ -291,7 +310,7 @@ fn drive_all() {
     );
     let mut outcomes = Vec::new();
     for scenario in &scenarios {
-        for policy in &policies {
+        for policy in policies {
             let o = run_one(scenario, policy, workers, rate, seconds);
             let shares: Vec<String> = o.shares.iter().map(|(w, n)| format!("{w}:{n}")).collect();
             println!(
@@ -309,7 +328,7 @@ fn drive_all() {
             outcomes.push(o);
         }
     }
-    write_results(&out, &outcomes, workers, rate, seconds);
+    write_results(out, &outcomes, workers, rate, seconds);
 }
 
 fn run_one(scenario: &Scenario, policy: &str, workers: usize, rate: f64, seconds: f64) -> Outcome {
@@ -462,119 +481,23 @@ fn write_results(
     scenarios.dedup();
     for s in scenarios {
         let these: Vec<&Outcome> = outcomes.iter().filter(|o| o.scenario == s).collect();
-        std::fs::write(out.join(format!("cdf-{s}.svg")), cdf_svg(s, &these)).expect("write svg");
-        std::fs::write(out.join(format!("shares-{s}.svg")), shares_svg(s, &these))
-            .expect("write svg");
-    }
-    println!("results: {}", out.join("policy-bench.json").display());
-}
-
-const COLOURS: [&str; 6] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#7f7f7f",
-];
-
-/// Latency CDF: time on a log axis (0.1 ms to 10 s), quantiles on a "nines" axis
-/// (0, 0.9, 0.99, 0.999) so that the tail, where policies differ, gets the room.
-fn cdf_svg(scenario: &str, runs: &[&Outcome]) -> String {
-    let (w, h, left, bottom) = (720.0, 420.0, 60.0, 40.0);
-    let (pw, ph) = (w - left - 160.0, h - bottom - 30.0);
-    let x = |ms: f64| left + (ms.max(0.1).log10() + 1.0) / 5.0 * pw;
-    let nines = |q: f64| (-(1.0 - q).max(1e-3).log10()).min(3.0);
-    let y = |q: f64| 30.0 + ph - nines(q) / 3.0 * ph;
-    let mut svg = format!(
-        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\
-         <text x='{left}' y='18'>latency CDF, {scenario}</text>"
-    );
-    for decade in 0..=5 {
-        let ms = 10f64.powi(decade - 1);
-        let px = x(ms);
-        svg += &format!(
-            "<line x1='{px}' y1='30' x2='{px}' y2='{}' stroke='#ddd'/><text x='{px}' y='{}' text-anchor='middle'>{ms} ms</text>",
-            30.0 + ph,
-            30.0 + ph + 16.0
-        );
-    }
-    for q in [0.0, 0.5, 0.9, 0.99, 0.999] {
-        svg += &format!(
-            "<line x1='{left}' y1='{0}' x2='{1}' y2='{0}' stroke='#eee'/><text x='{2}' y='{0}' text-anchor='end'>{q}</text>",
-            y(q),
-            left + pw,
-            left - 4.0
-        );
-    }
-    for (i, o) in runs.iter().enumerate() {
-        let n = o.latencies_us.len();
-        if n == 0 {
-            continue;
-        }
-        // Evenly spaced on the nines axis, up to p99.9.
-        let points: Vec<String> = (0..=300)
-            .map(|k| {
-                let q = 1.0 - 10f64.powf(-3.0 * k as f64 / 300.0);
-                let idx = ((n - 1) as f64 * q) as usize;
-                format!("{:.1},{:.1}", x(o.latencies_us[idx] as f64 / 1000.0), y(q))
+        let cdfs: Vec<(&str, &[u64])> = these
+            .iter()
+            .map(|o| (o.policy.as_str(), o.latencies_us.as_slice()))
+            .collect();
+        let title = format!("latency CDF, {s}");
+        chart::latency_cdf(&out.join(format!("cdf-{s}.svg")), &title, &cdfs).expect("write svg");
+        let shares: Vec<(&str, Vec<u64>)> = these
+            .iter()
+            .map(|o| {
+                (
+                    o.policy.as_str(),
+                    o.shares.iter().map(|(_, n)| *n).collect(),
+                )
             })
             .collect();
-        let c = COLOURS[i % COLOURS.len()];
-        svg += &format!(
-            "<polyline fill='none' stroke='{c}' stroke-width='2' points='{}'/>\
-             <text x='{}' y='{}' fill='{c}'>{}</text>",
-            points.join(" "),
-            left + pw + 12.0,
-            40.0 + 18.0 * i as f64,
-            o.policy
-        );
+        let title = format!("share of requests per worker, {s}");
+        chart::shares(&out.join(format!("shares-{s}.svg")), &title, &shares).expect("write svg");
     }
-    svg + "</svg>"
-}
-
-/// Each worker's share of the requests, grouped by policy (full height is 50 %).
-fn shares_svg(scenario: &str, runs: &[&Outcome]) -> String {
-    let (w, h, left, bottom) = (720.0, 360.0, 50.0, 40.0);
-    let workers = runs.iter().map(|o| o.shares.len()).max().unwrap_or(0);
-    let ph = h - bottom - 30.0;
-    let group = (w - left - 20.0) / runs.len().max(1) as f64;
-    let mut svg = format!(
-        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\
-         <text x='{left}' y='18'>share of requests per worker, {scenario}</text>"
-    );
-    for pct in [0.0, 12.5, 25.0, 37.5, 50.0] {
-        let gy = 30.0 + ph - pct / 50.0 * ph;
-        svg += &format!(
-            "<line x1='{left}' y1='{gy}' x2='{}' y2='{gy}' stroke='#ddd'/><text x='{}' y='{gy}' text-anchor='end'>{pct}%</text>",
-            w - 20.0,
-            left - 4.0
-        );
-    }
-    for j in 0..workers {
-        svg += &format!(
-            "<text x='{}' y='18' fill='{}'>worker {}</text>",
-            w - 90.0 * (workers - j) as f64,
-            COLOURS[j % COLOURS.len()],
-            j + 1
-        );
-    }
-    for (i, o) in runs.iter().enumerate() {
-        let total: u64 = o.shares.iter().map(|(_, n)| n).sum::<u64>().max(1);
-        let bar = group * 0.8 / o.shares.len().max(1) as f64;
-        for (j, (worker, n)) in o.shares.iter().enumerate() {
-            let share = *n as f64 / total as f64;
-            let bh = (share * 2.0).min(1.0) * ph;
-            let bx = left + group * i as f64 + bar * j as f64;
-            svg += &format!(
-                "<rect x='{bx:.1}' y='{:.1}' width='{:.1}' height='{bh:.1}' fill='{}'><title>worker {worker}: {:.1}%</title></rect>",
-                30.0 + ph - bh,
-                bar - 2.0,
-                COLOURS[j % COLOURS.len()],
-                share * 100.0
-            );
-        }
-        svg += &format!(
-            "<text x='{:.1}' y='{}' text-anchor='middle'>{}</text>",
-            left + group * i as f64 + group * 0.4,
-            30.0 + ph + 16.0,
-            o.policy
-        );
-    }
-    svg + "</svg>"
+    println!("results: {}", out.join("policy-bench.json").display());
 }
