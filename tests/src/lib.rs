@@ -320,6 +320,8 @@ pub fn wait_gone(pid: u32, limit: Duration) -> Option<Duration> {
 pub struct Spawned {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Reads the child's stdout until every process that holds the pipe has closed it.
+    reader: Option<std::thread::JoinHandle<()>>,
     _share: Option<Share>,
 }
 
@@ -335,7 +337,7 @@ impl Spawned {
         let mut child = cmd.spawn().expect("spawn fixture");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
@@ -345,6 +347,7 @@ impl Spawned {
         Spawned {
             child,
             lines,
+            reader: Some(reader),
             _share: share,
         }
     }
@@ -399,5 +402,19 @@ impl Drop for Spawned {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The pipe's read end closes with the reader, once the group's last writer is gone:
+        // before this test's share is given back, so that a test counting fds next does not
+        // see it close under its feet. Bounded: a process outside the group may hold it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.reader.as_ref().is_some_and(|r| !r.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if self
+            .reader
+            .as_ref()
+            .is_some_and(std::thread::JoinHandle::is_finished)
+        {
+            let _ = self.reader.take().map(std::thread::JoinHandle::join);
+        }
     }
 }
