@@ -4,7 +4,8 @@
 //! # Implementation notes
 //! Everything that could allocate (argv, envp, the fd plan) is prepared before the fork. In the
 //! child, between fork and exec, only async-signal-safe system calls run: `prctl`, `getppid`,
-//! `fcntl`, `dup2`, `close`, `close_range`. std resets the signal mask and `SIGPIPE` there too, so a
+//! `sigprocmask`, `signal`, `fcntl`, `dup2`, `close`, `close_range`. The child starts with an
+//! empty signal mask and `SIGPIPE` at its default, which std's spawn no longer ensures: a
 //! primary that blocks signals for its signalfd does not pass the mask on.
 //!
 //! The death signal fires when the *thread* that spawned the child exits, not the process
@@ -101,6 +102,11 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Spawned> {
     let mut sorted_targets: Vec<RawFd> = plan.iter().map(|(_, t)| *t).collect();
     sorted_targets.sort_unstable();
     let parent = std::process::id() as libc::pid_t;
+    let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe { libc::sigemptyset(empty.as_mut_ptr()) };
+    // SAFETY: initialised just above.
+    let empty = unsafe { empty.assume_init() };
     let death_signal = req.death_signal.map(Signal::as_raw);
 
     let mut cmd = Command::new(&req.program);
@@ -120,6 +126,15 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Spawned> {
         cmd.uid(uid);
     }
     let child_setup = move || -> io::Result<()> {
+        // A clean start: nothing blocked (a primary blocks the signals its signalfd reads)
+        // and SIGPIPE back to its default (the Rust runtime ignores it); handlers are reset by
+        // the exec itself. std's spawn no longer does either for us.
+        // SAFETY: sigprocmask is async-signal-safe; `empty` was made before the fork.
+        if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: signal(2) is async-signal-safe and SIG_DFL needs no handler.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
         if let Some(sig) = death_signal {
             // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no memory.
             if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } != 0 {
@@ -181,8 +196,8 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Spawned> {
         Ok(())
     };
     // SAFETY: `child_setup` runs between fork and exec and calls only async-signal-safe
-    // functions (prctl, getppid, fcntl, dup2, close, close_range) on memory allocated before the fork; it
-    // allocates nothing and takes no locks.
+    // functions (sigprocmask, signal, prctl, getppid, fcntl, dup2, close, close_range) on
+    // memory allocated before the fork; it allocates nothing and takes no locks.
     unsafe { cmd.pre_exec(child_setup) };
 
     let mut child = cmd.spawn()?;

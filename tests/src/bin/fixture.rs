@@ -43,7 +43,10 @@ fn main() {
                 primary.fork(&[("FIXTURE_MODE", "echo")]).expect("fork");
                 for event in primary.events() {
                     match event.expect("event") {
-                        Event::Online { .. } => out(format_args!("READY")),
+                        Event::Online { worker } => {
+                            let pid = primary.worker(worker).map_or(0, |w| w.pid());
+                            out(format_args!("READY {pid}"));
+                        }
                         Event::Signal(sig) if sig == ringleader::Signal::TERM => {
                             out(format_args!("SIGNAL {sig}"));
                             primary.disconnect_all().expect("disconnect all");
