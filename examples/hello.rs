@@ -1,6 +1,7 @@
 //! Node's hello-world cluster, ringleader style: one worker per CPU, all serving HTTP/1.1 on one
-//! port, each answer naming the worker; dead workers are replaced; Ctrl-C or SIGTERM stops the
-//! cluster gracefully.
+//! port, each answer naming the worker; dead workers are replaced, with a back-off, and a
+//! worker that keeps dying at start is given up on (the primary exits 1 when none is left);
+//! Ctrl-C or SIGTERM stops the cluster gracefully.
 //!
 //! ```text
 //! cargo run --release --example hello -- [--workers N] [--port 8000] [--policy rr|none|reuseport|steer]
@@ -11,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ringleader::{Connection, Event, Role, Scheduling, Settings, Signal};
+use ringleader::{Connection, Event, Respawn, Role, Scheduling, Settings, Signal};
 
 /// How long a keep-alive connection may stay idle, and how long a graceful stop may take.
 const IDLE: Duration = Duration::from_secs(5);
@@ -41,7 +42,14 @@ enum Policy {
     Steer,
 }
 
-fn main() -> Result<(), ringleader::Error> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("hello {}: {}", std::process::id(), e.report());
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), ringleader::Error> {
     // Workers run this program again, with the same arguments.
     let args = <Args as clap::Parser>::parse();
     let port = args.port;
@@ -55,7 +63,13 @@ fn main() -> Result<(), ringleader::Error> {
                 Policy::Reuseport => Scheduling::ReusePort,
                 Policy::Steer => Scheduling::Steered,
             };
-            primary.setup(Settings::default().scheduling(scheduling))?;
+            // Workers that exit unasked are replaced, backing off from (and giving up on) a
+            // crash loop: a port another process holds, say.
+            primary.setup(
+                Settings::default()
+                    .scheduling(scheduling)
+                    .respawn(Some(Respawn::default())),
+            )?;
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
             let workers = args.workers.unwrap_or(cpus);
             for _ in 0..workers {
@@ -86,15 +100,32 @@ fn main() -> Result<(), ringleader::Error> {
                         worker,
                         code,
                         signal,
-                        exited_after_disconnect,
+                        ..
                     } => {
                         println!(
                             "worker {worker} died ({})",
                             code.map_or_else(|| format!("{signal:?}"), |c| c.to_string())
                         );
-                        if !exited_after_disconnect && stop_by.is_none() {
-                            println!("Starting a replacement");
-                            primary.fork(&[])?;
+                    }
+                    Event::Respawned {
+                        worker,
+                        replaces,
+                        delay,
+                    } => {
+                        println!("Worker {worker} replaces worker {replaces} (after {delay:?})");
+                    }
+                    Event::GaveUp {
+                        worker,
+                        exits,
+                        window,
+                    } => {
+                        eprintln!(
+                            "worker {worker} exited {exits} times within {window:?} soon after \
+                             starting: not replacing it"
+                        );
+                        if primary.workers().is_empty() {
+                            eprintln!("No worker is left; giving up");
+                            std::process::exit(1);
                         }
                     }
                     Event::Signal(signal) => {

@@ -205,8 +205,8 @@ pub use ipc::Message;
 pub use ipc::frame::MAX_PAYLOAD;
 pub use policy::SharedPolicy;
 pub use primary::{
-    AddressType, Backend, Event, Events, HandoffStats, Listening, Load, Primary, Scheduling,
-    Settings, Stdio, WorkerHandle, WorkerState,
+    AddressType, Backend, Event, Events, HandoffStats, Listening, Load, Primary, Respawn,
+    Scheduling, Settings, Stdio, WorkerHandle, WorkerState,
 };
 pub use ringleader_sys::signal::Signal;
 pub use role::{Role, is_worker, role};

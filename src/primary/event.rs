@@ -63,6 +63,26 @@ pub enum Event {
         /// own `disconnect()`/`kill()`, as opposed to a crash or an `exit(n)`.
         exited_after_disconnect: bool,
     },
+    /// A worker that exited unasked was replaced ([`Settings::respawn`](crate::Settings::respawn)),
+    /// after `delay` (zero when it had run stably). Its `Fork` event came just before.
+    Respawned {
+        /// The new worker.
+        worker: WorkerId,
+        /// The worker it replaces.
+        replaces: WorkerId,
+        /// How long the primary waited before forking it.
+        delay: std::time::Duration,
+    },
+    /// A worker kept exiting soon after it started: `exits` quick exits within `window` of
+    /// its lineage. It is not replaced again ([`Settings::respawn`](crate::Settings::respawn)).
+    GaveUp {
+        /// The last worker of the lineage, which exited.
+        worker: WorkerId,
+        /// Its lineage's quick exits within the window.
+        exits: u32,
+        /// The window.
+        window: std::time::Duration,
+    },
     /// Every worker that [`Primary::disconnect_all`](crate::Primary::disconnect_all) asked to
     /// leave has disconnected and exited (Node: the callback of `cluster.disconnect(cb)`).
     AllDisconnected,

@@ -25,7 +25,7 @@ use self::driver::Driver;
 pub use self::event::{AddressType, Event, Listening};
 pub use self::listeners::HandoffStats;
 pub use self::loads::Load;
-pub use self::settings::{Scheduling, Settings, Stdio};
+pub use self::settings::{Respawn, Scheduling, Settings, Stdio};
 use crate::contract::{ENV_BACKEND, ENV_SCHED_POLICY, ENV_URING_KERNEL};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::WorkerId;

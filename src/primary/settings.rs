@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ringleader_sys::signal::Signal;
 pub use ringleader_sys::spawn::Stdio;
@@ -78,6 +79,75 @@ pub struct Settings {
     pub(crate) death_signal: Option<Option<Signal>>,
     pub(crate) policy: Option<SharedPolicy>,
     pub(crate) board_slots: Option<usize>,
+    pub(crate) respawn: Option<Option<Respawn>>,
+}
+
+/// How the primary replaces workers that exit unasked ([`Settings::respawn`]): a worker that
+/// exits soon after it started (within `stable_after`) is replaced after a delay that starts
+/// at `first_delay` and doubles with each such exit up to `max_delay`; one that ran longer
+/// is replaced at once and resets the delay. After `max_unstable` quick exits within
+/// `window`, that worker is not replaced again, and [`Event::GaveUp`](crate::Event::GaveUp)
+/// says so. Each worker forked by the application starts a lineage of its own, counted
+/// apart: one crashing worker does not stop the others' replacements. A worker that was asked
+/// to go (`disconnect`, `kill`) is never replaced.
+///
+/// The defaults follow systemd and PM2: systemd restarts after 100 ms and stops a unit
+/// after 5 starts within 10 s; PM2's back-off starts at 100 ms, grows to 15 s, and resets
+/// once the process has run for 30 s. Here: 100 ms doubling to 5 s, stable after 10 s of
+/// running, giving up after 5 quick exits within 30 s (at 100 ms, 200 ms, 400 ms, 800 ms,
+/// 1.6 s, a worker that cannot start is given up on after about 3 s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Respawn {
+    /// The delay before replacing a worker that exited soon after it started.
+    pub first_delay: Duration,
+    /// The longest such delay.
+    pub max_delay: Duration,
+    /// A worker that ran this long exited stably: it is replaced at once.
+    pub stable_after: Duration,
+    /// Quick exits within `window` after which a lineage is given up on.
+    pub max_unstable: u32,
+    /// See `max_unstable`.
+    pub window: Duration,
+}
+
+impl Default for Respawn {
+    fn default() -> Self {
+        Respawn {
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+            stable_after: Duration::from_secs(10),
+            max_unstable: 5,
+            window: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Respawn {
+    /// The first delay (and the back-off's base).
+    pub fn first_delay(mut self, delay: Duration) -> Self {
+        self.first_delay = delay;
+        self
+    }
+
+    /// The longest delay.
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        self.max_delay = delay;
+        self
+    }
+
+    /// How long a worker must run for its exit to count as stable.
+    pub fn stable_after(mut self, ran: Duration) -> Self {
+        self.stable_after = ran;
+        self
+    }
+
+    /// Give up after `exits` quick exits within `window`.
+    pub fn give_up_after(mut self, exits: u32, window: Duration) -> Self {
+        self.max_unstable = exits;
+        self.window = window;
+        self
+    }
 }
 
 impl Settings {
@@ -180,6 +250,13 @@ impl Settings {
         self
     }
 
+    /// Replace workers that exit unasked, backing off from crash loops ([`Respawn`]);
+    /// `None` turns it off. Default: off, as in Node (the application decides, on `Exit`).
+    pub fn respawn(mut self, respawn: Option<Respawn>) -> Self {
+        self.respawn = Some(respawn);
+        self
+    }
+
     /// The program set with [`Settings::exec`].
     pub fn get_exec(&self) -> Option<&std::path::Path> {
         self.exec.as_deref()
@@ -222,7 +299,8 @@ impl Settings {
             scheduling,
             death_signal,
             policy,
-            board_slots
+            board_slots,
+            respawn
         );
     }
 

@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ringleader_sys::signal::Signal;
 use ringleader_sys::spawn::SpawnRequest;
@@ -21,6 +22,15 @@ use crate::primary::settings::Settings;
 
 impl Core {
     pub(crate) fn fork(&mut self, env: &[(&str, &str)]) -> Result<(WorkerId, u32)> {
+        self.fork_in(env, None)
+    }
+
+    /// Forks a worker of `lineage` (a replacement), or of a lineage of its own.
+    pub(super) fn fork_in(
+        &mut self,
+        env: &[(&str, &str)],
+        lineage: Option<WorkerId>,
+    ) -> Result<(WorkerId, u32)> {
         self.setup(Settings::default())?;
         if !self.frozen {
             let policy = self
@@ -37,7 +47,7 @@ impl Core {
         self.frozen = true;
         let id = self.next_id;
         let board = self.loads.assign(id);
-        let result = self.spawn_worker(id, env, board);
+        let result = self.spawn_worker(id, env, board, lineage.unwrap_or(id));
         if result.is_err() {
             self.loads.release(id);
         }
@@ -49,6 +59,7 @@ impl Core {
         id: WorkerId,
         env: &[(&str, &str)],
         board: Option<(usize, u64)>,
+        lineage: WorkerId,
     ) -> Result<(WorkerId, u32)> {
         const OP: &str = "fork a worker";
         let s = &self.settings;
@@ -134,6 +145,12 @@ impl Core {
                 listed: true,
                 exited_after_disconnect: false,
                 stdio: [spawned.stdin, spawned.stdout, spawned.stderr],
+                started: Instant::now(),
+                lineage,
+                env: env
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
             },
         );
         self.ready.push_back(Event::Fork { worker: id, pid });
@@ -184,11 +201,17 @@ impl Core {
             return;
         }
         slot.exit_generated = true;
+        let asked = slot.exited_after_disconnect;
         self.ready.push_back(Event::Exit {
             worker: id,
             code: status.code,
             signal: status.signal,
-            exited_after_disconnect: slot.exited_after_disconnect,
+            exited_after_disconnect: asked,
         });
+        if !asked {
+            let (lineage, started, env) =
+                (slot.lineage, slot.started, std::mem::take(&mut slot.env));
+            self.on_unasked_exit(id, lineage, started, env);
+        }
     }
 }

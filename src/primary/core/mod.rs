@@ -18,6 +18,7 @@ use ringleader_sys::uring::OpId;
 
 mod channels;
 mod fork;
+mod respawn;
 mod turn;
 
 use super::driver::{Driver, Happening, SIGNALS, dyn_fd};
@@ -81,6 +82,11 @@ pub(crate) struct WorkerEntry {
     pub(crate) listed: bool,
     pub(crate) exited_after_disconnect: bool,
     pub(crate) stdio: [Option<File>; 3],
+    /// When it was forked, the first worker of its line of replacements, and the `fork`
+    /// environment a replacement gets ([`respawn`]).
+    started: Instant,
+    lineage: WorkerId,
+    env: Vec<(String, String)>,
 }
 
 pub(crate) struct Core {
@@ -96,6 +102,8 @@ pub(crate) struct Core {
     all_waiting: Option<BTreeSet<WorkerId>>,
     pub(crate) busy_poll: Duration,
     pub(crate) listeners: Listeners,
+    /// Replacements of workers that exited unasked ([`respawn`]).
+    respawns: respawn::Respawns,
     /// What listener work produced, delivered as each call returns ([`Core::with_listeners`]).
     outbox: Outbox,
     pub(crate) loads: super::loads::Loads,
@@ -129,6 +137,7 @@ impl Core {
             all_waiting: None,
             busy_poll: default_busy_poll(),
             listeners: Listeners::new(default_accept_rounds()),
+            respawns: respawn::Respawns::default(),
             outbox: Outbox::default(),
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
             env_policy: None,
@@ -252,7 +261,10 @@ impl Core {
 
     /// Nothing could ever produce another event.
     pub(crate) fn idle(&self) -> bool {
-        self.ready.is_empty() && self.workers.is_empty() && self.signals.is_none()
+        self.ready.is_empty()
+            && self.workers.is_empty()
+            && self.signals.is_none()
+            && !self.respawns.waiting()
     }
 
     /// Takes the next event and applies its bookkeeping.

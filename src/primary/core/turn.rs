@@ -56,12 +56,18 @@ impl Core {
 
     pub(super) fn turn_once(&mut self, timeout: Option<Duration>) -> Result<()> {
         self.flush_all();
+        self.respawn_due();
         if !self.ready.is_empty() {
             return self.wait(Some(Duration::ZERO)).map(drop);
         }
-        if let Some(at) = self.listeners.next_round() {
-            // A listener rests between rounds: sleep until its next one (or anything else),
-            // without busy polling, which would take connections one by one again.
+        let next = [self.listeners.next_round(), self.respawns.next_due()]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(at) = next {
+            // A listener rests between rounds, or a replacement waits for its time: sleep
+            // until then (or anything else), without busy polling, which would take
+            // connections one by one again.
             let until = at.saturating_duration_since(Instant::now());
             return self
                 .wait(Some(timeout.map_or(until, |t| t.min(until))))

@@ -300,6 +300,12 @@ fn run_worker(worker: &Worker, mode: &str) {
                 });
             }
         }
+        // `exit-after:CODE:MS`: exit with CODE after MS milliseconds, unasked.
+        m if m.starts_with("exit-after:") => {
+            let (code, ms) = m[11..].split_once(':').expect("exit-after:CODE:MS");
+            std::thread::sleep(Duration::from_millis(ms.parse().expect("ms")));
+            std::process::exit(code.parse().expect("code"));
+        }
         // Post a capacity hint of one connection at a time, then serve as `serve:` does.
         m if m.starts_with("capacity-1:") => {
             worker

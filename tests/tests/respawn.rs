@@ -1,0 +1,92 @@
+//! Workers that exit unasked are replaced (`Settings::respawn`): after growing delays while
+//! they keep failing at start, and not at all once they fail too often; at once after a
+//! stable run; never when they were asked to go.
+
+use std::time::{Duration, Instant};
+
+use ringleader::{Event, Respawn, Settings};
+use ringleader_tests::Harness;
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
+
+fn respawning(h: &Harness, rules: Respawn) {
+    h.primary
+        .setup(Settings::default().respawn(Some(rules)))
+        .expect("setup");
+}
+
+#[test]
+fn a_worker_that_fails_at_start_is_replaced_after_growing_delays_then_given_up_on() {
+    let h = Harness::new(FIXTURE);
+    let first = Duration::from_millis(20);
+    respawning(
+        &h,
+        Respawn::default()
+            .first_delay(first)
+            .give_up_after(4, Duration::from_secs(60)),
+    );
+    let start = Instant::now();
+    h.fork("exit:3");
+    let mut delays = Vec::new();
+    let mut exits = 0;
+    let seen = h.until(|e| match e {
+        Event::Exit { code, .. } => {
+            assert_eq!(*code, Some(3));
+            exits += 1;
+            false
+        }
+        Event::Respawned { delay, .. } => {
+            delays.push(*delay);
+            false
+        }
+        Event::GaveUp { .. } => true,
+        _ => false,
+    });
+    assert_eq!(exits, 4, "one worker and three replacements");
+    assert_eq!(delays, [first, first * 2, first * 4]);
+    // The delays were waited (a lower bound only: the machine may be slow).
+    assert!(start.elapsed() >= first * 7);
+    match seen.last() {
+        Some(Event::GaveUp { exits, .. }) => assert_eq!(*exits, 4),
+        other => panic!("{other:?}"),
+    }
+    // Nothing is left to wait for: no worker, no replacement.
+    assert!(h.primary.workers().is_empty());
+    assert!(
+        h.primary
+            .next_event(Some(Duration::from_millis(200)))
+            .expect("event")
+            .is_none()
+    );
+}
+
+#[test]
+fn a_worker_that_ran_stably_is_replaced_at_once_and_one_asked_to_go_is_not() {
+    let h = Harness::new(FIXTURE);
+    respawning(
+        &h,
+        Respawn::default()
+            .first_delay(Duration::from_secs(3600))
+            .stable_after(Duration::from_millis(50)),
+    );
+    h.fork("exit-after:0:200");
+    let mut replacements = Vec::new();
+    h.until(|e| {
+        if let Event::Respawned { worker, delay, .. } = e {
+            assert_eq!(*delay, Duration::ZERO, "a stable run resets the back-off");
+            replacements.push(*worker);
+        }
+        replacements.len() == 2
+    });
+    // Asked to go: it exits, and nothing replaces it.
+    h.primary.disconnect_all().expect("disconnect");
+    let seen = h.until(|e| matches!(e, Event::AllDisconnected));
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Respawned { .. })),
+        "{:?}",
+        seen.iter()
+            .map(ringleader_tests::describe)
+            .collect::<Vec<_>>()
+    );
+    assert!(h.primary.workers().is_empty());
+}
