@@ -80,7 +80,12 @@ pub struct Settings {
     pub(crate) policy: Option<SharedPolicy>,
     pub(crate) board_slots: Option<usize>,
     pub(crate) respawn: Option<Option<Respawn>>,
+    pub(crate) take_back: Option<Option<Duration>>,
 }
+
+/// How long a handed-over connection may wait at a worker that does not take it before the
+/// primary takes it back for another ([`Settings::take_back_after`]).
+const DEFAULT_TAKE_BACK_AFTER: Duration = Duration::from_millis(50);
 
 /// How the primary replaces workers that exit unasked ([`Settings::respawn`]): a worker that
 /// exits soon after it started (within `stable_after`) is replaced after a delay that starts
@@ -250,6 +255,20 @@ impl Settings {
         self
     }
 
+    /// Take back a connection handed to a worker (round-robin and the hand-off policies)
+    /// that has not taken it within `after`, and hand it to another; the stalled worker is
+    /// then sent one connection at a time until it takes one again. A worker stopped,
+    /// stuck, or too slow to read its queue then holds no client longer than about `after`,
+    /// while the bound of 16 untaken connections per worker stays the cap. `None` turns it
+    /// off. Default: 50 ms (a hand-off is normally taken within microseconds; a worker
+    /// busy for longer than this with the connections it has is better skipped). A
+    /// connection the worker has read into its own queue is its own: only those still in
+    /// the channel come back.
+    pub fn take_back_after(mut self, after: Option<Duration>) -> Self {
+        self.take_back = Some(after.filter(|a| !a.is_zero()));
+        self
+    }
+
     /// Replace workers that exit unasked, backing off from crash loops ([`Respawn`]);
     /// `None` turns it off. Default: off, as in Node (the application decides, on `Exit`).
     pub fn respawn(mut self, respawn: Option<Respawn>) -> Self {
@@ -300,8 +319,14 @@ impl Settings {
             death_signal,
             policy,
             board_slots,
-            respawn
+            respawn,
+            take_back
         );
+    }
+
+    /// The take-back deadline in force.
+    pub(crate) fn take_back_deadline(&self) -> Option<Duration> {
+        self.take_back.unwrap_or(Some(DEFAULT_TAKE_BACK_AFTER))
     }
 
     pub(crate) fn stdio_or_default(&self) -> [Stdio; 3] {

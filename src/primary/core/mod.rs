@@ -136,7 +136,10 @@ impl Core {
             signals: None,
             all_waiting: None,
             busy_poll: default_busy_poll(),
-            listeners: Listeners::new(default_accept_rounds()),
+            listeners: Listeners::new(
+                default_accept_rounds(),
+                Settings::default().take_back_deadline(),
+            ),
             respawns: respawn::Respawns::default(),
             outbox: Outbox::default(),
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
@@ -153,6 +156,7 @@ impl Core {
             self.scheduling = s;
         }
         self.settings.merge(settings);
+        self.listeners.take_back_after = self.settings.take_back_deadline();
         self.ready.push_back(Event::Setup(self.settings.clone()));
         Ok(())
     }

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use ringleader_sys::{OwnedFd, listen, socket, steer};
 
-use super::{Ctx, Listener, ListenerId, Listeners, MAX_PENDING, MAX_UNTAKEN, Pending, STEER_BUSY};
+use super::{
+    Ctx, Listener, ListenerId, Listeners, MAX_PENDING, MAX_UNTAKEN, Pending, STALLED_BOUND,
+    STEER_BUSY,
+};
 use crate::error::{Error, ErrorKind};
 use crate::ids::WorkerId;
 use crate::ipc::listen::Key;
@@ -31,6 +34,9 @@ impl Listeners {
         if self.steer_at.is_some_and(|at| at <= Instant::now()) {
             self.steer(cx);
         }
+        if self.stall_check_at.is_some_and(|at| at <= Instant::now()) {
+            self.take_back_stalled(cx);
+        }
         if self.pending.is_empty() {
             if self.paused() {
                 for h in self.by_key.values_mut() {
@@ -39,6 +45,7 @@ impl Listeners {
             }
             return;
         }
+        let now = Instant::now();
         let mut batches: BTreeMap<(ListenerId, WorkerId), Vec<OwnedFd>> = BTreeMap::new();
         let mut left = VecDeque::new();
         while let Some(p) = self.pending.pop_front() {
@@ -66,6 +73,7 @@ impl Listeners {
                 None => left.push_back(Pending { held: true, ..p }),
             }
         }
+        let mut sent_any = false;
         for ((hid, wid), fds) in batches {
             let Some(member) = self.member(hid, wid) else {
                 left.extend(fds.into_iter().map(|fd| Pending {
@@ -81,12 +89,19 @@ impl Listeners {
             // undelivered is uncounted in `on_handed`.
             let n = fds.len() as u64;
             member.untaken.set(member.untaken.get() + n);
+            if self.take_back_after.is_some() {
+                member.sent.borrow_mut().push_back((now, n));
+                sent_any = true;
+            }
             let tx = dyn_fd(&member.tx);
             self.stats.handed_over += n;
             cx.loads.get(wid).handed += n;
             cx.driver.hand_over(&tx, fds, handoff_token(hid, wid));
         }
         self.pending = left;
+        if let (true, Some(after)) = (sent_any, self.take_back_after) {
+            self.stall_check_at.get_or_insert(now + after);
+        }
         // How the hand-offs ended comes with the next wait (`Core::turn`), on both backends.
         if self.pending.is_empty() {
             self.recheck_at = None;
@@ -187,6 +202,7 @@ impl Listeners {
         let n = h.unsent.len() as u64;
         if let Some(member) = self.member(hid, wid) {
             member.untaken.set(member.untaken.get().saturating_sub(n));
+            forget_newest(&mut member.sent.borrow_mut(), n);
         }
         self.stats.handed_over -= n;
         let w = cx.loads.get(wid);
@@ -236,6 +252,58 @@ impl Listeners {
         for id in news.drain {
             self.take_back_queued(cx, id);
         }
+    }
+
+    /// Takes back what waited at a worker longer than [`Listeners::take_back_after`]: its
+    /// queue is read back from our copy of its end and goes to the others (to it again only
+    /// if nobody else can take it), and until it takes a connection again it is sent one at
+    /// a time. A worker stopped (`SIGSTOP`), stuck, or too slow to read its queue holds no
+    /// client longer than the deadline. Checks come at the deadline of the oldest connection
+    /// sent and not yet known to be taken, while any is.
+    fn take_back_stalled(&mut self, cx: &mut Ctx<'_>) {
+        self.stall_check_at = None;
+        let Some(deadline) = self.take_back_after else {
+            return;
+        };
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        let mut stalled = Vec::new();
+        for h in self.by_key.values() {
+            for (wid, m) in &h.members {
+                let Some(m) = m else { continue };
+                let mut sent = m.sent.borrow_mut();
+                if sent.is_empty() {
+                    continue;
+                }
+                let queued = listen::queued(&m.rx).unwrap_or(0);
+                m.untaken.set(queued);
+                let read = forget_oldest(&mut sent, queued);
+                if read {
+                    // It took a connection: no longer stalled, if it was.
+                    m.stalled.set(false);
+                }
+                match sent.front() {
+                    Some(&(oldest, _)) if now.saturating_duration_since(oldest) >= deadline => {
+                        stalled.push((h.id, *wid));
+                    }
+                    Some(&(oldest, _)) => {
+                        let at = oldest + deadline;
+                        next = Some(next.map_or(at, |n| n.min(at)));
+                    }
+                    None => {}
+                }
+            }
+        }
+        for (hid, wid) in stalled {
+            let Some(m) = self.member(hid, wid) else {
+                continue;
+            };
+            m.stalled.set(true);
+            let fds = m.read_back();
+            self.stats.taken_from_stalled += fds.len() as u64;
+            self.take_back(cx, wid, hid, fds, Some(wid));
+        }
+        self.stall_check_at = next;
     }
 
     /// Connections handed to worker `id` came back untaken: counted as taken back, no
@@ -359,10 +427,11 @@ fn candidate(
     worker: WorkerId,
     untaken: u64,
     batched: u64,
+    bound: u64,
     load: Option<&WorkerLoad>,
 ) -> Option<Candidate> {
     let untaken = untaken.saturating_add(batched);
-    if untaken >= MAX_UNTAKEN || load.is_some_and(|l| !l.open()) {
+    if untaken >= bound || load.is_some_and(|l| !l.open()) {
         return None;
     }
     let queued = match load {
@@ -376,6 +445,36 @@ fn candidate(
         || WorkerLoad::default().candidate(worker, queued),
         |l| l.candidate(worker, queued),
     ))
+}
+
+/// Forgets the `n` newest connections of a record of sends (they came back unsent).
+fn forget_newest(sent: &mut VecDeque<(Instant, u64)>, mut n: u64) {
+    while n > 0 {
+        let Some(last) = sent.back_mut() else { return };
+        let k = last.1.min(n);
+        last.1 -= k;
+        n -= k;
+        if last.1 == 0 {
+            sent.pop_back();
+        }
+    }
+}
+
+/// Keeps only the `queued` newest connections of a record of sends: the worker reads its
+/// queue in order, so the others were taken. Says whether any was.
+fn forget_oldest(sent: &mut VecDeque<(Instant, u64)>, queued: u64) -> bool {
+    let mut total: u64 = sent.iter().map(|(_, n)| n).sum();
+    let taken = total > queued;
+    while total > queued {
+        let Some(first) = sent.front_mut() else { break };
+        let k = first.1.min(total - queued);
+        first.1 -= k;
+        total -= k;
+        if first.1 == 0 {
+            sent.pop_front();
+        }
+    }
+    taken
 }
 
 /// The worker the policy picks among those that may take a connection now: members of the
@@ -402,7 +501,12 @@ pub(super) fn pick(
             // The bound says full: ask the kernel how many are really still queued.
             m.untaken.set(listen::queued(&m.rx).unwrap_or(MAX_UNTAKEN));
         }
-        candidates.extend(candidate(*wid, m.untaken.get(), batched, load));
+        let bound = if m.stalled.get() {
+            STALLED_BOUND
+        } else {
+            MAX_UNTAKEN
+        };
+        candidates.extend(candidate(*wid, m.untaken.get(), batched, bound, load));
     }
     if candidates.is_empty() {
         return None;
@@ -426,17 +530,17 @@ mod tests {
 
     #[test]
     fn a_worker_at_the_bound_or_held_back_by_the_board_is_no_candidate() {
-        assert!(candidate(1, MAX_UNTAKEN - 1, 1, None).is_none());
+        assert!(candidate(1, MAX_UNTAKEN - 1, 1, MAX_UNTAKEN, None).is_none());
         assert_eq!(
-            candidate(1, 3, 2, None).map(|c| (c.worker, c.queued)),
+            candidate(1, 3, 2, MAX_UNTAKEN, None).map(|c| (c.worker, c.queued)),
             Some((1, 5))
         );
         let mut paused = WorkerLoad::default();
         paused.paused = true;
-        assert!(candidate(1, 0, 0, Some(&paused)).is_none());
+        assert!(candidate(1, 0, 0, MAX_UNTAKEN, Some(&paused)).is_none());
         let mut draining = WorkerLoad::default();
         draining.draining = true;
-        assert!(candidate(1, 0, 0, Some(&draining)).is_none());
+        assert!(candidate(1, 0, 0, MAX_UNTAKEN, Some(&draining)).is_none());
     }
 
     #[test]
@@ -446,8 +550,8 @@ mod tests {
         load.counts.taken = 3;
         load.counts.finished = 1;
         // Two active, one more queued by this batch: room for one more.
-        assert!(candidate(1, 0, 1, Some(&load)).is_some());
-        assert!(candidate(1, 0, 2, Some(&load)).is_none());
+        assert!(candidate(1, 0, 1, MAX_UNTAKEN, Some(&load)).is_some());
+        assert!(candidate(1, 0, 2, MAX_UNTAKEN, Some(&load)).is_none());
     }
 
     #[test]

@@ -57,6 +57,10 @@ fn starved(e: &std::io::Error) -> bool {
 /// steered around, or a worker left lately.
 const STEER_BUSY: Duration = Duration::from_millis(1);
 
+/// The most connections a stalled worker is sent at a time: one, a probe of whether it takes
+/// connections again.
+const STALLED_BOUND: u64 = 1;
+
 /// A listener's id: 1, 2, 3… in the order they were bound.
 pub(crate) type ListenerId = u32;
 
@@ -93,6 +97,12 @@ struct Member {
     /// While connections wait for room: the watch on `tx` that reports the worker's reads
     /// ([`Driver::watch_taken`]), by its number and its io_uring operation.
     watch: Option<(u32, Option<OpId>)>,
+    /// When connections were sent, and how many each time, oldest first, as far as the
+    /// worker may not have read them: the age of the oldest it has not taken.
+    sent: std::cell::RefCell<VecDeque<(Instant, u64)>>,
+    /// Connections waited here past the take-back deadline: until it takes one again it is
+    /// sent one at a time, a probe ([`STALLED_BOUND`]).
+    stalled: std::cell::Cell<bool>,
 }
 
 impl Member {
@@ -106,6 +116,7 @@ impl Member {
             }
         }
         self.untaken.set(0);
+        self.sent.borrow_mut().clear();
         fds
     }
 
@@ -186,6 +197,11 @@ pub(crate) struct Listeners {
     /// Round-robin listeners accept in rounds this far apart ([`crate::tuning`]), where the
     /// backend can.
     accept_rounds: Option<Duration>,
+    /// Connections that waited at a worker this long are taken back for others
+    /// ([`crate::Settings::take_back_after`]); `None`: never.
+    pub(crate) take_back_after: Option<Duration>,
+    /// When the workers' queues are checked for such connections next.
+    stall_check_at: Option<Instant>,
 }
 
 /// What the primary's round-robin hand-off has done since it started
@@ -220,13 +236,22 @@ pub struct HandoffStats {
     /// Connections whose client hung up, having sent nothing, while they waited in the
     /// primary for a worker with room: closed there rather than handed to a worker.
     pub closed_gone: u64,
+    /// Connections taken back from a worker they waited at past the take-back deadline
+    /// ([`Settings::take_back_after`](crate::Settings::take_back_after)). Also counted in
+    /// `taken_back`.
+    pub taken_from_stalled: u64,
 }
 
 impl Listeners {
-    /// No listener yet; round-robin ones will accept in rounds `accept_rounds` apart.
-    pub(crate) fn new(accept_rounds: Option<Duration>) -> Listeners {
+    /// No listener yet; round-robin ones will accept in rounds `accept_rounds` apart, and
+    /// take connections back from workers they waited at for `take_back_after`.
+    pub(crate) fn new(
+        accept_rounds: Option<Duration>,
+        take_back_after: Option<Duration>,
+    ) -> Listeners {
         Listeners {
             accept_rounds,
+            take_back_after,
             ..Listeners::default()
         }
     }
@@ -251,6 +276,7 @@ impl Listeners {
             .filter_map(|h| h.retry_at)
             .chain(self.steer_at)
             .chain(self.recheck_at)
+            .chain(self.stall_check_at)
             .min()
     }
 

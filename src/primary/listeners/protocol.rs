@@ -91,6 +91,8 @@ impl Listeners {
                             rx,
                             untaken: std::cell::Cell::new(0),
                             watch: None,
+                            sent: Default::default(),
+                            stalled: std::cell::Cell::new(false),
                         }),
                     );
                     Some(theirs)

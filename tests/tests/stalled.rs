@@ -1,0 +1,74 @@
+//! A stopped worker holds no client long (`Settings::take_back_after`): connections that
+//! wait at it past the deadline are taken back from its queue and served by another.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use ringleader::{Settings, SharedPolicy};
+use ringleader_tests::Harness;
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
+const DEADLINE: Duration = Duration::from_millis(50);
+/// Far below the stop (it lasts until every client is answered), far above the deadline.
+const MARGIN: Duration = Duration::from_secs(2);
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(pid, sig).expect("kill");
+}
+
+fn stopped_worker_holds_no_client(policy: &str) {
+    let h = Harness::new(FIXTURE);
+    h.primary
+        .setup(
+            Settings::default()
+                .policy(SharedPolicy::named(policy).expect("policy"))
+                .take_back_after(Some(DEADLINE)),
+        )
+        .expect("setup");
+    let stopped = h.fork("serve:127.0.0.1:0");
+    let good = h.fork("serve:127.0.0.1:0");
+    let port = h.listening(2)[0].port;
+    let pid = h.primary.worker(stopped).expect("worker").pid();
+    signal(pid, rustix::process::Signal::STOP);
+    let waits = h.drive(move || {
+        let clients: Vec<_> = (0..40)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let start = Instant::now();
+                    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                    s.set_read_timeout(Some(DEADLINE + MARGIN))
+                        .expect("timeout");
+                    let mut answer = String::new();
+                    s.read_to_string(&mut answer)
+                        .map(|_| (start.elapsed(), answer))
+                        .map_err(|e| format!("no answer within {:?}: {e}", DEADLINE + MARGIN))
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| c.join().expect("client"))
+            .collect::<Vec<_>>()
+    });
+    signal(pid, rustix::process::Signal::CONT);
+    for w in &waits {
+        let (waited, answer) = w
+            .as_ref()
+            .expect("every client answered while one worker stopped");
+        assert_eq!(answer, &format!("hello from {good}\n"), "waited {waited:?}");
+    }
+    let stats = h.primary.handoff_stats();
+    assert!(stats.taken_from_stalled > 0, "{stats:?}");
+}
+
+#[test]
+fn round_robin_takes_back_what_waits_at_a_stopped_worker() {
+    stopped_worker_holds_no_client("rr");
+}
+
+#[test]
+fn least_connections_takes_back_what_waits_at_a_stopped_worker() {
+    stopped_worker_holds_no_client("lc");
+}
