@@ -205,7 +205,7 @@ pub use ipc::Message;
 pub use ipc::frame::MAX_PAYLOAD;
 pub use policy::SharedPolicy;
 pub use primary::{
-    AddressType, Backend, Event, Events, HandoffStats, Listening, Load, Primary, Respawn,
+    AddressType, Backend, Event, Events, HandoffStats, Listening, Load, Primary, Respawn, Roll,
     Scheduling, Settings, Stdio, WorkerHandle, WorkerState,
 };
 pub use ringleader_sys::signal::Signal;

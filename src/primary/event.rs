@@ -83,6 +83,35 @@ pub enum Event {
         /// The window.
         window: std::time::Duration,
     },
+    /// A rolling restart began ([`Primary::roll`](crate::Primary::roll)): `workers` will be
+    /// replaced.
+    RollStarted {
+        /// How many.
+        workers: usize,
+    },
+    /// A step of the roll: `new` is ready (it listens where `old` did), and `old` is asked
+    /// to go; its queued connections move to the others.
+    RollStep {
+        /// The worker leaving.
+        old: WorkerId,
+        /// Its successor.
+        new: WorkerId,
+    },
+    /// Every worker of the roll was replaced.
+    RollDone {
+        /// How many.
+        replaced: usize,
+        /// How long it took.
+        took: std::time::Duration,
+    },
+    /// The roll stopped: successor `worker` exited or was not ready in time, and was killed.
+    /// The workers not replaced yet keep serving.
+    RollFailed {
+        /// The successor.
+        worker: WorkerId,
+        /// What happened to it.
+        reason: String,
+    },
     /// Every worker that [`Primary::disconnect_all`](crate::Primary::disconnect_all) asked to
     /// leave has disconnected and exited (Node: the callback of `cluster.disconnect(cb)`).
     AllDisconnected,

@@ -25,7 +25,7 @@ use self::driver::Driver;
 pub use self::event::{AddressType, Event, Listening};
 pub use self::listeners::HandoffStats;
 pub use self::loads::Load;
-pub use self::settings::{Respawn, Scheduling, Settings, Stdio};
+pub use self::settings::{Respawn, Roll, Scheduling, Settings, Stdio};
 use crate::contract::{ENV_BACKEND, ENV_SCHED_POLICY, ENV_URING_KERNEL};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::WorkerId;
@@ -260,6 +260,23 @@ impl Primary {
     /// Only what a single worker's disconnect returns.
     pub fn disconnect_all(&self) -> Result<()> {
         self.core.borrow_mut().disconnect_all()
+    }
+
+    /// Replaces every worker now listed, [`Roll::at_once`] at a time, and reports each step
+    /// as events (`RollStarted`, `RollStep`, `RollDone`, or `RollFailed`): PM2's reload,
+    /// gunicorn's HUP, readiness-gated. Each successor is forked with its predecessor's `fork`
+    /// environment and the settings in force now (set new ones first to roll out a new
+    /// program or arguments). Once it listens wherever its predecessor did, the predecessor
+    /// is disconnected: the connections queued for it go to the others, it finishes those it
+    /// holds, and it is killed if it has not exited within [`Roll::stop_within`]. A successor
+    /// that exits or is not ready within [`Roll::ready_within`] is killed and the roll stops;
+    /// the workers not yet replaced keep serving. The roll runs as the loop runs.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Settings`] while a roll is under way: one at a time, a second request is
+    /// refused rather than queued.
+    pub fn roll(&self, roll: Roll) -> Result<()> {
+        self.core.borrow_mut().roll(roll)
     }
 
     /// Reports `signals` as [`Event::Signal`] (through `signalfd(2)`) instead of their default

@@ -87,6 +87,52 @@ pub struct Settings {
 /// primary takes it back for another ([`Settings::take_back_after`]).
 const DEFAULT_TAKE_BACK_AFTER: Duration = Duration::from_millis(50);
 
+/// How a rolling restart goes ([`Primary::roll`](crate::Primary::roll)): `at_once` workers at
+/// a time, each successor ready (listening where its predecessor did) within `ready_within`
+/// or the roll stops, each predecessor gone within `stop_within` of being asked to
+/// disconnect or killed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Roll {
+    /// Workers replaced at a time.
+    pub at_once: usize,
+    /// How long a successor may take to be ready.
+    pub ready_within: Duration,
+    /// How long a predecessor may take to finish its connections and exit.
+    pub stop_within: Duration,
+}
+
+impl Default for Roll {
+    /// One at a time, 30 s to be ready, 30 s to stop (gunicorn's graceful timeout).
+    fn default() -> Self {
+        Roll {
+            at_once: 1,
+            ready_within: Duration::from_secs(30),
+            stop_within: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Roll {
+    /// Workers replaced at a time (at least one).
+    pub fn at_once(mut self, n: usize) -> Self {
+        self.at_once = n.max(1);
+        self
+    }
+
+    /// How long a successor may take to be ready.
+    pub fn ready_within(mut self, d: Duration) -> Self {
+        self.ready_within = d;
+        self
+    }
+
+    /// How long a predecessor may take to stop before it is killed.
+    pub fn stop_within(mut self, d: Duration) -> Self {
+        self.stop_within = d;
+        self
+    }
+}
+
 /// How the primary replaces workers that exit unasked ([`Settings::respawn`]): a worker that
 /// exits soon after it started (within `stable_after`) is replaced after a delay that starts
 /// at `first_delay` and doubles with each such exit up to `max_delay`; one that ran longer

@@ -243,9 +243,12 @@ impl Core {
                     Kind::Listen | Kind::Listening | Kind::Close => {
                         let leaving = self.workers.get(&id).is_none_or(WorkerEntry::leaving);
                         let scheduling = self.scheduling;
+                        let replaces = self.rolling.as_ref().and_then(|r| r.predecessor_of(id));
                         let payload = &frame.payload;
                         let result = self.with_listeners(|l, cx| match frame.kind {
-                            Kind::Listen => l.on_listen(cx, id, payload, leaving, scheduling),
+                            Kind::Listen => {
+                                l.on_listen(cx, id, payload, leaving, scheduling, replaces)
+                            }
                             Kind::Listening => l.on_listening(cx, id, payload),
                             _ => l.on_close(cx, id, payload),
                         });

@@ -19,6 +19,7 @@ use ringleader_sys::uring::OpId;
 mod channels;
 mod fork;
 mod respawn;
+mod roll;
 mod turn;
 
 use super::driver::{Driver, Happening, SIGNALS, dyn_fd};
@@ -104,6 +105,8 @@ pub(crate) struct Core {
     pub(crate) listeners: Listeners,
     /// Replacements of workers that exited unasked ([`respawn`]).
     respawns: respawn::Respawns,
+    /// The rolling restart under way ([`roll`]).
+    rolling: Option<roll::Rolling>,
     /// What listener work produced, delivered as each call returns ([`Core::with_listeners`]).
     outbox: Outbox,
     pub(crate) loads: super::loads::Loads,
@@ -141,6 +144,7 @@ impl Core {
                 Settings::default().take_back_deadline(),
             ),
             respawns: respawn::Respawns::default(),
+            rolling: None,
             outbox: Outbox::default(),
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
             env_policy: None,
@@ -269,6 +273,7 @@ impl Core {
             && self.workers.is_empty()
             && self.signals.is_none()
             && !self.respawns.waiting()
+            && self.rolling.is_none()
     }
 
     /// Takes the next event and applies its bookkeeping.

@@ -106,6 +106,9 @@ impl Core {
         let Some(Some(rules)) = self.settings.respawn else {
             return;
         };
+        if self.rolling.as_ref().is_some_and(|r| r.starting(id)) {
+            return; // a successor that failed fails the roll, and is not replaced
+        }
         let now = Instant::now();
         let ran = now.saturating_duration_since(started);
         match self.respawns.decide(&rules, lineage, ran, now) {

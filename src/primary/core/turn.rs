@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use ringleader_sys::uring::Completion;
 
-use super::{Core, HOT_SPIN};
+use super::{Core, HOT_SPIN, roll};
 use crate::error::{Error, Result};
 use crate::primary::driver::{Happening, SIGNALS, Tag, dyn_fd, token_generation, untoken};
 use crate::primary::event::Event;
@@ -57,13 +57,18 @@ impl Core {
     pub(super) fn turn_once(&mut self, timeout: Option<Duration>) -> Result<()> {
         self.flush_all();
         self.respawn_due();
+        self.roll_on();
         if !self.ready.is_empty() {
             return self.wait(Some(Duration::ZERO)).map(drop);
         }
-        let next = [self.listeners.next_round(), self.respawns.next_due()]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            self.listeners.next_round(),
+            self.respawns.next_due(),
+            self.rolling.as_ref().and_then(roll::Rolling::next_deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let Some(at) = next {
             // A listener rests between rounds, or a replacement waits for its time: sleep
             // until then (or anything else), without busy polling, which would take

@@ -256,6 +256,15 @@ impl Listeners {
         }
     }
 
+    /// The listen keys worker `id` is a member of: where it listens.
+    pub(crate) fn keys_of(&self, id: WorkerId) -> Vec<&Key> {
+        self.by_key
+            .iter()
+            .filter(|(_, l)| l.members.contains_key(&id))
+            .map(|(k, _)| k)
+            .collect()
+    }
+
     /// Whether accepting is paused somewhere.
     fn paused(&self) -> bool {
         self.by_key.values().any(|h| h.handoff && !h.accepting)

@@ -17,7 +17,8 @@ use crate::primary::settings::Scheduling;
 
 impl Listeners {
     /// A worker asks to listen. `leaving`: it is being disconnected; `scheduling`: the
-    /// primary's.
+    /// primary's; `replaces`: the worker it succeeds in a rolling restart, whose steered
+    /// socket it takes over.
     pub(crate) fn on_listen(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -25,6 +26,7 @@ impl Listeners {
         payload: &[u8],
         leaving: bool,
         scheduling: Scheduling,
+        replaces: Option<WorkerId>,
     ) -> Result<(), FrameError> {
         let req: Request = proto::decode(payload)?;
         // Node: a worker that is being disconnected gets no new listener (and no reply).
@@ -69,7 +71,7 @@ impl Listeners {
                 if let (Some(st), Local::Ip(addr)) = (&mut listener.steering, &listener.local) {
                     let opts = own_socket_options(&req);
                     // The worker's own socket is the channel's first message.
-                    let sock = st.join(id, *addr, &opts)?;
+                    let sock = st.join(id, replaces, *addr, &opts)?;
                     let sent = scm::send(
                         &tx,
                         &[std::io::IoSlice::new(b"L")],

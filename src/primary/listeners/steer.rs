@@ -44,13 +44,19 @@ pub(super) struct Place {
 
 impl Steering {
     /// A socket for worker `id`: one a worker left behind, or a new one in the group.
+    /// A successor of `replaces` (a rolling restart) takes over its predecessor's socket:
+    /// both accept from it until the predecessor leaves, and the group keeps its size.
     pub(super) fn join(
         &mut self,
         id: WorkerId,
+        replaces: Option<WorkerId>,
         addr: SocketAddr,
         opts: &Options,
     ) -> std::io::Result<Arc<OwnedFd>> {
-        if let Some(p) = self.places.iter_mut().find(|p| p.worker.is_none()) {
+        let place = replaces
+            .and_then(|old| self.places.iter().position(|p| p.worker == Some(old)))
+            .or_else(|| self.places.iter().position(|p| p.worker.is_none()));
+        if let Some(p) = place.map(|i| &mut self.places[i]) {
             p.worker = Some(id);
             p.full_checks = 0;
             return Ok(p.sock.clone());

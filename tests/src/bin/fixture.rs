@@ -27,7 +27,11 @@ fn main() {
     };
     match role {
         Role::Worker(worker) => {
-            let mode = std::env::var("FIXTURE_MODE").unwrap_or_else(|_| "echo".into());
+            // FIXTURE_MODE_OVERRIDE, from the settings' base environment, wins over the
+            // mode a worker was forked with: a roll's successors can behave differently.
+            let mode = std::env::var("FIXTURE_MODE_OVERRIDE")
+                .or_else(|_| std::env::var("FIXTURE_MODE"))
+                .unwrap_or_else(|_| "echo".into());
             run_worker(&worker, &mode);
         }
         Role::Primary(primary) => {
