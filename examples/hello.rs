@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ringleader::{Connection, Event, Respawn, Role, Scheduling, Settings, Signal};
+use ringleader::{Connection, Event, Respawn, Role, Roll, Scheduling, Settings, Signal, Worker};
 
 /// How long a keep-alive connection may stay idle, and how long a graceful stop may take.
 const IDLE: Duration = Duration::from_secs(5);
@@ -56,7 +56,16 @@ fn run() -> Result<(), ringleader::Error> {
     match ringleader::role()? {
         Role::Primary(primary) => {
             println!("Primary {} is running", std::process::id());
-            primary.watch_signals(&[Signal::INT, Signal::TERM])?;
+            // gunicorn's and nginx's conventions: INT and TERM stop gracefully, QUIT at once,
+            // HUP replaces every worker (a roll), TTIN and TTOU add and retire one.
+            primary.watch_signals(&[
+                Signal::INT,
+                Signal::TERM,
+                Signal::QUIT,
+                Signal::HUP,
+                Signal::TTIN,
+                Signal::TTOU,
+            ])?;
             let scheduling = match args.policy {
                 Policy::Rr => Scheduling::RoundRobin,
                 Policy::None => Scheduling::Shared,
@@ -128,10 +137,44 @@ fn run() -> Result<(), ringleader::Error> {
                             std::process::exit(1);
                         }
                     }
+                    Event::Signal(Signal::HUP) => match primary.roll(Roll::default()) {
+                        Ok(()) => println!("Primary got SIGHUP; replacing every worker"),
+                        Err(e) => eprintln!("SIGHUP: {}", e.report()),
+                    },
+                    Event::Signal(Signal::TTIN) => {
+                        let w = primary.fork(&[])?;
+                        println!("Primary got SIGTTIN; one more worker ({})", w.id());
+                    }
+                    Event::Signal(Signal::TTOU) => {
+                        let workers = primary.workers();
+                        if let (Some(newest), true) = (workers.last(), workers.len() > 1) {
+                            println!("Primary got SIGTTOU; retiring worker {newest}");
+                            primary
+                                .worker(*newest)
+                                .map(|w| w.disconnect())
+                                .transpose()?;
+                        }
+                    }
+                    Event::Signal(Signal::QUIT) => {
+                        println!("Primary got SIGQUIT; stopping at once");
+                        for id in primary.workers() {
+                            let _ = primary.worker(id).map(|w| w.kill(Some(Signal::KILL)));
+                        }
+                        return Ok(());
+                    }
                     Event::Signal(signal) => {
                         println!("Primary got {signal}; stopping the workers gracefully");
                         stop_by = Some(Instant::now() + IDLE);
                         primary.disconnect_all()?;
+                    }
+                    Event::RollStep { old, new } => {
+                        println!("Worker {new} is ready; worker {old} leaves");
+                    }
+                    Event::RollDone { replaced, took } => {
+                        println!("Replaced {replaced} workers in {took:?}");
+                    }
+                    Event::RollFailed { worker, reason } => {
+                        eprintln!("The roll stopped: worker {worker}: {reason}");
                     }
                     Event::AllDisconnected => {
                         println!("All workers are gone; bye");
@@ -151,7 +194,10 @@ fn run() -> Result<(), ringleader::Error> {
             let mut connections = Vec::new();
             for stream in listener.incoming() {
                 match stream {
-                    Ok(stream) => connections.push(std::thread::spawn(move || serve(stream, id))),
+                    Ok(stream) => {
+                        let worker = worker.clone();
+                        connections.push(std::thread::spawn(move || serve(stream, &worker)));
+                    }
                     Err(e) => eprintln!("worker {id}: accept: {e}"),
                 }
                 connections.retain(|c| !c.is_finished());
@@ -165,17 +211,38 @@ fn run() -> Result<(), ringleader::Error> {
     Ok(())
 }
 
-/// HTTP/1.1 with keep-alive: every request gets `hello world`.
-fn serve(mut stream: Connection<TcpStream>, id: u32) -> io::Result<()> {
-    stream.set_read_timeout(Some(IDLE))?;
+/// How often an idle connection looks whether its worker is draining.
+const DRAIN_CHECK: Duration = Duration::from_millis(100);
+
+/// HTTP/1.1 with keep-alive: every request gets `hello world`. Once the worker is
+/// disconnected (a roll, a graceful stop), it drains like a real server: the next response
+/// on each connection says `connection: close`, and idle connections are closed, so that a
+/// roll waits for no client and resets no request.
+fn serve(mut stream: Connection<TcpStream>, worker: &Worker) -> io::Result<()> {
+    let id = worker.id();
+    stream.set_read_timeout(Some(DRAIN_CHECK))?;
     let mut buf = vec![0u8; 8192];
     let mut filled = 0;
+    let mut idle_since = Instant::now();
     loop {
         let n = match stream.read(&mut buf[filled..]) {
             // A signal (SIGSTOP and SIGCONT of this worker, for one) interrupted the wait.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                // Idle: closed when the worker drains, or after IDLE.
+                if filled == 0 && (!worker.is_connected() || idle_since.elapsed() >= IDLE) {
+                    return Ok(());
+                }
+                continue;
+            }
             other => other?,
         };
+        idle_since = Instant::now();
         if n == 0 {
             return Ok(());
         }
@@ -191,7 +258,8 @@ fn serve(mut stream: Connection<TcpStream>, id: u32) -> io::Result<()> {
                     return Ok(());
                 }
             };
-            let close = req.version == Some(0)
+            let close = !worker.is_connected()
+                || req.version == Some(0)
                 || req.headers.iter().any(|h| {
                     h.name.eq_ignore_ascii_case("connection")
                         && h.value.eq_ignore_ascii_case(b"close")

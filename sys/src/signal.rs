@@ -36,6 +36,10 @@ impl Signal {
     pub const STOP: Signal = Signal(libc::SIGSTOP);
     /// `SIGCONT`
     pub const CONT: Signal = Signal(libc::SIGCONT);
+    /// `SIGTTIN` (gunicorn and nginx: one worker more)
+    pub const TTIN: Signal = Signal(libc::SIGTTIN);
+    /// `SIGTTOU` (gunicorn and nginx: one worker fewer)
+    pub const TTOU: Signal = Signal(libc::SIGTTOU);
 
     /// A signal from its number; `None` outside `1..=SIGRTMAX`.
     pub fn from_raw(raw: i32) -> Option<Signal> {
@@ -69,6 +73,8 @@ impl Signal {
             libc::SIGCONT => "SIGCONT",
             libc::SIGSTOP => "SIGSTOP",
             libc::SIGTSTP => "SIGTSTP",
+            libc::SIGTTIN => "SIGTTIN",
+            libc::SIGTTOU => "SIGTTOU",
             libc::SIGXCPU => "SIGXCPU",
             libc::SIGSYS => "SIGSYS",
             n => return format!("SIG{n}").into(),
