@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rolling restarts under load: hello with 4 workers driven by wrk (32 connections, 4 s),
 # steady, then with a SIGHUP (a roll of every worker) every 300 ms; keep-alive and
-# `Connection: close`, under rr, none and steer. Prints throughput, p99 and any socket
+# `Connection: close`, under rr, none, reuseport and steer. Prints throughput, p99 and any socket
 # error or non-2xx answer of each run. Loopback only; every run stops by itself.
 #   bash benches/scripts/roll.sh > benches/results/roll/roll.txt
 set -euo pipefail
@@ -32,7 +32,7 @@ one() {
   echo "$pol ${hdr:-keep-alive} | steady: $(pick "$steady")| rolling ($rolls rolls; each took $took): $(pick "$rolling")"
   rm -f "$log"
 }
-for pol in rr none steer; do
+for pol in rr none reuseport steer; do
   one "$pol" ""
   one "$pol" "Connection: close"
 done

@@ -129,6 +129,11 @@ fn a_roll_under_shared_sockets_replaces_every_worker_and_fails_no_request() {
 }
 
 #[test]
+fn a_roll_under_reuseport_replaces_every_worker_and_fails_no_request() {
+    roll_under_load(Scheduling::ReusePort);
+}
+
+#[test]
 fn a_roll_under_steering_replaces_every_worker_and_fails_no_request() {
     roll_under_load(Scheduling::Steered);
 }

@@ -122,6 +122,7 @@ impl Listeners {
             quiet: false,
             starved: false,
             steering: steered.then(Steering::default),
+            own_sockets: BTreeMap::new(),
         })
     }
 }

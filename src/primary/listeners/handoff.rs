@@ -352,6 +352,8 @@ impl Listeners {
         let Some(mut member) = h.members.remove(&id) else {
             return;
         };
+        // Its own reuseport socket closes with it, unless a successor took it over.
+        h.own_sockets.remove(&id);
         if member.as_mut().is_some_and(|m| m.unwatch(cx.driver)) {
             self.watching -= 1;
         }

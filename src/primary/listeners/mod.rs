@@ -161,6 +161,9 @@ struct Listener {
     /// Steered: the group of the workers' own sockets (`sock` is then a bound socket that
     /// holds the port and never listens).
     steering: Option<Steering>,
+    /// Reuseport: the primary's copy of each worker's own socket, for a roll's successor to
+    /// take over; dropped when the worker leaves.
+    own_sockets: BTreeMap<WorkerId, Arc<OwnedFd>>,
 }
 
 /// An accepted connection waiting for a worker.

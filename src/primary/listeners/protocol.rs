@@ -110,12 +110,20 @@ impl Listeners {
                 return Ok(());
             };
             let opts = own_socket_options(&req);
-            match listen::tcp(addr, &opts)
-                .and_then(|s| socket::set_nonblocking(&s, true).map(|()| s))
-            {
-                Ok(sock) => {
+            // A roll's successor takes over its predecessor's socket, whose queue would be
+            // lost when the predecessor closed it: the primary holds a copy of each worker's
+            // socket while the worker listens.
+            let taken_over = replaces.and_then(|old| listener.own_sockets.get(&old).cloned());
+            let sock = match taken_over {
+                Some(sock) => Ok(sock),
+                None => listen::tcp(addr, &opts)
+                    .and_then(|s| socket::set_nonblocking(&s, true).map(|()| Arc::new(s))),
+            };
+            match sock.and_then(|s| socket::dup(&*s).map(|theirs| (s, theirs))) {
+                Ok((ours, theirs)) => {
                     listener.members.insert(id, None);
-                    Some(sock)
+                    listener.own_sockets.insert(id, ours);
+                    Some(theirs)
                 }
                 Err(e) => {
                     self.refuse_listen(cx, id, req.seq, &e);
