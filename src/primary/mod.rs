@@ -141,6 +141,10 @@ impl Primary {
                 core.env_policy = std::env::var(ENV_SCHED_POLICY)
                     .ok()
                     .and_then(|v| SharedPolicy::named(&v));
+                // Sockets from socket activation serve the listens bound where they are.
+                let activated = ringleader_sys::systemd::listen_fds();
+                core.listeners
+                    .adopt(activated.into_iter().map(|(fd, _)| fd).collect());
                 core
             })),
             loop_fd,

@@ -14,6 +14,7 @@
 //! | [`epoll`] | `epoll(7)`, the fallback event loop |
 //! | [`uring`] | an io_uring ring with a feature probe and owned-buffer operations |
 //! | [`env`](mod@env) | reading and removing the worker's environment variables |
+//! | [`systemd`] | socket activation (`LISTEN_FDS`) and `sd_notify(3)`, without libsystemd |
 //!
 //! Every fd this crate creates is close-on-exec; the only way an fd crosses `execve(2)` is
 //! [`spawn::SpawnRequest::inherit`], explicitly and at a chosen number.
@@ -38,6 +39,7 @@ pub mod signal;
 pub mod socket;
 pub mod spawn;
 pub mod steer;
+pub mod systemd;
 pub mod uring;
 
 pub use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};

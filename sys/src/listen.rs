@@ -132,6 +132,13 @@ pub fn dup_listening_tcp(raw: i32) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Whether `fd` is a listening stream socket (`SO_ACCEPTCONN`, `SO_TYPE`).
+pub fn is_listening_tcp(fd: impl AsFd) -> bool {
+    let fd = fd.as_fd();
+    sockopt::socket_acceptconn(fd).unwrap_or(false)
+        && sockopt::socket_type(fd).is_ok_and(|t| t == SocketType::STREAM)
+}
+
 /// `getsockname(2)` of an IP socket.
 ///
 /// # Errors

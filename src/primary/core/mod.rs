@@ -18,6 +18,7 @@ use ringleader_sys::uring::OpId;
 
 mod channels;
 mod fork;
+mod manager;
 mod respawn;
 mod roll;
 mod turn;
@@ -107,6 +108,8 @@ pub(crate) struct Core {
     respawns: respawn::Respawns,
     /// The rolling restart under way ([`roll`]).
     rolling: Option<roll::Rolling>,
+    /// What the service manager has been told ([`manager`]).
+    manager: manager::Manager,
     /// What listener work produced, delivered as each call returns ([`Core::with_listeners`]).
     outbox: Outbox,
     pub(crate) loads: super::loads::Loads,
@@ -145,6 +148,7 @@ impl Core {
             ),
             respawns: respawn::Respawns::default(),
             rolling: None,
+            manager: manager::Manager::new(),
             outbox: Outbox::default(),
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
             env_policy: None,
@@ -240,6 +244,7 @@ impl Core {
     }
 
     pub(crate) fn disconnect_all(&mut self) -> Result<()> {
+        self.tell_manager_stopping();
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for id in &ids {
             self.disconnect(*id)?;

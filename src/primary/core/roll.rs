@@ -78,6 +78,7 @@ impl Core {
         self.ready.push_back(Event::RollStarted {
             workers: queue.len(),
         });
+        self.tell_manager_reloading(true);
         self.rolling = Some(Rolling {
             rules,
             started: Instant::now(),
@@ -138,6 +139,7 @@ impl Core {
         if let Some((worker, reason)) = failed {
             let _ = self.kill(worker, Signal::KILL);
             self.ready.push_back(Event::RollFailed { worker, reason });
+            self.tell_manager_reloading(false);
             return;
         }
         for i in done.into_iter().rev() {
@@ -170,6 +172,7 @@ impl Core {
                         worker: old,
                         reason: "its successor could not be forked".to_owned(),
                     });
+                    self.tell_manager_reloading(false);
                     return;
                 }
             }
@@ -179,6 +182,7 @@ impl Core {
                 replaced: r.replaced,
                 took: r.started.elapsed(),
             });
+            self.tell_manager_reloading(false);
             return;
         }
         self.rolling = Some(r);

@@ -65,6 +65,7 @@ impl Core {
             self.listeners.next_round(),
             self.respawns.next_due(),
             self.rolling.as_ref().and_then(roll::Rolling::next_deadline),
+            self.manager.next_due(),
         ]
         .into_iter()
         .flatten()
@@ -131,6 +132,7 @@ impl Core {
         }
         self.happenings = happenings;
         self.dispatch();
+        self.tell_manager();
         result
             .map(|()| count)
             .map_err(|e| Error::io("wait for events", e))

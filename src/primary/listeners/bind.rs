@@ -74,7 +74,17 @@ impl Listeners {
                     .parse()
                     .map_err(|_| std::io::Error::from_raw_os_error(22))?;
                 let addr = SocketAddr::new(ip, req.key.port);
+                let activated = (req.key.transport == Transport::Tcp)
+                    .then(|| self.activated(addr))
+                    .flatten();
                 let sock = match (req.key.transport, scheduling) {
+                    // A socket the service manager passed (socket activation) and bound
+                    // there: round-robin and shared sockets use a copy of it.
+                    (Transport::Tcp, Scheduling::RoundRobin | Scheduling::Shared)
+                        if activated.is_some() =>
+                    {
+                        socket::dup(activated.expect("checked"))?
+                    }
                     // The port is held by a bound socket that never listens, so it never
                     // takes connections; each worker gets a listening one of its own.
                     (Transport::Tcp, Scheduling::ReusePort | Scheduling::Steered) => {

@@ -205,6 +205,8 @@ pub(crate) struct Listeners {
     pub(crate) take_back_after: Option<Duration>,
     /// When the workers' queues are checked for such connections next.
     stall_check_at: Option<Instant>,
+    /// Listening TCP sockets passed by socket activation, with where they are bound.
+    activated: Vec<(OwnedFd, std::net::SocketAddr)>,
 }
 
 /// What the primary's round-robin hand-off has done since it started
@@ -257,6 +259,44 @@ impl Listeners {
             take_back_after,
             ..Listeners::default()
         }
+    }
+
+    /// Keeps the listening TCP sockets socket activation passed, for the listens they match.
+    pub(crate) fn adopt(&mut self, sockets: Vec<OwnedFd>) {
+        for fd in sockets {
+            // Not a listening TCP socket: not ours to use (a manager may pass others too).
+            if let Ok(addr) = ringleader_sys::listen::local_addr(&fd) {
+                if ringleader_sys::listen::is_listening_tcp(&fd) {
+                    self.activated.push((fd, addr));
+                }
+            }
+        }
+    }
+
+    /// The activated socket bound at `addr`: the same address, or both unspecified, on the
+    /// same port (port 0 matches none).
+    fn activated(&self, addr: std::net::SocketAddr) -> Option<&OwnedFd> {
+        self.activated
+            .iter()
+            .find(|(_, a)| {
+                addr.port() != 0
+                    && a.port() == addr.port()
+                    && (a.ip() == addr.ip()
+                        || (a.ip().is_unspecified() && addr.ip().is_unspecified()))
+            })
+            .map(|(fd, _)| fd)
+    }
+
+    /// Whether every worker in `listed` listens somewhere (none listed: false).
+    pub(crate) fn all_listen(&self, listed: impl IntoIterator<Item = WorkerId>) -> bool {
+        let mut any = false;
+        for id in listed {
+            any = true;
+            if !self.by_key.values().any(|l| l.members.contains_key(&id)) {
+                return false;
+            }
+        }
+        any
     }
 
     /// The listen keys worker `id` is a member of: where it listens.

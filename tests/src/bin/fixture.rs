@@ -108,6 +108,10 @@ fn main() {
                 out(format_args!("ANSWERS {ok} {}", n - ok));
                 return;
             }
+            if scenario == "systemd" {
+                systemd(&primary);
+                return;
+            }
             if scenario == "cluster" {
                 cluster(&primary);
                 return;
@@ -724,6 +728,42 @@ fn cluster(primary: &ringleader::Primary) {
                 ));
             }
             Event::Exit { .. } => std::process::exit(9),
+            _ => {}
+        }
+    }
+}
+
+/// `systemd PORT`: a service as systemd runs it (the test plays the manager): two workers
+/// listening on 127.0.0.1:PORT, which socket activation passed; SIGHUP rolls the workers,
+/// SIGTERM stops them. Prints `ROLLED` after each roll and `DONE` at the end.
+fn systemd(primary: &ringleader::Primary) {
+    let port: u16 = std::env::args()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .expect("systemd PORT");
+    primary
+        .watch_signals(&[ringleader::Signal::HUP, ringleader::Signal::TERM])
+        .expect("watch");
+    primary
+        .setup(Settings::default().args(Vec::<String>::new()))
+        .expect("setup");
+    let mode = format!("serve:127.0.0.1:{port}");
+    for _ in 0..2 {
+        primary.fork(&[("FIXTURE_MODE", &mode)]).expect("fork");
+    }
+    for event in primary.events() {
+        match event.expect("event") {
+            Event::Signal(ringleader::Signal::HUP) => {
+                primary.roll(ringleader::Roll::default()).expect("roll")
+            }
+            Event::Signal(_) => primary.disconnect_all().expect("disconnect"),
+            Event::RollDone { .. } => out(format_args!("ROLLED")),
+            Event::RollFailed { reason, .. } => out(format_args!("ROLL FAILED {reason}")),
+            Event::Error { error, .. } => out(format_args!("ERROR {}", error.report())),
+            Event::AllDisconnected => {
+                out(format_args!("DONE"));
+                return;
+            }
             _ => {}
         }
     }

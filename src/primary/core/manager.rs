@@ -1,0 +1,76 @@
+//! Telling a service manager (systemd, `NOTIFY_SOCKET`) what the cluster does: `READY=1` once
+//! every worker listens, `RELOADING=1` and `READY=1` around a roll, `STOPPING=1` when every
+//! worker is asked to go, and `WATCHDOG=1` as often as `WATCHDOG_USEC` asks. All of it is a
+//! no-op without a manager.
+
+use std::time::{Duration, Instant};
+
+use ringleader_sys::systemd;
+
+use super::Core;
+
+/// What the primary has told the manager, and when it must next show it is alive.
+#[derive(Debug, Default)]
+pub(crate) struct Manager {
+    listens: bool,
+    ready: bool,
+    watchdog: Option<(Duration, Instant)>,
+}
+
+impl Manager {
+    pub(crate) fn new() -> Manager {
+        Manager {
+            listens: systemd::manager_listens(),
+            ready: false,
+            watchdog: systemd::watchdog_interval().map(|every| (every, Instant::now())),
+        }
+    }
+
+    /// When the loop must wake for the watchdog.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.watchdog.map(|(_, at)| at)
+    }
+}
+
+impl Core {
+    /// After each wait: `READY=1` the first time every worker listens, and the watchdog.
+    pub(super) fn tell_manager(&mut self) {
+        if let Some((every, at)) = self.manager.watchdog {
+            if Instant::now() >= at {
+                let _ = systemd::notify("WATCHDOG=1");
+                self.manager.watchdog = Some((every, Instant::now() + every));
+            }
+        }
+        if !self.manager.listens || self.manager.ready {
+            return;
+        }
+        let listed = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.listed)
+            .map(|(id, _)| *id);
+        if self.listeners.all_listen(listed) {
+            self.manager.ready = true;
+            let _ = systemd::notify("READY=1");
+        }
+    }
+
+    /// A roll begins (`RELOADING=1`) or ends (`READY=1`).
+    pub(super) fn tell_manager_reloading(&mut self, reloading: bool) {
+        if !self.manager.listens {
+            return;
+        }
+        let _ = if reloading {
+            systemd::notify_reloading()
+        } else {
+            systemd::notify("READY=1")
+        };
+    }
+
+    /// Every worker is asked to go.
+    pub(super) fn tell_manager_stopping(&mut self) {
+        if self.manager.listens {
+            let _ = systemd::notify("STOPPING=1");
+        }
+    }
+}
