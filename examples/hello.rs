@@ -12,7 +12,9 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ringleader::{Connection, Event, Respawn, Role, Roll, Scheduling, Settings, Signal, Worker};
+use ringleader::{
+    Connection, Event, Respawn, Role, Roll, Scheduling, Settings, Signal, Upgrade, Worker,
+};
 
 /// How long a keep-alive connection may stay idle, and how long a graceful stop may take.
 const IDLE: Duration = Duration::from_secs(5);
@@ -57,7 +59,8 @@ fn run() -> Result<(), ringleader::Error> {
         Role::Primary(primary) => {
             println!("Primary {} is running", std::process::id());
             // gunicorn's and nginx's conventions: INT and TERM stop gracefully, QUIT at once,
-            // HUP replaces every worker (a roll), TTIN and TTOU add and retire one.
+            // HUP replaces every worker (a roll), USR2 upgrades the primary in place, TTIN and
+            // TTOU add and retire one.
             primary.watch_signals(&[
                 Signal::INT,
                 Signal::TERM,
@@ -65,6 +68,7 @@ fn run() -> Result<(), ringleader::Error> {
                 Signal::HUP,
                 Signal::TTIN,
                 Signal::TTOU,
+                Signal::USR2,
             ])?;
             let scheduling = match args.policy {
                 Policy::Rr => Scheduling::RoundRobin,
@@ -141,6 +145,17 @@ fn run() -> Result<(), ringleader::Error> {
                         Ok(()) => println!("Primary got SIGHUP; replacing every worker"),
                         Err(e) => eprintln!("SIGHUP: {}", e.report()),
                     },
+                    Event::Signal(Signal::USR2) => match primary.upgrade(Upgrade::default()) {
+                        Ok(()) => println!("Primary got SIGUSR2; starting a new primary"),
+                        Err(e) => eprintln!("SIGUSR2: {}", e.report()),
+                    },
+                    Event::UpgradeReady { pid } => {
+                        println!("The new primary {pid} serves; this one retires");
+                        stop_by = Some(Instant::now() + IDLE);
+                    }
+                    Event::UpgradeFailed { reason } => {
+                        eprintln!("The upgrade stopped: the new primary: {reason}");
+                    }
                     Event::Signal(Signal::TTIN) => {
                         let w = primary.fork(&[])?;
                         println!("Primary got SIGTTIN; one more worker ({})", w.id());

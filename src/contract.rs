@@ -19,5 +19,10 @@ pub(crate) const CHANNEL_FD: i32 = 3;
 pub(crate) const ENV_BOARD_FD: &str = "RINGLEADER_BOARD_FD";
 /// The worker's board slot and its generation, `index:generation`.
 pub(crate) const ENV_BOARD_SLOT: &str = "RINGLEADER_BOARD_SLOT";
+/// In a new primary started by an upgrade: the fd of the channel to the old one, which
+/// passes the listening sockets and waits for the new one's readiness.
+pub(crate) const ENV_UPGRADE_FD: &str = "RINGLEADER_UPGRADE_FD";
+/// Where that channel sits in the new primary.
+pub(crate) const UPGRADE_FD: i32 = 3;
 /// Where the load board sits in a worker.
 pub(crate) const BOARD_FD: i32 = 4;

@@ -206,7 +206,7 @@ pub use ipc::frame::MAX_PAYLOAD;
 pub use policy::SharedPolicy;
 pub use primary::{
     AddressType, Backend, Event, Events, HandoffStats, Listening, Load, Primary, Respawn, Roll,
-    Scheduling, Settings, Stdio, WorkerHandle, WorkerState,
+    Scheduling, Settings, Stdio, Upgrade, WorkerHandle, WorkerState,
 };
 pub use ringleader_sys::signal::Signal;
 pub use role::{Role, is_worker, role};

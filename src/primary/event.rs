@@ -112,6 +112,25 @@ pub enum Event {
         /// What happened to it.
         reason: String,
     },
+    /// An upgrade began ([`Primary::upgrade`](crate::Primary::upgrade)): the new primary runs
+    /// as process `pid` and has this one's listening sockets.
+    UpgradeStarted {
+        /// The new primary's process id.
+        pid: u32,
+    },
+    /// The new primary is ready (every one of its workers listens): this one has stopped
+    /// accepting, hands what it holds to its workers, and disconnects them once they took
+    /// it all; `AllDisconnected` follows, and then this primary may exit.
+    UpgradeReady {
+        /// The new primary's process id.
+        pid: u32,
+    },
+    /// The upgrade stopped: the new primary exited or was not ready in time, and was killed.
+    /// This primary keeps serving.
+    UpgradeFailed {
+        /// What happened.
+        reason: String,
+    },
     /// Every worker that [`Primary::disconnect_all`](crate::Primary::disconnect_all) asked to
     /// leave has disconnected and exited (Node: the callback of `cluster.disconnect(cb)`).
     AllDisconnected,

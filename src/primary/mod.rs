@@ -25,7 +25,7 @@ use self::driver::Driver;
 pub use self::event::{AddressType, Event, Listening};
 pub use self::listeners::HandoffStats;
 pub use self::loads::Load;
-pub use self::settings::{Respawn, Roll, Scheduling, Settings, Stdio};
+pub use self::settings::{Respawn, Roll, Scheduling, Settings, Stdio, Upgrade};
 use crate::contract::{ENV_BACKEND, ENV_SCHED_POLICY, ENV_URING_KERNEL};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::WorkerId;
@@ -141,10 +141,15 @@ impl Primary {
                 core.env_policy = std::env::var(ENV_SCHED_POLICY)
                     .ok()
                     .and_then(|v| SharedPolicy::named(&v));
-                // Sockets from socket activation serve the listens bound where they are.
+                // Sockets from socket activation, or from the old primary of an upgrade,
+                // serve the listens bound where they are.
                 let activated = ringleader_sys::systemd::listen_fds();
                 core.listeners
                     .adopt(activated.into_iter().map(|(fd, _)| fd).collect());
+                if let Some((channel, sockets)) = self::core::from_old_primary() {
+                    core.listeners.adopt(sockets);
+                    core.upgrade_from = Some(channel);
+                }
                 core
             })),
             loop_fd,
@@ -281,6 +286,25 @@ impl Primary {
     /// refused rather than queued.
     pub fn roll(&self, roll: Roll) -> Result<()> {
         self.core.borrow_mut().roll(roll)
+    }
+
+    /// Upgrades the primary in place (nginx's USR2, HAProxy's `-x`): starts a new primary
+    /// from [`Upgrade::exec`] (default: this program, read again from disk) with the same
+    /// arguments and environment, and hands it every round-robin and shared listening
+    /// socket and every socket of socket activation; it matches them to its workers' listens
+    /// by address. Once every one of its workers listens it says so (`UpgradeReady`): this
+    /// primary stops accepting, lets its workers take what it accepted, and disconnects
+    /// them (`AllDisconnected` follows: exit then). A new primary that exits or is not ready
+    /// within [`Upgrade::ready_within`] is killed (`UpgradeFailed`), and this one keeps
+    /// serving. Under systemd, `MAINPID=` names the new primary (the unit needs
+    /// `NotifyAccess=all` for the new primary's own notifications). Not yet: reuseport and
+    /// steered listeners, whose sockets are per worker.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Settings`] while an upgrade is under way; [`ErrorKind::Io`] when the new
+    /// primary cannot be started.
+    pub fn upgrade(&self, upgrade: Upgrade) -> Result<()> {
+        self.core.borrow_mut().upgrade(upgrade)
     }
 
     /// Reports `signals` as [`Event::Signal`] (through `signalfd(2)`) instead of their default

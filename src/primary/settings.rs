@@ -87,6 +87,42 @@ pub struct Settings {
 /// primary takes it back for another ([`Settings::take_back_after`]).
 const DEFAULT_TAKE_BACK_AFTER: Duration = Duration::from_millis(50);
 
+/// How an upgrade of the primary goes ([`Primary::upgrade`](crate::Primary::upgrade)): the
+/// program the new primary runs (default: this one, read again from disk), and how long it
+/// may take to be ready (every one of its workers listening).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Upgrade {
+    /// The new primary's program; `None`: `/proc/self/exe`'s path, as the file is now.
+    pub exec: Option<PathBuf>,
+    /// How long the new primary may take to be ready.
+    pub ready_within: Duration,
+}
+
+impl Default for Upgrade {
+    /// This program, 30 s to be ready.
+    fn default() -> Self {
+        Upgrade {
+            exec: None,
+            ready_within: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Upgrade {
+    /// The new primary's program.
+    pub fn exec(mut self, path: impl Into<PathBuf>) -> Self {
+        self.exec = Some(path.into());
+        self
+    }
+
+    /// How long the new primary may take to be ready.
+    pub fn ready_within(mut self, d: Duration) -> Self {
+        self.ready_within = d;
+        self
+    }
+}
+
 /// How a rolling restart goes ([`Primary::roll`](crate::Primary::roll)): `at_once` workers at
 /// a time, each successor ready (listening where its predecessor did) within `ready_within`
 /// or the roll stops, each predecessor gone within `stop_within` of being asked to

@@ -17,17 +17,26 @@ fn watched_signals_become_events_and_sigterm_can_end_the_cluster_gracefully() {
         let worker: u32 = primary.expect_line("READY").parse().expect("worker pid");
         // The primary blocks what it watches; its worker starts with nothing blocked, so
         // SIGTERM ends it as it ends any program. (What it ignores is its own runtime's
-        // choice: Rust's ignores SIGPIPE.)
-        let status = std::fs::read_to_string(format!("/proc/{worker}/status")).expect("status");
-        let mask = |key: &str| {
-            status
+        // choice: Rust's ignores SIGPIPE.) Its main thread may block every signal for a
+        // moment while it starts a thread (glibc's pthread_create does), so the mask is read
+        // until it is clear: an inherited mask never clears.
+        let blocked = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .expect("status")
                 .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(str::trim)
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .map(|m| m.trim().to_owned())
                 .expect("a mask")
-                .to_owned()
         };
-        assert_eq!(mask("SigBlk:"), "0000000000000000", "{backend}");
+        let mut mask = blocked(worker);
+        for _ in 0..100 {
+            if mask == "0000000000000000" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            mask = blocked(worker);
+        }
+        assert_eq!(mask, "0000000000000000", "{backend}");
         signal(primary.pid(), rustix::process::Signal::USR1);
         assert_eq!(primary.expect_line("SIGNAL"), "SIGUSR1", "{backend}");
         signal(primary.pid(), rustix::process::Signal::TERM);

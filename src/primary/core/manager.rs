@@ -33,8 +33,31 @@ impl Manager {
 }
 
 impl Core {
-    /// After each wait: `READY=1` the first time every worker listens, and the watchdog.
+    /// Whether a service manager listens.
+    pub(super) fn manager_listens(&self) -> bool {
+        self.manager.listens
+    }
+
+    /// After each wait: `READY=1` the first time every worker listens (and, in a new primary
+    /// started by an upgrade, the old one told so), and the watchdog.
     pub(super) fn tell_manager(&mut self) {
+        if self.upgrade_from.is_some() {
+            let listed = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.listed)
+                .map(|(id, _)| *id);
+            if self.listeners.all_listen(listed) {
+                if let Some(channel) = self.upgrade_from.take() {
+                    let _ = ringleader_sys::scm::send(
+                        &channel,
+                        &[std::io::IoSlice::new(b"R")],
+                        &[],
+                        ringleader_sys::scm::Blocking::Yes,
+                    );
+                }
+            }
+        }
         if let Some((every, at)) = self.manager.watchdog {
             if Instant::now() >= at {
                 let _ = systemd::notify("WATCHDOG=1");

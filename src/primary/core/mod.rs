@@ -21,6 +21,9 @@ mod fork;
 mod manager;
 mod respawn;
 mod roll;
+mod upgrade;
+
+pub(crate) use self::upgrade::from_old_primary;
 mod turn;
 
 use super::driver::{Driver, Happening, SIGNALS, dyn_fd};
@@ -110,6 +113,11 @@ pub(crate) struct Core {
     rolling: Option<roll::Rolling>,
     /// What the service manager has been told ([`manager`]).
     manager: manager::Manager,
+    /// The upgrade under way, on the old primary's side ([`upgrade`]).
+    upgrading: Option<upgrade::Upgrading>,
+    /// In a new primary started by an upgrade: the channel on which it tells the old one it
+    /// is ready.
+    pub(crate) upgrade_from: Option<OwnedFd>,
     /// What listener work produced, delivered as each call returns ([`Core::with_listeners`]).
     outbox: Outbox,
     pub(crate) loads: super::loads::Loads,
@@ -149,6 +157,8 @@ impl Core {
             respawns: respawn::Respawns::default(),
             rolling: None,
             manager: manager::Manager::new(),
+            upgrading: None,
+            upgrade_from: None,
             outbox: Outbox::default(),
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
             env_policy: None,
@@ -279,6 +289,7 @@ impl Core {
             && self.signals.is_none()
             && !self.respawns.waiting()
             && self.rolling.is_none()
+            && self.upgrading.is_none()
     }
 
     /// Takes the next event and applies its bookkeeping.

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use ringleader_sys::uring::Completion;
 
-use super::{Core, HOT_SPIN, roll};
+use super::{Core, HOT_SPIN, roll, upgrade};
 use crate::error::{Error, Result};
 use crate::primary::driver::{Happening, SIGNALS, Tag, dyn_fd, token_generation, untoken};
 use crate::primary::event::Event;
@@ -58,6 +58,7 @@ impl Core {
         self.flush_all();
         self.respawn_due();
         self.roll_on();
+        self.upgrade_on();
         if !self.ready.is_empty() {
             return self.wait(Some(Duration::ZERO)).map(drop);
         }
@@ -66,6 +67,7 @@ impl Core {
             self.respawns.next_due(),
             self.rolling.as_ref().and_then(roll::Rolling::next_deadline),
             self.manager.next_due(),
+            self.upgrading.as_ref().map(upgrade::Upgrading::next_check),
         ]
         .into_iter()
         .flatten()

@@ -68,6 +68,9 @@ impl Listener {
 impl Listeners {
     /// Starts accepting on a round-robin listener that has workers and room.
     pub(super) fn arm_accept(&mut self, cx: &mut Ctx<'_>, key: &Key) {
+        if self.retiring {
+            return;
+        }
         let pending = self.pending.len();
         if let Some(h) = self.by_key.get_mut(key) {
             h.arm(cx.driver, pending);

@@ -38,7 +38,7 @@ impl Listeners {
             self.take_back_stalled(cx);
         }
         if self.pending.is_empty() {
-            if self.paused() {
+            if self.paused() && !self.retiring {
                 for h in self.by_key.values_mut() {
                     h.arm(cx.driver, 0);
                 }
@@ -113,7 +113,7 @@ impl Listeners {
         }
         let pending = self.pending.len();
         for h in self.by_key.values_mut() {
-            if pending >= MAX_PENDING {
+            if pending >= MAX_PENDING || self.retiring {
                 h.pause(cx.driver);
             } else {
                 h.arm(cx.driver, pending);

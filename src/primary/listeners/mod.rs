@@ -207,6 +207,8 @@ pub(crate) struct Listeners {
     stall_check_at: Option<Instant>,
     /// Listening TCP sockets passed by socket activation, with where they are bound.
     activated: Vec<(OwnedFd, std::net::SocketAddr)>,
+    /// This primary hands over to a new one: it accepts no more.
+    retiring: bool,
 }
 
 /// What the primary's round-robin hand-off has done since it started
@@ -285,6 +287,41 @@ impl Listeners {
                         || (a.ip().is_unspecified() && addr.ip().is_unspecified()))
             })
             .map(|(fd, _)| fd)
+    }
+
+    /// The listening TCP sockets a new primary gets in an upgrade: each round-robin and
+    /// shared listener's, and every socket socket activation passed.
+    pub(crate) fn upgrade_sockets(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        use ringleader_sys::AsFd;
+        let ours = self
+            .by_key
+            .values()
+            .filter(|l| l.steering.is_none() && matches!(l.local, bind::Local::Ip(_)))
+            .filter(|l| ringleader_sys::listen::is_listening_tcp(&*l.sock))
+            .map(|l| l.sock.as_fd());
+        ours.chain(self.activated.iter().map(|(fd, _)| fd.as_fd()))
+            .collect()
+    }
+
+    /// Stops accepting for good (an upgrade handed the sockets over): the kernel's queues
+    /// are the new primary's now.
+    pub(crate) fn retire(&mut self, driver: &mut Driver) {
+        self.retiring = true;
+        for l in self.by_key.values_mut() {
+            l.pause(driver);
+        }
+    }
+
+    /// Whether nothing this primary accepted waits: none pending here, none untaken in a
+    /// worker's channel.
+    pub(crate) fn handed_all(&self) -> bool {
+        self.pending.is_empty()
+            && self.by_key.values().all(|l| {
+                l.members
+                    .values()
+                    .flatten()
+                    .all(|m| ringleader_sys::listen::queued(&m.rx).unwrap_or(0) == 0)
+            })
     }
 
     /// Whether every worker in `listed` listens somewhere (none listed: false).

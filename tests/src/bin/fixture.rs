@@ -108,6 +108,10 @@ fn main() {
                 out(format_args!("ANSWERS {ok} {}", n - ok));
                 return;
             }
+            if scenario == "upgradable" {
+                upgradable(&primary);
+                return;
+            }
             if scenario == "systemd" {
                 systemd(&primary);
                 return;
@@ -762,6 +766,54 @@ fn systemd(primary: &ringleader::Primary) {
             Event::Error { error, .. } => out(format_args!("ERROR {}", error.report())),
             Event::AllDisconnected => {
                 out(format_args!("DONE"));
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `upgradable PORT [EXEC]`: two workers serving on 127.0.0.1:PORT; prints `LISTENING <pid>`
+/// once both listen. SIGUSR2 upgrades the primary (to EXEC if given): `UPGRADE READY <pid>`
+/// or `UPGRADE FAILED <reason>`, and `OLD DONE` once its workers are gone, when it exits.
+/// The new primary runs this same scenario.
+fn upgradable(primary: &ringleader::Primary) {
+    let port: u16 = std::env::args()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .expect("upgradable PORT");
+    let exec = std::env::args().nth(3);
+    primary
+        .watch_signals(&[ringleader::Signal::USR2])
+        .expect("watch");
+    primary
+        .setup(Settings::default().args(std::env::args().skip(1).collect::<Vec<_>>()))
+        .expect("setup");
+    let mode = format!("serve:127.0.0.1:{port}");
+    for _ in 0..2 {
+        primary.fork(&[("FIXTURE_MODE", &mode)]).expect("fork");
+    }
+    let mut listening = 0;
+    for event in primary.events() {
+        match event.expect("event") {
+            Event::Listening { .. } => {
+                listening += 1;
+                if listening == 2 {
+                    out(format_args!("LISTENING {}", std::process::id()));
+                }
+            }
+            Event::Signal(_) => {
+                let up = exec
+                    .as_ref()
+                    .map_or_else(ringleader::Upgrade::default, |e| {
+                        ringleader::Upgrade::default().exec(e)
+                    });
+                primary.upgrade(up).expect("upgrade");
+            }
+            Event::UpgradeReady { pid } => out(format_args!("UPGRADE READY {pid}")),
+            Event::UpgradeFailed { reason } => out(format_args!("UPGRADE FAILED {reason}")),
+            Event::AllDisconnected => {
+                out(format_args!("OLD DONE"));
                 return;
             }
             _ => {}
