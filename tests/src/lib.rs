@@ -270,6 +270,24 @@ impl Drop for Alone {
     }
 }
 
+/// One request to a fixture worker serving on 127.0.0.1:`port` (`serve:` modes): its
+/// `hello from <id>` answer, or what went wrong.
+pub fn fetch_hello(port: u16) -> Result<String, String> {
+    use std::io::Read;
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(WATCHDOG))
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("read: {e}"))?;
+    if out.starts_with("hello from ") {
+        Ok(out)
+    } else {
+        Err(format!("answer {out:?}"))
+    }
+}
+
 /// How many fds this process has open. Counting tests hold [`alone`].
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")

@@ -2,30 +2,14 @@
 //! request; a successor that crashes or never gets ready stops the roll and the old workers
 //! keep serving; one roll at a time.
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ringleader::{ErrorKind, Event, Roll, Scheduling, Settings};
-use ringleader_tests::{Harness, WATCHDOG, describe, fd_count};
+use ringleader_tests::{Harness, WATCHDOG, describe, fd_count, fetch_hello};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
-
-fn fetch(port: u16) -> Result<String, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(WATCHDOG))
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)
-        .map_err(|e| format!("read: {e}"))?;
-    if out.starts_with("hello from ") {
-        Ok(out)
-    } else {
-        Err(format!("answer {out:?}"))
-    }
-}
 
 /// Waits for the roll to end; panics if it failed.
 fn rolled(h: &Harness) -> usize {
@@ -65,7 +49,7 @@ fn roll_under_load(scheduling: Scheduling) {
                 (stop.clone(), ok.clone(), failed.clone(), errors.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    match fetch(port) {
+                    match fetch_hello(port) {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
                             errors.lock().expect("lock").push(e);
@@ -159,7 +143,7 @@ fn failing_roll(mode: &str, rules: Roll) -> (Harness, Vec<u32>, u16, String) {
 }
 
 fn old_workers_serve(h: &Harness, old: &[u32], port: u16) {
-    let answers = h.drive(move || (0..20).map(|_| fetch(port)).collect::<Vec<_>>());
+    let answers = h.drive(move || (0..20).map(|_| fetch_hello(port)).collect::<Vec<_>>());
     for a in answers {
         let a = a.expect("an answer");
         assert!(

@@ -2,26 +2,12 @@
 //! the listening sockets and no request fails; a new primary that fails is killed and the old
 //! one keeps serving.
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use ringleader_tests::{Spawned, WATCHDOG, alive};
+use ringleader_tests::{Spawned, alive, fetch_hello};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
-
-fn fetch(port: u16) -> Result<String, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(WATCHDOG))
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)
-        .map_err(|e| format!("read: {e}"))?;
-    out.starts_with("hello from ")
-        .then_some(out.clone())
-        .ok_or(format!("answer {out:?}"))
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -53,7 +39,7 @@ fn an_upgrade_under_load_hands_the_sockets_over_and_fails_no_request() {
             );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    match fetch(port) {
+                    match fetch_hello(port) {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
                             first.lock().expect("lock").get_or_insert(e);
@@ -87,7 +73,7 @@ fn an_upgrade_under_load_hands_the_sockets_over_and_fails_no_request() {
     let served_before_stop = ok.load(Ordering::Relaxed);
     // The new generation serves alone now.
     for _ in 0..20 {
-        assert!(fetch(port).is_ok());
+        assert!(fetch_hello(port).is_ok());
     }
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -124,7 +110,7 @@ fn a_new_primary_that_fails_is_killed_and_the_old_one_keeps_serving() {
         "{reason}"
     );
     for _ in 0..20 {
-        assert!(fetch(port).is_ok());
+        assert!(fetch_hello(port).is_ok());
     }
     assert!(alive(old_pid));
 }

@@ -38,24 +38,23 @@ impl Core {
         self.manager.listens
     }
 
+    /// Whether every listed worker listens somewhere.
+    fn every_worker_listens(&self) -> bool {
+        let listed = self.workers.iter().filter(|(_, w)| w.listed);
+        self.listeners.all_listen(listed.map(|(id, _)| *id))
+    }
+
     /// After each wait: `READY=1` the first time every worker listens (and, in a new primary
     /// started by an upgrade, the old one told so), and the watchdog.
     pub(super) fn tell_manager(&mut self) {
-        if self.upgrade_from.is_some() {
-            let listed = self
-                .workers
-                .iter()
-                .filter(|(_, w)| w.listed)
-                .map(|(id, _)| *id);
-            if self.listeners.all_listen(listed) {
-                if let Some(channel) = self.upgrade_from.take() {
-                    let _ = ringleader_sys::scm::send(
-                        &channel,
-                        &[std::io::IoSlice::new(b"R")],
-                        &[],
-                        ringleader_sys::scm::Blocking::Yes,
-                    );
-                }
+        if self.upgrade_from.is_some() && self.every_worker_listens() {
+            if let Some(channel) = self.upgrade_from.take() {
+                let _ = ringleader_sys::scm::send(
+                    &channel,
+                    &[std::io::IoSlice::new(b"R")],
+                    &[],
+                    ringleader_sys::scm::Blocking::Yes,
+                );
             }
         }
         if let Some((every, at)) = self.manager.watchdog {
@@ -64,15 +63,7 @@ impl Core {
                 self.manager.watchdog = Some((every, Instant::now() + every));
             }
         }
-        if !self.manager.listens || self.manager.ready {
-            return;
-        }
-        let listed = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.listed)
-            .map(|(id, _)| *id);
-        if self.listeners.all_listen(listed) {
+        if self.manager.listens && !self.manager.ready && self.every_worker_listens() {
             self.manager.ready = true;
             let _ = systemd::notify("READY=1");
         }
