@@ -12,9 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ringleader::{
-    Connection, Event, Respawn, Role, Roll, Scheduling, Settings, Signal, Upgrade, Worker,
-};
+use ringleader::{Connection, Ending, Event, Role, Scheduling, Settings, Supervise, Worker};
 
 /// How long a keep-alive connection may stay idle, and how long a graceful stop may take.
 const IDLE: Duration = Duration::from_secs(5);
@@ -58,149 +56,27 @@ fn run() -> Result<(), ringleader::Error> {
     match ringleader::role()? {
         Role::Primary(primary) => {
             println!("Primary {} is running", std::process::id());
-            // gunicorn's and nginx's conventions: INT and TERM stop gracefully, QUIT at once,
-            // HUP replaces every worker (a roll), USR2 upgrades the primary in place, TTIN and
-            // TTOU add and retire one.
-            primary.watch_signals(&[
-                Signal::INT,
-                Signal::TERM,
-                Signal::QUIT,
-                Signal::HUP,
-                Signal::TTIN,
-                Signal::TTOU,
-                Signal::USR2,
-            ])?;
             let scheduling = match args.policy {
                 Policy::Rr => Scheduling::RoundRobin,
                 Policy::None => Scheduling::Shared,
                 Policy::Reuseport => Scheduling::ReusePort,
                 Policy::Steer => Scheduling::Steered,
             };
-            // Workers that exit unasked are replaced, backing off from (and giving up on) a
-            // crash loop: a port another process holds, say.
-            primary.setup(
-                Settings::default()
-                    .scheduling(scheduling)
-                    .respawn(Some(Respawn::default())),
-            )?;
+            primary.setup(Settings::default().scheduling(scheduling))?;
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
             let workers = args.workers.unwrap_or(cpus);
-            for _ in 0..workers {
-                primary.fork(&[])?;
+            // gunicorn's and nginx's conventions: INT and TERM stop gracefully, QUIT at once,
+            // HUP replaces every worker (a roll), USR2 upgrades the primary in place, TTIN and
+            // TTOU add and retire one; workers that exit unasked are replaced, with a
+            // back-off, and given up on when they keep dying at start.
+            let supervise = Supervise::new(workers).stop_within(IDLE);
+            let ending = primary.supervise(supervise, |_, event| report(event))?;
+            match ending {
+                Ending::GaveUp => eprintln!("No worker is left; giving up"),
+                Ending::Upgraded => println!("The new primary serves; bye"),
+                _ => println!("All workers are gone; bye"),
             }
-            let mut stop_by: Option<Instant> = None;
-            loop {
-                let timeout = stop_by.map(|t| t.saturating_duration_since(Instant::now()));
-                let Some(event) = primary.next_event(timeout)? else {
-                    if stop_by.is_some() {
-                        // Graceful time is up: whoever still holds connections is stopped.
-                        for id in primary.workers() {
-                            let _ = primary.worker(id).map(|w| w.kill(Some(Signal::KILL)));
-                        }
-                        stop_by = None;
-                        continue;
-                    }
-                    return Ok(());
-                };
-                match event {
-                    Event::Listening { worker, address } => {
-                        println!(
-                            "Worker {worker} listening on {}:{}",
-                            address.address, address.port
-                        );
-                    }
-                    Event::Exit {
-                        worker,
-                        code,
-                        signal,
-                        ..
-                    } => {
-                        println!(
-                            "worker {worker} died ({})",
-                            code.map_or_else(|| format!("{signal:?}"), |c| c.to_string())
-                        );
-                    }
-                    Event::Respawned {
-                        worker,
-                        replaces,
-                        delay,
-                    } => {
-                        println!("Worker {worker} replaces worker {replaces} (after {delay:?})");
-                    }
-                    Event::GaveUp {
-                        worker,
-                        exits,
-                        window,
-                    } => {
-                        eprintln!(
-                            "worker {worker} exited {exits} times within {window:?} soon after \
-                             starting: not replacing it"
-                        );
-                        if primary.workers().is_empty() {
-                            eprintln!("No worker is left; giving up");
-                            std::process::exit(1);
-                        }
-                    }
-                    Event::Signal(Signal::HUP) => match primary.roll(Roll::default()) {
-                        Ok(()) => println!("Primary got SIGHUP; replacing every worker"),
-                        Err(e) => eprintln!("SIGHUP: {}", e.report()),
-                    },
-                    Event::Signal(Signal::USR2) => match primary.upgrade(Upgrade::default()) {
-                        Ok(()) => println!("Primary got SIGUSR2; starting a new primary"),
-                        Err(e) => eprintln!("SIGUSR2: {}", e.report()),
-                    },
-                    Event::UpgradeReady { pid } => {
-                        println!("The new primary {pid} serves; this one retires");
-                        stop_by = Some(Instant::now() + IDLE);
-                    }
-                    Event::UpgradeFailed { reason } => {
-                        eprintln!("The upgrade stopped: the new primary: {reason}");
-                    }
-                    Event::Signal(Signal::TTIN) => {
-                        let w = primary.fork(&[])?;
-                        println!("Primary got SIGTTIN; one more worker ({})", w.id());
-                    }
-                    Event::Signal(Signal::TTOU) => {
-                        let workers = primary.workers();
-                        if let (Some(newest), true) = (workers.last(), workers.len() > 1) {
-                            println!("Primary got SIGTTOU; retiring worker {newest}");
-                            primary
-                                .worker(*newest)
-                                .map(|w| w.disconnect())
-                                .transpose()?;
-                        }
-                    }
-                    Event::Signal(Signal::QUIT) => {
-                        println!("Primary got SIGQUIT; stopping at once");
-                        for id in primary.workers() {
-                            let _ = primary.worker(id).map(|w| w.kill(Some(Signal::KILL)));
-                        }
-                        return Ok(());
-                    }
-                    Event::Signal(signal) => {
-                        println!("Primary got {signal}; stopping the workers gracefully");
-                        stop_by = Some(Instant::now() + IDLE);
-                        primary.disconnect_all()?;
-                    }
-                    Event::RollStep { old, new } => {
-                        println!("Worker {new} is ready; worker {old} leaves");
-                    }
-                    Event::RollDone { replaced, took } => {
-                        println!("Replaced {replaced} workers in {took:?}");
-                    }
-                    Event::RollFailed { worker, reason } => {
-                        eprintln!("The roll stopped: worker {worker}: {reason}");
-                    }
-                    Event::AllDisconnected => {
-                        println!("All workers are gone; bye");
-                        return Ok(());
-                    }
-                    Event::Error { worker, error } => {
-                        eprintln!("worker {worker:?}: {}", error.report())
-                    }
-                    _ => {}
-                }
-            }
+            std::process::exit(ending.exit_code());
         }
         Role::Worker(worker) => {
             println!("Worker {} started", std::process::id());
@@ -224,6 +100,55 @@ fn run() -> Result<(), ringleader::Error> {
         }
     }
     Ok(())
+}
+
+/// What the primary says about what happens in its cluster.
+fn report(event: &Event) {
+    match event {
+        Event::Listening { worker, address } => {
+            println!(
+                "Worker {worker} listening on {}:{}",
+                address.address, address.port
+            );
+        }
+        Event::Exit {
+            worker,
+            code,
+            signal,
+            ..
+        } => println!(
+            "worker {worker} died ({})",
+            code.map_or_else(|| format!("{signal:?}"), |c| c.to_string())
+        ),
+        Event::Respawned {
+            worker,
+            replaces,
+            delay,
+        } => {
+            println!("Worker {worker} replaces worker {replaces} (after {delay:?})");
+        }
+        Event::GaveUp {
+            worker,
+            exits,
+            window,
+        } => eprintln!(
+            "worker {worker} exited {exits} times within {window:?} soon after starting: \
+             not replacing it"
+        ),
+        Event::Signal(signal) => println!("Primary got {signal}"),
+        Event::RollStep { old, new } => println!("Worker {new} is ready; worker {old} leaves"),
+        Event::RollDone { replaced, took } => println!("Replaced {replaced} workers in {took:?}"),
+        Event::RollFailed { worker, reason } => {
+            eprintln!("The roll stopped: worker {worker}: {reason}");
+        }
+        Event::UpgradeStarted { pid } => println!("Starting a new primary ({pid})"),
+        Event::UpgradeReady { pid } => println!("The new primary {pid} serves; this one retires"),
+        Event::UpgradeFailed { reason } => {
+            eprintln!("The upgrade stopped: the new primary: {reason}");
+        }
+        Event::Error { worker, error } => eprintln!("worker {worker:?}: {}", error.report()),
+        _ => {}
+    }
 }
 
 /// How often an idle connection looks whether its worker is draining.

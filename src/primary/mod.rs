@@ -6,6 +6,7 @@ mod event;
 mod listeners;
 mod loads;
 mod settings;
+mod supervise;
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -26,6 +27,7 @@ pub use self::event::{AddressType, Event, Listening};
 pub use self::listeners::HandoffStats;
 pub use self::loads::Load;
 pub use self::settings::{Respawn, Roll, Scheduling, Settings, Stdio, Upgrade};
+pub use self::supervise::{Ending, Supervise};
 use crate::contract::{ENV_BACKEND, ENV_SCHED_POLICY, ENV_URING_KERNEL};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::WorkerId;

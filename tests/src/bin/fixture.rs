@@ -108,6 +108,10 @@ fn main() {
                 out(format_args!("ANSWERS {ok} {}", n - ok));
                 return;
             }
+            if scenario == "supervised" {
+                supervised(&primary);
+                return;
+            }
             if scenario == "upgradable" {
                 upgradable(&primary);
                 return;
@@ -819,6 +823,36 @@ fn upgradable(primary: &ringleader::Primary) {
             _ => {}
         }
     }
+}
+
+/// `supervised N MODE`: `Primary::supervise` with N workers in MODE. Prints `LISTENING`,
+/// `EXIT`, `ROLLED`, `GAVEUP` as those events come, then `ENDING <how>`, and exits with the
+/// ending's status.
+fn supervised(primary: &ringleader::Primary) {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let [n, mode] = &args[..] else {
+        eprintln!("fixture: supervised N MODE");
+        std::process::exit(2);
+    };
+    let n: usize = n.parse().expect("a number of workers");
+    // Workers are forked with no fork environment: the mode comes from the base one.
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    env.push(("FIXTURE_MODE".into(), mode.clone()));
+    primary
+        .setup(Settings::default().args(Vec::<String>::new()).env(env))
+        .expect("setup");
+    let supervise = ringleader::Supervise::new(n).stop_within(Duration::from_secs(5));
+    let ending = primary
+        .supervise(supervise, |_, event| match event {
+            Event::Listening { .. } => out(format_args!("LISTENING")),
+            Event::Exit { .. } => out(format_args!("EXIT")),
+            Event::RollDone { .. } => out(format_args!("ROLLED")),
+            Event::GaveUp { .. } => out(format_args!("GAVEUP")),
+            _ => {}
+        })
+        .expect("supervise");
+    out(format_args!("ENDING {ending:?}"));
+    std::process::exit(ending.exit_code());
 }
 
 /// Scenarios that need a primary of their own, so the test can kill it or watch it exit.
