@@ -108,13 +108,7 @@ impl Listeners {
                     h.taken += 1;
                 }
                 self.stats.accepted += 1;
-                self.pending.push_back(Pending {
-                    listener,
-                    fd,
-                    avoid: None,
-                    strict: false,
-                    held: false,
-                });
+                self.pending.push_back(Pending::new(listener, fd));
                 if self.pending.len() >= MAX_PENDING {
                     // Stop at once: completions already posted still arrive, nothing more.
                     self.pause_accept(cx, &key);
@@ -177,13 +171,7 @@ impl Listeners {
                 Ok(fd) => {
                     taken += 1;
                     self.stats.accepted += 1;
-                    self.pending.push_back(Pending {
-                        listener,
-                        fd,
-                        avoid: None,
-                        strict: false,
-                        held: false,
-                    });
+                    self.pending.push_back(Pending::new(listener, fd));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if starved(&e) => {

@@ -76,13 +76,7 @@ impl Listeners {
         let mut sent_any = false;
         for ((hid, wid), fds) in batches {
             let Some(member) = self.member(hid, wid) else {
-                left.extend(fds.into_iter().map(|fd| Pending {
-                    listener: hid,
-                    fd,
-                    avoid: None,
-                    strict: false,
-                    held: false,
-                }));
+                left.extend(fds.into_iter().map(|fd| Pending::new(hid, fd)));
                 continue;
             };
             // Counted as handed now (the policy's next pick must see them); what comes back
@@ -207,13 +201,8 @@ impl Listeners {
         self.stats.handed_over -= n;
         let w = cx.loads.get(wid);
         w.handed = w.handed.saturating_sub(n);
-        self.pending.extend(h.unsent.into_iter().map(|fd| Pending {
-            listener: hid,
-            fd,
-            avoid: None,
-            strict: false,
-            held: false,
-        }));
+        self.pending
+            .extend(h.unsent.into_iter().map(|fd| Pending::new(hid, fd)));
     }
 
     /// Runs the hand-offs queued on the ring now: before a worker's queue is read back, so
@@ -319,13 +308,10 @@ impl Listeners {
         self.stats.taken_back += fds.len() as u64;
         let w = cx.loads.get(id);
         w.handed = w.handed.saturating_sub(fds.len() as u64);
-        self.pending.extend(fds.into_iter().map(|fd| Pending {
-            listener,
-            fd,
-            avoid,
-            strict: false,
-            held: false,
-        }));
+        self.pending.extend(
+            fds.into_iter()
+                .map(|fd| Pending::back_from(listener, fd, avoid)),
+        );
     }
 
     /// Reads back the connections queued for worker `id` on every listener, for others.

@@ -179,6 +179,24 @@ struct Pending {
     held: bool,
 }
 
+impl Pending {
+    /// A connection for any worker of `listener`.
+    fn new(listener: ListenerId, fd: OwnedFd) -> Pending {
+        Pending::back_from(listener, fd, None)
+    }
+
+    /// A connection that came back from worker `avoid`: another one gets it if there is one.
+    fn back_from(listener: ListenerId, fd: OwnedFd, avoid: Option<WorkerId>) -> Pending {
+        Pending {
+            listener,
+            fd,
+            avoid,
+            strict: false,
+            held: false,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Listeners {
     by_key: BTreeMap<Key, Listener>,

@@ -219,13 +219,8 @@ impl Listeners {
         // A connection for a listener that is gone is closed, as Node does with no worker.
         self.stats.taken_back += 1;
         if let Some(h) = self.by_key.get(&notice.key) {
-            self.pending.push_back(Pending {
-                listener: h.id,
-                fd,
-                avoid: Some(id),
-                strict: false,
-                held: false,
-            });
+            self.pending
+                .push_back(Pending::back_from(h.id, fd, Some(id)));
         } else {
             self.stats.closed_unserved += 1;
         }

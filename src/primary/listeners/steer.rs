@@ -216,11 +216,8 @@ impl Listeners {
                         self.stats.accepted += 1;
                         self.stats.taken_from_queues += 1;
                         self.pending.push_back(Pending {
-                            listener,
-                            fd,
-                            avoid,
                             strict: avoid.is_some(),
-                            held: false,
+                            ..Pending::back_from(listener, fd, avoid)
                         });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
