@@ -149,7 +149,7 @@ impl Primary {
                 core.listeners
                     .adopt(activated.into_iter().map(|(fd, _)| fd).collect());
                 if let Some((channel, sockets)) = self::core::from_old_primary() {
-                    core.listeners.adopt(sockets);
+                    core.listeners.adopt_upgrade(sockets);
                     core.upgrade_from = Some(channel);
                 }
                 core
@@ -292,15 +292,22 @@ impl Primary {
 
     /// Upgrades the primary in place (nginx's USR2, HAProxy's `-x`): starts a new primary
     /// from [`Upgrade::exec`] (default: this program, read again from disk) with the same
-    /// arguments and environment, and hands it every round-robin and shared listening
-    /// socket and every socket of socket activation; it matches them to its workers' listens
-    /// by address. Once every one of its workers listens it says so (`UpgradeReady`): this
-    /// primary stops accepting, lets its workers take what it accepted, and disconnects
-    /// them (`AllDisconnected` follows: exit then). A new primary that exits or is not ready
-    /// within [`Upgrade::ready_within`] is killed (`UpgradeFailed`), and this one keeps
-    /// serving. Under systemd, `MAINPID=` names the new primary (the unit needs
-    /// `NotifyAccess=all` for the new primary's own notifications). Not yet: reuseport and
-    /// steered listeners, whose sockets are per worker.
+    /// arguments and environment, and hands it every socket it holds: each listener's
+    /// (round-robin, shared, UDP, Unix, and the socket that holds a reuseport or steered
+    /// port), every worker's own reuseport or steered socket in its group's order, and every
+    /// socket of socket activation. The new primary's listens take them by where they are
+    /// bound; its workers take the per-worker sockets one each, a steered group keeping its
+    /// order. Once every one of its workers listens, wherever this primary's listeners were,
+    /// it says so (`UpgradeReady`): this primary stops accepting and steering, lets its
+    /// workers take what it accepted, and disconnects them (`AllDisconnected` follows: exit
+    /// then); the queues of the sockets stay with the new generation. A new primary that
+    /// exits or is not ready within [`Upgrade::ready_within`] is killed (`UpgradeFailed`),
+    /// and this one keeps serving. Under systemd, `MAINPID=` names the new primary (the unit
+    /// needs `NotifyAccess=all` for the new primary's own notifications).
+    ///
+    /// A new primary that runs fewer reuseport workers than this one leaves the sockets of
+    /// the others unused: what waits in their queues when the old workers leave is reset, as
+    /// when a reuseport worker exits (steered groups have the primary empty such queues).
     ///
     /// # Errors
     /// [`ErrorKind::Settings`] while an upgrade is under way; [`ErrorKind::Io`] when the new

@@ -89,7 +89,8 @@ const DEFAULT_TAKE_BACK_AFTER: Duration = Duration::from_millis(50);
 
 /// How an upgrade of the primary goes ([`Primary::upgrade`](crate::Primary::upgrade)): the
 /// program the new primary runs (default: this one, read again from disk), and how long it
-/// may take to be ready (every one of its workers listening).
+/// may take to be ready (every one of its workers listening, wherever the old primary's
+/// listeners were).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Upgrade {

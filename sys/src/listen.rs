@@ -9,7 +9,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{self, AddressFamily, SocketAddrUnix, SocketFlags, SocketType, sockopt};
@@ -149,6 +150,53 @@ pub fn local_addr(fd: impl AsFd) -> io::Result<SocketAddr> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
 }
 
+/// Where a socket passed from elsewhere (an old primary, a service manager) is bound, and
+/// what kind it is: enough to match it to a listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// A TCP socket; `listening`: `listen(2)` was called on it (else it only holds the
+    /// address, as a reuseport group's reservation does).
+    Tcp {
+        /// Its address.
+        addr: SocketAddr,
+        /// Whether it listens.
+        listening: bool,
+    },
+    /// A UDP socket.
+    Udp(SocketAddr),
+    /// A Unix stream socket bound at a path (as `bind(2)` was given it: maybe relative).
+    Unix(PathBuf),
+}
+
+/// What `fd` is bound to (`getsockname(2)`, `SO_TYPE`, `SO_ACCEPTCONN`).
+///
+/// # Errors
+/// What those calls return; `InvalidInput` for other kinds of socket (a Unix socket with no
+/// path, a raw one, a datagram Unix one).
+pub fn bound(fd: impl AsFd) -> io::Result<Bound> {
+    let fd = fd.as_fd();
+    let other = || io::Error::new(io::ErrorKind::InvalidInput, "not a socket a listen can use");
+    let ty = sockopt::socket_type(fd)?;
+    let addr = net::getsockname(fd)?;
+    if let Ok(ip) = SocketAddr::try_from(addr.clone()) {
+        return match ty {
+            SocketType::STREAM => Ok(Bound::Tcp {
+                addr: ip,
+                listening: sockopt::socket_acceptconn(fd)?,
+            }),
+            SocketType::DGRAM => Ok(Bound::Udp(ip)),
+            _ => Err(other()),
+        };
+    }
+    let unix = SocketAddrUnix::try_from(addr).map_err(|_| other())?;
+    match (ty, unix.path_bytes()) {
+        (SocketType::STREAM, Some(path)) => Ok(Bound::Unix(PathBuf::from(
+            std::ffi::OsStr::from_bytes(path),
+        ))),
+        _ => Err(other()),
+    }
+}
+
 /// `accept4(2)` with `SOCK_CLOEXEC`; `nonblocking` makes the *accepted* socket non-blocking
 /// (`SOCK_NONBLOCK`). Whether the call itself waits depends on the listening socket's own
 /// `O_NONBLOCK`; on a non-blocking listener, no pending connection is `WouldBlock`.
@@ -197,6 +245,41 @@ mod tests {
             accept(&fd, true).map_err(|e| e.kind()).err(),
             Some(io::ErrorKind::WouldBlock)
         );
+    }
+
+    #[test]
+    fn bound_tells_each_kind_of_socket_apart() {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let opts = Options::default();
+        let listening = tcp(any, &opts).expect("tcp");
+        let at = local_addr(&listening).expect("name");
+        assert_eq!(
+            bound(&listening).expect("bound"),
+            Bound::Tcp {
+                addr: at,
+                listening: true
+            }
+        );
+        let reserved = reserve_tcp(any, &opts).expect("reserve");
+        assert!(matches!(
+            bound(&reserved),
+            Ok(Bound::Tcp {
+                listening: false,
+                ..
+            })
+        ));
+        let udp = udp(any, &opts).expect("udp");
+        assert_eq!(
+            bound(&udp).expect("bound"),
+            Bound::Udp(local_addr(&udp).expect("name"))
+        );
+        let dir = std::env::temp_dir().join(format!("rl-bound-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let unix = unix(&dir, 8, None).expect("unix");
+        assert_eq!(bound(&unix).expect("bound"), Bound::Unix(dir.clone()));
+        std::fs::remove_file(&dir).expect("unlink");
+        let (a, _b) = crate::socket::stream_pair().expect("pair");
+        assert!(bound(&a).is_err(), "an unnamed socket matches no listen");
     }
 
     #[test]

@@ -21,25 +21,85 @@ fn usr2(pid: u32) {
     rustix::process::kill_process(pid, rustix::process::Signal::USR2).expect("signal");
 }
 
-#[test]
-fn an_upgrade_under_load_hands_the_sockets_over_and_fails_no_request() {
-    let port = free_port();
-    let mut old = Spawned::start(FIXTURE, &["upgradable", &port.to_string()], &[]);
-    let old_pid: u32 = old.expect_line("LISTENING").parse().expect("pid");
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let first_error = Arc::new(std::sync::Mutex::new(None));
-    let clients: Vec<_> = (0..16)
-        .map(|_| {
-            let (stop, ok, failed, first) = (
-                stop.clone(),
-                ok.clone(),
-                failed.clone(),
-                first_error.clone(),
+/// What process `pid` holds of its own: sockets, and the kernel objects of its loop, board
+/// and workers (io_uring or epoll, pidfds, memfd). Not its standard streams, nor pipes it may
+/// inherit from the test harness (cargo's jobserver), which the new primary does not.
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| {
+        d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|t| {
+                let t = t.to_string_lossy();
+                t.starts_with("socket:") || t.starts_with("anon_inode:") || t.starts_with("/memfd:")
+            })
+            .count()
+    })
+}
+
+/// One connection to the Unix socket at `path`: its `hello from` line, or what went wrong.
+fn fetch_unix(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut s =
+        std::os::unix::net::UnixStream::connect(path).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(ringleader_tests::WATCHDOG))
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("read: {e}"))?;
+    out.starts_with("hello from ")
+        .then_some(out.clone())
+        .ok_or(format!("answer {out:?}"))
+}
+
+/// A `pong from` answer to a datagram sent to 127.0.0.1:`port`, trying a few times (UDP
+/// loses datagrams by design; a worker that exits with one read and unanswered loses it).
+fn ping_udp(port: u16) -> bool {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    (0..25).any(|_| {
+        s.send_to(b"ping", ("127.0.0.1", port)).expect("send");
+        s.recv(&mut buf)
+            .is_ok_and(|n| buf[..n].starts_with(b"pong from "))
+    })
+}
+
+/// Clients that ask in a loop until stopped, counting answers and failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    first_error: Arc<std::sync::Mutex<Option<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn new() -> Load {
+        Load {
+            stop: Arc::default(),
+            ok: Arc::default(),
+            failed: Arc::default(),
+            first_error: Arc::default(),
+            threads: Vec::new(),
+        }
+    }
+
+    fn clients(
+        &mut self,
+        n: usize,
+        fetch: impl Fn() -> Result<String, String> + Clone + Send + 'static,
+    ) {
+        for _ in 0..n {
+            let (stop, ok, failed, first, fetch) = (
+                self.stop.clone(),
+                self.ok.clone(),
+                self.failed.clone(),
+                self.first_error.clone(),
+                fetch.clone(),
             );
-            std::thread::spawn(move || {
+            self.threads.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    match fetch_hello(port) {
+                    match fetch() {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
                             first.lock().expect("lock").get_or_insert(e);
@@ -47,9 +107,49 @@ fn an_upgrade_under_load_hands_the_sockets_over_and_fails_no_request() {
                         }
                     };
                 }
-            })
-        })
-        .collect();
+            }));
+        }
+    }
+
+    /// Stops the clients: (answered, failed, the first failure).
+    fn stop(self) -> (u64, u64, Option<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("client");
+        }
+        let first = self.first_error.lock().expect("lock").take();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            first,
+        )
+    }
+}
+
+/// An upgrade of a primary with four workers scheduled as `sched`, under 32 clients (and 8
+/// more on a Unix socket, with a UDP port besides, when `all_kinds`): no request fails, the
+/// old primary exits, and the new one holds as many fds as the old one did.
+fn upgrade_under_load(sched: &str, all_kinds: bool) {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("rl-upgrade-{}-{sched}.sock", std::process::id()));
+    let unix = dir.to_string_lossy().into_owned();
+    let mut env = vec![("FIXTURE_SCHED", sched)];
+    if all_kinds {
+        let _ = std::fs::remove_file(&dir);
+        env.push(("FIXTURE_UNIX", unix.as_str()));
+    }
+    let mut old = Spawned::start(FIXTURE, &["upgradable", &port.to_string()], &env);
+    let old_pid: u32 = old.expect_line("LISTENING").parse().expect("pid");
+    let fds_before = fds_of(old_pid);
+    if all_kinds {
+        assert!(ping_udp(port), "{sched}: UDP before the upgrade");
+    }
+    let mut load = Load::new();
+    load.clients(32, move || fetch_hello(port));
+    if all_kinds {
+        let path = dir.clone();
+        load.clients(8, move || fetch_unix(&path));
+    }
     usr2(old_pid);
     // The new primary runs the same scenario and says when its workers listen; the old one
     // says when the new one told it so, and when its own workers are gone. The lines of the
@@ -68,28 +168,71 @@ fn an_upgrade_under_load_hands_the_sockets_over_and_fails_no_request() {
     assert_eq!(
         old.wait(),
         Some(0),
-        "the old primary exits once its workers are gone"
+        "{sched}: the old primary exits once its workers are gone"
     );
-    let served_before_stop = ok.load(Ordering::Relaxed);
     // The new generation serves alone now.
     for _ in 0..20 {
-        assert!(fetch_hello(port).is_ok());
+        assert!(fetch_hello(port).is_ok(), "{sched}");
     }
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().expect("client");
-    }
+    let (ok, failed, first) = load.stop();
     assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "{} answered; first failure: {:?}",
-        ok.load(Ordering::Relaxed),
-        first_error.lock().expect("lock")
+        failed, 0,
+        "{sched}: {ok} answered; first failure: {first:?}"
     );
-    assert!(served_before_stop > 0);
+    assert!(ok > 0, "{sched}");
+    if all_kinds {
+        assert!(
+            fetch_unix(&dir).is_ok(),
+            "{sched}: the socket file is the new primary's"
+        );
+        assert!(ping_udp(port), "{sched}: UDP after the upgrade");
+    }
     assert!(alive(new_pid) && !alive(old_pid));
+    // The new primary holds what the old one held: its sockets, its workers' channels.
+    let deadline = std::time::Instant::now() + ringleader_tests::WATCHDOG;
+    while fds_of(new_pid) != fds_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sched}: fds {fds_before} in the old primary, {} in the new",
+            fds_of(new_pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if all_kinds {
+        let _ = std::fs::remove_file(&dir);
+    }
     // The new primary and its workers are in the old one's process group: Spawned's drop
     // kills them all.
+}
+
+#[test]
+fn an_upgrade_under_round_robin_hands_the_sockets_over_and_fails_no_request() {
+    upgrade_under_load("rr", false);
+}
+
+#[test]
+fn an_upgrade_under_shared_sockets_hands_the_sockets_over_and_fails_no_request() {
+    upgrade_under_load("none", false);
+}
+
+#[test]
+fn an_upgrade_under_reuseport_hands_every_workers_socket_over_and_fails_no_request() {
+    upgrade_under_load("reuseport", false);
+}
+
+#[test]
+fn an_upgrade_under_steering_hands_the_group_over_and_fails_no_request() {
+    upgrade_under_load("steer", false);
+}
+
+#[test]
+fn an_upgrade_hands_unix_and_udp_sockets_over_too() {
+    upgrade_under_load("rr", true);
+}
+
+#[test]
+fn an_upgrade_under_steering_hands_unix_and_udp_sockets_over_too() {
+    upgrade_under_load("steer", true);
 }
 
 #[test]

@@ -47,7 +47,12 @@ impl Core {
     /// After each wait: `READY=1` the first time every worker listens (and, in a new primary
     /// started by an upgrade, the old one told so), and the watchdog.
     pub(super) fn tell_manager(&mut self) {
-        if self.upgrade_from.is_some() && self.every_worker_listens() {
+        // A new primary is ready once every worker listens and the workers listen wherever
+        // the old generation did.
+        if self.upgrade_from.is_some()
+            && self.every_worker_listens()
+            && self.listeners.took_every_listener()
+        {
             if let Some(channel) = self.upgrade_from.take() {
                 let _ = ringleader_sys::scm::send(
                     &channel,
@@ -55,6 +60,7 @@ impl Core {
                     &[],
                     ringleader_sys::scm::Blocking::Yes,
                 );
+                self.listeners.took_over();
             }
         }
         if let Some((every, at)) = self.manager.watchdog {

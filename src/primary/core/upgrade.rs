@@ -5,12 +5,14 @@
 //! keeps serving.
 //!
 //! The channel between the two generations carries fds and single bytes, nothing to parse:
-//! the old primary sends its sockets and shuts down its writing half; the new one reads them
-//! to end of file, matches them to its listens by the addresses they are bound to (as it does
-//! socket activation's), and writes one byte when it is ready.
+//! the old primary sends its sockets, each with a byte that says what it was there
+//! ([`Tag`]), and shuts down its writing half; the new one reads them to end of file, matches
+//! them to its listens by where they are bound (as it does socket activation's), and writes
+//! one byte when it is ready.
 
 use std::ffi::OsString;
 use std::io::IoSlice;
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use ringleader_sys::pidfd::PidFd;
@@ -24,6 +26,7 @@ use super::Core;
 use crate::contract::{ENV_UPGRADE_FD, UPGRADE_FD};
 use crate::error::{Error, ErrorKind, Result};
 use crate::primary::event::Event;
+use crate::primary::listeners::Tag;
 use crate::primary::settings::Upgrade;
 
 /// How often an upgrade under way is looked at: the new primary's byte, or its exit.
@@ -79,20 +82,15 @@ impl Core {
         .map_err(|e| Error::io(OP, e))?;
         drop(theirs);
         let child = spawned.pidfd;
-        let sent = self
-            .listeners
-            .upgrade_sockets()
-            .chunks(MAX_FDS)
-            .try_for_each(|fds| {
-                let bytes = [b's'; MAX_FDS];
-                scm::send(
-                    &ours,
-                    &[IoSlice::new(&bytes[..fds.len()])],
-                    fds,
-                    Blocking::Yes,
-                )
-                .map(drop)
-            })
+        let sockets: Vec<(Tag, BorrowedFd<'_>)> = self.listeners.upgrade_sockets();
+        let sent = sockets.chunks(MAX_FDS).try_for_each(|chunk| {
+            // One byte per socket, saying what it was here ([`Tag`]).
+            let tags: Vec<u8> = chunk.iter().map(|(tag, _)| tag.byte()).collect();
+            let fds: Vec<_> = chunk.iter().map(|(_, fd)| *fd).collect();
+            scm::send(&ours, &[IoSlice::new(&tags)], &fds, Blocking::Yes).map(drop)
+        });
+        drop(sockets);
+        let sent = sent
             .and_then(|()| socket::shutdown(&ours, How::Write))
             .and_then(|()| socket::set_nonblocking(&ours, true));
         if let Err(e) = sent {
@@ -172,16 +170,19 @@ fn reap(child: &PidFd) {
 }
 
 /// In a new primary started by an upgrade: the channel to the old one and the sockets it
-/// passed, read to its end. `None` in any other process.
-pub(crate) fn from_old_primary() -> Option<(OwnedFd, Vec<OwnedFd>)> {
+/// passed, each with the byte that says what it was there ([`Tag`]), read to the channel's
+/// end. `None` in any other process.
+pub(crate) fn from_old_primary() -> Option<(OwnedFd, Vec<(u8, OwnedFd)>)> {
     ringleader_sys::env::take_var(ENV_UPGRADE_FD)?;
     let channel = ringleader_sys::env::take_inherited_fd(UPGRADE_FD)?.ok()?;
     let mut sockets = Vec::new();
     let mut buf = [0u8; MAX_FDS];
     loop {
-        match scm::recv(&channel, &mut buf, &mut sockets, Blocking::Yes) {
+        let mut fds = Vec::new();
+        match scm::recv(&channel, &mut buf, &mut fds, Blocking::Yes) {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
+            // A byte per fd; an fd without its byte (cannot happen) is closed.
+            Ok(n) => sockets.extend(buf[..n].iter().copied().zip(fds)),
         }
     }
     Some((channel, sockets))

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ringleader_sys::listen::{self, Options};
+use ringleader_sys::listen::{self, Bound, Options};
 use ringleader_sys::socket;
 
 use super::steer::Steering;
@@ -74,25 +74,33 @@ impl Listeners {
                     .parse()
                     .map_err(|_| std::io::Error::from_raw_os_error(22))?;
                 let addr = SocketAddr::new(ip, req.key.port);
-                let activated = (req.key.transport == Transport::Tcp)
-                    .then(|| self.activated(addr))
+                let tcp = req.key.transport == Transport::Tcp;
+                let per_worker = matches!(scheduling, Scheduling::ReusePort | Scheduling::Steered);
+                // An old primary's socket bound here and of this kind (an upgrade): taken.
+                let bound = match (tcp, per_worker) {
+                    (true, per_worker) => Bound::Tcp {
+                        addr,
+                        listening: !per_worker,
+                    },
+                    (false, _) => Bound::Udp(addr),
+                };
+                let handed = (addr.port() != 0)
+                    .then(|| self.inherited.take_listener(&bound))
                     .flatten();
-                let sock = match (req.key.transport, scheduling) {
+                let activated = tcp.then(|| self.inherited.activated(addr)).flatten();
+                let sock = match (handed, activated) {
+                    (Some(sock), _) => sock,
                     // A socket the service manager passed (socket activation) and bound
                     // there: round-robin and shared sockets use a copy of it.
-                    (Transport::Tcp, Scheduling::RoundRobin | Scheduling::Shared)
-                        if activated.is_some() =>
-                    {
-                        socket::dup(activated.expect("checked"))?
-                    }
+                    (None, Some(activated)) if tcp && !per_worker => socket::dup(activated)?,
                     // The port is held by a bound socket that never listens, so it never
                     // takes connections; each worker gets a listening one of its own.
-                    (Transport::Tcp, Scheduling::ReusePort | Scheduling::Steered) => {
+                    (None, _) if tcp && per_worker => {
                         opts.reuse_port = true;
                         listen::reserve_tcp(addr, &opts)?
                     }
-                    (Transport::Tcp, _) => listen::tcp(addr, &opts)?,
-                    _ => listen::udp(addr, &opts)?,
+                    (None, _) if tcp => listen::tcp(addr, &opts)?,
+                    (None, _) => listen::udp(addr, &opts)?,
                 };
                 let local = listen::local_addr(&sock)?;
                 (sock, Local::Ip(local), None)
@@ -102,7 +110,10 @@ impl Listeners {
                 // Node: the shorter of the absolute path and the one relative to the primary's
                 // directory, to fit the ~108-byte sun_path.
                 let bind_path = shorter_path(&path);
-                let sock = listen::unix(&bind_path, opts.backlog, req.mode)?;
+                let sock = match self.inherited.take_unix(&bind_path) {
+                    Some(sock) => sock,
+                    None => listen::unix(&bind_path, opts.backlog, req.mode)?,
+                };
                 (sock, Local::Unix(path), Some(bind_path))
             }
         };
@@ -114,6 +125,11 @@ impl Listeners {
         }
         // UDP is always shared, under both policies (Node).
         let handoff = handoff && req.key.transport != Transport::Udp;
+        // An old primary's workers' sockets keep their places in the group.
+        let steering = steered.then(|| match &local {
+            Local::Ip(addr) => Steering::inherit(self.inherited.take_own(*addr)),
+            Local::Unix(_) => Steering::default(),
+        });
         self.next_id += 1;
         Ok(Listener {
             id: self.next_id,
@@ -131,7 +147,7 @@ impl Listeners {
             draining: false,
             quiet: false,
             starved: false,
-            steering: steered.then(Steering::default),
+            steering,
             own_sockets: BTreeMap::new(),
         })
     }

@@ -373,11 +373,13 @@ impl Listeners {
                 }
             }
             self.keys.remove(&h.id);
-            if let Some(path) = &h.unix_path {
+            // A retiring primary's sockets are the new primary's now, the socket file and
+            // the workers' queues included.
+            if let Some(path) = h.unix_path.as_ref().filter(|_| !self.retiring) {
                 let _ = std::fs::remove_file(path);
             }
             // Connections waiting in the workers' own queues are reset with their sockets.
-            if let Some(st) = &h.steering {
+            if let Some(st) = h.steering.as_ref().filter(|_| !self.retiring) {
                 let queued: u32 = st
                     .places
                     .iter()

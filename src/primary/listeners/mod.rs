@@ -14,6 +14,7 @@
 mod accept;
 mod bind;
 mod handoff;
+mod inherit;
 mod protocol;
 mod steer;
 
@@ -27,6 +28,7 @@ use ringleader_sys::uring::OpId;
 use ringleader_sys::{OwnedFd, errno};
 
 use self::bind::Local;
+pub(crate) use self::inherit::Tag;
 use self::steer::Steering;
 use super::driver::{Driver, dyn_fd};
 use super::event::Event;
@@ -223,8 +225,9 @@ pub(crate) struct Listeners {
     pub(crate) take_back_after: Option<Duration>,
     /// When the workers' queues are checked for such connections next.
     stall_check_at: Option<Instant>,
-    /// Listening TCP sockets passed by socket activation, with where they are bound.
-    activated: Vec<(OwnedFd, std::net::SocketAddr)>,
+    /// Sockets this primary was given rather than bound: socket activation's, an old
+    /// primary's.
+    inherited: inherit::Inherited,
     /// This primary hands over to a new one: it accepts no more.
     retiring: bool,
 }
@@ -279,46 +282,6 @@ impl Listeners {
             take_back_after,
             ..Listeners::default()
         }
-    }
-
-    /// Keeps the listening TCP sockets socket activation passed, for the listens they match.
-    pub(crate) fn adopt(&mut self, sockets: Vec<OwnedFd>) {
-        for fd in sockets {
-            // Not a listening TCP socket: not ours to use (a manager may pass others too).
-            if let Ok(addr) = ringleader_sys::listen::local_addr(&fd) {
-                if ringleader_sys::listen::is_listening_tcp(&fd) {
-                    self.activated.push((fd, addr));
-                }
-            }
-        }
-    }
-
-    /// The activated socket bound at `addr`: the same address, or both unspecified, on the
-    /// same port (port 0 matches none).
-    fn activated(&self, addr: std::net::SocketAddr) -> Option<&OwnedFd> {
-        self.activated
-            .iter()
-            .find(|(_, a)| {
-                addr.port() != 0
-                    && a.port() == addr.port()
-                    && (a.ip() == addr.ip()
-                        || (a.ip().is_unspecified() && addr.ip().is_unspecified()))
-            })
-            .map(|(fd, _)| fd)
-    }
-
-    /// The listening TCP sockets a new primary gets in an upgrade: each round-robin and
-    /// shared listener's, and every socket socket activation passed.
-    pub(crate) fn upgrade_sockets(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
-        use ringleader_sys::AsFd;
-        let ours = self
-            .by_key
-            .values()
-            .filter(|l| l.steering.is_none() && matches!(l.local, bind::Local::Ip(_)))
-            .filter(|l| ringleader_sys::listen::is_listening_tcp(&*l.sock))
-            .map(|l| l.sock.as_fd());
-        ours.chain(self.activated.iter().map(|(fd, _)| fd.as_fd()))
-            .collect()
     }
 
     /// Stops accepting for good (an upgrade handed the sockets over): the kernel's queues

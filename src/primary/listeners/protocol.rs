@@ -113,7 +113,10 @@ impl Listeners {
             // A roll's successor takes over its predecessor's socket, whose queue would be
             // lost when the predecessor closed it: the primary holds a copy of each worker's
             // socket while the worker listens.
-            let taken_over = replaces.and_then(|old| listener.own_sockets.get(&old).cloned());
+            // An old primary's worker's socket (an upgrade) is taken over alike.
+            let taken_over = replaces
+                .and_then(|old| listener.own_sockets.get(&old).cloned())
+                .or_else(|| self.inherited.take_one_own(addr).map(Arc::new));
             let sock = match taken_over {
                 Some(sock) => Ok(sock),
                 None => listen::tcp(addr, &opts)

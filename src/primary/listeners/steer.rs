@@ -43,6 +43,22 @@ pub(super) struct Place {
 }
 
 impl Steering {
+    /// A group whose places are an old primary's workers' sockets, in their order, each
+    /// free for the next worker that listens.
+    pub(super) fn inherit(sockets: Vec<OwnedFd>) -> Steering {
+        Steering {
+            places: sockets
+                .into_iter()
+                .map(|sock| Place {
+                    sock: Arc::new(sock),
+                    worker: None,
+                    full_checks: 0,
+                })
+                .collect(),
+            ..Steering::default()
+        }
+    }
+
     /// A socket for worker `id`: one a worker left behind, or a new one in the group.
     /// A successor of `replaces` (a rolling restart) takes over its predecessor's socket:
     /// both accept from it until the predecessor leaves, and the group keeps its size.
@@ -161,6 +177,12 @@ impl Listeners {
     /// bound for two checks in a row, for the others. Checks come every millisecond while
     /// anything waits or is steered around, and up to [`STEER_QUIET`] apart otherwise.
     pub(super) fn steer(&mut self, cx: &mut Ctx<'_>) {
+        // A retiring primary's groups are the new one's to steer; a new primary's are the
+        // old one's until it retires.
+        if self.retiring || self.inherited.old_primary_serves {
+            self.steer_at = None;
+            return;
+        }
         let now = Instant::now();
         let mut busy = false;
         let mut any = false;

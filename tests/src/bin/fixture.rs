@@ -221,6 +221,31 @@ fn run_worker(worker: &Worker, mode: &str) {
             drop(listener);
             echo(worker);
         }
+        // `serve-all:PORT:PATH`: `serve:` on 127.0.0.1:PORT and on a Unix socket at PATH, and
+        // `udp:` on 127.0.0.1:PORT, each in a thread of its own.
+        m if m.starts_with("serve-all:") => {
+            let (port, path) = m[10..].split_once(':').expect("serve-all:PORT:PATH");
+            let tcp = worker.listen_tcp(format!("127.0.0.1:{port}").as_str());
+            let unix = worker.listen_unix(path).expect("listen unix");
+            let udp = worker
+                .bind_udp(format!("127.0.0.1:{port}").as_str())
+                .expect("bind udp");
+            let line = format!("hello from {}\n", worker.id());
+            let pong = format!("pong from {}", worker.id());
+            std::thread::spawn(move || {
+                for stream in unix.incoming() {
+                    let _ = stream.expect("accept").write_all(line.as_bytes());
+                }
+            });
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while let Ok((_, from)) = udp.recv_from(&mut buf) {
+                    let _ = udp.send_to(pong.as_bytes(), from);
+                }
+            });
+            serve(worker, &tcp.expect("listen"));
+            echo(worker);
+        }
         // Listen twice on one address in this worker: the second gets its own socket.
         m if m.starts_with("listen-twice:") => {
             let first = worker.listen_tcp(&m[13..]).expect("listen");
@@ -777,24 +802,41 @@ fn systemd(primary: &ringleader::Primary) {
     }
 }
 
-/// `upgradable PORT [EXEC]`: two workers serving on 127.0.0.1:PORT; prints `LISTENING <pid>`
-/// once both listen. SIGUSR2 upgrades the primary (to EXEC if given): `UPGRADE READY <pid>`
-/// or `UPGRADE FAILED <reason>`, and `OLD DONE` once its workers are gone, when it exits.
-/// The new primary runs this same scenario.
+/// `upgradable PORT [EXEC]`: four workers serving on 127.0.0.1:PORT, scheduled as
+/// `FIXTURE_SCHED` says (rr, none, reuseport, steer; rr by default), and with
+/// `FIXTURE_UNIX=PATH` on a Unix socket there and on UDP port PORT as well (`serve-all:`);
+/// prints `LISTENING <pid>` once all listen. SIGUSR2 upgrades the primary (to EXEC if given):
+/// `UPGRADE READY <pid>` or `UPGRADE FAILED <reason>`, and `OLD DONE` once its workers are
+/// gone, when it exits. The new primary runs this same scenario.
 fn upgradable(primary: &ringleader::Primary) {
+    const WORKERS: usize = 4;
     let port: u16 = std::env::args()
         .nth(2)
         .and_then(|p| p.parse().ok())
         .expect("upgradable PORT");
     let exec = std::env::args().nth(3);
+    let scheduling = match std::env::var("FIXTURE_SCHED").as_deref() {
+        Ok("none") => ringleader::Scheduling::Shared,
+        Ok("reuseport") => ringleader::Scheduling::ReusePort,
+        Ok("steer") => ringleader::Scheduling::Steered,
+        _ => ringleader::Scheduling::RoundRobin,
+    };
+    let unix = std::env::var("FIXTURE_UNIX").ok();
     primary
         .watch_signals(&[ringleader::Signal::USR2])
         .expect("watch");
     primary
-        .setup(Settings::default().args(std::env::args().skip(1).collect::<Vec<_>>()))
+        .setup(
+            Settings::default()
+                .args(std::env::args().skip(1).collect::<Vec<_>>())
+                .scheduling(scheduling),
+        )
         .expect("setup");
-    let mode = format!("serve:127.0.0.1:{port}");
-    for _ in 0..2 {
+    let (mode, kinds) = match &unix {
+        Some(path) => (format!("serve-all:{port}:{path}"), 3),
+        None => (format!("serve:127.0.0.1:{port}"), 1),
+    };
+    for _ in 0..WORKERS {
         primary.fork(&[("FIXTURE_MODE", &mode)]).expect("fork");
     }
     let mut listening = 0;
@@ -802,7 +844,7 @@ fn upgradable(primary: &ringleader::Primary) {
         match event.expect("event") {
             Event::Listening { .. } => {
                 listening += 1;
-                if listening == 2 {
+                if listening == WORKERS * kinds {
                     out(format_args!("LISTENING {}", std::process::id()));
                 }
             }
