@@ -46,6 +46,9 @@ pub enum Kind {
     /// Worker to primary: a connection handed back, its fd attached (Node: `accepted:
     /// false`); JSON payload.
     Reject = 7,
+    /// Worker to primary: the worker is ready to serve, having warmed up
+    /// ([`Worker::ready`](crate::Worker::ready)); no payload.
+    Ready = 8,
 }
 
 /// The largest payload of an internal frame.
@@ -62,6 +65,7 @@ impl Kind {
             5 => Kind::Listening,
             6 => Kind::Close,
             7 => Kind::Reject,
+            8 => Kind::Ready,
             _ => return None,
         })
     }
@@ -150,7 +154,7 @@ pub fn check(kind: Kind, nfds: u8, len: usize) -> Result<(), FrameError> {
     }
     let (max_len, max_fds) = match kind {
         Kind::User => (MAX_PAYLOAD, MAX_FDS_PER_FRAME),
-        Kind::Online | Kind::Disconnecting => (0, 0),
+        Kind::Online | Kind::Disconnecting | Kind::Ready => (0, 0),
         Kind::ListenReply | Kind::Reject => (MAX_INTERNAL_PAYLOAD, 1),
         Kind::Listen | Kind::Listening | Kind::Close => (MAX_INTERNAL_PAYLOAD, 0),
     };

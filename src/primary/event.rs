@@ -30,6 +30,12 @@ pub enum Event {
         /// Which.
         worker: WorkerId,
     },
+    /// A worker said it is ready to serve ([`Worker::ready`](crate::Worker::ready)); no Node
+    /// counterpart. Once per worker.
+    Ready {
+        /// Which.
+        worker: WorkerId,
+    },
     /// A worker is listening (Node: `'listening'`).
     Listening {
         /// Which.

@@ -81,6 +81,7 @@ pub struct Settings {
     pub(crate) board_slots: Option<usize>,
     pub(crate) respawn: Option<Option<Respawn>>,
     pub(crate) take_back: Option<Option<Duration>>,
+    pub(crate) ready_when_told: Option<bool>,
 }
 
 /// How long a handed-over connection may wait at a worker that does not take it before the
@@ -359,6 +360,17 @@ impl Settings {
         self
     }
 
+    /// When a worker counts as ready to serve: `false` (the default), once it listens (a
+    /// roll's successor: wherever its predecessor did); `true`, once it also says so with
+    /// [`Worker::ready`](crate::Worker::ready), for applications that warm up (caches,
+    /// connections to backends) after they listen. Readiness gates a roll's next step, an
+    /// upgrade's hand-over, and systemd's `READY=1`. A worker told to say so that never does
+    /// fails a roll or an upgrade at their `ready_within`.
+    pub fn ready_when_told(mut self, told: bool) -> Self {
+        self.ready_when_told = Some(told);
+        self
+    }
+
     /// The program set with [`Settings::exec`].
     pub fn get_exec(&self) -> Option<&std::path::Path> {
         self.exec.as_deref()
@@ -403,7 +415,8 @@ impl Settings {
             policy,
             board_slots,
             respawn,
-            take_back
+            take_back,
+            ready_when_told
         );
     }
 

@@ -205,6 +205,19 @@ impl Worker {
         self.send_frame(Kind::User, data, None)
     }
 
+    /// Tells the primary this worker is ready to serve. Under
+    /// [`Settings::ready_when_told`](crate::Settings::ready_when_told) the primary waits for
+    /// this, besides the worker's listens, before a roll retires the worker this one
+    /// replaces, an upgrade's new primary takes over, or systemd hears `READY=1`: call it
+    /// once the application has warmed up. Elsewhere it only raises
+    /// [`Event::Ready`](crate::Event::Ready). Calling it again does nothing more.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Disconnected`] once the channel is closed.
+    pub fn ready(&self) -> Result<()> {
+        self.send_frame(Kind::Ready, &[], None)
+    }
+
     /// Sends a message with an fd (Node: `process.send(message, handle)`). The fd is closed
     /// here once the kernel has passed it; on error it is given back ([`Error::take_fd`]).
     ///

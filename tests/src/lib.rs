@@ -167,6 +167,7 @@ pub fn describe(e: &Event) -> String {
         Event::Setup(_) => "setup".into(),
         Event::Fork { worker, .. } => format!("fork {worker}"),
         Event::Online { worker } => format!("online {worker}"),
+        Event::Ready { worker } => format!("ready {worker}"),
         Event::Message { worker, message } => {
             let text: String = message.text().chars().take(40).collect();
             format!("message {worker} {text}")

@@ -157,6 +157,67 @@ fn old_workers_serve(h: &Harness, old: &[u32], port: u16) {
 }
 
 #[test]
+fn a_roll_waits_for_successors_to_say_they_are_ready_when_told_is_asked() {
+    let h = Harness::new(FIXTURE);
+    h.primary
+        .setup(Settings::default().ready_when_told(true))
+        .expect("setup");
+    // Each worker listens at once and says it is ready 200 ms later (a warm-up).
+    for _ in 0..2 {
+        h.fork("ready-after:200:127.0.0.1:0");
+    }
+    h.listening(2);
+    h.primary.roll(Roll::default()).expect("roll");
+    let seen = h.until(|e| matches!(e, Event::RollDone { .. } | Event::RollFailed { .. }));
+    let names: Vec<String> = seen.iter().map(describe).collect();
+    assert!(
+        matches!(seen.last(), Some(Event::RollDone { .. })),
+        "{names:?}"
+    );
+    let steps: Vec<_> = seen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            Event::RollStep { new, .. } => Some((i, *new)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps.len(), 2, "{names:?}");
+    for (at, new) in steps {
+        let listened = seen[..at]
+            .iter()
+            .position(|e| matches!(e, Event::Listening { worker, .. } if *worker == new));
+        let ready = seen[..at]
+            .iter()
+            .position(|e| matches!(e, Event::Ready { worker } if *worker == new));
+        assert!(
+            listened.is_some() && ready.is_some(),
+            "successor {new} replaced its predecessor before it said it was ready: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn a_successor_that_listens_but_never_says_ready_stops_the_roll_when_told_is_asked() {
+    let h = Harness::new(FIXTURE);
+    let old: Vec<u32> = (0..2).map(|_| h.fork("serve:127.0.0.1:0")).collect();
+    let port = h.listening(2)[0].port;
+    // The successors listen where their predecessors did, and never call `ready`.
+    h.primary
+        .setup(Settings::default().ready_when_told(true))
+        .expect("setup");
+    h.primary
+        .roll(Roll::default().ready_within(Duration::from_millis(300)))
+        .expect("roll");
+    let seen = h.until(|e| matches!(e, Event::RollDone { .. } | Event::RollFailed { .. }));
+    match seen.last() {
+        Some(Event::RollFailed { reason, .. }) => assert!(reason.contains("not ready"), "{reason}"),
+        _ => panic!("{:?}", seen.iter().map(describe).collect::<Vec<_>>()),
+    }
+    old_workers_serve(&h, &old, port);
+}
+
+#[test]
 fn a_successor_that_crashes_at_start_stops_the_roll_and_the_old_workers_serve() {
     let (h, old, port, reason) = failing_roll("exit:3", Roll::default());
     assert!(reason.contains("exited"), "{reason}");

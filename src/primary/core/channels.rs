@@ -232,6 +232,12 @@ impl Core {
                             self.ready.push_back(Event::Online { worker: id });
                         }
                     }
+                    Kind::Ready => {
+                        if !slot.told_ready {
+                            slot.told_ready = true;
+                            self.ready.push_back(Event::Ready { worker: id });
+                        }
+                    }
                     Kind::Disconnecting => {
                         // The worker leaves by choice; our half-close is the acknowledgement.
                         slot.exited_after_disconnect = true;

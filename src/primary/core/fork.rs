@@ -139,6 +139,7 @@ impl Core {
                 exit: None,
                 exit_generated: false,
                 online_generated: false,
+                told_ready: false,
                 state: WorkerState::Started,
                 connected: true,
                 dead: false,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ringleader_sys::systemd;
 
 use super::Core;
+use crate::ids::WorkerId;
 
 /// What the primary has told the manager, and when it must next show it is alive.
 #[derive(Debug, Default)]
@@ -38,10 +39,20 @@ impl Core {
         self.manager.listens
     }
 
-    /// Whether every listed worker listens somewhere.
+    /// Whether every listed worker listens somewhere (and said it is ready, when the
+    /// settings ask for that).
     fn every_worker_listens(&self) -> bool {
         let listed = self.workers.iter().filter(|(_, w)| w.listed);
-        self.listeners.all_listen(listed.map(|(id, _)| *id))
+        self.listeners.all_listen(listed.clone().map(|(id, _)| *id))
+            && listed.into_iter().all(|(id, _)| self.told_ready(*id))
+    }
+
+    /// Whether worker `id` said it is ready, or need not ([`Settings::ready_when_told`]).
+    ///
+    /// [`Settings::ready_when_told`]: crate::Settings::ready_when_told
+    pub(super) fn told_ready(&self, id: WorkerId) -> bool {
+        self.settings.ready_when_told != Some(true)
+            || self.workers.get(&id).is_some_and(|w| w.told_ready)
     }
 
     /// After each wait: `READY=1` the first time every worker listens (and, in a new primary

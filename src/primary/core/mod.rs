@@ -80,6 +80,8 @@ pub(crate) struct WorkerEntry {
     exit: Option<ExitStatus>,
     exit_generated: bool,
     online_generated: bool,
+    /// The worker said it is ready ([`Kind::Ready`](crate::ipc::frame::Kind::Ready)).
+    pub(crate) told_ready: bool,
     // What the user sees; changed at delivery.
     pub(crate) state: WorkerState,
     pub(crate) connected: bool,

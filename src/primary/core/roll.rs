@@ -190,7 +190,7 @@ impl Core {
 
     /// Whether `new` is online and listens wherever `old` does.
     fn ready_to_replace(&self, new: WorkerId, old: WorkerId) -> bool {
-        if !self.workers.get(&new).is_some_and(|w| w.online_generated) {
+        if !self.workers.get(&new).is_some_and(|w| w.online_generated) || !self.told_ready(new) {
             return false;
         }
         let theirs = self.listeners.keys_of(old);

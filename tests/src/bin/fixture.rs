@@ -221,6 +221,21 @@ fn run_worker(worker: &Worker, mode: &str) {
             drop(listener);
             echo(worker);
         }
+        // `ready-after:MS:ADDR`: `serve:`, saying it is ready (`Worker::ready`) MS after it
+        // listens, as an application that warms up would.
+        m if m.starts_with("ready-after:") => {
+            let (ms, addr) = m[12..].split_once(':').expect("ready-after:MS:ADDR");
+            let listener = worker.listen_tcp(addr).expect("listen");
+            let ms: u64 = ms.parse().expect("MS");
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    worker.ready().expect("ready");
+                });
+                serve(worker, &listener);
+            });
+            echo(worker);
+        }
         // `serve-all:PORT:PATH`: `serve:` on 127.0.0.1:PORT and on a Unix socket at PATH, and
         // `udp:` on 127.0.0.1:PORT, each in a thread of its own.
         m if m.starts_with("serve-all:") => {
