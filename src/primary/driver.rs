@@ -200,6 +200,34 @@ impl Driver {
     }
 
     /// Whether hand-offs [`Driver::hand_over`] made have not been reported yet.
+    /// For a loop outside this one ([`crate::Primary::as_fd`]): makes `bell` readable
+    /// whenever io_uring has completions for this loop, which its own fd does not show
+    /// until this thread enters the kernel. Nothing on epoll, whose fd shows its readiness.
+    pub(crate) fn ring_bell_on_completions(&self, bell: BorrowedFd<'_>) -> std::io::Result<()> {
+        match self {
+            Driver::Uring(ring, _) => ring.register_eventfd(bell),
+            Driver::Epoll(..) => Ok(()),
+        }
+    }
+
+    /// Before control goes back to a loop outside: what was queued goes to the kernel, so
+    /// that its outcome shows on the fds that loop watches.
+    pub(crate) fn submit(&mut self) -> std::io::Result<()> {
+        match self {
+            Driver::Uring(ring, _) => ring.submit(),
+            Driver::Epoll(..) => Ok(()),
+        }
+    }
+
+    /// Whether outcomes wait in this process, where no fd shows them: the next wait returns
+    /// them at once.
+    pub(crate) fn holds_outcomes(&self) -> bool {
+        match self {
+            Driver::Uring(ring, sent) => ring.holds_completions() || !sent.is_empty(),
+            Driver::Epoll(_, _, sent) => !sent.is_empty(),
+        }
+    }
+
     pub(crate) fn handoffs_pending(&self) -> bool {
         match self {
             Driver::Uring(ring, sent) => ring.handoffs_pending() || !sent.is_empty(),

@@ -5,11 +5,13 @@ mod driver;
 mod event;
 mod listeners;
 mod loads;
+mod outside;
 mod settings;
 mod supervise;
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Once;
 use std::time::Duration;
@@ -57,7 +59,8 @@ use crate::policy::SharedPolicy;
 /// [`Primary::disconnect_all`] and wait for [`Event::AllDisconnected`] for a graceful end.
 pub struct Primary {
     core: Rc<RefCell<Core>>,
-    loop_fd: OwnedFd,
+    /// What a loop outside drives the primary by ([`Primary::as_fd`]).
+    outside: outside::Outside,
 }
 
 impl std::fmt::Debug for Primary {
@@ -136,7 +139,7 @@ impl Primary {
                 )));
             }
         };
-        let loop_fd = ringleader_sys::socket::dup(driver.fd()).map_err(|e| Error::io(OP, e))?;
+        let outside = outside::Outside::new(&driver).map_err(|e| Error::io(OP, e))?;
         Ok(Primary {
             core: Rc::new(RefCell::new({
                 let mut core = Core::new(driver, scheduling);
@@ -154,7 +157,7 @@ impl Primary {
                 }
                 core
             })),
-            loop_fd,
+            outside,
         })
     }
 
@@ -164,7 +167,7 @@ impl Primary {
     /// # Errors
     /// [`ErrorKind::Settings`] when changing the scheduling policy after the first fork.
     pub fn setup(&self, settings: Settings) -> Result<()> {
-        self.core.borrow_mut().setup(settings)
+        acting(&self.core).setup(settings)
     }
 
     /// The settings in force (Node: `cluster.settings`).
@@ -180,7 +183,7 @@ impl Primary {
     /// Sets how long the loop checks for events without blocking before it sleeps (default:
     /// `RINGLEADER_BUSY_POLL_US`, 50 µs); zero turns busy polling off.
     pub fn set_busy_poll(&self, window: Duration) {
-        self.core.borrow_mut().busy_poll = window;
+        acting(&self.core).busy_poll = window;
     }
 
     /// Sets the interval between accept rounds on round-robin listeners (default:
@@ -196,7 +199,7 @@ impl Primary {
     /// needs Linux 6.10 (`IORING_ACCEPT_DONTWAIT`); older kernels accept each connection as
     /// it comes.
     pub fn set_accept_rounds(&self, interval: Duration) {
-        let mut core = self.core.borrow_mut();
+        let mut core = acting(&self.core);
         core.with_listeners(|l, cx| l.set_accept_rounds(cx, interval));
     }
 
@@ -211,7 +214,7 @@ impl Primary {
     /// the next loop turn. (Every turn of the loop does this too; a lone message is written at
     /// once anyway.)
     pub fn flush(&self) {
-        self.core.borrow_mut().flush_all();
+        acting(&self.core).flush_all();
     }
 
     /// Counters of the round-robin connection hand-off so far.
@@ -232,7 +235,7 @@ impl Primary {
     /// # Errors
     /// [`ErrorKind::Io`] when spawning fails, e.g. `ENOENT` for a missing program.
     pub fn fork(&self, env: &[(&str, &str)]) -> Result<WorkerHandle> {
-        let (id, pid) = self.core.borrow_mut().fork(env)?;
+        let (id, pid) = acting(&self.core).fork(env)?;
         Ok(WorkerHandle {
             core: self.core.clone(),
             id,
@@ -270,7 +273,7 @@ impl Primary {
     /// # Errors
     /// Only what a single worker's disconnect returns.
     pub fn disconnect_all(&self) -> Result<()> {
-        self.core.borrow_mut().disconnect_all()
+        acting(&self.core).disconnect_all()
     }
 
     /// Replaces every worker now listed, [`Roll::at_once`] at a time, and reports each step
@@ -287,7 +290,7 @@ impl Primary {
     /// [`ErrorKind::Settings`] while a roll is under way: one at a time, a second request is
     /// refused rather than queued.
     pub fn roll(&self, roll: Roll) -> Result<()> {
-        self.core.borrow_mut().roll(roll)
+        acting(&self.core).roll(roll)
     }
 
     /// Upgrades the primary in place (nginx's USR2, HAProxy's `-x`): starts a new primary
@@ -313,7 +316,7 @@ impl Primary {
     /// [`ErrorKind::Settings`] while an upgrade is under way; [`ErrorKind::Io`] when the new
     /// primary cannot be started.
     pub fn upgrade(&self, upgrade: Upgrade) -> Result<()> {
-        self.core.borrow_mut().upgrade(upgrade)
+        acting(&self.core).upgrade(upgrade)
     }
 
     /// Reports `signals` as [`Event::Signal`] (through `signalfd(2)`) instead of their default
@@ -323,7 +326,7 @@ impl Primary {
     /// # Errors
     /// [`ErrorKind::Settings`] if called twice; [`ErrorKind::Io`] from `signalfd(2)`.
     pub fn watch_signals(&self, signals: &[Signal]) -> Result<()> {
-        self.core.borrow_mut().watch_signals(signals)
+        acting(&self.core).watch_signals(signals)
     }
 
     /// A blocking iterator of events (Node: `cluster.on(...)`). It ends when nothing could
@@ -348,27 +351,102 @@ impl Primary {
     /// Runs the loop once, waiting at most `timeout` (`None`: until something happens), and
     /// appends the events to `out`, with the bookkeeping of all of them applied (use
     /// [`Primary::next_event`] to see the state between two events). Returns how many were
-    /// added. For an outside event loop:
-    /// poll [`Primary::as_fd`] for readability, then call this with a zero timeout.
+    /// added.
+    ///
+    /// For a loop outside (epoll, mio, `polling`, tokio's `AsyncFd`): watch
+    /// [`Primary::as_fd`] for readability, level-triggered, and call this with a zero
+    /// timeout whenever it is readable. The fd turns readable both when the primary has
+    /// something to handle and when timed work comes due, so nothing else is needed; a loop
+    /// that would rather wait with a timeout of its own can ask [`Primary::next_timeout`].
     ///
     /// # Errors
-    /// [`ErrorKind::Io`] when the event loop itself fails.
+    /// [`ErrorKind::Io`] when the event loop itself fails, or when the fd cannot show
+    /// io_uring's completions (said once).
     pub fn poll(&self, out: &mut Vec<Event>, timeout: Option<Duration>) -> Result<usize> {
+        const OP: &str = "drive the primary from an outside loop";
         let mut core = self.core.borrow_mut();
+        if let Some(e) = self.outside.take_error() {
+            return Err(Error::io(OP, e));
+        }
+        self.outside.before();
         let before = out.len();
         core.turn(timeout)?;
         while let Some(event) = core.deliver() {
             out.push(event);
         }
+        if self.outside.watched() {
+            let due = core.hand_back()?;
+            self.outside.after(due).map_err(|e| Error::io(OP, e))?;
+        }
         Ok(out.len() - before)
+    }
+
+    /// How long a loop outside may wait before it must call [`Primary::poll`] again even if
+    /// [`Primary::as_fd`] stays unreadable (`Some(ZERO)`: now; `None`: only when it turns
+    /// readable). The fd's own timer makes this optional; it suits loops that take a timeout
+    /// rather than a timer. It also submits what the last poll queued.
+    pub fn next_timeout(&self) -> Option<Duration> {
+        match self.core.borrow_mut().hand_back() {
+            Ok(due) => due.map(|at| at.saturating_duration_since(std::time::Instant::now())),
+            // The next poll reports it.
+            Err(_) => Some(Duration::ZERO),
+        }
     }
 }
 
 impl AsFd for Primary {
-    /// The event loop's fd (the io_uring or the epoll instance): readable when
-    /// [`Primary::poll`] has something to do.
+    /// An epoll fd, readable whenever [`Primary::poll`] has something to do: the event
+    /// loop's readiness (io_uring's completions included, through an eventfd registered on
+    /// the ring at the first call) and a timer for work that comes due by itself (accept
+    /// rounds, steer and stall checks, respawn back-offs, rolls, upgrades). Watch it
+    /// level-triggered.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.loop_fd.as_fd()
+        // Asked for while the primary is busy (from within its own call): the bell is rung
+        // from the next call on.
+        match self.core.try_borrow_mut() {
+            Ok(mut core) => {
+                let fd = self.outside.fd(Some(&core.driver));
+                core.outside_bell = Some(self.outside.bell());
+                fd
+            }
+            Err(_) => self.outside.fd(None),
+        }
+    }
+}
+
+impl AsRawFd for Primary {
+    /// [`Primary::as_fd`]'s number, for APIs that take one (tokio's `AsyncFd`, mio's
+    /// `SourceFd`).
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+/// The core, borrowed for a call from the application: when it returns, a loop outside
+/// ([`Primary::as_fd`]) hears of any work the call queued (a fork's watches, a message to
+/// send), which only the next poll submits.
+struct Acting<'a>(RefMut<'a, Core>);
+
+fn acting(core: &RefCell<Core>) -> Acting<'_> {
+    Acting(core.borrow_mut())
+}
+
+impl std::ops::Deref for Acting<'_> {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Acting<'_> {
+    fn deref_mut(&mut self) -> &mut Core {
+        &mut self.0
+    }
+}
+
+impl Drop for Acting<'_> {
+    fn drop(&mut self) {
+        self.0.nudge_outside();
     }
 }
 
@@ -429,7 +507,7 @@ impl WorkerHandle {
     /// [`ErrorKind::Disconnected`] once the channel is closed or closing;
     /// [`ErrorKind::NoSuchWorker`] once the worker is gone.
     pub fn send(&self, data: &[u8]) -> Result<()> {
-        self.core.borrow_mut().send(self.id, Kind::User, data, None)
+        acting(&self.core).send(self.id, Kind::User, data, None)
     }
 
     /// Sends a message with an fd (Node: `worker.send(message, handle)`). The primary's copy is
@@ -469,7 +547,7 @@ impl WorkerHandle {
     /// its published load figure and its hints. Reading it also acts on what it finds (a bad
     /// slot is reported, a drain request served), as the hand-off would.
     pub fn load(&self) -> Load {
-        let mut core = self.core.borrow_mut();
+        let mut core = acting(&self.core);
         let (load, news) = core.loads.snapshot(self.id);
         core.with_listeners(|l, cx| l.act_on(cx, news));
         load
@@ -490,7 +568,7 @@ impl WorkerHandle {
     /// # Errors
     /// [`ErrorKind::NoSuchWorker`] once the worker is gone.
     pub fn disconnect(&self) -> Result<()> {
-        self.core.borrow_mut().disconnect(self.id)
+        acting(&self.core).disconnect(self.id)
     }
 
     /// Whether the channel is open, as of the events delivered so far (Node:
@@ -538,7 +616,7 @@ impl WorkerHandle {
     }
 
     fn take_stdio(&self, n: usize) -> Option<File> {
-        self.core.borrow_mut().workers.get_mut(&self.id)?.stdio[n].take()
+        acting(&self.core).workers.get_mut(&self.id)?.stdio[n].take()
     }
 
     /// A copy of the worker's pidfd (`pidfd_open(2)`), yours to close: to wait for the

@@ -1,4 +1,5 @@
-//! `poll(2)` on a few fds, and `eventfd(2)` to wake a poller.
+//! `poll(2)` on a few fds, `eventfd(2)` to wake a poller, and `timerfd_create(2)` to wake
+//! one at a time.
 
 use std::io;
 use std::time::Duration;
@@ -61,6 +62,57 @@ impl Doorbell {
 }
 
 impl AsFd for Doorbell {
+    fn as_fd(&self) -> rustix::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// A non-blocking, close-on-exec `timerfd` on the monotonic clock: readable once the time
+/// it was set to has come, until read.
+#[derive(Debug)]
+pub struct Timer(OwnedFd);
+
+impl Timer {
+    /// # Errors
+    /// What `timerfd_create(2)` returns.
+    pub fn new() -> io::Result<Self> {
+        use rustix::time::{TimerfdClockId, TimerfdFlags, timerfd_create};
+        let flags = TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK;
+        Ok(Self(timerfd_create(TimerfdClockId::Monotonic, flags)?))
+    }
+
+    /// Sets it to turn readable after `after` (zero: at once), or disarms it (`None`); either
+    /// way it is not readable before then.
+    ///
+    /// # Errors
+    /// What `timerfd_settime(2)` returns.
+    pub fn set(&self, after: Option<Duration>) -> io::Result<()> {
+        use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
+        self.clear();
+        // A zero value disarms: "at once" is the shortest time there is.
+        let value = after.map_or(Duration::ZERO, |a| a.max(Duration::from_nanos(1)));
+        let spec = Itimerspec {
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: Timespec {
+                tv_sec: value.as_secs().min(i64::MAX as u64) as i64,
+                tv_nsec: i64::from(value.subsec_nanos()),
+            },
+        };
+        timerfd_settime(&self.0, TimerfdTimerFlags::empty(), &spec)?;
+        Ok(())
+    }
+
+    /// Reads the expirations, so that it is not readable until it expires again.
+    pub fn clear(&self) {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&self.0, &mut buf);
+    }
+}
+
+impl AsFd for Timer {
     fn as_fd(&self) -> rustix::fd::BorrowedFd<'_> {
         self.0.as_fd()
     }

@@ -120,6 +120,9 @@ pub(crate) struct Core {
     /// In a new primary started by an upgrade: the channel on which it tells the old one it
     /// is ready.
     pub(crate) upgrade_from: Option<OwnedFd>,
+    /// Once a loop outside watches the primary: rung when a call from the application
+    /// queued work, so that the loop polls and the work is submitted.
+    pub(crate) outside_bell: Option<std::rc::Rc<ringleader_sys::poll::Doorbell>>,
     /// What listener work produced, delivered as each call returns ([`Core::with_listeners`]).
     outbox: Outbox,
     pub(crate) loads: super::loads::Loads,
@@ -135,6 +138,14 @@ impl WorkerEntry {
 }
 
 impl Core {
+    /// Tells a loop outside, if one watches, to poll: a call from the application may have
+    /// queued work that only a poll submits.
+    pub(crate) fn nudge_outside(&self) {
+        if let Some(bell) = &self.outside_bell {
+            bell.ring();
+        }
+    }
+
     pub(crate) fn push_event(&mut self, event: Event) {
         self.ready.push_back(event);
     }
@@ -161,6 +172,7 @@ impl Core {
             manager: manager::Manager::new(),
             upgrading: None,
             upgrade_from: None,
+            outside_bell: None,
             outbox: Outbox::default(),
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
             env_policy: None,

@@ -62,17 +62,7 @@ impl Core {
         if !self.ready.is_empty() {
             return self.wait(Some(Duration::ZERO)).map(drop);
         }
-        let next = [
-            self.listeners.next_round(),
-            self.respawns.next_due(),
-            self.rolling.as_ref().and_then(roll::Rolling::next_deadline),
-            self.manager.next_due(),
-            self.upgrading.as_ref().map(upgrade::Upgrading::next_check),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        if let Some(at) = next {
+        if let Some(at) = self.timed_work() {
             // A listener rests between rounds, or a replacement waits for its time: sleep
             // until then (or anything else), without busy polling, which would take
             // connections one by one again.
@@ -105,6 +95,38 @@ impl Core {
             }
         }
         self.wait(timeout.map(|t| t.saturating_sub(spin))).map(drop)
+    }
+
+    /// When work that comes due by itself is due next: a listener's next round or check,
+    /// a respawn, a roll's or an upgrade's next look, the service manager's watchdog.
+    fn timed_work(&self) -> Option<Instant> {
+        [
+            self.listeners.next_round(),
+            self.respawns.next_due(),
+            self.rolling.as_ref().and_then(roll::Rolling::next_deadline),
+            self.manager.next_due(),
+            self.upgrading.as_ref().map(upgrade::Upgrading::next_check),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// For a loop outside this one, after a turn: submits what the turn queued, and says
+    /// when the loop must run again whatever its fds show: now, when events or outcomes
+    /// wait in this process; else when timed work is due.
+    ///
+    /// # Errors
+    /// What submitting to the kernel returns.
+    pub(crate) fn hand_back(&mut self) -> Result<Option<Instant>> {
+        self.flush_all();
+        self.driver
+            .submit()
+            .map_err(|e| Error::io("submit to the kernel", e))?;
+        if !self.ready.is_empty() || self.driver.holds_outcomes() {
+            return Ok(Some(Instant::now()));
+        }
+        Ok(self.timed_work())
     }
 
     /// One wait of the driver, and what it saw turned into events. Returns how many things

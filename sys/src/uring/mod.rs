@@ -537,6 +537,36 @@ impl Drop for Ring {
     }
 }
 
+impl Ring {
+    /// Registers `eventfd`: the kernel signals it whenever a completion is posted and, on a
+    /// ring whose completions wait for this thread (`DEFER_TASKRUN`), whenever one starts
+    /// to wait. That is what wakes a loop outside this one, for which the ring's own fd
+    /// stays unreadable until this thread enters the kernel. The kernel keeps its own
+    /// reference: the caller may close its fd.
+    ///
+    /// # Errors
+    /// What `io_uring_register(2)` returns (`EBUSY`: one is registered already).
+    pub fn register_eventfd(&self, eventfd: BorrowedFd<'_>) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        self.ring.submitter().register_eventfd(eventfd.as_raw_fd())
+    }
+
+    /// Submits what is queued without waiting or reaping: for a loop that returns to another
+    /// one, so that the operations it queued run (and their completions wake that loop).
+    ///
+    /// # Errors
+    /// What `io_uring_enter(2)` returns, except `EINTR` and `EBUSY`.
+    pub fn submit(&mut self) -> io::Result<()> {
+        self.enter(0, None)
+    }
+
+    /// Whether completions wait here, reaped already: the next [`Ring::wait`] returns them at
+    /// once, and no fd shows them.
+    pub fn holds_completions(&self) -> bool {
+        !self.stash.is_empty() || !self.handed.is_empty()
+    }
+}
+
 impl AsFd for Ring {
     fn as_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the ring fd lives as long as `self.ring`, which outlives the borrow.
