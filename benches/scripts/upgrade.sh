@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Upgrading the primary under load: hello with 4 workers driven by wrk (32 connections, 4 s),
 # steady, then with a SIGUSR2 one second in (a new primary takes the sockets over; the old one
-# retires); keep-alive and `Connection: close`, under rr and none. Prints throughput, p99,
-# any socket error or non-2xx answer, and the new primary's pid. Loopback
+# retires); keep-alive and `Connection: close`, under rr, none, reuseport and steer. Prints
+# throughput, p99, any socket error or non-2xx answer, and the new primary's pid. Loopback
 # only; every run stops by itself.
 #   bash benches/scripts/upgrade.sh > benches/results/upgrade/upgrade.txt
 set -euo pipefail
@@ -35,7 +35,7 @@ one() {
   echo "$pol ${hdr:-keep-alive} | steady: $(pick "$steady")| upgrading (new primary ${served:-none}): $(pick "$upgrading")"
   rm -f "$log"
 }
-for pol in rr none; do
+for pol in rr none reuseport steer; do
   one "$pol" ""
   one "$pol" "Connection: close"
 done
