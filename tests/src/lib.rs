@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use ringleader::{Event, Primary, Settings};
 
+pub mod load;
+
 /// How long any single wait in a test may take before the test fails as hung.
 pub const WATCHDOG: Duration = Duration::from_secs(30);
 

@@ -2,9 +2,7 @@
 //! the listening sockets and no request fails; a new primary that fails is killed and the old
 //! one keeps serving.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
+use ringleader_tests::load::Load;
 use ringleader_tests::{Spawned, alive, fetch_hello};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
@@ -64,68 +62,6 @@ fn ping_udp(port: u16) -> bool {
     })
 }
 
-/// Clients that ask in a loop until stopped, counting answers and failures.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    first_error: Arc<std::sync::Mutex<Option<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn new() -> Load {
-        Load {
-            stop: Arc::default(),
-            ok: Arc::default(),
-            failed: Arc::default(),
-            first_error: Arc::default(),
-            threads: Vec::new(),
-        }
-    }
-
-    fn clients(
-        &mut self,
-        n: usize,
-        fetch: impl Fn() -> Result<String, String> + Clone + Send + 'static,
-    ) {
-        for _ in 0..n {
-            let (stop, ok, failed, first, fetch) = (
-                self.stop.clone(),
-                self.ok.clone(),
-                self.failed.clone(),
-                self.first_error.clone(),
-                fetch.clone(),
-            );
-            self.threads.push(std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match fetch() {
-                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            first.lock().expect("lock").get_or_insert(e);
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            }));
-        }
-    }
-
-    /// Stops the clients: (answered, failed, the first failure).
-    fn stop(self) -> (u64, u64, Option<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().expect("client");
-        }
-        let first = self.first_error.lock().expect("lock").take();
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-            first,
-        )
-    }
-}
-
 /// An upgrade of a primary with four workers scheduled as `sched`, under 32 clients (and 8
 /// more on a Unix socket, with a UDP port besides, when `all_kinds`): no request fails, the
 /// old primary exits, and the new one holds as many fds as the old one did.
@@ -145,10 +81,10 @@ fn upgrade_under_load(sched: &str, all_kinds: bool) {
         assert!(ping_udp(port), "{sched}: UDP before the upgrade");
     }
     let mut load = Load::new();
-    load.clients(32, move || fetch_hello(port));
+    load.clients(32, move |_| fetch_hello(port).map(|_| 1));
     if all_kinds {
         let path = dir.clone();
-        load.clients(8, move || fetch_unix(&path));
+        load.clients(8, move |_| fetch_unix(&path).map(|_| 1));
     }
     usr2(old_pid);
     // The new primary runs the same scenario and says when its workers listen; the old one
@@ -174,12 +110,9 @@ fn upgrade_under_load(sched: &str, all_kinds: bool) {
     for _ in 0..20 {
         assert!(fetch_hello(port).is_ok(), "{sched}");
     }
-    let (ok, failed, first) = load.stop();
-    assert_eq!(
-        failed, 0,
-        "{sched}: {ok} answered; first failure: {first:?}"
-    );
-    assert!(ok > 0, "{sched}");
+    let tally = load.stop();
+    assert_eq!(tally.failed, 0, "{sched}: {tally:?}");
+    assert!(tally.ok > 0, "{sched}");
     if all_kinds {
         assert!(
             fetch_unix(&dir).is_ok(),

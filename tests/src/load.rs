@@ -1,0 +1,159 @@
+//! Clients that load a cluster until stopped, counting answers and failures: the fixture's
+//! one-line answers, and HTTP/1.1 with keep-alive or `Connection: close` for `hello`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::WATCHDOG;
+
+/// Client threads asking in a loop until stopped.
+#[derive(Debug, Default)]
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    first_error: Arc<Mutex<Option<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug)]
+pub struct Tally {
+    /// Requests answered.
+    pub ok: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// The first failure.
+    pub first_error: Option<String>,
+}
+
+impl Load {
+    /// No client yet.
+    pub fn new() -> Load {
+        Load::default()
+    }
+
+    /// Adds `n` clients, each calling `ask` in a loop: `Ok` counts as answered, `Err` as
+    /// failed.
+    pub fn clients(
+        &mut self,
+        n: usize,
+        ask: impl Fn(&AtomicBool) -> Result<u64, String> + Clone + Send + 'static,
+    ) {
+        for _ in 0..n {
+            let (stop, ok, failed, first, ask) = (
+                self.stop.clone(),
+                self.ok.clone(),
+                self.failed.clone(),
+                self.first_error.clone(),
+                ask.clone(),
+            );
+            self.threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match ask(&stop) {
+                        Ok(n) => ok.fetch_add(n, Ordering::Relaxed),
+                        Err(e) => {
+                            first.lock().expect("lock").get_or_insert(e);
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            }));
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn answered(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clients and says what they saw.
+    pub fn stop(self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("client");
+        }
+        let first_error = self.first_error.lock().expect("lock").take();
+        Tally {
+            ok: self.ok.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            first_error,
+        }
+    }
+}
+
+/// One HTTP response read from `s`: its status line and headers (lower-cased), after which
+/// its body was read. `Ok(None)`: the connection ended before the response's first byte.
+fn response(s: &mut TcpStream) -> Result<Option<String>, String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(0) if head.is_empty() => return Ok(None),
+            Err(e) if head.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Ok(None);
+            }
+            Ok(0) => return Err(format!("closed within a response: {head:?}")),
+            Ok(_) => head.push(byte[0]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        return Err(format!("answer {head:?}"));
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no content-length in {head:?}"))?;
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body)
+        .map_err(|e| format!("read the body: {e}"))?;
+    Ok(Some(head))
+}
+
+/// HTTP/1.1 requests on one keep-alive connection to 127.0.0.1:`port` until the server says
+/// `connection: close` or `stop` is set; the number answered. A request on a reused
+/// connection that the server closed before any byte of its answer is sent again on a new
+/// one, as HTTP clients do (RFC 9112, 9.3.1: the server may close an idle connection as the
+/// request arrives); any other end counts as a failure.
+pub fn keep_alive(port: u16, stop: &AtomicBool) -> Result<u64, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(WATCHDOG))
+        .map_err(|e| e.to_string())?;
+    let mut answered = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let sent = s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n");
+        let head = match sent {
+            Ok(()) => response(&mut s)?,
+            Err(_) => None,
+        };
+        match head {
+            None if answered > 0 => return Ok(answered),
+            None => return Err("a new connection closed with no answer".into()),
+            Some(head) => {
+                answered += 1;
+                if head.contains("connection: close") {
+                    return Ok(answered);
+                }
+            }
+        }
+    }
+    Ok(answered)
+}
+
+/// One HTTP/1.1 request with `connection: close` to 127.0.0.1:`port`.
+pub fn close(port: u16) -> Result<u64, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(WATCHDOG))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    match response(&mut s)? {
+        Some(_) => Ok(1),
+        None => Err("closed with no answer".into()),
+    }
+}

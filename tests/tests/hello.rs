@@ -1,0 +1,134 @@
+//! The `hello` example as its users run it, under keep-alive and `Connection: close` clients
+//! of ours: a roll (SIGHUP) and an upgrade of the primary (SIGUSR2) fail no request, because
+//! its workers drain (the next answer on each connection says `connection: close`, idle
+//! connections close) and the primary hands everything over.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use ringleader_tests::load::{self, Load};
+use ringleader_tests::{Spawned, alive};
+
+/// The `hello` example next to the fixture; built if a plain `cargo test -p` left it out.
+fn hello() -> &'static PathBuf {
+    static HELLO: OnceLock<PathBuf> = OnceLock::new();
+    HELLO.get_or_init(|| {
+        let fixture = PathBuf::from(env!("CARGO_BIN_EXE_fixture"));
+        let hello = fixture.with_file_name("examples").join("hello");
+        if !hello.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let built = std::process::Command::new(cargo)
+                .args(["build", "-q", "-p", "ringleader", "--example", "hello"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo build --example hello");
+            assert!(built.success(), "cargo build --example hello");
+        }
+        hello
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a port")
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(pid, sig).expect("signal");
+}
+
+/// `hello` with 4 workers under `policy`, once all listen, and 32 keep-alive clients and
+/// 8 `Connection: close` ones on it.
+fn loaded_hello(policy: &str) -> (Spawned, u16, Load) {
+    let port = free_port();
+    let h = Spawned::start(
+        hello(),
+        &[
+            "--workers",
+            "4",
+            "--port",
+            &port.to_string(),
+            "--policy",
+            policy,
+        ],
+        &[],
+    );
+    // "Worker <pid> started" from each worker, "Worker <id> listening on …" from the primary.
+    let mut listening = 0;
+    while listening < 4 {
+        if h.expect_line("Worker ").contains("listening on") {
+            listening += 1;
+        }
+    }
+    let mut load = Load::new();
+    load.clients(32, move |stop| load::keep_alive(port, stop));
+    load.clients(8, move |_| load::close(port));
+    (h, port, load)
+}
+
+/// Waits until the clients got `more` answers beyond what they had.
+fn more_answers(load: &Load, more: u64) {
+    let (from, deadline) = (
+        load.answered(),
+        std::time::Instant::now() + ringleader_tests::WATCHDOG,
+    );
+    while load.answered() < from + more {
+        assert!(std::time::Instant::now() < deadline, "no answers");
+        std::thread::yield_now();
+    }
+}
+
+fn roll_under_load(policy: &str) {
+    let (h, _port, load) = loaded_hello(policy);
+    more_answers(&load, 200);
+    signal(h.pid(), rustix::process::Signal::HUP);
+    let done = h.expect_one_of(&["Replaced ", "The roll stopped"]);
+    assert_eq!(done.0, 0, "{policy}: {}", done.1);
+    more_answers(&load, 200);
+    let tally = load.stop();
+    assert_eq!(tally.failed, 0, "{policy}: {tally:?}");
+}
+
+fn upgrade_under_load(policy: &str) {
+    let (mut h, _port, load) = loaded_hello(policy);
+    let old = h.pid();
+    more_answers(&load, 200);
+    signal(old, rustix::process::Signal::USR2);
+    let ready = h.expect_one_of(&["The new primary ", "The upgrade stopped"]);
+    assert_eq!(ready.0, 0, "{policy}: {}", ready.1);
+    let new: u32 = ready
+        .1
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the new primary's pid");
+    assert_eq!(h.wait(), Some(0), "{policy}: the old primary retires");
+    more_answers(&load, 200);
+    let tally = load.stop();
+    assert_eq!(tally.failed, 0, "{policy}: {tally:?}");
+    assert!(alive(new) && !alive(old));
+    // The new primary is in the old one's process group: Spawned's drop kills it.
+}
+
+#[test]
+fn hello_rolls_under_round_robin_with_no_failed_request() {
+    roll_under_load("rr");
+}
+
+#[test]
+fn hello_rolls_under_reuseport_with_no_failed_request() {
+    roll_under_load("reuseport");
+}
+
+#[test]
+fn hello_upgrades_under_round_robin_with_no_failed_request() {
+    upgrade_under_load("rr");
+}
+
+#[test]
+fn hello_upgrades_under_steering_with_no_failed_request() {
+    upgrade_under_load("steer");
+}
