@@ -17,6 +17,9 @@ use ringleader::{Connection, Ending, Event, Role, Scheduling, Settings, Supervis
 /// How long a keep-alive connection may stay idle, and how long a graceful stop may take.
 const IDLE: Duration = Duration::from_secs(5);
 
+/// How long a worker may take no connection while some wait before it is killed.
+const STUCK: Duration = Duration::from_secs(30);
+
 /// Node's hello-world cluster: one worker per CPU serving HTTP on one port.
 #[derive(clap::Parser, Debug)]
 struct Args {
@@ -62,7 +65,13 @@ fn run() -> Result<(), ringleader::Error> {
                 Policy::Reuseport => Scheduling::ReusePort,
                 Policy::Steer => Scheduling::Steered,
             };
-            primary.setup(Settings::default().scheduling(scheduling))?;
+            // A worker stuck for 30 s with connections waiting is killed and replaced
+            // (gunicorn's timeout); what waited at it went to the others after 50 ms.
+            primary.setup(
+                Settings::default()
+                    .scheduling(scheduling)
+                    .kill_stalled_after(Some(STUCK)),
+            )?;
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
             let workers = args.workers.unwrap_or(cpus);
             // gunicorn's and nginx's conventions: INT and TERM stop gracefully, QUIT at once,
@@ -136,6 +145,9 @@ fn report(event: &Event) {
              not replacing it"
         ),
         Event::Signal(signal) => println!("Primary got {signal}"),
+        Event::StalledKilled { worker, stalled } => {
+            eprintln!("worker {worker} took no connection for {stalled:?}: killed");
+        }
         Event::RollStep { old, new } => println!("Worker {new} is ready; worker {old} leaves"),
         Event::RollDone { replaced, took } => println!("Replaced {replaced} workers in {took:?}"),
         Event::RollFailed { worker, reason } => {

@@ -30,6 +30,15 @@ pub enum Event {
         /// Which.
         worker: WorkerId,
     },
+    /// A worker took no connection for `stalled` while connections waited at it, and was
+    /// killed ([`Settings::kill_stalled_after`], gunicorn's `timeout`); its `Exit` follows,
+    /// and with [`Settings::respawn`] a replacement. What waited at it went to the others.
+    StalledKilled {
+        /// Which.
+        worker: WorkerId,
+        /// How long it had taken nothing.
+        stalled: std::time::Duration,
+    },
     /// A worker said it is ready to serve ([`Worker::ready`](crate::Worker::ready)); no Node
     /// counterpart. Once per worker.
     Ready {

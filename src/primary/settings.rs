@@ -82,6 +82,7 @@ pub struct Settings {
     pub(crate) respawn: Option<Option<Respawn>>,
     pub(crate) take_back: Option<Option<Duration>>,
     pub(crate) ready_when_told: Option<bool>,
+    pub(crate) kill_stalled: Option<Option<Duration>>,
 }
 
 /// How long a handed-over connection may wait at a worker that does not take it before the
@@ -353,6 +354,19 @@ impl Settings {
         self
     }
 
+    /// Kill a worker (SIGKILL) that has taken no connection for `after` while connections
+    /// waited at it past the take-back deadline (gunicorn's `timeout`, 30 s there): stuck in
+    /// a loop or a deadlock, it would otherwise be sent a probe connection forever. Its
+    /// connections went to the others already ([`Settings::take_back_after`]);
+    /// [`Event::StalledKilled`](crate::Event::StalledKilled) reports it, and with
+    /// [`Settings::respawn`] a new worker replaces it. Round-robin and the hand-off
+    /// policies. `None` turns it off. Default: off (a worker stopped on purpose, by a
+    /// debugger say, is not killed).
+    pub fn kill_stalled_after(mut self, after: Option<Duration>) -> Self {
+        self.kill_stalled = Some(after.filter(|a| !a.is_zero()));
+        self
+    }
+
     /// Replace workers that exit unasked, backing off from crash loops ([`Respawn`]);
     /// `None` turns it off. Default: off, as in Node (the application decides, on `Exit`).
     pub fn respawn(mut self, respawn: Option<Respawn>) -> Self {
@@ -416,7 +430,8 @@ impl Settings {
             board_slots,
             respawn,
             take_back,
-            ready_when_told
+            ready_when_told,
+            kill_stalled
         );
     }
 

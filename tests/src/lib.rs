@@ -170,6 +170,7 @@ pub fn describe(e: &Event) -> String {
         Event::Fork { worker, .. } => format!("fork {worker}"),
         Event::Online { worker } => format!("online {worker}"),
         Event::Ready { worker } => format!("ready {worker}"),
+        Event::StalledKilled { worker, stalled } => format!("stalled-killed {worker} {stalled:?}"),
         Event::Message { worker, message } => {
             let text: String = message.text().chars().take(40).collect();
             format!("message {worker} {text}")

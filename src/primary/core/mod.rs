@@ -189,6 +189,7 @@ impl Core {
         }
         self.settings.merge(settings);
         self.listeners.take_back_after = self.settings.take_back_deadline();
+        self.listeners.kill_stalled_after = self.settings.kill_stalled.flatten();
         self.ready.push_back(Event::Setup(self.settings.clone()));
         Ok(())
     }
@@ -235,6 +236,9 @@ impl Core {
         for event in out.events.drain(..) {
             self.push_event(event);
         }
+        for (id, stalled) in out.stalled.drain(..) {
+            self.kill_stalled(id, stalled);
+        }
         self.outbox = out;
         result
     }
@@ -252,6 +256,21 @@ impl Core {
     /// Removes worker `id` from every listener ([`Listeners::leave_all_listeners`]).
     fn leave_all_listeners(&mut self, id: WorkerId) {
         self.with_listeners(|l, cx| l.leave_all_listeners(cx, id));
+    }
+
+    /// Kills a worker that took no connection for `stalled` while some waited
+    /// ([`crate::Settings::kill_stalled_after`]). Not a voluntary exit: respawning replaces
+    /// it.
+    fn kill_stalled(&mut self, id: WorkerId, stalled: Duration) {
+        let Some(slot) = self.workers.get(&id) else {
+            return;
+        };
+        if slot.exit.is_none() && slot.pidfd.signal(Signal::KILL).is_ok() {
+            self.push_event(Event::StalledKilled {
+                worker: id,
+                stalled,
+            });
+        }
     }
 
     pub(crate) fn kill(&mut self, id: WorkerId, signal: Signal) -> Result<()> {

@@ -270,6 +270,7 @@ impl Listeners {
                 if read {
                     // It took a connection: no longer stalled, if it was.
                     m.stalled.set(false);
+                    m.stalled_since.set(None);
                 }
                 match sent.front() {
                     Some(&(oldest, _)) if now.saturating_duration_since(oldest) >= deadline => {
@@ -288,6 +289,16 @@ impl Listeners {
                 continue;
             };
             m.stalled.set(true);
+            let since = m.stalled_since.get().unwrap_or(now);
+            m.stalled_since.set(Some(since));
+            // Stalled for too long (gunicorn's `timeout`): the worker is reported once, to
+            // be killed.
+            if let Some(limit) = self.kill_stalled_after {
+                let stalled = now.saturating_duration_since(since) + deadline;
+                if stalled >= limit && !cx.out.stalled.iter().any(|(w, _)| *w == wid) {
+                    cx.out.stalled.push((wid, stalled));
+                }
+            }
             let fds = m.read_back();
             self.stats.taken_from_stalled += fds.len() as u64;
             self.take_back(cx, wid, hid, fds, Some(wid));

@@ -80,6 +80,8 @@ pub(crate) struct Ctx<'a> {
 pub(crate) struct Outbox {
     pub(crate) frames: Vec<(WorkerId, Kind, Vec<u8>, Option<OwnedFd>)>,
     pub(crate) events: Vec<Event>,
+    /// Workers stalled past [`crate::Settings::kill_stalled_after`], and for how long.
+    pub(crate) stalled: Vec<(WorkerId, Duration)>,
 }
 
 impl Outbox {
@@ -105,6 +107,8 @@ struct Member {
     /// Connections waited here past the take-back deadline: until it takes one again it is
     /// sent one at a time, a probe ([`STALLED_BOUND`]).
     stalled: std::cell::Cell<bool>,
+    /// Since when it has taken no connection while some waited past the deadline.
+    stalled_since: std::cell::Cell<Option<Instant>>,
 }
 
 impl Member {
@@ -223,6 +227,9 @@ pub(crate) struct Listeners {
     /// Connections that waited at a worker this long are taken back for others
     /// ([`crate::Settings::take_back_after`]); `None`: never.
     pub(crate) take_back_after: Option<Duration>,
+    /// A worker stalled this long is reported, to be killed
+    /// ([`crate::Settings::kill_stalled_after`]); `None`: never.
+    pub(crate) kill_stalled_after: Option<Duration>,
     /// When the workers' queues are checked for such connections next.
     stall_check_at: Option<Instant>,
     /// Sockets this primary was given rather than bound: socket activation's, an old

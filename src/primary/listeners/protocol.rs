@@ -95,6 +95,7 @@ impl Listeners {
                             watch: None,
                             sent: Default::default(),
                             stalled: std::cell::Cell::new(false),
+                            stalled_since: std::cell::Cell::new(None),
                         }),
                     );
                     Some(theirs)
