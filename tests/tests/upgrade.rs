@@ -190,3 +190,27 @@ fn a_new_primary_that_fails_is_killed_and_the_old_one_keeps_serving() {
     }
     assert!(alive(old_pid));
 }
+
+#[test]
+fn a_new_primary_that_never_gets_ready_is_killed_in_time_and_the_old_one_keeps_serving() {
+    // A new program that takes the sockets (it holds the channel open) and never answers.
+    let script = std::env::temp_dir().join(format!("rl-never-ready-{}", std::process::id()));
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let port = free_port();
+    let old = Spawned::start(
+        FIXTURE,
+        &["upgradable", &port.to_string(), &script.to_string_lossy()],
+        &[("FIXTURE_READY_MS", "300")],
+    );
+    let old_pid: u32 = old.expect_line("LISTENING").parse().expect("pid");
+    usr2(old_pid);
+    let reason = old.expect_line("UPGRADE FAILED");
+    let _ = std::fs::remove_file(&script);
+    assert!(reason.contains("not ready in time"), "{reason}");
+    for _ in 0..20 {
+        assert!(fetch_hello(port).is_ok());
+    }
+    assert!(alive(old_pid));
+}

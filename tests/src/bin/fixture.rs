@@ -819,7 +819,8 @@ fn systemd(primary: &ringleader::Primary) {
 
 /// `upgradable PORT [EXEC]`: four workers serving on 127.0.0.1:PORT, scheduled as
 /// `FIXTURE_SCHED` says (rr, none, reuseport, steer; rr by default), and with
-/// `FIXTURE_UNIX=PATH` on a Unix socket there and on UDP port PORT as well (`serve-all:`);
+/// `FIXTURE_UNIX=PATH` on a Unix socket there and on UDP port PORT as well (`serve-all:`),
+/// and with `FIXTURE_READY_MS=MS` giving the new primary that long to be ready;
 /// prints `LISTENING <pid>` once all listen. SIGUSR2 upgrades the primary (to EXEC if given):
 /// `UPGRADE READY <pid>` or `UPGRADE FAILED <reason>`, and `OLD DONE` once its workers are
 /// gone, when it exits. The new primary runs this same scenario.
@@ -864,11 +865,17 @@ fn upgradable(primary: &ringleader::Primary) {
                 }
             }
             Event::Signal(_) => {
-                let up = exec
+                let mut up = exec
                     .as_ref()
                     .map_or_else(ringleader::Upgrade::default, |e| {
                         ringleader::Upgrade::default().exec(e)
                     });
+                if let Some(ms) = std::env::var("FIXTURE_READY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                {
+                    up = up.ready_within(Duration::from_millis(ms));
+                }
                 primary.upgrade(up).expect("upgrade");
             }
             Event::UpgradeReady { pid } => out(format_args!("UPGRADE READY {pid}")),
