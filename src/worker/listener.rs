@@ -1,23 +1,20 @@
 //! Listening in a worker (Node: `server.listen()` / `dgram.bind()` in a worker). The primary
-//! decides how connections arrive: handed over on a channel of this listener's own
-//! (round-robin), accepted here from a copy of a socket every worker shares, or accepted from
-//! a socket of this worker's own that the primary steers connections to, with a hand-off
-//! channel beside it (steered). UDP sockets are always shared.
+//! decides how connections arrive ([`super::source`]): handed over on a channel of this
+//! listener's own (round-robin), accepted here from a copy of a socket every worker shares,
+//! or accepted from a socket of this worker's own that the primary steers connections to,
+//! with a hand-off channel beside it (steered). UDP sockets are always shared.
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use ringleader_sys::epoll::{Epoll, Interest};
-use ringleader_sys::poll;
-use ringleader_sys::scm::{self, Blocking};
 use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 
+use super::Worker;
 use super::connection::Connection;
-use super::{Worker, lock};
+use super::source::Source;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ipc::frame::Kind;
 use crate::ipc::listen::{self as proto, Key, Notice, Request, Transport};
@@ -62,27 +59,6 @@ impl ListenOptions {
         self.all_may_connect = on;
         self
     }
-}
-
-enum Source {
-    /// Connections handed over by the primary, a few fds per message.
-    Handoff {
-        channel: OwnedFd,
-        queued: Mutex<VecDeque<OwnedFd>>,
-    },
-    /// A copy of the socket all workers share (non-blocking; waits poll it).
-    Shared(OwnedFd),
-    /// A socket of this worker's own in the primary's steered group (non-blocking), and a
-    /// hand-off channel for connections the primary took from a queue. `either` is an epoll
-    /// set of both: readable when one is, the fd a caller's own loop waits on.
-    Steered {
-        listener: OwnedFd,
-        channel: OwnedFd,
-        queued: Mutex<VecDeque<OwnedFd>>,
-        either: OwnedFd,
-    },
-    /// A socket of this worker's own (`exclusive`): blocking, the primary never knows it.
-    Own(OwnedFd),
 }
 
 /// What every kind of listener has: its key, its source, and the notice to the primary when
@@ -133,17 +109,15 @@ impl Worker {
             );
         };
         let source = if reply.steered {
-            match steered(fd) {
-                Ok(s) => s,
-                Err(e) => return failed(Error::io(OP, e).detail("the steered socket")),
-            }
+            Source::steered(fd, self).map_err(|e| (e, "the steered socket"))
         } else if reply.handoff {
-            Source::Handoff {
-                channel: fd,
-                queued: Mutex::new(VecDeque::new()),
-            }
+            Source::handoff(fd, self).map_err(|e| (e, "the hand-off channel"))
         } else {
-            Source::Shared(fd)
+            Source::shared(fd, self).map_err(|e| (e, "the shared socket"))
+        };
+        let source = match source {
+            Ok(s) => s,
+            Err((e, what)) => return failed(Error::io(OP, e).detail(what)),
         };
         let binding = Binding {
             worker: self.clone(),
@@ -192,7 +166,7 @@ impl Worker {
             let binding = Binding {
                 worker: self.clone(),
                 key,
-                source: Source::Own(sock),
+                source: Source::own(sock, self).map_err(|e| Error::io("listen", e))?,
             };
             return Ok(TcpListener { binding, local });
         }
@@ -275,7 +249,7 @@ impl Worker {
             index: 0,
         };
         let (binding, _) = self.bind(key, ListenOptions::default(), "udp")?;
-        let Source::Shared(fd) = &binding.source else {
+        let Some(fd) = binding.source.shared_socket() else {
             return Err(Error::new(ErrorKind::Protocol, "bind").detail("UDP must be shared"));
         };
         let socket = std::net::UdpSocket::from(fd.try_clone().map_err(|e| Error::io("bind", e))?);
@@ -284,30 +258,6 @@ impl Worker {
             socket,
         })
     }
-}
-
-/// A steered source from its channel, whose first message carries this worker's socket.
-fn steered(channel: OwnedFd) -> io::Result<Source> {
-    let (mut buf, mut fds) = ([0u8; 1], Vec::new());
-    scm::recv(&channel, &mut buf, &mut fds, Blocking::Yes)?;
-    let listener = match (fds.pop(), fds.is_empty()) {
-        (Some(listener), true) => listener,
-        _ => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the steered channel's first message must carry one socket",
-            ));
-        }
-    };
-    let either = Epoll::new()?;
-    either.add(&listener, 0, Interest::READ)?;
-    either.add(&channel, 1, Interest::READ)?;
-    Ok(Source::Steered {
-        listener,
-        channel,
-        queued: Mutex::new(VecDeque::new()),
-        either: either.into(),
-    })
 }
 
 fn first_addr(addr: impl ToSocketAddrs) -> Result<SocketAddr> {
@@ -320,69 +270,7 @@ fn first_addr(addr: impl ToSocketAddrs) -> Result<SocketAddr> {
 impl Binding {
     /// The next connection's fd, and whether it was handed over (the board counts those).
     fn accept(&self) -> io::Result<(OwnedFd, bool)> {
-        match &self.source {
-            Source::Steered {
-                listener,
-                channel,
-                queued,
-                either,
-            } => loop {
-                let mut queued = lock(queued);
-                if let Some(fd) = queued.pop_front() {
-                    return Ok((fd, true));
-                }
-                match ringleader_sys::listen::accept(listener, false) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    other => return other.map(|fd| (fd, false)),
-                }
-                let (mut buf, mut fds) = ([0u8; 64], Vec::new());
-                match scm::recv(channel, &mut buf, &mut fds, Blocking::No) {
-                    Ok(0) if fds.is_empty() => return Err(stopped()),
-                    Ok(_) => {
-                        queued.extend(fds);
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-                drop(queued);
-                // The epoll set is readable when the socket or the channel is.
-                let stop = self.worker.stopping();
-                let ready = poll::poll(&[(either, poll::IN), (stop, poll::IN)], None)?;
-                if ready[1].contains(poll::IN) {
-                    return Err(stopped());
-                }
-            },
-            Source::Shared(listener) => loop {
-                match ringleader_sys::listen::accept(listener, false) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    other => return other.map(|fd| (fd, false)),
-                }
-                // The shared socket is non-blocking: wait for it or for this worker to stop.
-                let stop = self.worker.stopping();
-                let ready = poll::poll(&[(listener, poll::IN), (stop, poll::IN)], None)?;
-                if ready[1].contains(poll::IN) {
-                    return Err(stopped());
-                }
-            },
-            Source::Own(listener) => {
-                ringleader_sys::listen::accept(listener, false).map(|fd| (fd, false))
-            }
-            Source::Handoff { channel, queued } => {
-                let mut queued = lock(queued);
-                loop {
-                    if let Some(fd) = queued.pop_front() {
-                        return Ok((fd, true));
-                    }
-                    let (mut buf, mut fds) = ([0u8; 64], Vec::new());
-                    let n = scm::recv(channel, &mut buf, &mut fds, Blocking::Yes)?;
-                    if n == 0 && fds.is_empty() {
-                        return Err(stopped());
-                    }
-                    queued.extend(fds);
-                }
-            }
-        }
+        self.source.accept(&self.worker)
     }
 
     /// Wraps a connection this binding produced: counted on the board when it came by
@@ -392,7 +280,7 @@ impl Binding {
     }
 
     fn reject(&self, fd: OwnedFd) -> Result<()> {
-        if !matches!(self.source, Source::Handoff { .. } | Source::Steered { .. }) {
+        if !self.source.hands_back() {
             return Ok(());
         }
         let notice = Notice {
@@ -404,24 +292,13 @@ impl Binding {
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
-        match &self.source {
-            Source::Handoff { channel, .. } => channel.as_fd(),
-            Source::Steered { either, .. } => either.as_fd(),
-            Source::Shared(fd) | Source::Own(fd) => fd.as_fd(),
-        }
+        self.source.fd()
     }
-}
-
-fn stopped() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "the listener stopped: this worker is disconnecting",
-    )
 }
 
 impl Drop for Binding {
     fn drop(&mut self) {
-        if matches!(self.source, Source::Own(_)) {
+        if !self.source.shared_with_primary() {
             return; // the primary never knew it
         }
         let notice = Notice {
@@ -435,9 +312,32 @@ impl Drop for Binding {
 }
 
 /// A TCP listener in a worker, sharing its port with the other workers (Node: a `net.Server`
-/// listening in a worker). Accepted connections are plain [`std::net::TcpStream`]s; the
-/// listener is [`AsFd`] (readable when a connection is waiting). Dropping it closes it and
+/// listening in a worker). Accepted connections are plain [`std::net::TcpStream`]s in a
+/// [`Connection`] that tells the board when they finish. Dropping the listener closes it and
 /// tells the primary, which hands connections still queued for it to other workers.
+///
+/// # Its fd
+/// [`AsFd`] and [`AsRawFd`] give an epoll fd, whatever the scheduling: readable when a
+/// connection can be taken (from the hand-off channel, the shared socket, this worker's
+/// steered socket, or left over from a hand-off message that carried several) and when the
+/// worker is disconnecting (accept then returns `ConnectionAborted`). Watch it
+/// level-triggered, or edge-triggered and accept until `WouldBlock`, from epoll, mio
+/// (`SourceFd`), `polling`, or tokio (`AsyncFd`), after
+/// [`set_nonblocking(true)`](TcpListener::set_nonblocking). It is not a listening socket:
+/// `accept(2)` on it fails with `EINVAL`. A listener of the worker's own (`exclusive`) is
+/// the listening socket itself.
+///
+/// # Examples
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::io::Write;
+/// let ringleader::Role::Worker(worker) = ringleader::role()? else { return Ok(()) };
+/// let listener = worker.listen_tcp("127.0.0.1:8000")?;
+/// for stream in listener.incoming() {
+///     stream?.write_all(b"hello\n")?;
+/// }
+/// # Ok(()) }
+/// ```
 pub struct TcpListener {
     binding: Binding,
     local: SocketAddr,
@@ -473,6 +373,18 @@ impl TcpListener {
         }
     }
 
+    /// Makes [`TcpListener::accept`] return `WouldBlock` when no connection waits, instead of
+    /// waiting (`true`), or wait again (`false`). For a loop of the application's own: watch
+    /// the listener's fd ([`AsFd`]) for readability and accept until `WouldBlock`. The
+    /// connections it returns are blocking, as `std`'s are; make them non-blocking as your
+    /// loop needs.
+    ///
+    /// # Errors
+    /// What `fcntl(2)` returns, for a listener of this worker's own (`exclusive`).
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.binding.source.set_nonblocking(nonblocking)
+    }
+
     /// Hands a connection back to the primary, which gives it to another worker (Node: a
     /// worker at `maxConnections`): nothing is lost because this worker cannot take it. On a
     /// listener that is neither round-robin nor steered it is closed instead (there is nobody to
@@ -496,6 +408,12 @@ impl TcpListener {
 impl AsFd for TcpListener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.binding.fd()
+    }
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
     }
 }
 
@@ -528,6 +446,14 @@ impl UnixListener {
         Ok(self.binding.connection(UnixStream::from(fd), handed))
     }
 
+    /// As [`TcpListener::set_nonblocking`].
+    ///
+    /// # Errors
+    /// As [`TcpListener::set_nonblocking`].
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.binding.source.set_nonblocking(nonblocking)
+    }
+
     /// The connections, until the listener stops.
     pub fn incoming(&self) -> Incoming<'_, Connection<UnixStream>> {
         Incoming {
@@ -539,6 +465,12 @@ impl UnixListener {
 impl AsFd for UnixListener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.binding.fd()
+    }
+}
+
+impl AsRawFd for UnixListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
     }
 }
 
@@ -567,6 +499,12 @@ impl std::ops::Deref for UdpSocket {
 impl AsFd for UdpSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
+    }
+}
+
+impl AsRawFd for UdpSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
     }
 }
 

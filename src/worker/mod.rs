@@ -9,6 +9,7 @@
 pub(crate) mod board;
 mod connection;
 mod listener;
+mod source;
 mod start;
 mod watcher;
 
@@ -483,5 +484,12 @@ impl AsFd for Worker {
     /// The control channel: readable when a message (or its end) is waiting.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.shared.sock.as_fd()
+    }
+}
+
+impl std::os::fd::AsRawFd for Worker {
+    /// [`Worker::as_fd`](AsFd::as_fd)'s number, for APIs that take one.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.as_fd().as_raw_fd()
     }
 }

@@ -221,6 +221,16 @@ fn run_worker(worker: &Worker, mode: &str) {
             drop(listener);
             echo(worker);
         }
+        // `nb-serve:ET|LT:ADDR`: `serve:` from a loop of the worker's own over the non-blocking
+        // listener's fd: edge-triggered accepting until `WouldBlock`, or level-triggered
+        // accepting one connection per wake-up.
+        m if m.starts_with("nb-serve:") => {
+            let (trigger, addr) = m[9..].split_once(':').expect("nb-serve:ET|LT:ADDR");
+            let listener = worker.listen_tcp(addr).expect("listen");
+            listener.set_nonblocking(true).expect("non-blocking");
+            own_loop(worker, &listener, trigger == "ET");
+            echo(worker);
+        }
         // `ready-after:MS:ADDR`: `serve:`, saying it is ready (`Worker::ready`) MS after it
         // listens, as an application that warms up would.
         m if m.starts_with("ready-after:") => {
@@ -597,6 +607,40 @@ fn run_worker(worker: &Worker, mode: &str) {
         other => {
             eprintln!("fixture: unknown FIXTURE_MODE {other}");
             std::process::exit(2);
+        }
+    }
+}
+
+/// Serves `listener` from an epoll of this worker's own until the listener stops.
+fn own_loop(worker: &Worker, listener: &ringleader::TcpListener, edge: bool) {
+    use rustix::event::epoll;
+    use std::os::fd::AsFd;
+    let line = format!("hello from {}\n", worker.id());
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll");
+    let mut flags = epoll::EventFlags::IN;
+    if edge {
+        flags |= epoll::EventFlags::ET;
+    }
+    epoll::add(&ep, listener.as_fd(), epoll::EventData::new_u64(0), flags).expect("add");
+    let mut events = Vec::with_capacity(1);
+    loop {
+        events.clear();
+        match epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("epoll_wait: {e}"),
+        }
+        loop {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let _ = stream.write_all(line.as_bytes());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => return,
+                Err(e) => panic!("accept: {e}"),
+            }
+            if !edge {
+                break;
+            }
         }
     }
 }
