@@ -4,7 +4,8 @@
 //! Ctrl-C or SIGTERM stops the cluster gracefully.
 //!
 //! ```text
-//! cargo run --release --example hello -- [--workers N] [--port 8000] [--policy rr|none|reuseport|steer]
+//! cargo run --release --example hello -- [--workers N] [--port 8000]
+//!     [--policy rr|none|reuseport|steer] [--admin 127.0.0.1:9000]
 //! curl -i http://127.0.0.1:8000/
 //! ```
 
@@ -32,6 +33,9 @@ struct Args {
     /// How connections reach the workers.
     #[arg(long, value_enum, default_value_t = Policy::Rr)]
     policy: Policy,
+    /// Serve GET /metrics (Prometheus) and GET /status (JSON) on this address.
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
 }
 
 /// `rr`: the primary accepts and hands each connection to a worker; `none`: the workers
@@ -72,6 +76,10 @@ fn run() -> Result<(), ringleader::Error> {
                     .scheduling(scheduling)
                     .kill_stalled_after(Some(STUCK)),
             )?;
+            if let Some(addr) = args.admin {
+                let local = primary.serve_admin(addr)?;
+                println!("Metrics on http://{local}/metrics");
+            }
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
             let workers = args.workers.unwrap_or(cpus);
             // gunicorn's and nginx's conventions: INT and TERM stop gracefully, QUIT at once,

@@ -205,8 +205,9 @@ pub use ipc::Message;
 pub use ipc::frame::MAX_PAYLOAD;
 pub use policy::SharedPolicy;
 pub use primary::{
-    AddressType, Backend, Ending, Event, Events, HandoffStats, Listening, Load, Primary, Respawn,
-    Roll, Scheduling, Settings, Stdio, Supervise, Upgrade, WorkerHandle, WorkerState,
+    AddressType, Backend, ClusterMetrics, Ending, Event, Events, HandoffStats, Listening, Load,
+    Metrics, Primary, Respawn, Roll, Scheduling, Settings, Stdio, Supervise, Upgrade, WorkerHandle,
+    WorkerMetrics, WorkerState,
 };
 pub use ringleader_sys::signal::Signal;
 pub use role::{Role, is_worker, role};

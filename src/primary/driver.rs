@@ -34,6 +34,8 @@ pub(crate) enum Tag {
     Accept = 3,
     /// A worker read from a hand-off channel it was full on ([`Driver::watch_taken`]).
     Taken = 4,
+    /// The admin endpoint's epoll set ([`crate::Primary::serve_admin`]).
+    Admin = 5,
 }
 
 pub(crate) const SIGNALS: u64 = 3;
@@ -67,6 +69,7 @@ pub(crate) fn untoken(token: u64) -> (u32, Option<Tag>) {
         2 => Some(Tag::Writable),
         3 if id > 0 => Some(Tag::Accept),
         4 => Some(Tag::Taken),
+        5 => Some(Tag::Admin),
         _ => None,
     };
     (id, tag)

@@ -5,6 +5,7 @@ mod driver;
 mod event;
 mod listeners;
 mod loads;
+mod metrics;
 mod outside;
 mod settings;
 mod supervise;
@@ -28,6 +29,7 @@ use self::driver::Driver;
 pub use self::event::{AddressType, Event, Listening};
 pub use self::listeners::HandoffStats;
 pub use self::loads::Load;
+pub use self::metrics::{ClusterMetrics, Metrics, WorkerMetrics};
 pub use self::settings::{Respawn, Roll, Scheduling, Settings, Stdio, Upgrade};
 pub use self::supervise::{Ending, Supervise};
 use crate::contract::{ENV_BACKEND, ENV_SCHED_POLICY, ENV_URING_KERNEL};
@@ -381,6 +383,45 @@ impl Primary {
         Ok(out.len() - before)
     }
 
+    /// A snapshot of the workers (state, pid, uptime, restarts, connections handed, taken,
+    /// finished and queued, load) and of the cluster's counters (accepted, handed over,
+    /// taken back, closed unserved, accept errors, exits, respawns, rolls and upgrades done
+    /// and failed). [`Metrics::prometheus`] writes it in Prometheus's text format.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn main() -> Result<(), ringleader::Error> {
+    /// let primary = ringleader::Primary::new()?;
+    /// let metrics = primary.metrics();
+    /// println!("{} workers, {} connections accepted", metrics.workers.len(), metrics.cluster.accepted);
+    /// print!("{}", metrics.prometheus());
+    /// # Ok(()) }
+    /// ```
+    pub fn metrics(&self) -> Metrics {
+        self.core.borrow().metrics()
+    }
+
+    /// Serves `GET /metrics` (Prometheus's text format) and `GET /status` (the same as JSON)
+    /// on `addr`, from the primary's own loop, as it runs; returns the address bound (port 0
+    /// picks one). Every answer closes its connection. Bounded so that no client can stall
+    /// the hand-offs: sockets are non-blocking, a request may take 8 KiB and 5 s, and at 32
+    /// connections at once a new one replaces the one silent longest. Bind it to loopback or a
+    /// private address: it has no authentication.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when `addr` cannot be bound; [`ErrorKind::Settings`] when it is
+    /// served already.
+    pub fn serve_admin(&self, addr: impl std::net::ToSocketAddrs) -> Result<std::net::SocketAddr> {
+        let addr = addr
+            .to_socket_addrs()
+            .map_err(|e| Error::io("serve the admin endpoint", e))?
+            .next()
+            .ok_or_else(|| {
+                Error::new(ErrorKind::Io, "serve the admin endpoint").detail("no address")
+            })?;
+        acting(&self.core).serve_admin(addr)
+    }
+
     /// How long a loop outside may wait before it must call [`Primary::poll`] again even if
     /// [`Primary::as_fd`] stays unreadable (`Some(ZERO)`: now; `None`: only when it turns
     /// readable). The fd's own timer makes this optional; it suits loops that take a timeout
@@ -517,9 +558,7 @@ impl WorkerHandle {
     /// # Errors
     /// As [`WorkerHandle::send`].
     pub fn send_fd(&self, data: &[u8], fd: OwnedFd) -> Result<()> {
-        self.core
-            .borrow_mut()
-            .send(self.id, Kind::User, data, Some(fd))
+        acting(&self.core).send(self.id, Kind::User, data, Some(fd))
     }
 
     /// Sends `value` as JSON.
@@ -538,9 +577,7 @@ impl WorkerHandle {
     /// [`ErrorKind::NoSuchWorker`] once the worker is gone; `EPERM` from
     /// `pidfd_send_signal(2)`.
     pub fn kill(&self, signal: Option<Signal>) -> Result<()> {
-        self.core
-            .borrow_mut()
-            .kill(self.id, signal.unwrap_or(Signal::TERM))
+        acting(&self.core).kill(self.id, signal.unwrap_or(Signal::TERM))
     }
 
     /// The worker's load as the board shows it now: connections handed, taken and finished,

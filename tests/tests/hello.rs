@@ -40,10 +40,11 @@ fn signal(pid: u32, sig: rustix::process::Signal) {
     rustix::process::kill_process(pid, sig).expect("signal");
 }
 
-/// `hello` with 4 workers under `policy`, once all listen, and 32 keep-alive clients and
-/// 8 `Connection: close` ones on it.
-fn loaded_hello(policy: &str) -> (Spawned, u16, Load) {
+/// `hello` with 4 workers under `policy` and its admin endpoint on `admin`, once all
+/// listen, and 32 keep-alive clients and 8 `Connection: close` ones on it.
+fn loaded_hello(policy: &str, admin: u16) -> (Spawned, u16, Load) {
     let port = free_port();
+    let admin = format!("127.0.0.1:{admin}");
     let h = Spawned::start(
         hello(),
         &[
@@ -53,6 +54,8 @@ fn loaded_hello(policy: &str) -> (Spawned, u16, Load) {
             &port.to_string(),
             "--policy",
             policy,
+            "--admin",
+            &admin,
         ],
         &[],
     );
@@ -81,8 +84,22 @@ fn more_answers(load: &Load, more: u64) {
     }
 }
 
+/// How many workers the admin endpoint on 127.0.0.1:`port` lists in `/status`.
+fn metrics_workers(port: u16) -> Option<usize> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(ringleader_tests::WATCHDOG)).ok()?;
+    s.write_all(b"GET /status HTTP/1.1\r\nhost: test\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let (_, body) = answer.split_once("\r\n\r\n")?;
+    let json: serde_json::Value = serde_json::from_str(body).ok()?;
+    json["workers"].as_array().map(Vec::len)
+}
+
 fn roll_under_load(policy: &str) {
-    let (h, _port, load) = loaded_hello(policy);
+    let (h, _port, load) = loaded_hello(policy, free_port());
     more_answers(&load, 200);
     signal(h.pid(), rustix::process::Signal::HUP);
     let done = h.expect_one_of(&["Replaced ", "The roll stopped"]);
@@ -93,7 +110,8 @@ fn roll_under_load(policy: &str) {
 }
 
 fn upgrade_under_load(policy: &str) {
-    let (mut h, _port, load) = loaded_hello(policy);
+    let admin = free_port();
+    let (mut h, _port, load) = loaded_hello(policy, admin);
     let old = h.pid();
     more_answers(&load, 200);
     signal(old, rustix::process::Signal::USR2);
@@ -110,6 +128,9 @@ fn upgrade_under_load(policy: &str) {
     let tally = load.stop();
     assert_eq!(tally.failed, 0, "{policy}: {tally:?}");
     assert!(alive(new) && !alive(old));
+    // The new primary serves the admin endpoint on the same address.
+    let status = metrics_workers(admin);
+    assert_eq!(status, Some(4), "{policy}: the new primary's /status");
     // The new primary is in the old one's process group: Spawned's drop kills it.
 }
 

@@ -123,6 +123,10 @@ pub(crate) struct Core {
     /// Once a loop outside watches the primary: rung when a call from the application
     /// queued work, so that the loop polls and the work is submitted.
     pub(crate) outside_bell: Option<std::rc::Rc<ringleader_sys::poll::Doorbell>>,
+    /// Counts for [`Core::metrics`](crate::primary::metrics).
+    pub(crate) tally: crate::primary::metrics::Tally,
+    /// The admin endpoint, once served ([`crate::Primary::serve_admin`]).
+    pub(crate) admin: Option<crate::primary::metrics::Admin>,
     /// What listener work produced, delivered as each call returns ([`Core::with_listeners`]).
     outbox: Outbox,
     pub(crate) loads: super::loads::Loads,
@@ -130,7 +134,30 @@ pub(crate) struct Core {
     pub(crate) env_policy: Option<SharedPolicy>,
 }
 
+impl WorkerState {
+    /// Node's name for it: `none` is `started` here.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            WorkerState::Started => "started",
+            WorkerState::Online => "online",
+            WorkerState::Listening => "listening",
+            WorkerState::Disconnected => "disconnected",
+            WorkerState::Dead => "dead",
+        }
+    }
+}
+
 impl WorkerEntry {
+    /// How long it has run.
+    pub(crate) fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// The first worker of its line of replacements.
+    pub(crate) fn lineage(&self) -> WorkerId {
+        self.lineage
+    }
+
     /// The worker is being disconnected or its channel is gone.
     pub(crate) fn leaving(&self) -> bool {
         self.channel.is_none() || self.outbound.close_when_drained
@@ -173,6 +200,8 @@ impl Core {
             upgrading: None,
             upgrade_from: None,
             outside_bell: None,
+            tally: Default::default(),
+            admin: None,
             outbox: Outbox::default(),
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
             env_policy: None,
@@ -328,6 +357,7 @@ impl Core {
     /// Takes the next event and applies its bookkeeping.
     pub(crate) fn deliver(&mut self) -> Option<Event> {
         let event = self.ready.pop_front()?;
+        self.tally.count(&event);
         let done = match &event {
             Event::Online { worker } => {
                 if let Some(s) = self.workers.get_mut(worker) {

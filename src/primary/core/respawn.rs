@@ -142,11 +142,14 @@ impl Core {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
             match self.fork_in(&env, Some(d.lineage)) {
-                Ok((worker, _)) => self.ready.push_back(Event::Respawned {
-                    worker,
-                    replaces: d.replaces,
-                    delay: d.delay,
-                }),
+                Ok((worker, _)) => {
+                    self.tally.restarted(d.lineage);
+                    self.ready.push_back(Event::Respawned {
+                        worker,
+                        replaces: d.replaces,
+                        delay: d.delay,
+                    });
+                }
                 Err(error) => {
                     self.ready.push_back(Event::Error {
                         worker: Some(d.replaces),

@@ -6,8 +6,9 @@ use ringleader_sys::uring::Completion;
 
 use super::{Core, HOT_SPIN, roll, upgrade};
 use crate::error::{Error, Result};
-use crate::primary::driver::{Happening, SIGNALS, Tag, dyn_fd, token_generation, untoken};
+use crate::primary::driver::{Happening, SIGNALS, Tag, dyn_fd, token, token_generation, untoken};
 use crate::primary::event::Event;
+use crate::primary::metrics::Admin;
 
 impl Core {
     /// The next event: one ready now, or the first after turns of the loop. `Ok(None)` once
@@ -59,6 +60,14 @@ impl Core {
         self.respawn_due();
         self.roll_on();
         self.upgrade_on();
+        if self
+            .admin
+            .as_ref()
+            .and_then(Admin::next_deadline)
+            .is_some_and(|at| at <= Instant::now())
+        {
+            self.admin_turn();
+        }
         if !self.ready.is_empty() {
             return self.wait(Some(Duration::ZERO)).map(drop);
         }
@@ -106,6 +115,7 @@ impl Core {
             self.rolling.as_ref().and_then(roll::Rolling::next_deadline),
             self.manager.next_due(),
             self.upgrading.as_ref().map(upgrade::Upgrading::next_check),
+            self.admin.as_ref().and_then(Admin::next_deadline),
         ]
         .into_iter()
         .flatten()
@@ -127,6 +137,38 @@ impl Core {
             return Ok(Some(Instant::now()));
         }
         Ok(self.timed_work())
+    }
+
+    /// Serves the admin endpoint's ready connections and closes those out of time, then
+    /// watches its set again (io_uring's watches are one-shot).
+    fn admin_turn(&mut self) {
+        let Some(mut admin) = self.admin.take() else {
+            return;
+        };
+        admin.turn(|| self.metrics());
+        let _ = self
+            .driver
+            .rearm_read(&dyn_fd(&admin.watched()), token(0, Tag::Admin));
+        self.admin = Some(admin);
+    }
+
+    /// Starts the admin endpoint on `addr` ([`crate::Primary::serve_admin`]).
+    pub(crate) fn serve_admin(
+        &mut self,
+        addr: std::net::SocketAddr,
+    ) -> Result<std::net::SocketAddr> {
+        const OP: &str = "serve the admin endpoint";
+        if let Some(admin) = &self.admin {
+            return Err(Error::new(crate::ErrorKind::Settings, OP)
+                .detail(format!("it is served on {} already", admin.local())));
+        }
+        let admin = Admin::bind(addr).map_err(|e| Error::io(OP, e).detail(addr.to_string()))?;
+        self.driver
+            .watch_read(&dyn_fd(&admin.watched()), token(0, Tag::Admin), None)
+            .map_err(|e| Error::io(OP, e))?;
+        let local = admin.local();
+        self.admin = Some(admin);
+        Ok(local)
     }
 
     /// One wait of the driver, and what it saw turned into events. Returns how many things
@@ -177,6 +219,7 @@ impl Core {
             Some(Tag::Exit) => self.on_exit(id),
             Some(Tag::Accept) => self.with_listeners(|l, cx| l.accept_ready(cx, id)),
             Some(Tag::Taken) => self.listeners.on_taken(id, token_generation(tok), more),
+            Some(Tag::Admin) => self.admin_turn(),
             Some(Tag::Writable) => {
                 if let Some(s) = self.workers.get_mut(&id) {
                     s.write_armed = false;

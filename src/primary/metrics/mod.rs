@@ -1,0 +1,174 @@
+//! What the cluster has done, for dashboards: [`Primary::metrics`](crate::Primary::metrics)
+//! takes a snapshot ([`Metrics`]), [`Metrics::prometheus`] writes it in Prometheus's text
+//! format, and the admin endpoint ([`Primary::serve_admin`](crate::Primary::serve_admin))
+//! serves both from the primary's own loop.
+
+mod admin;
+mod prometheus;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub(crate) use self::admin::Admin;
+use super::core::{Core, WorkerState};
+use super::event::Event;
+use crate::ids::WorkerId;
+
+/// A snapshot of the cluster ([`Primary::metrics`](crate::Primary::metrics)).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Every worker the primary lists, by id.
+    pub workers: Vec<WorkerMetrics>,
+    /// The cluster's counters since the primary started.
+    pub cluster: ClusterMetrics,
+}
+
+/// One worker in a [`Metrics`] snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct WorkerMetrics {
+    /// Its id.
+    pub id: WorkerId,
+    /// Its process id.
+    pub pid: u32,
+    /// Its state (Node: `worker.state`).
+    pub state: WorkerState,
+    /// How long it has run.
+    #[serde(rename = "uptime_seconds", serialize_with = "seconds")]
+    pub uptime: Duration,
+    /// How many workers its line of replacements had before it ([`Settings::respawn`]).
+    ///
+    /// [`Settings::respawn`]: crate::Settings::respawn
+    pub restarts: u64,
+    /// Connections handed to it (round-robin and the hand-off policies).
+    pub handed: u64,
+    /// Connections it took from its queues, by the board's count.
+    pub taken: u64,
+    /// Connections it finished, by the board's count.
+    pub finished: u64,
+    /// The load figure its application published on the board.
+    pub load: u64,
+    /// Connections handed to it and not taken yet.
+    pub queued: u64,
+}
+
+/// The cluster's counters in a [`Metrics`] snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ClusterMetrics {
+    /// Connections the primary accepted.
+    pub accepted: u64,
+    /// Connections put in a worker's queue (again after each return).
+    pub handed_over: u64,
+    /// Connections that came back from a worker (it left, rejected them, or stalled).
+    pub taken_back: u64,
+    /// Of those, taken back from a worker that did not take them in time.
+    pub taken_from_stalled: u64,
+    /// Connections closed unserved: their listener had no worker left.
+    pub closed_unserved: u64,
+    /// Connections whose client left while they waited in the primary.
+    pub closed_gone: u64,
+    /// Accepts that failed.
+    pub accept_errors: u64,
+    /// Workers that exited.
+    pub exits: u64,
+    /// Workers forked to replace one that exited unasked.
+    pub respawns: u64,
+    /// Lines of workers given up on after too many quick exits.
+    pub gave_up: u64,
+    /// Workers killed for taking no connection too long.
+    pub stalled_killed: u64,
+    /// Rolling restarts that replaced every worker.
+    pub rolls_done: u64,
+    /// Rolling restarts that stopped on a failed successor.
+    pub rolls_failed: u64,
+    /// Upgrades whose new primary took over.
+    pub upgrades_done: u64,
+    /// Upgrades whose new primary failed.
+    pub upgrades_failed: u64,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Serialize for WorkerState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// Counts of what the events said, kept as they are delivered.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    cluster: ClusterMetrics,
+    /// Replacements per line of workers (by the id of its first).
+    restarts: BTreeMap<WorkerId, u64>,
+}
+
+impl Tally {
+    /// Counts `event` (each event is delivered once).
+    pub(crate) fn count(&mut self, event: &Event) {
+        let c = &mut self.cluster;
+        match event {
+            Event::Exit { .. } => c.exits += 1,
+            Event::Respawned { .. } => c.respawns += 1,
+            Event::GaveUp { .. } => c.gave_up += 1,
+            Event::StalledKilled { .. } => c.stalled_killed += 1,
+            Event::RollDone { .. } => c.rolls_done += 1,
+            Event::RollFailed { .. } => c.rolls_failed += 1,
+            Event::UpgradeReady { .. } => c.upgrades_done += 1,
+            Event::UpgradeFailed { .. } => c.upgrades_failed += 1,
+            _ => {}
+        }
+    }
+
+    /// A replacement in the line of workers that began with `lineage`.
+    pub(crate) fn restarted(&mut self, lineage: WorkerId) {
+        *self.restarts.entry(lineage).or_default() += 1;
+    }
+
+    /// That line's replacements so far.
+    fn restarts(&self, lineage: WorkerId) -> u64 {
+        self.restarts.get(&lineage).copied().unwrap_or(0)
+    }
+}
+
+impl Core {
+    /// A snapshot of the workers and the counters.
+    pub(crate) fn metrics(&self) -> Metrics {
+        let stats = self.listeners.stats;
+        let mut cluster = self.tally.cluster;
+        cluster.accepted = stats.accepted;
+        cluster.handed_over = stats.handed_over;
+        cluster.taken_back = stats.taken_back;
+        cluster.taken_from_stalled = stats.taken_from_stalled;
+        cluster.closed_unserved = stats.closed_unserved;
+        cluster.closed_gone = stats.closed_gone;
+        cluster.accept_errors = stats.accept_errors;
+        let workers = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.listed)
+            .map(|(id, w)| {
+                let load = self.loads.workers.get(id);
+                WorkerMetrics {
+                    id: *id,
+                    pid: w.pid,
+                    state: w.state,
+                    uptime: w.uptime(),
+                    restarts: self.tally.restarts(w.lineage()),
+                    handed: load.map_or(0, |l| l.handed),
+                    taken: load.map_or(0, |l| l.counts.taken),
+                    finished: load.map_or(0, |l| l.counts.finished),
+                    load: load.map_or(0, |l| l.counts.load),
+                    queued: load.map_or(0, super::loads::WorkerLoad::queued),
+                }
+            })
+            .collect();
+        Metrics { workers, cluster }
+    }
+}
