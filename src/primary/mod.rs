@@ -8,6 +8,7 @@ mod loads;
 mod metrics;
 mod outside;
 mod settings;
+mod state;
 mod supervise;
 
 use std::cell::{RefCell, RefMut};
@@ -23,7 +24,6 @@ use ringleader_sys::uring::{Features, Ring};
 use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 
 use self::core::Core;
-pub use self::core::WorkerState;
 pub use self::driver::Backend;
 use self::driver::Driver;
 pub use self::event::{AddressType, Event, Listening};
@@ -31,6 +31,7 @@ pub use self::listeners::HandoffStats;
 pub use self::loads::Load;
 pub use self::metrics::{ClusterMetrics, Metrics, WorkerMetrics};
 pub use self::settings::{Respawn, Roll, Scheduling, Settings, Stdio, Upgrade};
+pub use self::state::WorkerState;
 pub use self::supervise::{Ending, Supervise};
 use crate::contract::{ENV_BACKEND, ENV_SCHED_POLICY, ENV_URING_KERNEL};
 use crate::error::{Error, ErrorKind, Result};

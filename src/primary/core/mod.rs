@@ -21,9 +21,11 @@ mod fork;
 mod manager;
 mod respawn;
 mod roll;
+mod snapshot;
 mod upgrade;
 
 pub(crate) use self::upgrade::from_old_primary;
+pub(crate) use crate::primary::state::WorkerState;
 mod turn;
 
 use super::driver::{Driver, Happening, SIGNALS, dyn_fd};
@@ -47,22 +49,6 @@ const DEFAULT_BOARD_SLOTS: usize = 256;
 
 /// Reads per readiness report on the epoll backend, so one chatty worker cannot starve the rest.
 const READS_PER_TURN: usize = 4;
-
-/// A worker's life as the user sees it (Node: `worker.state`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WorkerState {
-    /// Spawned, not yet online (Node: `'none'`).
-    Started,
-    /// Running its code (Node: `'online'`).
-    Online,
-    /// Listening (Node: `'listening'`).
-    Listening,
-    /// Its channel is closed (Node: `'disconnected'`).
-    Disconnected,
-    /// Its process has ended (Node: `'dead'`).
-    Dead,
-}
 
 /// What the primary keeps of one worker: its process, its control channel and what the user
 /// sees of it.
@@ -132,19 +118,6 @@ pub(crate) struct Core {
     pub(crate) loads: super::loads::Loads,
     /// The policy `RINGLEADER_SCHED_POLICY` named, if it named one.
     pub(crate) env_policy: Option<SharedPolicy>,
-}
-
-impl WorkerState {
-    /// Node's name for it: `none` is `started` here.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            WorkerState::Started => "started",
-            WorkerState::Online => "online",
-            WorkerState::Listening => "listening",
-            WorkerState::Disconnected => "disconnected",
-            WorkerState::Dead => "dead",
-        }
-    }
 }
 
 impl WorkerEntry {

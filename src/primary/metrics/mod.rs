@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub(crate) use self::admin::Admin;
-use super::core::{Core, WorkerState};
 use super::event::Event;
+use super::state::WorkerState;
 use crate::ids::WorkerId;
 
 /// A snapshot of the cluster ([`Primary::metrics`](crate::Primary::metrics)).
@@ -104,7 +104,7 @@ impl Serialize for WorkerState {
 /// Counts of what the events said, kept as they are delivered.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
-    cluster: ClusterMetrics,
+    pub(crate) cluster: ClusterMetrics,
     /// Replacements per line of workers (by the id of its first).
     restarts: BTreeMap<WorkerId, u64>,
 }
@@ -132,43 +132,7 @@ impl Tally {
     }
 
     /// That line's replacements so far.
-    fn restarts(&self, lineage: WorkerId) -> u64 {
+    pub(crate) fn restarts(&self, lineage: WorkerId) -> u64 {
         self.restarts.get(&lineage).copied().unwrap_or(0)
-    }
-}
-
-impl Core {
-    /// A snapshot of the workers and the counters.
-    pub(crate) fn metrics(&self) -> Metrics {
-        let stats = self.listeners.stats;
-        let mut cluster = self.tally.cluster;
-        cluster.accepted = stats.accepted;
-        cluster.handed_over = stats.handed_over;
-        cluster.taken_back = stats.taken_back;
-        cluster.taken_from_stalled = stats.taken_from_stalled;
-        cluster.closed_unserved = stats.closed_unserved;
-        cluster.closed_gone = stats.closed_gone;
-        cluster.accept_errors = stats.accept_errors;
-        let workers = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.listed)
-            .map(|(id, w)| {
-                let load = self.loads.workers.get(id);
-                WorkerMetrics {
-                    id: *id,
-                    pid: w.pid,
-                    state: w.state,
-                    uptime: w.uptime(),
-                    restarts: self.tally.restarts(w.lineage()),
-                    handed: load.map_or(0, |l| l.handed),
-                    taken: load.map_or(0, |l| l.counts.taken),
-                    finished: load.map_or(0, |l| l.counts.finished),
-                    load: load.map_or(0, |l| l.counts.load),
-                    queued: load.map_or(0, super::loads::WorkerLoad::queued),
-                }
-            })
-            .collect();
-        Metrics { workers, cluster }
     }
 }

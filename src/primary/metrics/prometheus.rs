@@ -9,7 +9,7 @@
 use std::fmt::Write;
 
 use super::{Metrics, WorkerMetrics};
-use crate::primary::core::WorkerState;
+use crate::primary::state::WorkerState;
 
 /// The text format's content type, for an HTTP answer.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

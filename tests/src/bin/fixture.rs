@@ -257,7 +257,7 @@ fn run_worker(worker: &Worker, mode: &str) {
                 .expect("bind udp");
             let line = format!("hello from {}\n", worker.id());
             let pong = format!("pong from {}", worker.id());
-            std::thread::spawn(move || {
+            let unix = std::thread::spawn(move || {
                 for stream in unix.incoming() {
                     let _ = stream.expect("accept").write_all(line.as_bytes());
                 }
@@ -269,6 +269,9 @@ fn run_worker(worker: &Worker, mode: &str) {
                 }
             });
             serve(worker, &tcp.expect("listen"));
+            // The Unix listener stops with the disconnect too; what it took is answered
+            // before the process ends.
+            unix.join().expect("unix listener");
             echo(worker);
         }
         // Listen twice on one address in this worker: the second gets its own socket.

@@ -1,0 +1,41 @@
+//! The cluster as [`Metrics`] see it.
+
+use super::Core;
+use crate::primary::loads::WorkerLoad;
+use crate::primary::metrics::{Metrics, WorkerMetrics};
+
+impl Core {
+    /// A snapshot of the workers and the counters.
+    pub(crate) fn metrics(&self) -> Metrics {
+        let stats = self.listeners.stats;
+        let mut cluster = self.tally.cluster;
+        cluster.accepted = stats.accepted;
+        cluster.handed_over = stats.handed_over;
+        cluster.taken_back = stats.taken_back;
+        cluster.taken_from_stalled = stats.taken_from_stalled;
+        cluster.closed_unserved = stats.closed_unserved;
+        cluster.closed_gone = stats.closed_gone;
+        cluster.accept_errors = stats.accept_errors;
+        let workers = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.listed)
+            .map(|(id, w)| {
+                let load = self.loads.workers.get(id);
+                WorkerMetrics {
+                    id: *id,
+                    pid: w.pid,
+                    state: w.state,
+                    uptime: w.uptime(),
+                    restarts: self.tally.restarts(w.lineage()),
+                    handed: load.map_or(0, |l| l.handed),
+                    taken: load.map_or(0, |l| l.counts.taken),
+                    finished: load.map_or(0, |l| l.counts.finished),
+                    load: load.map_or(0, |l| l.counts.load),
+                    queued: load.map_or(0, WorkerLoad::queued),
+                }
+            })
+            .collect();
+        Metrics { workers, cluster }
+    }
+}
