@@ -140,6 +140,8 @@ mod ipc;
 pub mod policy;
 mod primary;
 mod role;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod tuning;
 mod worker;
 

@@ -47,6 +47,34 @@ impl<S> Connection<S> {
             .expect("a connection holds its stream until dropped")
     }
 
+    /// The same connection over another stream type made from this one (a tokio stream, say),
+    /// still counted on the board. On failure the connection is counted finished.
+    ///
+    /// # Errors
+    /// What `into` returns.
+    pub fn try_map<T>(
+        mut self,
+        into: impl FnOnce(S) -> io::Result<T>,
+    ) -> io::Result<Connection<T>> {
+        let stream = self
+            .stream
+            .take()
+            .expect("a connection holds its stream until dropped");
+        let board = self.board.take();
+        match into(stream) {
+            Ok(stream) => Ok(Connection {
+                stream: Some(stream),
+                board,
+            }),
+            Err(e) => {
+                if let Some(b) = board {
+                    b.finished(1);
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn get(&self) -> &S {
         self.stream
             .as_ref()
@@ -113,5 +141,55 @@ impl<S: Write> Write for Connection<S> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.get_mut().flush()
+    }
+}
+
+#[cfg(feature = "tokio")]
+mod tokio_io {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    use super::Connection;
+
+    impl<S: AsyncRead + Unpin> AsyncRead for Connection<S> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(self.get_mut().get_mut()).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for Connection<S> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(self.get_mut().get_mut()).poll_write(cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(self.get_mut().get_mut()).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(self.get_mut().get_mut()).poll_shutdown(cx)
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(self.get_mut().get_mut()).poll_write_vectored(cx, bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.get().is_write_vectored()
+        }
     }
 }

@@ -33,6 +33,8 @@ pub mod epoll;
 pub mod listen;
 pub mod pidfd;
 pub mod poll;
+#[cfg(feature = "tokio")]
+pub mod reactor;
 pub mod scm;
 pub mod shm;
 pub mod signal;

@@ -221,6 +221,63 @@ fn run_worker(worker: &Worker, mode: &str) {
             drop(listener);
             echo(worker);
         }
+        // `tokio-serve:ADDR`: `serve:` from a tokio runtime (ringleader::tokio::TcpListener).
+        m if m.starts_with("tokio-serve:") => {
+            let listener = worker.listen_tcp(&m[12..]).expect("listen");
+            tokio_runtime().block_on(async {
+                let listener = ringleader::tokio::TcpListener::new(listener).expect("register");
+                let line = format!("hello from {}\n", worker.id());
+                loop {
+                    match listener.accept().await {
+                        Ok((mut stream, _)) => {
+                            let line = line.clone();
+                            tokio::spawn(async move {
+                                use tokio::io::AsyncWriteExt;
+                                let _ = stream.write_all(line.as_bytes()).await;
+                            });
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => break,
+                        Err(e) => panic!("accept: {e}"),
+                    }
+                }
+            });
+            echo(worker);
+        }
+        // `tokio-unix:PATH`: `serve:` on a Unix socket, from a tokio runtime.
+        m if m.starts_with("tokio-unix:") => {
+            let listener = worker.listen_unix(&m[11..]).expect("listen");
+            tokio_runtime().block_on(async {
+                let listener = ringleader::tokio::UnixListener::new(listener).expect("register");
+                let line = format!("hello from {}\n", worker.id());
+                while let Ok(mut stream) = listener.accept().await {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = stream.write_all(line.as_bytes()).await;
+                }
+            });
+            echo(worker);
+        }
+        // `tokio-udp:ADDR`: `udp:` from a tokio runtime.
+        m if m.starts_with("tokio-udp:") => {
+            let socket = worker.bind_udp(&m[10..]).expect("bind");
+            let pong = format!("pong from {}", worker.id());
+            tokio_runtime().block_on(async {
+                let socket = ringleader::tokio::UdpSocket::new(socket).expect("register");
+                let mut buf = [0u8; 64];
+                while let Ok((_, from)) = socket.recv_from(&mut buf).await {
+                    let _ = socket.send_to(pong.as_bytes(), from).await;
+                }
+            });
+        }
+        // `tokio-echo`: `echo`, receiving with ringleader::tokio::Worker.
+        "tokio-echo" => {
+            tokio_runtime().block_on(async {
+                let async_worker =
+                    ringleader::tokio::Worker::new(worker.clone()).expect("register");
+                while let Ok(Some(message)) = async_worker.recv().await {
+                    let _ = worker.send(&message.data);
+                }
+            });
+        }
         // `nb-serve:ET|LT:ADDR`: `serve:` from a loop of the worker's own over the non-blocking
         // listener's fd: edge-triggered accepting until `WouldBlock`, or level-triggered
         // accepting one connection per wake-up.
@@ -612,6 +669,15 @@ fn run_worker(worker: &Worker, mode: &str) {
             std::process::exit(2);
         }
     }
+}
+
+/// A tokio runtime for the worker modes that use one (built after `role()`, as they must).
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
 
 /// Serves `listener` from an epoll of this worker's own until the listener stops.
