@@ -3,7 +3,8 @@
 //! readiness (the epoll backend's fd; on io_uring, an eventfd the kernel signals for each
 //! completion, since the ring's fd stays unreadable until this thread enters the kernel) and
 //! a timer set after each poll for the work that comes due by itself: accept rounds, steer
-//! and stall checks, respawn back-offs, rolls and upgrades.
+//! and stall checks, respawn back-offs, rolls and upgrades. Level- and edge-triggered
+//! watchers both work: a poll that leaves the fd readable rings the bell, a fresh edge.
 //!
 //! [`Primary::as_fd`]: crate::Primary::as_fd
 //! [`Primary::poll`]: crate::Primary::poll
@@ -97,6 +98,17 @@ impl Outside {
     /// What `timerfd_settime(2)` returns.
     pub(crate) fn after(&self, due: Option<Instant>) -> std::io::Result<()> {
         self.timer
-            .set(due.map(|at| at.saturating_duration_since(Instant::now())))
+            .set(due.map(|at| at.saturating_duration_since(Instant::now())))?;
+        // Still readable (the loop's fds hold more than one poll took): ring the bell, whose
+        // wake-up is a fresh edge for an edge-triggered watcher (mio, tokio), which would
+        // otherwise wait for one that never comes.
+        let still = ringleader_sys::poll::poll(
+            &[(&self.epoll.as_fd(), ringleader_sys::poll::IN)],
+            Some(std::time::Duration::ZERO),
+        )?;
+        if !still[0].is_empty() {
+            self.bell.ring();
+        }
+        Ok(())
     }
 }

@@ -292,6 +292,41 @@ pub fn fetch_hello(port: u16) -> Result<String, String> {
     }
 }
 
+/// The example `name` (`target/<profile>/examples/name`; the test runs from
+/// `target/<profile>/deps`), built with the `tokio` feature first if a plain
+/// `cargo test -p ringleader-tests` left it out.
+pub fn example(name: &str) -> std::path::PathBuf {
+    static BUILT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let exe = std::env::current_exe().expect("the test's path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let path = profile.join("examples").join(name);
+    let _one_build = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "ringleader",
+                "--features",
+                "tokio",
+                "--example",
+                name,
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build --example");
+        assert!(built.success(), "cargo build --example {name}");
+    }
+    path
+}
+
 /// How many fds this process has open. Counting tests hold [`alone`].
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -350,10 +385,32 @@ pub struct Spawned {
 impl Spawned {
     /// Starts `program args` in a new process group.
     pub fn start(program: impl AsRef<Path>, args: &[&str], env: &[(&str, &str)]) -> Spawned {
+        Spawned::start_with(program, args, env, Stdio::inherit())
+    }
+
+    /// [`Spawned::start`] with a pipe to its standard input ([`Spawned::write_line`]).
+    pub fn start_piped(program: impl AsRef<Path>, args: &[&str], env: &[(&str, &str)]) -> Spawned {
+        Spawned::start_with(program, args, env, Stdio::piped())
+    }
+
+    /// Writes `line` and a newline to the child's standard input ([`Spawned::start_piped`]).
+    pub fn write_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("started with a pipe");
+        writeln!(stdin, "{line}").expect("write to the child");
+    }
+
+    fn start_with(
+        program: impl AsRef<Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Stdio,
+    ) -> Spawned {
         let share = Share::take();
         let mut cmd = Command::new(program.as_ref());
         cmd.args(args)
             .envs(env.iter().copied())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .process_group(0);
         let mut child = cmd.spawn().expect("spawn fixture");

@@ -4,28 +4,12 @@
 //! connections close) and the primary hands everything over.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use ringleader_tests::load::{self, Load};
 use ringleader_tests::{Spawned, alive};
 
-/// The `hello` example next to the fixture; built if a plain `cargo test -p` left it out.
-fn hello() -> &'static PathBuf {
-    static HELLO: OnceLock<PathBuf> = OnceLock::new();
-    HELLO.get_or_init(|| {
-        let fixture = PathBuf::from(env!("CARGO_BIN_EXE_fixture"));
-        let hello = fixture.with_file_name("examples").join("hello");
-        if !hello.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let built = std::process::Command::new(cargo)
-                .args(["build", "-q", "-p", "ringleader", "--example", "hello"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("cargo build --example hello");
-            assert!(built.success(), "cargo build --example hello");
-        }
-        hello
-    })
+fn hello() -> PathBuf {
+    ringleader_tests::example("hello")
 }
 
 fn free_port() -> u16 {

@@ -155,3 +155,37 @@ fn next_timeout_says_when_timed_work_is_due() {
     let next = h.primary.next_timeout().expect("a steer check is due");
     assert!(next <= Duration::from_millis(16), "{next:?}");
 }
+
+#[test]
+fn an_outside_epoll_drives_a_roll_to_its_end() {
+    let h = Harness::new(FIXTURE);
+    let mut outside = OutsideLoop::new(&h);
+    for _ in 0..2 {
+        h.fork("serve:127.0.0.1:0");
+    }
+    outside.until(&h, |seen| {
+        seen.iter()
+            .filter(|e| matches!(e, Event::Listening { .. }))
+            .count()
+            == 2
+    });
+    // Each step's end (the predecessor's exit) must start the next with nothing else
+    // happening: no fd shows it.
+    h.primary.roll(ringleader::Roll::default()).expect("roll");
+    outside.until(&h, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, Event::RollDone { .. } | Event::RollFailed { .. }))
+    });
+    assert!(
+        outside
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::RollDone { replaced: 2, .. })),
+        "{:?}",
+        outside
+            .events
+            .iter()
+            .map(ringleader_tests::describe)
+            .collect::<Vec<_>>()
+    );
+}

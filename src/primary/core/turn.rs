@@ -122,13 +122,18 @@ impl Core {
         .min()
     }
 
-    /// For a loop outside this one, after a turn: submits what the turn queued, and says
-    /// when the loop must run again whatever its fds show: now, when events or outcomes
-    /// wait in this process; else when timed work is due.
+    /// For a loop outside this one, after a turn: moves supervision on, submits what the
+    /// turn queued, and says when the loop must run again whatever its fds show: now, when
+    /// events or outcomes wait in this process; else when timed work is due.
     ///
     /// # Errors
     /// What submitting to the kernel returns.
     pub(crate) fn hand_back(&mut self) -> Result<Option<Instant>> {
+        // What the turn's events moved on (a roll's step done, an upgrade's new primary
+        // ready) takes its next step now: no fd would show it.
+        self.respawn_due();
+        self.roll_on();
+        self.upgrade_on();
         self.flush_all();
         self.driver
             .submit()

@@ -1,0 +1,131 @@
+//! The primary of the examples' clusters (`hello`, `hello_tokio`): the command line, the
+//! supervisor with gunicorn's and nginx's signal conventions, and what it prints.
+
+use std::time::Duration;
+
+use ringleader::{Ending, Event, Primary, Scheduling, Settings, Supervise};
+
+/// How long a graceful stop may take.
+pub(crate) const STOP_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long a worker may take no connection while some wait before it is killed.
+const STUCK: Duration = Duration::from_secs(30);
+
+/// Node's hello-world cluster: one worker per CPU serving HTTP on one port.
+#[derive(clap::Parser, Debug)]
+pub(crate) struct Args {
+    /// Workers to fork [default: one per CPU].
+    #[arg(long)]
+    pub(crate) workers: Option<usize>,
+    /// The port every worker listens on.
+    #[arg(long, default_value_t = 8000)]
+    pub(crate) port: u16,
+    /// How connections reach the workers.
+    #[arg(long, value_enum, default_value_t = Policy::Rr)]
+    pub(crate) policy: Policy,
+    /// Serve GET /metrics (Prometheus) and GET /status (JSON) on this address.
+    #[arg(long)]
+    pub(crate) admin: Option<std::net::SocketAddr>,
+}
+
+/// `rr`: the primary accepts and hands each connection to a worker; `none`: the workers
+/// share one socket; `reuseport`: each has its own; `steer`: each has its own, and the
+/// primary steers the kernel's choice by load.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum Policy {
+    Rr,
+    None,
+    Reuseport,
+    Steer,
+}
+
+/// Runs the cluster's primary until the supervisor ends, then exits with its status.
+///
+/// # Errors
+/// What setting the cluster up returns.
+pub(crate) fn primary(primary: &Primary, args: &Args) -> Result<(), ringleader::Error> {
+    println!("Primary {} is running", std::process::id());
+    let scheduling = match args.policy {
+        Policy::Rr => Scheduling::RoundRobin,
+        Policy::None => Scheduling::Shared,
+        Policy::Reuseport => Scheduling::ReusePort,
+        Policy::Steer => Scheduling::Steered,
+    };
+    // A worker stuck for 30 s with connections waiting is killed and replaced
+    // (gunicorn's timeout); what waited at it went to the others after 50 ms.
+    primary.setup(
+        Settings::default()
+            .scheduling(scheduling)
+            .kill_stalled_after(Some(STUCK)),
+    )?;
+    if let Some(addr) = args.admin {
+        let local = primary.serve_admin(addr)?;
+        println!("Metrics on http://{local}/metrics");
+    }
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = args.workers.unwrap_or(cpus);
+    // gunicorn's and nginx's conventions: INT and TERM stop gracefully, QUIT at once,
+    // HUP replaces every worker (a roll), USR2 upgrades the primary in place, TTIN and
+    // TTOU add and retire one; workers that exit unasked are replaced, with a
+    // back-off, and given up on when they keep dying at start.
+    let supervise = Supervise::new(workers).stop_within(STOP_WITHIN);
+    let ending = primary.supervise(supervise, |_, event| report(event))?;
+    match ending {
+        Ending::GaveUp => eprintln!("No worker is left; giving up"),
+        Ending::Upgraded => println!("The new primary serves; bye"),
+        _ => println!("All workers are gone; bye"),
+    }
+    std::process::exit(ending.exit_code())
+}
+
+/// What the primary says about what happens in its cluster.
+pub(crate) fn report(event: &Event) {
+    match event {
+        Event::Listening { worker, address } => {
+            println!(
+                "Worker {worker} listening on {}:{}",
+                address.address, address.port
+            );
+        }
+        Event::Exit {
+            worker,
+            code,
+            signal,
+            ..
+        } => println!(
+            "worker {worker} died ({})",
+            code.map_or_else(|| format!("{signal:?}"), |c| c.to_string())
+        ),
+        Event::Respawned {
+            worker,
+            replaces,
+            delay,
+        } => {
+            println!("Worker {worker} replaces worker {replaces} (after {delay:?})");
+        }
+        Event::GaveUp {
+            worker,
+            exits,
+            window,
+        } => eprintln!(
+            "worker {worker} exited {exits} times within {window:?} soon after starting: \
+             not replacing it"
+        ),
+        Event::Signal(signal) => println!("Primary got {signal}"),
+        Event::StalledKilled { worker, stalled } => {
+            eprintln!("worker {worker} took no connection for {stalled:?}: killed");
+        }
+        Event::RollStep { old, new } => println!("Worker {new} is ready; worker {old} leaves"),
+        Event::RollDone { replaced, took } => println!("Replaced {replaced} workers in {took:?}"),
+        Event::RollFailed { worker, reason } => {
+            eprintln!("The roll stopped: worker {worker}: {reason}");
+        }
+        Event::UpgradeStarted { pid } => println!("Starting a new primary ({pid})"),
+        Event::UpgradeReady { pid } => println!("The new primary {pid} serves; this one retires"),
+        Event::UpgradeFailed { reason } => {
+            eprintln!("The upgrade stopped: the new primary: {reason}");
+        }
+        Event::Error { worker, error } => eprintln!("worker {worker:?}: {}", error.report()),
+        _ => {}
+    }
+}

@@ -1,0 +1,164 @@
+//! The examples a user starts from, run as users run them against real sockets:
+//! `hello_tokio` (hyper in each worker) answers like `hello` and rolls under keep-alive and
+//! close clients with no failed request; `proxy` forwards connections to an upstream both
+//! ways; `custom_loop` serves `hello`'s answers from a primary in a mio loop that also reads
+//! commands from standard input.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ringleader_tests::load::{self, Load};
+use ringleader_tests::{Spawned, WATCHDOG, example};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a port")
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(pid, sig).expect("signal");
+}
+
+/// Waits for `n` lines from the primary saying a worker listens.
+fn listening(h: &Spawned, n: usize) {
+    let mut seen = 0;
+    while seen < n {
+        if h.expect_line("Worker ").contains("listening on") {
+            seen += 1;
+        }
+    }
+}
+
+/// One request with `connection: close`: the answer's head and body.
+fn get(port: u16) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
+    s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .expect("write");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    (head.to_lowercase(), body.to_owned())
+}
+
+#[test]
+fn hello_tokio_answers_like_hello_and_rolls_with_no_failed_request() {
+    let port = free_port();
+    let h = Spawned::start(
+        example("hello_tokio"),
+        &["--workers", "2", "--port", &port.to_string()],
+        &[],
+    );
+    listening(&h, 2);
+    let (head, body) = get(port);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("x-worker-id: "), "{head}");
+    assert_eq!(body, "hello world\n");
+    let mut clients = Load::new();
+    clients.clients(16, move |stop| load::keep_alive(port, stop));
+    clients.clients(4, move |_| load::close(port));
+    while clients.answered() < 200 {
+        std::thread::yield_now();
+    }
+    signal(h.pid(), rustix::process::Signal::HUP);
+    let done = h.expect_one_of(&["Replaced ", "The roll stopped"]);
+    assert_eq!(done.0, 0, "{}", done.1);
+    let before = clients.answered();
+    while clients.answered() < before + 200 {
+        std::thread::yield_now();
+    }
+    let tally = clients.stop();
+    assert_eq!(tally.failed, 0, "{tally:?}");
+}
+
+#[test]
+fn proxy_forwards_every_connection_to_the_upstream_both_ways() {
+    // An upstream that echoes each connection until its client shuts down writing.
+    let upstream = TcpListener::bind("127.0.0.1:0").expect("upstream");
+    let up_port = upstream.local_addr().expect("addr").port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let serving = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            for conn in upstream.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let _ = conn.read_to_end(&mut buf);
+                    let _ = conn.write_all(&buf);
+                });
+            }
+        })
+    };
+    let port = free_port();
+    let mut proxy = Spawned::start(
+        example("proxy"),
+        &[
+            "--port",
+            &port.to_string(),
+            "--upstream",
+            &format!("127.0.0.1:{up_port}"),
+            "--workers",
+            "2",
+        ],
+        &[],
+    );
+    listening(&proxy, 2);
+    let clients: Vec<_> = (0..40)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
+                let sent = format!("ping {i} ").repeat(1000);
+                s.write_all(sent.as_bytes()).expect("write");
+                s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+                let mut back = String::new();
+                s.read_to_string(&mut back).expect("read");
+                back == sent
+            })
+        })
+        .collect();
+    let echoed = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(echoed, 40);
+    signal(proxy.pid(), rustix::process::Signal::TERM);
+    assert_eq!(proxy.wait(), Some(0), "a graceful stop");
+    stop.store(true, Ordering::Relaxed);
+    let _ = TcpStream::connect(("127.0.0.1", up_port));
+    serving.join().expect("upstream");
+}
+
+#[test]
+fn custom_loop_serves_from_a_mio_loop_and_takes_commands() {
+    let port = free_port();
+    let mut h = Spawned::start_piped(
+        example("custom_loop"),
+        &["--workers", "2", "--port", &port.to_string()],
+        &[],
+    );
+    listening(&h, 2);
+    for _ in 0..20 {
+        let (head, body) = get(port);
+        assert!(head.contains("x-worker-id: "), "{head}");
+        assert_eq!(body, "hello world\n");
+    }
+    h.write_line("status");
+    let status = h.expect_line("status: ");
+    assert!(status.starts_with("2 workers"), "{status}");
+    h.write_line("roll");
+    h.expect_line("Replaced ");
+    assert_eq!(get(port).1, "hello world\n");
+    h.write_line("quit");
+    assert_eq!(h.wait(), Some(0));
+}
