@@ -128,6 +128,7 @@
 //! the suite so too).
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #[cfg(not(target_os = "linux"))]
 compile_error!("ringleader supports Linux only");

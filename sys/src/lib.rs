@@ -10,7 +10,8 @@
 //! | [`pidfd`] | `pidfd_open(2)`, `pidfd_send_signal(2)`, `waitid(P_PIDFD)` |
 //! | [`signal`] | signal numbers and names, `signalfd(2)` |
 //! | [`steer`] | steering an `SO_REUSEPORT` group by weights (classic BPF), a listener's accept-queue depth |
-//! | [`poll`] | `poll(2)` on one or two fds, `eventfd(2)` |
+//! | [`poll`] | `poll(2)` on one or two fds, `eventfd(2)`, `timerfd_create(2)` |
+//! | `reactor` | fds registered with a tokio runtime (feature `tokio`) |
 //! | [`epoll`] | `epoll(7)`, the fallback event loop |
 //! | [`uring`] | an io_uring ring with a feature probe and owned-buffer operations |
 //! | [`env`](mod@env) | reading and removing the worker's environment variables |
@@ -25,6 +26,7 @@
 //! the rest is older.
 
 #![cfg_attr(not(target_os = "linux"), allow(unused))]
+#![deny(missing_docs)]
 #[cfg(not(target_os = "linux"))]
 compile_error!("ringleader-sys supports Linux only");
 

@@ -20,6 +20,7 @@ pub(crate) fn http_rows(cfg: &Config, rows: &mut Vec<Row>) {
         .node
         .as_ref()
         .map(|_| measure(cfg, Side::Node, "rr", 2, Workload::KeepAlive));
+    let node_keep_alive = node.clone();
     rows.push(Row::new(
         "HTTP keep-alive req/s, rr, 2 workers",
         ours.rate,
@@ -53,12 +54,46 @@ pub(crate) fn http_rows(cfg: &Config, rows: &mut Vec<Row>) {
         Better::Higher,
         Some(2.0),
     ));
+    // The examples a user starts from, against the same Node runs: `hello` (a thread per
+    // connection) and `hello_tokio` (hyper on tokio), with their supervisor.
+    for (w, node) in [(Workload::KeepAlive, &node_keep_alive), (Workload::Close, &node)] {
+        let kind = if w == Workload::Close {
+            "Connection: close"
+        } else {
+            "keep-alive"
+        };
+        for side in [Side::Hello, Side::HelloTokio] {
+            let m = measure(cfg, side, "rr", 2, w);
+            rows.push(Row::new(
+                &format!("{} HTTP {kind} req/s, rr, 2 workers", side.name()),
+                m.rate,
+                node.as_ref().map(|n| n.rate),
+                Better::Higher,
+                (w == Workload::Close).then_some(2.0),
+            ));
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Side {
     Ours,
     Node,
+    /// The `hello` example.
+    Hello,
+    /// The `hello_tokio` example.
+    HelloTokio,
+}
+
+impl Side {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Side::Ours => "ours",
+            Side::Node => "node",
+            Side::Hello => "hello",
+            Side::HelloTokio => "hello_tokio",
+        }
+    }
 }
 
 #[derive(Default, Clone)]
@@ -96,7 +131,7 @@ pub(crate) fn measure(
     };
     println!(
         "  {:<5} {:<6} {} workers {:<9} {:>9.0}/s  p50 {:.2} ms  p99 {:.2} ms  primary {:.2} us/op  client {:.0} % CPU",
-        if side == Side::Ours { "ours" } else { "node" },
+        side.name(),
         policy,
         workers,
         format!("{w:?}"),
@@ -130,37 +165,55 @@ pub(crate) fn one_run(
     } else {
         Command::new("env")
     };
+    let example = |name: &str| cfg.bin_dir.join("examples").join(name);
     match side {
         Side::Ours => cmd.arg(cfg.bin_dir.join("cluster_server")),
         Side::Node => cmd
             .arg(cfg.node.as_ref().expect("node"))
             .arg(cfg.repo.join("benches/node/cluster-server.js")),
+        Side::Hello => cmd.arg(example("hello")),
+        Side::HelloTokio => cmd.arg(example("hello_tokio")),
     };
-    cmd.args([
-        "--mode",
-        mode,
-        "--workers",
-        &workers_arg,
-        "--port",
-        &port.to_string(),
-    ])
-    .args(["--kill-every", "0"])
-    .env("NODE_CLUSTER_SCHED_POLICY", policy_env)
+    if matches!(side, Side::Hello | Side::HelloTokio) {
+        cmd.args(["--workers", &workers_arg, "--port", &port.to_string()]);
+        cmd.args(["--policy", policy]);
+    } else {
+        cmd.args([
+            "--mode",
+            mode,
+            "--workers",
+            &workers_arg,
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--kill-every", "0"]);
+    }
+    cmd.env("NODE_CLUSTER_SCHED_POLICY", policy_env)
     .env_remove("RINGLEADER_SCHED_POLICY")
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
     let mut server = Guard(cmd.spawn().expect("start a server"));
     let mut lines = BufReader::new(server.0.stdout.take().expect("stdout")).lines();
+    // The examples say each worker's listening; the benchmark servers say READY once.
+    let mut listening = 0;
     let primary_pid: u32 = loop {
         match lines.next() {
             Some(Ok(l)) if l.starts_with("READY ") => {
                 let v: Value = serde_json::from_str(&l[6..]).unwrap_or(Value::Null);
                 break v["primary"].as_u64().map_or(server.0.id(), |p| p as u32);
             }
+            Some(Ok(l)) if l.contains(" listening on ") => {
+                listening += 1;
+                if listening == workers {
+                    break server.0.id();
+                }
+            }
             Some(Ok(_)) => continue,
             _ => panic!("the server did not start"),
         }
     };
+    // The examples print a line per event: keep reading, or their pipe fills and they stop.
+    let drain = std::thread::spawn(move || lines.for_each(drop));
     // Let it settle, then measure.
     std::thread::sleep(Duration::from_millis(200));
     let cpu_before = cpu_us(primary_pid);
@@ -189,6 +242,7 @@ pub(crate) fn one_run(
         client_cpu_pct,
     };
     drop(server);
+    let _ = drain.join();
     std::thread::sleep(Duration::from_millis(300));
     m
 }
