@@ -3,6 +3,6 @@
 # resolved from the workspace, as it will be from crates.io).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo package --workspace --locked --no-verify --list >/dev/null
-CARGO_TARGET_DIR=target/package cargo package --workspace --locked
+# `--workspace` would package the test and benchmark crates too (publish = false).
+CARGO_TARGET_DIR=target/package cargo package -p ringleader-sys -p ringleader --locked
 echo "package: ok"

@@ -65,6 +65,11 @@ struct HeaderLayout {
 /// One worker's slot as it lies in memory: four 128-byte lines (the size
 /// `crossbeam_utils::CachePadded` uses on x86-64), so that words written by different
 /// processes never share one.
+///
+/// Spelled out with `#[repr(C)]` rather than built from `CachePadded`: the layout is a
+/// contract between processes (a worker may be another build, of another version), and
+/// `CachePadded`'s alignment is an implementation detail that differs by target and may
+/// change between its releases. Nothing in this process's own memory is padded by hand.
 #[repr(C, align(128))]
 #[allow(dead_code)]
 struct SlotLayout {

@@ -41,6 +41,18 @@ const HIGH_WATER: usize = 4 * 1024 * 1024;
 ///
 /// Cheap to clone; all clones share the channel. Every method takes `&self`, so one thread may
 /// block in [`Worker::recv`] while others send.
+///
+/// # Examples
+/// ```no_run
+/// # fn main() -> Result<(), ringleader::Error> {
+/// let ringleader::Role::Worker(worker) = ringleader::role()? else { return Ok(()) };
+/// worker.send(b"hello from a worker")?; // process.send()
+/// while let Some(message) = worker.recv()? {
+///     // process.on('message')
+///     worker.send(&message.data)?;
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Worker {
     shared: Arc<Shared>,
@@ -356,6 +368,8 @@ impl Worker {
         let spin = Duration::from_nanos(self.shared.busy_poll_ns.load(Ordering::Relaxed));
         let spin_until =
             (blocking == Blocking::Yes && !spin.is_zero()).then(|| Instant::now() + spin);
+        // Spinning: hot at first, then yielding the CPU to whoever waits for it.
+        let backoff = crossbeam_utils::Backoff::new();
         loop {
             if reply.is_some_and(|seq| lock(&self.shared.replies).contains_key(&seq)) {
                 return Ok(None);
@@ -403,7 +417,7 @@ impl Worker {
             ) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && spinning => {
-                    std::hint::spin_loop();
+                    backoff.snooze();
                     continue;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),

@@ -41,8 +41,6 @@ use crate::tuning::{default_accept_rounds, default_busy_poll};
 /// Queued output beyond this makes the primary's `send` wait, running the loop, until the
 /// worker has read enough.
 pub(crate) const HIGH_WATER: usize = 4 * 1024 * 1024;
-/// The first part of a busy-poll window, spent spinning without yielding the CPU.
-const HOT_SPIN: Duration = Duration::from_micros(5);
 
 /// Load-board slots unless the settings say otherwise.
 const DEFAULT_BOARD_SLOTS: usize = 256;

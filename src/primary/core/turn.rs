@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use ringleader_sys::uring::Completion;
 
-use super::{Core, HOT_SPIN, roll, upgrade};
+use crossbeam_utils::Backoff;
+
+use super::{Core, roll, upgrade};
 use crate::error::{Error, Result};
 use crate::primary::driver::{Happening, SIGNALS, Tag, dyn_fd, token, token_generation, untoken};
 use crate::primary::event::Event;
@@ -86,21 +88,17 @@ impl Core {
         };
         if !spin.is_zero() {
             let start = Instant::now();
+            // A hot spin first, for answers that come within microseconds; then a polite one:
+            // when another task waits for this CPU (on a small machine, often the very worker
+            // or client we wait for) it runs now, else `sched_yield` returns at once.
+            let backoff = Backoff::new();
             while start.elapsed() < spin {
                 // Any progress ends the turn, not only an event: a flush that made room is
                 // what a sender held back by back-pressure waits for.
                 if self.wait(Some(Duration::ZERO))? > 0 {
                     return Ok(());
                 }
-                // A hot spin first, for answers that come within microseconds; then a polite
-                // one: when another task waits for this CPU (on a small machine, often the
-                // very worker or client we wait for) it runs now, else `sched_yield` returns
-                // at once.
-                if start.elapsed() < HOT_SPIN {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
+                backoff.snooze();
             }
         }
         self.wait(timeout.map(|t| t.saturating_sub(spin))).map(drop)
