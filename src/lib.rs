@@ -154,6 +154,7 @@ pub use board::Hint;
 #[doc(hidden)]
 pub mod internals {
     pub use crate::ipc::frame;
+    pub use crate::ipc::node;
 
     /// Feeds `chunks` one by one into the receive buffer the channels use, as reads would,
     /// and returns the frames (kind byte, payload) it yields, or the first error.

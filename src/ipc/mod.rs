@@ -2,13 +2,18 @@
 //! socketpair, with fds passed alongside (`SCM_RIGHTS`).
 //!
 //! [`frame`] is the pure wire format (fuzzed); a private module buffers bytes on their way in
-//! and out. Nothing here knows about processes.
+//! and out. [`node`] is Node.js's line protocol, decoded as purely (fuzzed too). Nothing here
+//! knows about processes.
 
 pub(crate) mod buffers;
 // Public only for the `internals` feature's fuzz and bench hooks.
 #[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
 pub mod frame;
 pub(crate) mod listen;
+// Node.js's own IPC protocol, for unmodified Node workers. Public only for the `internals`
+// feature's fuzz target until the primary speaks it (issue 16).
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
+pub mod node;
 
 /// A message received from the other side: bytes, and the fd that came with them, if any.
 #[derive(Debug)]

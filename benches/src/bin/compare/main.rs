@@ -313,9 +313,17 @@ fn ensure_built(cfg: &Config) {
 /// `tokio` feature where they are absent (always rebuilt: they must match the source).
 fn ensure_examples(cfg: &Config) {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "--release", "-q", "-p", "ringleader", "--features", "tokio"])
-        .args(["--example", "hello", "--example", "hello_tokio"])
-        .current_dir(&cfg.repo);
+    cmd.args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "ringleader",
+        "--features",
+        "tokio",
+    ])
+    .args(["--example", "hello", "--example", "hello_tokio"])
+    .current_dir(&cfg.repo);
     let ok = cmd.status().is_ok_and(|s| s.success());
     assert!(ok, "could not build the hello examples");
 }

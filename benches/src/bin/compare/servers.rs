@@ -56,7 +56,10 @@ pub(crate) fn http_rows(cfg: &Config, rows: &mut Vec<Row>) {
     ));
     // The examples a user starts from, against the same Node runs: `hello` (a thread per
     // connection) and `hello_tokio` (hyper on tokio), with their supervisor.
-    for (w, node) in [(Workload::KeepAlive, &node_keep_alive), (Workload::Close, &node)] {
+    for (w, node) in [
+        (Workload::KeepAlive, &node_keep_alive),
+        (Workload::Close, &node),
+    ] {
         let kind = if w == Workload::Close {
             "Connection: close"
         } else {
@@ -189,9 +192,9 @@ pub(crate) fn one_run(
         .args(["--kill-every", "0"]);
     }
     cmd.env("NODE_CLUSTER_SCHED_POLICY", policy_env)
-    .env_remove("RINGLEADER_SCHED_POLICY")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+        .env_remove("RINGLEADER_SCHED_POLICY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let mut server = Guard(cmd.spawn().expect("start a server"));
     let mut lines = BufReader::new(server.0.stdout.take().expect("stdout")).lines();
     // The examples say each worker's listening; the benchmark servers say READY once.
