@@ -211,7 +211,7 @@ pub use policy::SharedPolicy;
 pub use primary::{
     AddressType, Backend, ClusterMetrics, Ending, Event, Events, HandoffStats, Listening, Load,
     Metrics, Primary, Respawn, Roll, Scheduling, Settings, Stdio, Supervise, Upgrade, WorkerHandle,
-    WorkerMetrics, WorkerState,
+    WorkerMetrics, WorkerProtocol, WorkerState,
 };
 pub use ringleader_sys::signal::Signal;
 pub use role::{Role, is_worker, role};

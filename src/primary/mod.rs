@@ -30,7 +30,7 @@ pub use self::event::{AddressType, Event, Listening};
 pub use self::listeners::HandoffStats;
 pub use self::loads::Load;
 pub use self::metrics::{ClusterMetrics, Metrics, WorkerMetrics};
-pub use self::settings::{Respawn, Roll, Scheduling, Settings, Stdio, Upgrade};
+pub use self::settings::{Respawn, Roll, Scheduling, Settings, Stdio, Upgrade, WorkerProtocol};
 pub use self::state::WorkerState;
 pub use self::supervise::{Ending, Supervise};
 use crate::contract::{ENV_BACKEND, ENV_SCHED_POLICY, ENV_URING_KERNEL};

@@ -83,6 +83,23 @@ pub struct Settings {
     pub(crate) take_back: Option<Option<Duration>>,
     pub(crate) ready_when_told: Option<bool>,
     pub(crate) kill_stalled: Option<Option<Duration>>,
+    pub(crate) protocol: Option<WorkerProtocol>,
+}
+
+/// What the workers forked from now on speak on their channel ([`Settings::worker_protocol`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerProtocol {
+    /// ringleader's frames: a program built on this crate.
+    #[default]
+    Ringleader,
+    /// Node.js's own IPC protocol: an unmodified Node.js cluster application (`node app.js`),
+    /// whose `cluster.isWorker` branch then runs. Its messages are JSON values, one per
+    /// [`Event::Message`](crate::Event::Message) and [`WorkerHandle::send`](crate::WorkerHandle::send).
+    /// Its servers are served under [`Scheduling::Shared`] and [`Scheduling::ReusePort`];
+    /// round-robin and steering for Node workers are not built yet (their listens fail with
+    /// `EOPNOTSUPP` and an [`Event::Error`](crate::Event::Error) says why).
+    Node,
 }
 
 /// How long a handed-over connection may wait at a worker that does not take it before the
@@ -354,6 +371,15 @@ impl Settings {
         self
     }
 
+    /// What the workers forked from now on speak on their channel: ringleader's frames (the
+    /// default) or Node.js's protocol, for unmodified Node cluster applications
+    /// ([`WorkerProtocol`]). Set [`Settings::exec`] and [`Settings::args`] to run them
+    /// (`node`, `["app.js"]`).
+    pub fn worker_protocol(mut self, protocol: WorkerProtocol) -> Self {
+        self.protocol = Some(protocol);
+        self
+    }
+
     /// Kill a worker (SIGKILL) that has taken no connection for `after` while connections
     /// waited at it past the take-back deadline (gunicorn's `timeout`, 30 s there): stuck in
     /// a loop or a deadlock, it would otherwise be sent a probe connection forever. Its
@@ -431,7 +457,8 @@ impl Settings {
             respawn,
             take_back,
             ready_when_told,
-            kill_stalled
+            kill_stalled,
+            protocol
         );
     }
 

@@ -29,6 +29,9 @@ impl Core {
         payload: &[u8],
         fd: Option<OwnedFd>,
     ) {
+        if self.workers.get(&id).is_some_and(|w| w.node.is_some()) {
+            return self.node_frame(id, kind, payload, fd);
+        }
         if let Some(slot) = self.workers.get_mut(&id) {
             if slot.channel.is_some() && slot.outbound.push(kind, payload, fd).is_ok() {
                 self.flush(id);
@@ -53,6 +56,14 @@ impl Core {
             return Err(Error::new(ErrorKind::Disconnected, OP)
                 .detail(format!("worker {id}"))
                 .with_fd(fd));
+        }
+        if slot.node.is_some() {
+            if kind != Kind::User || fd.is_some() {
+                return Err(Error::new(ErrorKind::Settings, OP)
+                    .detail("a Node worker takes JSON messages without fds")
+                    .with_fd(fd));
+            }
+            return self.node_user(id, data);
         }
         slot.outbound
             .push(kind, data, fd)
@@ -82,6 +93,38 @@ impl Core {
         let Some(channel) = slot.channel.clone() else {
             return;
         };
+        if slot.node.is_some() {
+            match self.node_write(id) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Some(slot) = self.workers.get_mut(&id) {
+                        if !slot.write_armed {
+                            slot.write_armed = true;
+                            let _ = self.driver.want_write(&dyn_fd(&channel), id, true);
+                        }
+                    }
+                    return;
+                }
+                Err(_) => {
+                    if let Some(ch) = self.workers.get_mut(&id).and_then(|w| w.node.as_mut()) {
+                        *ch = super::node::NodeChannel::default();
+                    }
+                }
+            }
+            let Some(slot) = self.workers.get_mut(&id) else {
+                return;
+            };
+            if slot.write_armed && matches!(self.driver, Driver::Epoll(..)) {
+                let _ = self.driver.want_write(&dyn_fd(&channel), id, false);
+                slot.write_armed = false;
+            }
+            let drained = slot.node.as_ref().is_none_or(|ch| !ch.pending());
+            if drained && slot.outbound.close_when_drained && !slot.write_shut {
+                slot.write_shut = true;
+                let _ = socket::shutdown(&*channel, How::Write);
+            }
+            return;
+        }
         if slot.outbound.pending() > 0 {
             slot.last_write = Some(Instant::now());
             match slot.outbound.write_to(channel.as_fd(), Blocking::No) {
@@ -112,7 +155,10 @@ impl Core {
         let ids: Vec<WorkerId> = self
             .workers
             .iter()
-            .filter(|(_, s)| s.outbound.pending() > 0 && !s.write_armed)
+            .filter(|(_, s)| {
+                (s.outbound.pending() > 0 || s.node.as_ref().is_some_and(|n| n.pending()))
+                    && !s.write_armed
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -130,6 +176,23 @@ impl Core {
             let Some(channel) = slot.channel.clone() else {
                 return;
             };
+            if slot.node.is_some() {
+                let mut buf = vec![0u8; READ_CHUNK];
+                match scm::recv(&*channel, &mut buf, &mut fds, Blocking::No) {
+                    Ok(0) => return self.end_of_channel(id),
+                    Ok(n) => {
+                        if !self.node_input(id, &buf[..n], std::mem::take(&mut fds))
+                            || n < READ_CHUNK
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return self.channel_error(id, e),
+                }
+            }
             match scm::recv(
                 &*channel,
                 slot.inbound.spare(READ_CHUNK),
@@ -176,9 +239,16 @@ impl Core {
         match result {
             Ok(0) => self.end_of_channel(id),
             Ok(n) => {
-                slot.inbound.push_bytes(&buf[..n]);
-                if !self.take_fds(id, &mut fds) || !self.drain_frames(id) {
-                    return;
+                let node = slot.node.is_some();
+                if node {
+                    if !self.node_input(id, &buf[..n], std::mem::take(&mut fds)) {
+                        return;
+                    }
+                } else {
+                    slot.inbound.push_bytes(&buf[..n]);
+                    if !self.take_fds(id, &mut fds) || !self.drain_frames(id) {
+                        return;
+                    }
                 }
                 if let Some(slot) = self.workers.get_mut(&id) {
                     if slot.channel.is_some() {

@@ -18,7 +18,7 @@ use crate::ids::WorkerId;
 use crate::ipc::buffers::{Inbound, Outbound, READ_CHUNK};
 use crate::primary::driver::{Tag, dyn_fd, token};
 use crate::primary::event::Event;
-use crate::primary::settings::Settings;
+use crate::primary::settings::{Settings, WorkerProtocol};
 
 impl Core {
     pub(crate) fn fork(&mut self, env: &[(&str, &str)]) -> Result<(WorkerId, u32)> {
@@ -79,6 +79,16 @@ impl Core {
             (ENV_WORKER_ID.to_owned(), id.to_string()),
             (ENV_CHANNEL_FD.to_owned(), CHANNEL_FD.to_string()),
         ];
+        let node = s.protocol == Some(WorkerProtocol::Node);
+        if node {
+            // Node's own bootstrap reads these before any of the application's code runs.
+            ours.push(("NODE_UNIQUE_ID".to_owned(), id.to_string()));
+            ours.push(("NODE_CHANNEL_FD".to_owned(), CHANNEL_FD.to_string()));
+            ours.push((
+                "NODE_CHANNEL_SERIALIZATION_MODE".to_owned(),
+                "json".to_owned(),
+            ));
+        }
         if let Some((index, generation)) = board {
             ours.push((ENV_BOARD_FD.to_owned(), BOARD_FD.to_string()));
             ours.push((ENV_BOARD_SLOT.to_owned(), format!("{index}:{generation}")));
@@ -140,6 +150,7 @@ impl Core {
                 exit_generated: false,
                 online_generated: false,
                 told_ready: false,
+                node: node.then(Default::default),
                 state: WorkerState::Started,
                 connected: true,
                 dead: false,

@@ -19,6 +19,7 @@ use ringleader_sys::uring::OpId;
 mod channels;
 mod fork;
 mod manager;
+mod node;
 mod respawn;
 mod roll;
 mod snapshot;
@@ -66,6 +67,8 @@ pub(crate) struct WorkerEntry {
     online_generated: bool,
     /// The worker said it is ready ([`Kind::Ready`](crate::ipc::frame::Kind::Ready)).
     pub(crate) told_ready: bool,
+    /// A Node.js worker: its channel speaks Node's protocol ([`node`]).
+    pub(crate) node: Option<node::NodeChannel>,
     // What the user sees; changed at delivery.
     pub(crate) state: WorkerState,
     pub(crate) connected: bool,
@@ -111,6 +114,9 @@ pub(crate) struct Core {
     pub(crate) tally: crate::primary::metrics::Tally,
     /// The admin endpoint, once served ([`crate::Primary::serve_admin`]).
     pub(crate) admin: Option<crate::primary::metrics::Admin>,
+    /// Node workers' server data by key (TLS session-ticket keys), stored on first use and
+    /// echoed in every reply for the key, as Node's primary does.
+    pub(crate) node_data: BTreeMap<String, serde_json::Value>,
     /// What listener work produced, delivered as each call returns ([`Core::with_listeners`]).
     outbox: Outbox,
     pub(crate) loads: super::loads::Loads,
@@ -173,6 +179,7 @@ impl Core {
             outside_bell: None,
             tally: Default::default(),
             admin: None,
+            node_data: BTreeMap::new(),
             outbox: Outbox::default(),
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
             env_policy: None,
@@ -206,6 +213,7 @@ impl Core {
         slot.listed = false;
         if slot.channel.is_some() {
             slot.outbound.close_when_drained = true;
+            self.node_disconnect(id);
             self.flush(id);
         }
         // Node: removeHandlesForWorker. Connections queued for it go to the others, and its

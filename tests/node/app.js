@@ -1,0 +1,27 @@
+// An unmodified Node.js cluster worker branch, as in Node's docs, run by a ringleader
+// primary (tests/tests/node.rs): an HTTP server on PORT answering with the worker's id, and
+// messages the test uses to drive it.
+const cluster = require('node:cluster');
+const http = require('node:http');
+const fs = require('node:fs');
+
+if (cluster.isPrimary) {
+  console.error('this app runs as a worker of a ringleader primary');
+  process.exit(2);
+}
+const port = Number(process.env.PORT);
+process.on('message', (m) => {
+  if (m === 'ping') process.send({ pong: cluster.worker.id });
+  // Bytes that are not JSON, straight onto the channel (fd 3).
+  if (m === 'garbage') fs.writeSync(3, 'not json at all\n');
+  if (m === 'binary') fs.writeSync(3, Buffer.from([0xff, 0xfe, 0x00, 0x0a]));
+  // A handle message with no fd attached.
+  if (m === 'handle-no-fd') {
+    fs.writeSync(3, '{"cmd":"NODE_HANDLE","type":"net.Native","msg":{"x":1}}\n');
+  }
+  if (m === 'leave') cluster.worker.disconnect();
+  if (m === 'exit') process.exit(7);
+});
+http
+  .createServer((req, res) => res.end(`hello from ${cluster.worker.id}\n`))
+  .listen(port, '127.0.0.1');

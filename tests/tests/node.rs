@@ -1,0 +1,181 @@
+//! Unmodified Node.js cluster workers under a ringleader primary (`WorkerProtocol::Node`),
+//! with the installed Node: they come online, their HTTP servers share one port, messages go
+//! both ways as JSON, a worker that writes a line that is not JSON loses its channel with an
+//! `Error` event while the others serve on, and disconnects and exits are Node's.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use ringleader::{Event, Scheduling, Settings, WorkerProtocol};
+use ringleader_tests::{Harness, WATCHDOG, describe};
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
+const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/app.js");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a port")
+}
+
+/// One HTTP GET with `connection: close`: the body.
+fn get(port: u16) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(WATCHDOG))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .ok_or(answer)
+}
+
+fn node_cluster(scheduling: Scheduling) -> (Harness, u16, [ringleader::WorkerId; 2]) {
+    let h = Harness::new(FIXTURE);
+    h.primary
+        .setup(
+            Settings::default()
+                .exec("node")
+                .args([APP])
+                .worker_protocol(WorkerProtocol::Node)
+                .scheduling(scheduling),
+        )
+        .expect("setup");
+    let port = free_port();
+    let port_s = port.to_string();
+    let workers = [
+        h.primary.fork(&[("PORT", &port_s)]).expect("fork").id(),
+        h.primary.fork(&[("PORT", &port_s)]).expect("fork").id(),
+    ];
+    let listening = h.listening(2);
+    assert!(listening.iter().all(|l| l.port == port), "{listening:?}");
+    (h, port, workers)
+}
+
+fn node_workers_serve_and_talk(scheduling: Scheduling) {
+    let (h, port, [a, b]) = node_cluster(scheduling);
+    let answers = h.drive(move || (0..40).map(|_| get(port)).collect::<Vec<_>>());
+    for answer in &answers {
+        let body = answer.as_ref().expect("an answer");
+        assert!(
+            *body == format!("hello from {a}\n") || *body == format!("hello from {b}\n"),
+            "{body:?}"
+        );
+    }
+    // Messages both ways, as JSON.
+    h.primary
+        .worker(a)
+        .expect("worker")
+        .send(b"\"ping\"")
+        .expect("send");
+    let seen = h.until(|e| matches!(e, Event::Message { worker, .. } if *worker == a));
+    let Some(Event::Message { message, .. }) = seen.last() else {
+        panic!("{:?}", seen.iter().map(describe).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&message.data).expect("JSON"),
+        serde_json::json!({"pong": a})
+    );
+    assert!(
+        h.primary
+            .worker(a)
+            .expect("worker")
+            .send(b"not json")
+            .is_err()
+    );
+    // A graceful disconnect from the primary: Node closes its server, then its channel.
+    h.primary
+        .worker(a)
+        .expect("worker")
+        .disconnect()
+        .expect("disconnect");
+    let seen = h.until_gone(a);
+    assert!(seen.iter().any(|e| e.starts_with("disconnect")), "{seen:?}");
+    assert_eq!(h.drive(move || get(port)), Ok(format!("hello from {b}\n")));
+}
+
+#[test]
+fn node_workers_share_a_socket_and_talk_json() {
+    node_workers_serve_and_talk(Scheduling::Shared);
+}
+
+#[test]
+fn node_workers_get_reuseport_sockets_of_their_own() {
+    node_workers_serve_and_talk(Scheduling::ReusePort);
+}
+
+/// Worker b is told to write `what` onto its channel; its channel ends with an `Error`
+/// event, and worker a serves on.
+fn bad_bytes_end_one_channel(what: &str) {
+    let (h, port, [a, b]) = node_cluster(Scheduling::Shared);
+    let order = format!("\"{what}\"");
+    h.primary
+        .worker(b)
+        .expect("worker")
+        .send(order.as_bytes())
+        .expect("send");
+    let seen = h.until(|e| matches!(e, Event::Disconnect { worker, .. } if *worker == b));
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::Error { worker: Some(w), .. } if *w == b)),
+        "{what}: {:?}",
+        seen.iter().map(describe).collect::<Vec<_>>()
+    );
+    for _ in 0..10 {
+        assert_eq!(h.drive(move || get(port)), Ok(format!("hello from {a}\n")));
+    }
+}
+
+#[test]
+fn a_node_worker_that_writes_a_line_that_is_not_json_loses_its_channel() {
+    bad_bytes_end_one_channel("garbage");
+}
+
+#[test]
+fn a_node_worker_that_writes_binary_garbage_loses_its_channel() {
+    bad_bytes_end_one_channel("binary");
+}
+
+#[test]
+fn a_node_worker_that_sends_a_handle_line_without_its_fd_loses_its_channel() {
+    bad_bytes_end_one_channel("handle-no-fd");
+}
+
+#[test]
+fn a_node_worker_that_leaves_or_exits_is_reported_as_node_would() {
+    let (h, _port, [a, b]) = node_cluster(Scheduling::Shared);
+    // cluster.worker.disconnect() in the worker: exitedAfterDisconnect, acknowledged.
+    h.primary
+        .worker(a)
+        .expect("worker")
+        .send(b"\"leave\"")
+        .expect("send");
+    let seen = h.until(|e| matches!(e, Event::Exit { worker, .. } if *worker == a));
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Event::Disconnect { worker, exited_after_disconnect: true } if *worker == a
+        )),
+        "{:?}",
+        seen.iter().map(describe).collect::<Vec<_>>()
+    );
+    // process.exit(7): an exit code of 7, not voluntary.
+    h.primary
+        .worker(b)
+        .expect("worker")
+        .send(b"\"exit\"")
+        .expect("send");
+    let seen = h.until(|e| matches!(e, Event::Exit { worker, .. } if *worker == b));
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Event::Exit { worker, code: Some(7), .. } if *worker == b
+        )),
+        "{:?}",
+        seen.iter().map(describe).collect::<Vec<_>>()
+    );
+}
