@@ -21,6 +21,8 @@ process.on('message', (m) => {
   }
   if (m === 'leave') cluster.worker.disconnect();
   if (m === 'exit') process.exit(7);
+  // Stuck: its event loop never turns again (it takes no connection, answers nothing).
+  if (m === 'busy') for (;;);
 });
 http
   .createServer((req, res) => res.end(`hello from ${cluster.worker.id}\n`))

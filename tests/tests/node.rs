@@ -99,6 +99,11 @@ fn node_workers_serve_and_talk(scheduling: Scheduling) {
 }
 
 #[test]
+fn node_workers_take_round_robin_connections_as_newconn_handles() {
+    node_workers_serve_and_talk(Scheduling::RoundRobin);
+}
+
+#[test]
 fn node_workers_share_a_socket_and_talk_json() {
     node_workers_serve_and_talk(Scheduling::Shared);
 }
@@ -178,4 +183,59 @@ fn a_node_worker_that_leaves_or_exits_is_reported_as_node_would() {
         "{:?}",
         seen.iter().map(describe).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn connections_sent_to_a_stuck_node_worker_that_dies_are_served_by_another() {
+    let (h, port, [a, b]) = node_cluster(Scheduling::RoundRobin);
+    let pid = h.primary.worker(a).expect("worker").pid();
+    h.primary
+        .worker(a)
+        .expect("worker")
+        .send(b"\"busy\"")
+        .expect("send");
+    let clients = std::thread::spawn(move || {
+        let threads: Vec<_> = (0..20)
+            .map(|_| std::thread::spawn(move || get(port)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("client"))
+            .collect::<Vec<_>>()
+    });
+    // Once connections have waited at the stuck worker (taken back from its queue), kill it:
+    // the one it was sent and never acknowledged must go to the other worker too.
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    let mut killed = false;
+    let mut seen = Vec::new();
+    while !clients.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchdog: clients hang; {:?} {:?}",
+            h.primary.handoff_stats(),
+            seen.iter().map(describe).collect::<Vec<_>>()
+        );
+        if let Ok(Some(e)) = h
+            .primary
+            .next_event(Some(std::time::Duration::from_millis(5)))
+        {
+            seen.push(e);
+        }
+        if !killed && h.primary.handoff_stats().taken_from_stalled > 0 {
+            let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+            rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
+            killed = true;
+        }
+    }
+    assert!(killed, "the stuck worker was never sent a connection");
+    let answers = clients.join().expect("clients");
+    let events: Vec<String> = h.drain().iter().map(describe).collect();
+    for answer in &answers {
+        assert_eq!(
+            answer,
+            &Ok(format!("hello from {b}\n")),
+            "{answers:?} {:?} {events:?}",
+            h.primary.handoff_stats()
+        );
+    }
 }

@@ -398,6 +398,7 @@ impl Core {
             return;
         };
         // Connections it had not taken yet go to the other workers.
+        self.node_end(id);
         self.leave_all_listeners(id);
         let Some(slot) = self.workers.get_mut(&id) else {
             return;

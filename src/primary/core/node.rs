@@ -8,8 +8,14 @@
 //! Sends keep Node's rule of one handle in flight: after a line that carries an fd, nothing
 //! more goes out until the worker's `NODE_HANDLE_ACK` (or `NACK`).
 //!
-//! Not yet: round-robin and steered listeners, whose connections Node takes as `newconn`
-//! handles acknowledged one at a time (their listen is refused with `EOPNOTSUPP`).
+//! Round-robin: the listeners hand connections to a Node worker's hand-off channel as to any
+//! worker, and the primary reads them from the worker's end itself (a bridge), each to a
+//! `newconn` line, at most [`IN_FLIGHT`] unanswered. Connections stay queued in the channel
+//! until then, so the hand-off's bound, policies and take-back work unchanged. The primary
+//! keeps its copy of each connection until the worker's reply: `accepted: false`, or the
+//! worker's end, hands it to another worker (Node's own primary leaves such clients hanging).
+//!
+//! Not yet: steered listeners (their listen is refused with `EOPNOTSUPP`).
 //!
 //! [`WorkerProtocol::Node`]: crate::WorkerProtocol::Node
 
@@ -32,6 +38,9 @@ use crate::primary::event::{self, Event};
 /// `EOPNOTSUPP`: what a Node worker's listen gets where it is not served yet.
 const EOPNOTSUPP: i32 = 95;
 
+/// Connections sent to a Node worker and not yet answered (`accepted`), at most.
+pub(crate) const IN_FLIGHT: usize = 8;
+
 /// A Node worker's side of the channel.
 #[derive(Debug, Default)]
 pub(crate) struct NodeChannel {
@@ -49,6 +58,15 @@ pub(crate) struct NodeChannel {
     queries: BTreeMap<u64, Query>,
     /// The worker's live servers: Node's key to ours.
     keys: BTreeMap<String, Key>,
+    /// Round-robin servers: Node's key to the worker's end of the hand-off channel, which
+    /// the primary reads for it, and the connections read from it and not yet sent (one
+    /// hand-off message carries several; a read takes all its fds).
+    bridges: BTreeMap<String, (OwnedFd, VecDeque<OwnedFd>)>,
+    /// The bridge to read first next time (round-robin over the worker's servers).
+    next_bridge: usize,
+    /// Connections sent (`newconn`) and not answered, by the line's `seq`: the server's key
+    /// and the primary's copy.
+    in_flight: BTreeMap<u64, (String, OwnedFd)>,
 }
 
 impl NodeChannel {
@@ -157,9 +175,10 @@ impl Core {
                     );
                     return;
                 };
-                // Acknowledgements jump the queue, as Node's do.
+                // Acknowledgements jump the queue, as Node's do (behind a line begun).
+                let at = usize::from(ch.written > 0).min(ch.out.len());
                 ch.out
-                    .push_front((to_worker::handle_ack().into_bytes(), None));
+                    .insert(at, (to_worker::handle_ack().into_bytes(), None));
                 self.flush(id);
                 self.node_message(id, *msg, Some(fd));
             }
@@ -168,6 +187,7 @@ impl Core {
                 if let Some(ch) = self.workers.get_mut(&id).and_then(|w| w.node.as_mut()) {
                     ch.awaiting_ack = false;
                 }
+                self.node_pump(id);
                 if nack {
                     self.ready.push_back(Event::Error {
                         worker: Some(id),
@@ -227,6 +247,17 @@ impl Core {
                 });
             }
             Cluster::Close { key } => {
+                // Connections read for the server and not sent go to the others first.
+                let unsent = self
+                    .workers
+                    .get_mut(&id)
+                    .and_then(|w| w.node.as_mut())
+                    .and_then(|ch| ch.bridges.remove(&key))
+                    .map(|(_, read)| read)
+                    .unwrap_or_default();
+                for conn in unsent {
+                    self.node_hand_back(id, &key, conn);
+                }
                 let ours = self
                     .workers
                     .get_mut(&id)
@@ -252,8 +283,20 @@ impl Core {
                 self.flush(id);
                 self.leave_all_listeners(id);
             }
-            // Replies to newconn come with round-robin for Node workers (not yet).
-            Cluster::Reply { .. } => {}
+            // The answer to a newconn: taken, or to be handed to another worker.
+            Cluster::Reply { ack, accepted } => {
+                let sent = self
+                    .workers
+                    .get_mut(&id)
+                    .and_then(|w| w.node.as_mut())
+                    .and_then(|ch| ch.in_flight.remove(&ack));
+                if let Some((key, conn)) = sent {
+                    if accepted != Some(true) {
+                        self.node_hand_back(id, &key, conn);
+                    }
+                }
+                self.node_pump(id);
+            }
         }
     }
 
@@ -284,26 +327,46 @@ impl Core {
             }
             let data = data.clone();
             let s = ch.next_seq();
-            let (line, fd) = match (reply.errno, reply.handoff || reply.steered, fd) {
-                (Some(errno), _, _) => (
+            let (line, fd) = match (reply.errno, reply.steered, reply.handoff, fd) {
+                (Some(errno), ..) => (
                     to_worker::reply_error(reply.seq, s, &key, &data, errno),
                     None,
                 ),
-                (None, true, _) => {
+                (None, true, ..) => {
                     unsupported = Some(key.clone());
                     (
                         to_worker::reply_error(reply.seq, s, &key, &data, EOPNOTSUPP),
                         None,
                     )
                 }
-                (None, false, Some(fd)) => {
+                // Round-robin: the primary reads the worker's end itself.
+                (None, false, true, Some(channel)) => {
+                    let sockname = reply
+                        .local
+                        .as_deref()
+                        .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+                        .map(|a| to_worker::Sockname {
+                            address: a.ip().to_string(),
+                            family: if a.is_ipv4() { "IPv4" } else { "IPv6" },
+                            port: a.port(),
+                        });
+                    ch.bridges.insert(key.clone(), (channel, VecDeque::new()));
+                    if let Some(ours) = ch.keys.get(&key) {
+                        self.listeners.one_per_message(ours, id);
+                    }
+                    (
+                        to_worker::reply_round_robin(reply.seq, s, &key, &data, sockname.as_ref()),
+                        None,
+                    )
+                }
+                (None, false, false, Some(fd)) => {
                     let udp = matches!(q.address_type, AddressType::Udp4 | AddressType::Udp6);
                     (
                         to_worker::reply_shared(reply.seq, s, &key, &data, udp),
                         Some(fd),
                     )
                 }
-                (None, false, None) => (
+                (None, false, _, None) => (
                     to_worker::reply_error(reply.seq, s, &key, &data, EOPNOTSUPP),
                     None,
                 ),
@@ -317,12 +380,102 @@ impl Core {
             self.ready.push_back(Event::Error {
                 worker: Some(id),
                 error: Error::new(ErrorKind::Settings, "listen in a Node worker").detail(format!(
-                    "{key}: round-robin and steered listeners do not serve Node workers yet; \
-                     use Scheduling::Shared or ReusePort"
+                    "{key}: steered listeners do not serve Node workers yet; \
+                     use round-robin, Scheduling::Shared or ReusePort"
                 )),
             });
         }
         self.flush(id);
+    }
+
+    /// Sends a Node worker what its round-robin servers have waiting, while no handle of
+    /// ours waits for an ACK and fewer than [`IN_FLIGHT`] connections wait for an answer.
+    pub(super) fn node_pump(&mut self, id: WorkerId) {
+        let Some(ch) = self.workers.get_mut(&id).and_then(|w| w.node.as_mut()) else {
+            return;
+        };
+        if ch.bridges.is_empty() || ch.awaiting_ack || ch.in_flight.len() >= IN_FLIGHT {
+            return;
+        }
+        let keys: Vec<String> = ch.bridges.keys().cloned().collect();
+        let n = keys.len();
+        for i in 0..n {
+            let key = &keys[(ch.next_bridge + i) % n];
+            let Some((bridge, read)) = ch.bridges.get_mut(key) else {
+                continue;
+            };
+            if read.is_empty() {
+                // One message: a byte per connection, their fds all with its first byte.
+                let (mut bytes, mut fds) = ([0u8; ringleader_sys::scm::MAX_FDS], Vec::new());
+                let _ = scm::recv(&*bridge, &mut bytes, &mut fds, Blocking::No);
+                read.extend(fds);
+            }
+            let Some(conn) = read.pop_front() else {
+                continue;
+            };
+            // The worker gets a copy; ours stays until its answer.
+            let Ok(theirs) = ringleader_sys::socket::dup(&conn) else {
+                read.push_front(conn);
+                continue;
+            };
+            ch.next_bridge = (ch.next_bridge + i + 1) % n;
+            let s = ch.next_seq();
+            ch.queue(to_worker::newconn(s, key), Some(theirs));
+            ch.in_flight.insert(s, (key.clone(), conn));
+            break;
+        }
+        self.flush(id);
+    }
+
+    /// Every Node worker's pump (after the listeners handed connections over).
+    pub(crate) fn node_pump_all(&mut self) {
+        if self.node_data.is_empty() {
+            return; // no Node worker ever listened
+        }
+        let ids: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.node.as_ref().is_some_and(|ch| !ch.bridges.is_empty()))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.node_pump(id);
+        }
+    }
+
+    /// A connection a Node worker did not take (or could not answer for): back to the
+    /// listener, for another worker.
+    fn node_hand_back(&mut self, id: WorkerId, node_key: &str, conn: OwnedFd) {
+        let ours = self
+            .workers
+            .get(&id)
+            .and_then(|w| w.node.as_ref())
+            .and_then(|ch| ch.keys.get(node_key).cloned());
+        let Some(key) = ours else {
+            return; // its server is gone: closed, as Node does with no worker
+        };
+        let payload = proto::encode(&Notice {
+            key,
+            local: String::new(),
+        });
+        let _ = self.listeners.on_reject(id, &payload, Some(conn));
+        self.dispatch();
+    }
+
+    /// A Node worker's channel ended: what it had not answered, and what was read for it and
+    /// not sent, goes to the others.
+    pub(super) fn node_end(&mut self, id: WorkerId) {
+        let Some(ch) = self.workers.get_mut(&id).and_then(|w| w.node.as_mut()) else {
+            return;
+        };
+        let mut back: Vec<(String, OwnedFd)> =
+            std::mem::take(&mut ch.in_flight).into_values().collect();
+        for (key, (_, read)) in &mut ch.bridges {
+            back.extend(read.drain(..).map(|c| (key.clone(), c)));
+        }
+        for (key, conn) in back {
+            self.node_hand_back(id, &key, conn);
+        }
     }
 
     /// A message from the application to a Node worker: one JSON value.
@@ -358,8 +511,9 @@ impl Core {
         };
         while let Some((bytes, fd)) = ch.out.front_mut() {
             // Acknowledgements go out even while a handle of ours waits for one.
+            // (A line begun goes out whole first.)
             let is_ack = bytes.starts_with(b"{\"cmd\":\"NODE_HANDLE_");
-            if ch.awaiting_ack && !is_ack {
+            if ch.awaiting_ack && !is_ack && ch.written == 0 {
                 return Ok(true);
             }
             let fds: Vec<_> = fd.iter().map(AsFd::as_fd).collect();

@@ -201,6 +201,7 @@ impl Core {
         }
         self.happenings = happenings;
         self.dispatch();
+        self.node_pump_all();
         self.tell_manager();
         result
             .map(|()| count)

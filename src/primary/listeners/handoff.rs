@@ -88,9 +88,18 @@ impl Listeners {
                 sent_any = true;
             }
             let tx = dyn_fd(&member.tx);
+            let one_per_message = member.one_per_message.get();
             self.stats.handed_over += n;
             cx.loads.get(wid).handed += n;
-            cx.driver.hand_over(&tx, fds, handoff_token(hid, wid));
+            if one_per_message {
+                // Read by the primary for a Node worker, a connection at a time: what it has
+                // not read stays countable (and can be taken back) in the channel.
+                for fd in fds {
+                    cx.driver.hand_over(&tx, vec![fd], handoff_token(hid, wid));
+                }
+            } else {
+                cx.driver.hand_over(&tx, fds, handoff_token(hid, wid));
+            }
         }
         self.pending = left;
         if let (true, Some(after)) = (sent_any, self.take_back_after) {

@@ -109,6 +109,8 @@ struct Member {
     stalled: std::cell::Cell<bool>,
     /// Since when it has taken no connection while some waited past the deadline.
     stalled_since: std::cell::Cell<Option<Instant>>,
+    /// One connection per hand-off message ([`Listeners::one_per_message`]).
+    one_per_message: std::cell::Cell<bool>,
 }
 
 impl Member {
@@ -331,6 +333,14 @@ impl Listeners {
             .filter(|(_, l)| l.members.contains_key(&id))
             .map(|(k, _)| k)
             .collect()
+    }
+
+    /// Hands worker `id`'s connections on listener `key` one per message: the primary reads
+    /// them for a Node worker a connection at a time, and a read takes a message's every fd.
+    pub(crate) fn one_per_message(&self, key: &Key, id: WorkerId) {
+        if let Some(Some(m)) = self.by_key.get(key).and_then(|l| l.members.get(&id)) {
+            m.one_per_message.set(true);
+        }
     }
 
     /// Whether accepting is paused somewhere.

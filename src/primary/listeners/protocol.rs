@@ -96,6 +96,7 @@ impl Listeners {
                             sent: Default::default(),
                             stalled: std::cell::Cell::new(false),
                             stalled_since: std::cell::Cell::new(None),
+                            one_per_message: std::cell::Cell::new(false),
                         }),
                     );
                     Some(theirs)
