@@ -69,6 +69,22 @@ impl Load {
         self.ok.load(Ordering::Relaxed)
     }
 
+    /// Waits until `more` answers came beyond those so far; panics after [`WATCHDOG`] with
+    /// what the clients saw.
+    pub fn wait_for(&self, more: u64) {
+        let (from, deadline) = (self.answered(), std::time::Instant::now() + WATCHDOG);
+        while self.answered() < from + more {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "watchdog: {} answers of {more}; {} failed, the first: {:?}",
+                self.answered() - from,
+                self.failed.load(Ordering::Relaxed),
+                self.first_error.lock().expect("lock")
+            );
+            std::thread::yield_now();
+        }
+    }
+
     /// Stops the clients and says what they saw.
     pub fn stop(self) -> Tally {
         self.stop.store(true, Ordering::Relaxed);
@@ -104,15 +120,46 @@ fn response(s: &mut TcpStream) -> Result<Option<String>, String> {
     if !head.starts_with("http/1.1 200") {
         return Err(format!("answer {head:?}"));
     }
-    let length: usize = head
+    let length: Option<usize> = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("no content-length in {head:?}"))?;
-    let mut body = vec![0u8; length];
-    s.read_exact(&mut body)
-        .map_err(|e| format!("read the body: {e}"))?;
+        .and_then(|v| v.trim().parse().ok());
+    match length {
+        Some(length) => {
+            let mut body = vec![0u8; length];
+            s.read_exact(&mut body)
+                .map_err(|e| format!("read the body: {e}"))?;
+        }
+        None if head.contains("transfer-encoding: chunked") => chunked_body(s)?,
+        None => return Err(format!("no content-length in {head:?}")),
+    }
     Ok(Some(head))
+}
+
+/// Reads a chunked body (Node's servers send one) to its last, empty chunk.
+fn chunked_body(s: &mut TcpStream) -> Result<(), String> {
+    let read_line = |s: &mut TcpStream| -> Result<String, String> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            match s.read(&mut byte) {
+                Ok(1) => line.push(byte[0]),
+                Ok(_) => return Err("closed within a chunked body".into()),
+                Err(e) => return Err(format!("read a chunk: {e}")),
+            }
+        }
+        Ok(String::from_utf8_lossy(&line[..line.len() - 2]).into_owned())
+    };
+    loop {
+        let size = usize::from_str_radix(read_line(s)?.trim(), 16)
+            .map_err(|e| format!("a chunk size: {e}"))?;
+        let mut chunk = vec![0u8; size + 2];
+        s.read_exact(&mut chunk)
+            .map_err(|e| format!("read a chunk: {e}"))?;
+        if size == 0 {
+            return Ok(());
+        }
+    }
 }
 
 /// HTTP/1.1 requests on one keep-alive connection to 127.0.0.1:`port` until the server says

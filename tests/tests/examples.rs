@@ -62,16 +62,11 @@ fn hello_tokio_answers_like_hello_and_rolls_with_no_failed_request() {
     let mut clients = Load::new();
     clients.clients(16, move |stop| load::keep_alive(port, stop));
     clients.clients(4, move |_| load::close(port));
-    while clients.answered() < 200 {
-        std::thread::yield_now();
-    }
+    clients.wait_for(200);
     signal(h.pid(), rustix::process::Signal::HUP);
     let done = h.expect_one_of(&["Replaced ", "The roll stopped"]);
     assert_eq!(done.0, 0, "{}", done.1);
-    let before = clients.answered();
-    while clients.answered() < before + 200 {
-        std::thread::yield_now();
-    }
+    clients.wait_for(200);
     let tally = clients.stop();
     assert_eq!(tally.failed, 0, "{tally:?}");
 }

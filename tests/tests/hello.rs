@@ -56,18 +56,6 @@ fn loaded_hello(policy: &str, admin: u16) -> (Spawned, u16, Load) {
     (h, port, load)
 }
 
-/// Waits until the clients got `more` answers beyond what they had.
-fn more_answers(load: &Load, more: u64) {
-    let (from, deadline) = (
-        load.answered(),
-        std::time::Instant::now() + ringleader_tests::WATCHDOG,
-    );
-    while load.answered() < from + more {
-        assert!(std::time::Instant::now() < deadline, "no answers");
-        std::thread::yield_now();
-    }
-}
-
 /// How many workers the admin endpoint on 127.0.0.1:`port` lists in `/status`.
 fn metrics_workers(port: u16) -> Option<usize> {
     use std::io::{Read, Write};
@@ -84,11 +72,11 @@ fn metrics_workers(port: u16) -> Option<usize> {
 
 fn roll_under_load(policy: &str) {
     let (h, _port, load) = loaded_hello(policy, free_port());
-    more_answers(&load, 200);
+    load.wait_for(200);
     signal(h.pid(), rustix::process::Signal::HUP);
     let done = h.expect_one_of(&["Replaced ", "The roll stopped"]);
     assert_eq!(done.0, 0, "{policy}: {}", done.1);
-    more_answers(&load, 200);
+    load.wait_for(200);
     let tally = load.stop();
     assert_eq!(tally.failed, 0, "{policy}: {tally:?}");
 }
@@ -97,7 +85,7 @@ fn upgrade_under_load(policy: &str) {
     let admin = free_port();
     let (mut h, _port, load) = loaded_hello(policy, admin);
     let old = h.pid();
-    more_answers(&load, 200);
+    load.wait_for(200);
     signal(old, rustix::process::Signal::USR2);
     let ready = h.expect_one_of(&["The new primary ", "The upgrade stopped"]);
     assert_eq!(ready.0, 0, "{policy}: {}", ready.1);
@@ -108,7 +96,7 @@ fn upgrade_under_load(policy: &str) {
         .and_then(|p| p.parse().ok())
         .expect("the new primary's pid");
     assert_eq!(h.wait(), Some(0), "{policy}: the old primary retires");
-    more_answers(&load, 200);
+    load.wait_for(200);
     let tally = load.stop();
     assert_eq!(tally.failed, 0, "{policy}: {tally:?}");
     assert!(alive(new) && !alive(old));

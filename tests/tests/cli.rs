@@ -1,0 +1,120 @@
+//! `ringleader run` as users run it: Node's documentation example, unmodified but for its
+//! port, served by two Node workers under ringleader's primary, every worker answering, and
+//! a roll (SIGHUP) under load losing nothing.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+
+use ringleader_tests::load::{self, Load};
+use ringleader_tests::{Spawned, WATCHDOG};
+
+const DOCS_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/docs-example.mjs");
+
+/// The `ringleader` binary (`target/<profile>/ringleader`), built if a plain
+/// `cargo test -p ringleader-tests` left it out.
+fn ringleader() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    let profile = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let path = profile.join("ringleader");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = std::process::Command::new(cargo)
+            .args(["build", "-q", "-p", "ringleader-cli"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build -p ringleader-cli");
+        assert!(built.success());
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a port")
+}
+
+fn get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or(answer)
+}
+
+fn docs_example(policy: &str) {
+    let (port, admin) = (free_port(), free_port());
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let h = Spawned::start(
+        ringleader(),
+        &[
+            "run",
+            "--workers",
+            "2",
+            "--policy",
+            policy,
+            "--admin",
+            &admin_addr,
+            "--",
+            "node",
+            DOCS_EXAMPLE,
+        ],
+        &[("PORT", &port.to_string())],
+    );
+    let mut listening = 0;
+    while listening < 2 {
+        if h.expect_line("Worker ").contains("listening on") {
+            listening += 1;
+        }
+    }
+    for _ in 0..40 {
+        // Node answers in chunks: "c\r\nhello world\n\r\n0\r\n\r\n".
+        let body = get(port, "/");
+        assert!(body.contains("hello world\n"), "{policy}: {body:?}");
+    }
+    // Both workers served: the admin endpoint counts what each was handed (round-robin) or
+    // lists both (shared sockets, where the kernel decides).
+    let status: serde_json::Value = serde_json::from_str(&get(admin, "/status")).expect("JSON");
+    let workers = status["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 2, "{status}");
+    if policy == "rr" {
+        assert!(
+            workers.iter().all(|w| w["handed"].as_u64() >= Some(10)),
+            "{status}"
+        );
+    }
+    // A roll under load loses nothing.
+    let mut clients = Load::new();
+    clients.clients(8, move |_| load::close(port));
+    clients.wait_for(100);
+    let pid = rustix::process::Pid::from_raw(h.pid() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("HUP");
+    let done = h.expect_one_of(&["Replaced ", "The roll stopped"]);
+    assert_eq!(done.0, 0, "{policy}: {}", done.1);
+    clients.wait_for(100);
+    let tally = clients.stop();
+    assert_eq!(tally.failed, 0, "{policy}: {tally:?}");
+}
+
+#[test]
+fn nodes_docs_example_runs_under_ringleader_round_robin() {
+    docs_example("rr");
+}
+
+#[test]
+fn nodes_docs_example_runs_under_ringleader_with_shared_sockets() {
+    docs_example("none");
+}
