@@ -5,8 +5,9 @@
 //! reuseport listeners); `listening`, `close`, `online` and `exitedAfterDisconnect` become
 //! what their frames would; user messages are JSON values, one per line.
 //!
-//! Sends keep Node's rule of one handle in flight: after a line that carries an fd, nothing
-//! more goes out until the worker's `NODE_HANDLE_ACK` (or `NACK`).
+//! Each line that carries an fd goes out in a `sendmsg` of its own, and at most [`UNACKED`]
+//! of them wait for the worker's `NODE_HANDLE_ACK` (or `NACK`) at once (Node's own primary
+//! waits for each; see the constant for why more is safe).
 //!
 //! Round-robin: the listeners hand connections to a Node worker's hand-off channel as to any
 //! worker, and the primary reads them from the worker's end itself (a bridge), each to a
@@ -39,7 +40,13 @@ use crate::primary::event::{self, Event};
 const EOPNOTSUPP: i32 = 95;
 
 /// Connections sent to a Node worker and not yet answered (`accepted`), at most.
-pub(crate) const IN_FLIGHT: usize = 8;
+pub(crate) const IN_FLIGHT: usize = 16;
+
+/// Handles sent to a Node worker and not yet acknowledged, at most. Node's own primary sends
+/// one at a time, lest the worker match an fd to the wrong line; each line goes out in a
+/// `sendmsg` of its own with its one fd, and Linux never returns two such messages in one
+/// read, so the worker's reader sees every line with its own fd whatever the number.
+const UNACKED: usize = 4;
 
 /// A Node worker's side of the channel.
 #[derive(Debug, Default)]
@@ -50,8 +57,8 @@ pub(crate) struct NodeChannel {
     /// Lines to write, each with the fd it carries, and how much of the first is written.
     out: VecDeque<(Vec<u8>, Option<OwnedFd>)>,
     written: usize,
-    /// A line with an fd went out: the rest waits for the worker's ACK or NACK.
-    awaiting_ack: bool,
+    /// Lines with an fd sent and not yet acknowledged (ACK or NACK).
+    unacked: usize,
     /// The primary's `seq` for its messages to this worker.
     seq: u64,
     /// Queries waiting for their reply, by the worker's `seq` (our request's `seq`).
@@ -185,7 +192,7 @@ impl Core {
             FromWorker::HandleAck | FromWorker::HandleNack => {
                 let nack = message == FromWorker::HandleNack;
                 if let Some(ch) = self.workers.get_mut(&id).and_then(|w| w.node.as_mut()) {
-                    ch.awaiting_ack = false;
+                    ch.unacked = ch.unacked.saturating_sub(1);
                 }
                 self.node_pump(id);
                 if nack {
@@ -394,7 +401,7 @@ impl Core {
         let Some(ch) = self.workers.get_mut(&id).and_then(|w| w.node.as_mut()) else {
             return;
         };
-        if ch.bridges.is_empty() || ch.awaiting_ack || ch.in_flight.len() >= IN_FLIGHT {
+        if ch.bridges.is_empty() || ch.unacked >= UNACKED || ch.in_flight.len() >= IN_FLIGHT {
             return;
         }
         let keys: Vec<String> = ch.bridges.keys().cloned().collect();
@@ -497,8 +504,8 @@ impl Core {
         }
     }
 
-    /// Writes what a Node worker's channel takes, one handle in flight. Returns whether all
-    /// was written.
+    /// Writes what a Node worker's channel takes, at most [`UNACKED`] handles unacknowledged.
+    /// Returns whether all was written.
     pub(super) fn node_write(&mut self, id: WorkerId) -> std::io::Result<bool> {
         let Some(w) = self.workers.get_mut(&id) else {
             return Ok(true);
@@ -513,7 +520,7 @@ impl Core {
             // Acknowledgements go out even while a handle of ours waits for one.
             // (A line begun goes out whole first.)
             let is_ack = bytes.starts_with(b"{\"cmd\":\"NODE_HANDLE_");
-            if ch.awaiting_ack && !is_ack && ch.written == 0 {
+            if fd.is_some() && ch.unacked >= UNACKED && !is_ack && ch.written == 0 {
                 return Ok(true);
             }
             let fds: Vec<_> = fd.iter().map(AsFd::as_fd).collect();
@@ -531,7 +538,7 @@ impl Core {
             let carried = fd.take().is_some();
             ch.written += n;
             if carried {
-                ch.awaiting_ack = true;
+                ch.unacked += 1;
             }
             if ch.written == bytes.len() {
                 ch.out.pop_front();

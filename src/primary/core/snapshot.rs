@@ -1,7 +1,6 @@
 //! The cluster as [`Metrics`] see it.
 
 use super::Core;
-use crate::primary::loads::WorkerLoad;
 use crate::primary::metrics::{Metrics, WorkerMetrics};
 
 impl Core {
@@ -32,7 +31,15 @@ impl Core {
                     taken: load.map_or(0, |l| l.counts.taken),
                     finished: load.map_or(0, |l| l.counts.finished),
                     load: load.map_or(0, |l| l.counts.load),
-                    queued: load.map_or(0, WorkerLoad::queued),
+                    // A worker with no board slot (a Node worker) reports nothing taken:
+                    // the hand-off's own count says what waits for it.
+                    queued: load.map_or(0, |l| {
+                        if l.on_board() {
+                            l.queued()
+                        } else {
+                            self.listeners.untaken_of(*id)
+                        }
+                    }),
                 }
             })
             .collect();

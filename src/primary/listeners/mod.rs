@@ -343,6 +343,15 @@ impl Listeners {
         }
     }
 
+    /// Connections handed to worker `id` and not read from its channels yet (`FIONREAD`).
+    pub(crate) fn untaken_of(&self, id: WorkerId) -> u64 {
+        self.by_key
+            .values()
+            .filter_map(|l| l.members.get(&id)?.as_ref())
+            .map(|m| ringleader_sys::listen::queued(&m.rx).unwrap_or(0))
+            .sum()
+    }
+
     /// Whether accepting is paused somewhere.
     fn paused(&self) -> bool {
         self.by_key.values().any(|h| h.handoff && !h.accepting)

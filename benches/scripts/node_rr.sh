@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Node.js workers behind Node's own primary and behind ringleader's, side by side in one run:
+# Node's documentation example (tests/node/docs-example.mjs) with 2 workers under round-robin,
+# driven by wrk (32 connections, `Connection: close`, then keep-alive, 5 s each). Prints
+# requests per second, p99 and any socket error of each. Loopback only; every run stops by
+# itself.
+#   bash benches/scripts/node_rr.sh > benches/results/node/node_rr.txt
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+command -v wrk >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }
+command -v node >/dev/null || { echo "node_rr: node is not installed"; exit 0; }
+cargo build --release -q -p ringleader-cli
+app=tests/node/docs-example.mjs
+base=8141
+measure() {
+  port=$((base++))
+  local name=$1; shift
+  PORT=$port NODE_CLUSTER_SCHED_POLICY=rr "$@" >/dev/null 2>&1 &
+  local pid=$!
+  # Wait until it answers.
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  pick() { grep -E 'Requests/sec|99%|Socket errors|Non-2xx' | tr -s ' ' | tr '\n' ' '; }
+  local close keep
+  close=$(wrk -t2 -c32 -d5s --latency --timeout 2s -H "Connection: close" "http://127.0.0.1:$port/" | pick)
+  keep=$(wrk -t2 -c32 -d5s --latency --timeout 2s "http://127.0.0.1:$port/" | pick)
+  echo "$name | Connection: close: $close| keep-alive: $keep"
+  kill -INT $pid 2>/dev/null || true
+  wait $pid 2>/dev/null || true
+  pkill -f "$app" 2>/dev/null || true
+  sleep 1
+}
+# Node's docs example forks one worker per CPU: 2 here, as ringleader's --workers 2.
+measure "node primary, rr" node "$app"
+measure "ringleader run --policy rr" ./target/release/ringleader run --workers 2 --policy rr -- node "$app"
