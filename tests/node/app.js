@@ -24,6 +24,32 @@ process.on('message', (m) => {
   // Stuck: its event loop never turns again (it takes no connection, answers nothing).
   if (m === 'busy') for (;;);
 });
-http
-  .createServer((req, res) => res.end(`hello from ${cluster.worker.id}\n`))
-  .listen(port, '127.0.0.1');
+const id = cluster.worker.id;
+switch (process.env.APP_MODE || 'http') {
+  case 'http':
+    http.createServer((req, res) => res.end(`hello from ${id}\n`)).listen(port, '127.0.0.1');
+    break;
+  // A plain TCP server: a line, then close.
+  case 'net':
+    require('node:net')
+      .createServer((c) => c.end(`hello from ${id}\n`))
+      .listen(port, '127.0.0.1');
+    break;
+  // UDP: every worker binds the port; each datagram gets a pong.
+  case 'dgram': {
+    const s = require('node:dgram').createSocket('udp4');
+    s.on('message', (m, from) => s.send(`pong from ${id}`, from.port, from.address));
+    s.bind(port, '127.0.0.1');
+    break;
+  }
+  // HTTP on a Unix socket at SOCK.
+  case 'unix':
+    http.createServer((req, res) => res.end(`hello from ${id}\n`)).listen(process.env.SOCK);
+    break;
+  // listen(0): every worker gets the same port, and says which.
+  case 'zero': {
+    const server = http.createServer((req, res) => res.end(`hello from ${id}\n`));
+    server.listen(0, '127.0.0.1', () => process.send({ port: server.address().port }));
+    break;
+  }
+}

@@ -239,3 +239,109 @@ fn connections_sent_to_a_stuck_node_worker_that_dies_are_served_by_another() {
         );
     }
 }
+
+/// Two Node workers in `mode` (the app's `APP_MODE`) under round-robin, listening on
+/// `port` (or the socket `sock`), once both said so.
+fn node_mode(mode: &str, port: u16, sock: &str, listening: usize) -> Harness {
+    let h = Harness::new(FIXTURE);
+    h.primary
+        .setup(
+            Settings::default()
+                .exec("node")
+                .args([APP])
+                .worker_protocol(WorkerProtocol::Node),
+        )
+        .expect("setup");
+    let port = port.to_string();
+    let env = [("PORT", port.as_str()), ("APP_MODE", mode), ("SOCK", sock)];
+    h.primary.fork(&env).expect("fork");
+    h.primary.fork(&env).expect("fork");
+    if listening > 0 {
+        h.listening(listening);
+    }
+    h
+}
+
+#[test]
+fn node_net_servers_take_round_robin_connections() {
+    let port = free_port();
+    let h = node_mode("net", port, "", 2);
+    let answers = h.drive(move || {
+        (0..20)
+            .map(|_| {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
+                let mut line = String::new();
+                s.read_to_string(&mut line).map(|_| line)
+            })
+            .collect::<Vec<_>>()
+    });
+    for a in answers {
+        assert!(a.expect("an answer").starts_with("hello from "));
+    }
+}
+
+#[test]
+fn node_dgram_sockets_share_the_port() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a port")
+        .port();
+    let h = node_mode("dgram", port, "", 2);
+    let pong = h.drive(move || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        (0..25).find_map(|_| {
+            s.send_to(b"ping", ("127.0.0.1", port)).expect("send");
+            s.recv(&mut buf)
+                .ok()
+                .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+    });
+    assert!(pong.is_some_and(|p| p.starts_with("pong from ")));
+}
+
+#[test]
+fn node_http_on_a_unix_socket_takes_round_robin_connections() {
+    let sock = std::env::temp_dir().join(format!("rl-node-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&sock);
+    let path = sock.to_string_lossy().into_owned();
+    let h = node_mode("unix", 0, &path, 2);
+    let answers = h.drive(move || {
+        (0..10)
+            .map(|_| {
+                let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+                s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+                    .expect("write");
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).map(|_| answer)
+            })
+            .collect::<Vec<_>>()
+    });
+    let _ = std::fs::remove_file(&path);
+    for a in answers {
+        assert!(a.expect("an answer").contains("hello from "));
+    }
+}
+
+#[test]
+fn node_listen_zero_gives_every_worker_one_port() {
+    let h = node_mode("zero", 0, "", 0);
+    let mut ports = Vec::new();
+    h.until(|e| {
+        if let Event::Message { message, .. } = e {
+            let v: serde_json::Value = serde_json::from_slice(&message.data).expect("JSON");
+            ports.push(v["port"].as_u64().expect("a port"));
+        }
+        ports.len() == 2
+    });
+    assert_eq!(ports[0], ports[1], "{ports:?}");
+    let port = u16::try_from(ports[0]).expect("a port");
+    assert!(
+        h.drive(move || get(port))
+            .expect("an answer")
+            .starts_with("hello from ")
+    );
+}
