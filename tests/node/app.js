@@ -46,6 +46,19 @@ switch (process.env.APP_MODE || 'http') {
   case 'unix':
     http.createServer((req, res) => res.end(`hello from ${id}\n`)).listen(process.env.SOCK);
     break;
+  // HTTPS with the test certificate (tests/node/test-*.pem, self-signed, for tests only):
+  // its TLS session-ticket keys travel as the server's data, which the primary must echo.
+  case 'https':
+    require('node:https')
+      .createServer(
+        {
+          key: fs.readFileSync(`${__dirname}/test-key.pem`),
+          cert: fs.readFileSync(`${__dirname}/test-cert.pem`),
+        },
+        (req, res) => res.end(`hello from ${id}\n`),
+      )
+      .listen(port, '127.0.0.1');
+    break;
   // listen(0): every worker gets the same port, and says which.
   case 'zero': {
     const server = http.createServer((req, res) => res.end(`hello from ${id}\n`));

@@ -345,3 +345,23 @@ fn node_listen_zero_gives_every_worker_one_port() {
             .starts_with("hello from ")
     );
 }
+
+#[test]
+fn node_https_servers_share_their_ticket_keys_through_the_primary() {
+    let port = free_port();
+    let h = node_mode("https", port, "", 2);
+    let client = concat!(env!("CARGO_MANIFEST_DIR"), "/node/https-get.js");
+    let out = h.drive(move || {
+        std::process::Command::new("node")
+            .args([client, &port.to_string(), "10"])
+            .output()
+            .expect("node client")
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(body.matches("hello from ").count(), 10, "{body}");
+}
