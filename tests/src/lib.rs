@@ -327,6 +327,14 @@ pub fn example(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// A TCP port free on 127.0.0.1 now (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a port")
+}
+
 /// How many fds this process has open. Counting tests hold [`alone`].
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")

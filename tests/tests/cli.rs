@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 
 use ringleader_tests::load::{self, Load};
-use ringleader_tests::{Spawned, WATCHDOG};
+use ringleader_tests::{Spawned, WATCHDOG, free_port};
 
 const DOCS_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/docs-example.mjs");
 
@@ -30,13 +30,6 @@ fn ringleader() -> PathBuf {
         assert!(built.success());
     }
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a port")
 }
 
 fn get(port: u16, path: &str) -> String {

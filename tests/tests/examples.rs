@@ -10,14 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ringleader_tests::load::{self, Load};
-use ringleader_tests::{Spawned, WATCHDOG, example};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a port")
-}
+use ringleader_tests::{Spawned, WATCHDOG, example, free_port};
 
 fn signal(pid: u32, sig: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");

@@ -6,17 +6,10 @@
 use std::path::PathBuf;
 
 use ringleader_tests::load::{self, Load};
-use ringleader_tests::{Spawned, alive};
+use ringleader_tests::{Spawned, alive, free_port};
 
 fn hello() -> PathBuf {
     ringleader_tests::example("hello")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a port")
 }
 
 fn signal(pid: u32, sig: rustix::process::Signal) {

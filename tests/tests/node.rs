@@ -7,17 +7,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use ringleader::{Event, Scheduling, Settings, WorkerProtocol};
-use ringleader_tests::{Harness, WATCHDOG, describe};
+use ringleader_tests::{Harness, WATCHDOG, describe, free_port};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/app.js");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a port")
-}
 
 /// One HTTP GET with `connection: close`: the body.
 fn get(port: u16) -> Result<String, String> {

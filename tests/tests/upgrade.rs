@@ -3,16 +3,9 @@
 //! one keeps serving.
 
 use ringleader_tests::load::Load;
-use ringleader_tests::{Spawned, alive, fetch_hello};
+use ringleader_tests::{Spawned, alive, fetch_hello, free_port};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a port")
-}
 
 fn usr2(pid: u32) {
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
