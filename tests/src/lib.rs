@@ -327,6 +327,34 @@ pub fn example(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// `n` clients connected to 127.0.0.1:`port` at once, then each read to its end: their
+/// answers (fixture workers' `hello from <id>` lines), or what went wrong.
+pub fn burst(port: u16, n: usize) -> Vec<Result<String, String>> {
+    use std::io::Read;
+    let conns: Vec<_> = (0..n)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    conns
+        .into_iter()
+        .map(|mut c| {
+            c.set_read_timeout(Some(WATCHDOG))
+                .map_err(|e| e.to_string())?;
+            let mut answer = String::new();
+            c.read_to_string(&mut answer)
+                .map(|_| answer)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// How many of a [`burst`]'s answers are a fixture worker's `hello from`.
+pub fn hellos(answers: &[Result<String, String>]) -> usize {
+    answers
+        .iter()
+        .filter(|a| a.as_ref().is_ok_and(|a| a.starts_with("hello from ")))
+        .count()
+}
+
 /// A TCP port free on 127.0.0.1 now (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -4,11 +4,8 @@
 //! several must keep the fd readable). A burst is served whole under every scheduling, and a
 //! disconnect ends the worker's loop.
 
-use std::io::Read;
-use std::net::TcpStream;
-
 use ringleader::{Event, Scheduling, Settings};
-use ringleader_tests::{Harness, WATCHDOG};
+use ringleader_tests::{Harness, burst, hellos};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 
@@ -20,23 +17,8 @@ fn burst_through_own_loops(scheduling: Scheduling, trigger: &str) {
     let mode = format!("nb-serve:{trigger}:127.0.0.1:0");
     let workers = [h.fork(&mode), h.fork(&mode)];
     let port = h.listening(2)[0].port;
-    let answers = h.drive(move || {
-        let conns: Vec<_> = (0..300)
-            .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
-            .collect();
-        conns
-            .into_iter()
-            .map(|mut c| {
-                c.set_read_timeout(Some(WATCHDOG)).expect("timeout");
-                let mut answer = String::new();
-                c.read_to_string(&mut answer).map(|_| answer)
-            })
-            .collect::<Vec<_>>()
-    });
-    let served = answers
-        .iter()
-        .filter(|a| a.as_ref().is_ok_and(|a| a.starts_with("hello from ")))
-        .count();
+    let answers = h.drive(move || burst(port, 300));
+    let served = hellos(&answers);
     assert_eq!(
         served,
         300,

@@ -3,12 +3,11 @@
 //! burst of connections must all get through that way, on both backends, under round-robin
 //! (accept rounds come due by timer) and steering (checks come due by timer).
 
-use std::io::Read;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use ringleader::{Event, Scheduling, Settings};
-use ringleader_tests::{Harness, WATCHDOG};
+use ringleader_tests::{Harness, WATCHDOG, burst, hellos};
 use rustix::event::epoll;
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
@@ -102,20 +101,7 @@ fn burst_through_an_outside_loop(scheduling: Scheduling) {
         })
         .expect("a port");
     // A burst: 300 clients at once, each waiting for its answer.
-    let clients = std::thread::spawn(move || {
-        let conns: Vec<_> = (0..300)
-            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
-            .collect();
-        conns
-            .into_iter()
-            .map(|mut c| {
-                c.set_read_timeout(Some(WATCHDOG)).expect("timeout");
-                let mut answer = String::new();
-                c.read_to_string(&mut answer).map(|_| answer)
-            })
-            .filter(|a| a.as_ref().is_ok_and(|a| a.starts_with("hello from ")))
-            .count()
-    });
+    let clients = std::thread::spawn(move || hellos(&burst(port, 300)));
     let deadline = Instant::now() + WATCHDOG;
     while !clients.is_finished() {
         assert!(Instant::now() < deadline, "watchdog: the burst hangs");

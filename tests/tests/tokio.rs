@@ -3,29 +3,12 @@
 //! current-thread runtime while it hands a burst of connections over.
 
 use std::io::Read;
-use std::net::TcpStream;
 use std::time::Duration;
 
 use ringleader::{Event, Primary, Scheduling, Settings};
-use ringleader_tests::{Harness, WATCHDOG, fetch_hello};
+use ringleader_tests::{Harness, WATCHDOG, burst, fetch_hello, hellos};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
-
-/// `n` clients at once; how many got a `hello from` answer.
-fn burst(port: u16, n: usize) -> usize {
-    let conns: Vec<_> = (0..n)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
-        .collect();
-    conns
-        .into_iter()
-        .map(|mut c| {
-            c.set_read_timeout(Some(WATCHDOG)).expect("timeout");
-            let mut answer = String::new();
-            c.read_to_string(&mut answer).map(|_| answer)
-        })
-        .filter(|a| a.as_ref().is_ok_and(|a| a.starts_with("hello from ")))
-        .count()
-}
 
 fn async_accept(scheduling: Scheduling) {
     let h = Harness::new(FIXTURE);
@@ -37,7 +20,11 @@ fn async_accept(scheduling: Scheduling) {
         h.fork("tokio-serve:127.0.0.1:0"),
     ];
     let port = h.listening(2)[0].port;
-    assert_eq!(h.drive(move || burst(port, 300)), 300, "{scheduling:?}");
+    assert_eq!(
+        h.drive(move || hellos(&burst(port, 300))),
+        300,
+        "{scheduling:?}"
+    );
     // The board counted them taken and finished (hand-off schedulings count hand-offs).
     if scheduling == Scheduling::RoundRobin {
         let taken: u64 = workers
@@ -164,7 +151,7 @@ fn a_primary_in_a_tokio_runtime_hands_a_burst_over() {
         let port = port.expect("a port");
         let clients = tokio::task::spawn_blocking(move || {
             let single = fetch_hello(port).is_ok();
-            burst(port, 300) + usize::from(single)
+            hellos(&burst(port, 300)) + usize::from(single)
         });
         tokio::pin!(clients);
         loop {
