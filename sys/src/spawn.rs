@@ -12,11 +12,13 @@
 //! (prctl(2)), so spawn from the long-lived thread that owns the cluster. A primary that dies
 //! between `fork` and `prctl` is caught by re-checking `getppid()` after arming.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as StdStdio};
 
 use rustix::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -57,6 +59,10 @@ pub struct SpawnRequest<'a> {
     pub inherit: Vec<(BorrowedFd<'a>, RawFd)>,
     /// `PR_SET_PDEATHSIG`: the signal the child gets when the spawning thread exits.
     pub death_signal: Option<Signal>,
+    /// An environment variable the child gets set to its own pid, which only the child
+    /// knows: socket activation's `LISTEN_PID`. The program is then looked up in the
+    /// environment's `PATH` before the fork.
+    pub pid_var: Option<&'a str>,
 }
 
 /// A started child.
@@ -108,6 +114,10 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Spawned> {
     // SAFETY: initialised just above.
     let empty = unsafe { empty.assume_init() };
     let death_signal = req.death_signal.map(Signal::as_raw);
+    let mut pid_exec = match req.pid_var {
+        Some(name) => Some(PidExec::new(&req, name)?),
+        None => None,
+    };
 
     let mut cmd = Command::new(&req.program);
     cmd.args(&req.args)
@@ -193,11 +203,15 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Spawned> {
                 libc::CLOSE_RANGE_CLOEXEC,
             )
         };
+        if let Some(exec) = &mut pid_exec {
+            return Err(exec.exec());
+        }
         Ok(())
     };
     // SAFETY: `child_setup` runs between fork and exec and calls only async-signal-safe
-    // functions (sigprocmask, signal, prctl, getppid, fcntl, dup2, close, close_range) on
-    // memory allocated before the fork; it allocates nothing and takes no locks.
+    // functions (sigprocmask, signal, prctl, getppid, fcntl, dup2, close, close_range, and
+    // getpid and execve for `pid_var`) on memory allocated before the fork; it allocates
+    // nothing and takes no locks.
     unsafe { cmd.pre_exec(child_setup) };
 
     let mut child = cmd.spawn()?;
@@ -220,4 +234,138 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Spawned> {
         stdout,
         stderr,
     })
+}
+
+/// An `execve(2)` prepared before the fork for a child whose environment names its own pid
+/// ([`SpawnRequest::pid_var`]): std builds the environment before the fork and cannot add
+/// to it after, so the child writes its pid into a slot reserved here and execs itself.
+struct PidExec {
+    path: CString,
+    /// The strings the pointer arrays point into: kept alive with them.
+    _strings: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    /// `NAME=` followed by room for the digits and a NUL: a leaked box, freed on drop.
+    slot: *mut [u8],
+    digits_at: usize,
+}
+
+// SAFETY: the raw pointers point into heap memory this value owns (`_strings`, `slot`) and
+// are only read or written by the forked child, which has its own copy of the memory.
+unsafe impl Send for PidExec {}
+// SAFETY: as above; no method takes `&self` and touches the pointers.
+unsafe impl Sync for PidExec {}
+
+impl PidExec {
+    fn new(req: &SpawnRequest<'_>, name: &str) -> io::Result<PidExec> {
+        let path = find_program(&req.program, &req.env)?;
+        let cstr = |s: &OsStr| {
+            CString::new(s.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        };
+        let mut strings = Vec::with_capacity(1 + req.args.len() + req.env.len());
+        strings.push(cstr(req.program.as_os_str())?);
+        for a in &req.args {
+            strings.push(cstr(a)?);
+        }
+        let argc = strings.len();
+        for (k, v) in req
+            .env
+            .iter()
+            .filter(|(k, _)| k.as_bytes() != name.as_bytes())
+        {
+            let mut entry = k.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(v.as_bytes());
+            strings.push(cstr(OsStr::from_bytes(&entry))?);
+        }
+        let mut slot = format!("{name}=").into_bytes();
+        let digits_at = slot.len();
+        // A pid has at most 10 digits; the rest stays NUL.
+        slot.resize(digits_at + 12, 0);
+        let slot = Box::into_raw(slot.into_boxed_slice());
+        let argv = strings[..argc]
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let envp = strings[argc..]
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain([slot.cast::<libc::c_char>().cast_const(), std::ptr::null()])
+            .collect();
+        Ok(PidExec {
+            path,
+            _strings: strings,
+            argv,
+            envp,
+            slot,
+            digits_at,
+        })
+    }
+
+    /// In the child: writes its pid into the slot and execs. Returns only on failure.
+    fn exec(&mut self) -> io::Error {
+        // SAFETY: getpid has no preconditions.
+        let mut pid = unsafe { libc::getpid() } as u32;
+        let mut digits = [0u8; 10];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + (pid % 10) as u8;
+            n += 1;
+            pid /= 10;
+            if pid == 0 {
+                break;
+            }
+        }
+        // SAFETY: `slot` is this value's live allocation, which nothing else uses in the
+        // child; the reference ends before execve reads the slot through `envp`.
+        let slot = unsafe { &mut *self.slot };
+        for (place, d) in slot[self.digits_at..]
+            .iter_mut()
+            .zip(digits[..n].iter().rev())
+        {
+            *place = *d;
+        }
+        // SAFETY: every pointer is to a NUL-terminated string this value owns, and both
+        // arrays end with a null pointer; execve is async-signal-safe.
+        unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        io::Error::last_os_error()
+    }
+}
+
+impl Drop for PidExec {
+    fn drop(&mut self) {
+        // SAFETY: `slot` came from `Box::into_raw` in `new` and is freed only here.
+        drop(unsafe { Box::from_raw(self.slot) });
+    }
+}
+
+/// `program` as `execvp(3)` would find it: a path as it is, a bare name in the
+/// environment's `PATH` (or the default search path).
+fn find_program(program: &Path, env: &[(OsString, OsString)]) -> io::Result<CString> {
+    let to_c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return to_c(program);
+    }
+    let path = env.iter().find(|(k, _)| k == "PATH").map_or_else(
+        || OsString::from("/usr/local/bin:/usr/bin:/bin"),
+        |(_, v)| v.clone(),
+    );
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map_or_else(
+            || {
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} is not in PATH", program.display()),
+                ))
+            },
+            |p| to_c(&p),
+        )
 }

@@ -78,6 +78,7 @@ impl Core {
             inherit: vec![(theirs.as_fd(), UPGRADE_FD)],
             // It outlives this primary: that is the point.
             death_signal: None,
+            pid_var: None,
         })
         .map_err(|e| Error::io(OP, e))?;
         drop(theirs);
