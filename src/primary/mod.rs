@@ -173,6 +173,47 @@ impl Primary {
         acting(&self.core).setup(settings)
     }
 
+    /// Opens a listening TCP socket at `addr` for socket-activated workers
+    /// ([`WorkerProtocol::SocketActivated`]) under the name `name` (their `LISTEN_FDNAMES`),
+    /// and returns where it is bound (port 0: the port the kernel chose). Workers forked from
+    /// now on get every such socket, in the order they were opened, at fd 3 on. The socket
+    /// stays open while the primary lives, workers or not; an upgrade's new primary, opening
+    /// the same address, takes it over with its queue.
+    ///
+    /// Set the scheduling first: it is fixed from here on.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Settings`] under round-robin (a socket-activated server takes no handed
+    /// connection), for a name that is empty, longer than 255 bytes, holds `:` or is taken;
+    /// the bind's error otherwise (its errno in [`Error::raw_os_error`]).
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use ringleader::{Primary, Scheduling, Settings, WorkerProtocol};
+    /// let primary = Primary::new()?;
+    /// primary.setup(
+    ///     Settings::default()
+    ///         .exec("python3")
+    ///         .args(["server.py"])
+    ///         .scheduling(Scheduling::Steered)
+    ///         .worker_protocol(WorkerProtocol::SocketActivated),
+    /// )?;
+    /// let local = primary.activation_socket("web", "127.0.0.1:8000".parse().unwrap())?;
+    /// primary.fork(&[])?;
+    /// primary.fork(&[])?;
+    /// # let _ = local;
+    /// # Ok::<(), ringleader::Error>(())
+    /// ```
+    ///
+    /// [`WorkerProtocol::SocketActivated`]: crate::WorkerProtocol::SocketActivated
+    pub fn activation_socket(
+        &self,
+        name: &str,
+        addr: std::net::SocketAddr,
+    ) -> Result<std::net::SocketAddr> {
+        acting(&self.core).open_activated(name, addr)
+    }
+
     /// The settings in force (Node: `cluster.settings`).
     pub fn settings(&self) -> Settings {
         self.core.borrow().settings.clone()

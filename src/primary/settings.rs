@@ -96,10 +96,23 @@ pub enum WorkerProtocol {
     /// Node.js's own IPC protocol: an unmodified Node.js cluster application (`node app.js`),
     /// whose `cluster.isWorker` branch then runs. Its messages are JSON values, one per
     /// [`Event::Message`](crate::Event::Message) and [`WorkerHandle::send`](crate::WorkerHandle::send).
-    /// Its servers are served under [`Scheduling::Shared`] and [`Scheduling::ReusePort`];
-    /// round-robin and steering for Node workers are not built yet (their listens fail with
-    /// `EOPNOTSUPP` and an [`Event::Error`](crate::Event::Error) says why).
+    /// Every scheduling serves them: round-robin through the hand-off (the primary sends each
+    /// connection as Node's `newconn` and keeps its copy until the worker's answer), shared,
+    /// reuseport and steered sockets as Node handles.
     Node,
+    /// A socket-activated server, as systemd starts one (`sd_listen_fds(3)`): any program
+    /// that serves on fd 3 on. It gets the sockets of [`Primary::activation_socket`] there,
+    /// with `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID` (its own pid), and no channel:
+    /// it is online and listening once it runs, and a graceful disconnect is `SIGTERM`.
+    /// Under [`Scheduling::Shared`] every worker gets the same socket; under
+    /// [`Scheduling::ReusePort`] and [`Scheduling::Steered`] a socket of its own in the
+    /// port's group. Steered, the socket of a worker that dies stays in the group, steered
+    /// around, and the worker that replaces it (respawn, roll) takes it with what queued
+    /// there. Round-robin and the hand-off policies need workers that take handed
+    /// connections: forking one under them fails with a settings error that says so.
+    ///
+    /// [`Primary::activation_socket`]: crate::Primary::activation_socket
+    SocketActivated,
 }
 
 /// How long a handed-over connection may wait at a worker that does not take it before the

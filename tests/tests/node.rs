@@ -28,10 +28,17 @@ fn get(port: u16) -> Result<String, String> {
 }
 
 fn node_cluster(scheduling: Scheduling) -> (Harness, u16, [ringleader::WorkerId; 2]) {
+    node_cluster_with(scheduling, Settings::default())
+}
+
+fn node_cluster_with(
+    scheduling: Scheduling,
+    settings: Settings,
+) -> (Harness, u16, [ringleader::WorkerId; 2]) {
     let h = Harness::new(FIXTURE);
     h.primary
         .setup(
-            Settings::default()
+            settings
                 .exec("node")
                 .args([APP])
                 .worker_protocol(WorkerProtocol::Node)
@@ -104,6 +111,68 @@ fn node_workers_share_a_socket_and_talk_json() {
 #[test]
 fn node_workers_get_reuseport_sockets_of_their_own() {
     node_workers_serve_and_talk(Scheduling::ReusePort);
+}
+
+#[test]
+fn node_workers_get_steered_sockets_of_their_own() {
+    node_workers_serve_and_talk(Scheduling::Steered);
+}
+
+/// Steered: a Node worker stuck in a loop has its socket steered around once its queue is
+/// full, is killed when it stays so for 300 ms, and the worker that replaces it takes its
+/// place in the group and serves what waited there. Every client is answered.
+#[test]
+fn a_stuck_steered_node_worker_is_killed_and_its_replacement_serves_its_queue() {
+    let (h, port, [a, b]) = node_cluster_with(
+        Scheduling::Steered,
+        Settings::default()
+            .kill_stalled_after(Some(std::time::Duration::from_millis(300)))
+            .respawn(Some(ringleader::Respawn::default())),
+    );
+    h.primary
+        .worker(a)
+        .expect("worker")
+        .send(b"\"busy\"")
+        .expect("send");
+    let answers = h.drive(move || {
+        let threads: Vec<_> = (0..40)
+            .map(|_| std::thread::spawn(move || get(port)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("client"))
+            .collect::<Vec<_>>()
+    });
+    let seen = h.drain();
+    let events: Vec<String> = seen.iter().map(describe).collect();
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::StalledKilled { worker, .. } if *worker == a)),
+        "{events:?}"
+    );
+    let replacement = seen
+        .iter()
+        .find_map(|e| match e {
+            Event::Respawned {
+                worker, replaces, ..
+            } if *replaces == a => Some(*worker),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("a was not replaced: {events:?}"));
+    let (from_b, from_c) = (
+        format!("hello from {b}\n"),
+        format!("hello from {replacement}\n"),
+    );
+    for answer in &answers {
+        let body = answer
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{e}: {events:?}"));
+        assert!(*body == from_b || *body == from_c, "{body:?}");
+    }
+    assert!(
+        answers.iter().any(|a| a.as_deref() == Ok(from_c.as_str())),
+        "nothing waited at the stuck worker: {answers:?}"
+    );
 }
 
 /// Worker b is told to write `what` onto its channel; its channel ends with an `Error`

@@ -90,3 +90,53 @@ fn a_worker_that_ran_stably_is_replaced_at_once_and_one_asked_to_go_is_not() {
     );
     assert!(h.primary.workers().is_empty());
 }
+
+/// The only worker of a round-robin listener is SIGKILLed with connections handed to it and
+/// not taken (it was stopped): the listener waits for its replacement with them, and the
+/// replacement serves every one, where Node's primary would close them unserved.
+#[test]
+fn connections_of_a_lone_worker_that_dies_wait_for_its_replacement() {
+    let h = Harness::new(FIXTURE);
+    respawning(
+        &h,
+        Respawn::default().first_delay(Duration::from_millis(10)),
+    );
+    let port = ringleader_tests::free_port();
+    let first = h.fork(&format!("serve:127.0.0.1:{port}"));
+    h.listening(1);
+    let pid = h.primary.worker(first).expect("worker").pid();
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).expect("STOP");
+    let clients = std::thread::spawn(move || ringleader_tests::burst(port, 10));
+    let deadline = Instant::now() + ringleader_tests::WATCHDOG;
+    let mut seen = Vec::new();
+    while h.primary.handoff_stats().handed_over < 10 {
+        assert!(Instant::now() < deadline, "watchdog: nothing handed over");
+        if let Some(e) = h
+            .primary
+            .next_event(Some(Duration::from_millis(5)))
+            .expect("event")
+        {
+            seen.push(e);
+        }
+    }
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("KILL");
+    let answers = h.drive(move || clients.join().expect("clients"));
+    let replacement = h
+        .until(|e| matches!(e, Event::Respawned { .. }))
+        .into_iter()
+        .chain(seen)
+        .find_map(|e| match e {
+            Event::Respawned { worker, .. } => Some(worker),
+            _ => None,
+        })
+        .expect("a replacement");
+    for answer in &answers {
+        assert_eq!(
+            answer,
+            &Ok(format!("hello from {replacement}\n")),
+            "{answers:?}"
+        );
+    }
+    assert_eq!(h.primary.handoff_stats().closed_unserved, 0);
+}

@@ -52,6 +52,13 @@ impl Core {
                 .detail(format!("worker {id}"))
                 .with_fd(fd));
         };
+        if slot.activated.is_some() {
+            return Err(Error::new(ErrorKind::Settings, OP)
+                .detail(format!(
+                    "worker {id} is socket-activated: it has no channel"
+                ))
+                .with_fd(fd));
+        }
         if slot.channel.is_none() || slot.outbound.close_when_drained {
             return Err(Error::new(ErrorKind::Disconnected, OP)
                 .detail(format!("worker {id}"))
@@ -323,7 +330,7 @@ impl Core {
                         let payload = &frame.payload;
                         let result = self.with_listeners(|l, cx| match frame.kind {
                             Kind::Listen => {
-                                l.on_listen(cx, id, payload, leaving, scheduling, replaces)
+                                l.on_listen(cx, id, payload, leaving, scheduling, replaces, false)
                             }
                             Kind::Listening => l.on_listening(cx, id, payload),
                             _ => l.on_close(cx, id, payload),
@@ -399,7 +406,7 @@ impl Core {
         };
         // Connections it had not taken yet go to the other workers.
         self.node_end(id);
-        self.leave_all_listeners(id);
+        self.leave_all_listeners_ended(id);
         let Some(slot) = self.workers.get_mut(&id) else {
             return;
         };

@@ -46,7 +46,17 @@ impl Core {
         }
         self.frozen = true;
         let id = self.next_id;
-        let board = self.loads.assign(id);
+        // Node workers and socket-activated servers never attach to the board: the kernel's
+        // counts stand for theirs.
+        let attaches = matches!(
+            self.settings.protocol,
+            None | Some(WorkerProtocol::Ringleader)
+        );
+        let board = if attaches {
+            self.loads.assign(id)
+        } else {
+            None
+        };
         let result = self.spawn_worker(id, env, board, lineage.unwrap_or(id));
         if result.is_err() {
             self.loads.release(id);
@@ -80,6 +90,18 @@ impl Core {
             (ENV_CHANNEL_FD.to_owned(), CHANNEL_FD.to_string()),
         ];
         let node = s.protocol == Some(WorkerProtocol::Node);
+        let activated = s.protocol == Some(WorkerProtocol::SocketActivated);
+        let (sockets, locals) = if activated {
+            // No channel, no board: systemd's variables only.
+            ours.clear();
+            let given = self.activated_sockets(id)?;
+            ours.push(("LISTEN_FDS".to_owned(), given.sockets.len().to_string()));
+            ours.push(("LISTEN_FDNAMES".to_owned(), given.names));
+            (given.sockets, given.locals)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let s = &self.settings;
         if node {
             // Node's own bootstrap reads these before any of the application's code runs.
             ours.push(("NODE_UNIQUE_ID".to_owned(), id.to_string()));
@@ -89,7 +111,7 @@ impl Core {
                 "json".to_owned(),
             ));
         }
-        if let Some((index, generation)) = board {
+        if let Some((index, generation)) = board.filter(|_| !activated) {
             ours.push((ENV_BOARD_FD.to_owned(), BOARD_FD.to_string()));
             ours.push((ENV_BOARD_SLOT.to_owned(), format!("{index}:{generation}")));
         }
@@ -101,8 +123,21 @@ impl Core {
             vars.retain(|(name, _)| name.as_os_str() != k.as_str());
             vars.push((k.into(), v.into()));
         }
-        let (ours, theirs) = socket::stream_pair().map_err(|e| Error::io(OP, e))?;
-        socket::set_nonblocking(&ours, true).map_err(|e| Error::io(OP, e))?;
+        // The control channel; a socket-activated server has none.
+        let pair = if activated {
+            None
+        } else {
+            let (ours, theirs) = socket::stream_pair().map_err(|e| Error::io(OP, e))?;
+            socket::set_nonblocking(&ours, true).map_err(|e| Error::io(OP, e))?;
+            Some((ours, theirs))
+        };
+        let inherit = match (&pair, board.and(self.loads.fd())) {
+            (None, _) => (3..).zip(&sockets).map(|(n, fd)| (fd.as_fd(), n)).collect(),
+            (Some((_, theirs)), Some(board_fd)) => {
+                vec![(theirs.as_fd(), CHANNEL_FD), (board_fd, BOARD_FD)]
+            }
+            (Some((_, theirs)), None) => vec![(theirs.as_fd(), CHANNEL_FD)],
+        };
         let spawned = spawn::spawn(SpawnRequest {
             program,
             args,
@@ -111,26 +146,39 @@ impl Core {
             uid: s.uid,
             gid: s.gid,
             stdio: s.stdio_or_default(),
-            inherit: match board.and(self.loads.fd()) {
-                Some(board_fd) => vec![(theirs.as_fd(), CHANNEL_FD), (board_fd, BOARD_FD)],
-                None => vec![(theirs.as_fd(), CHANNEL_FD)],
-            },
+            inherit,
             death_signal: s.death_signal.unwrap_or(Some(Signal::KILL)),
-        })
-        .map_err(|e| Error::io(OP, e))?;
-        drop(theirs);
+            pid_var: activated.then_some("LISTEN_PID"),
+        });
+        let spawned = match spawned {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                if activated {
+                    self.leave_all_listeners(id);
+                }
+                return Err(Error::io(OP, e));
+            }
+        };
+        drop(sockets);
         self.next_id += 1;
         let pid = spawned.pidfd.pid();
-        let channel = Arc::new(ours);
         let pidfd = Arc::new(spawned.pidfd);
-        let recv_op = self
-            .driver
-            .watch_read(
-                &dyn_fd(&channel),
-                token(id, Tag::Channel),
-                Some(Vec::with_capacity(READ_CHUNK)),
-            )
-            .map_err(|e| Error::io(OP, e))?;
+        let (channel, recv_op) = match pair {
+            Some((ours, theirs)) => {
+                drop(theirs);
+                let channel = Arc::new(ours);
+                let recv_op = self
+                    .driver
+                    .watch_read(
+                        &dyn_fd(&channel),
+                        token(id, Tag::Channel),
+                        Some(Vec::with_capacity(READ_CHUNK)),
+                    )
+                    .map_err(|e| Error::io(OP, e))?;
+                (Some(channel), recv_op)
+            }
+            None => (None, None),
+        };
         self.driver
             .watch_read(&dyn_fd(&pidfd), token(id, Tag::Exit), None)
             .map_err(|e| Error::io(OP, e))?;
@@ -139,7 +187,7 @@ impl Core {
             WorkerEntry {
                 pid,
                 pidfd,
-                channel: Some(channel),
+                channel,
                 inbound: Inbound::default(),
                 outbound: Outbound::default(),
                 recv_op,
@@ -148,9 +196,10 @@ impl Core {
                 last_write: None,
                 exit: None,
                 exit_generated: false,
-                online_generated: false,
+                online_generated: activated,
                 told_ready: false,
                 node: node.then(Default::default),
+                activated: activated.then(Default::default),
                 state: WorkerState::Started,
                 connected: true,
                 dead: false,
@@ -166,6 +215,16 @@ impl Core {
             },
         );
         self.ready.push_back(Event::Fork { worker: id, pid });
+        if activated {
+            // It serves once it runs: its sockets listen already.
+            self.ready.push_back(Event::Online { worker: id });
+            for local in locals {
+                self.ready.push_back(Event::Listening {
+                    worker: id,
+                    address: local,
+                });
+            }
+        }
         Ok((id, pid))
     }
 
@@ -187,6 +246,7 @@ impl Core {
                 // A dead process's channel reports end of file right after; Exit follows
                 // Disconnect then.
                 if slot.channel.is_none() {
+                    self.activated_exit(id);
                     self.generate_exit(id);
                 }
             }

@@ -16,6 +16,7 @@ use ringleader_sys::pidfd::{ExitStatus, PidFd};
 use ringleader_sys::signal::{Signal, SignalFd};
 use ringleader_sys::uring::OpId;
 
+mod activated;
 mod channels;
 mod fork;
 mod manager;
@@ -69,6 +70,8 @@ pub(crate) struct WorkerEntry {
     pub(crate) told_ready: bool,
     /// A Node.js worker: its channel speaks Node's protocol ([`node`]).
     pub(crate) node: Option<node::NodeChannel>,
+    /// A socket-activated server: no channel ([`activated`]).
+    pub(crate) activated: Option<activated::Activated>,
     // What the user sees; changed at delivery.
     pub(crate) state: WorkerState,
     pub(crate) connected: bool,
@@ -117,6 +120,10 @@ pub(crate) struct Core {
     /// Node workers' server data by key (TLS session-ticket keys), stored on first use and
     /// echoed in every reply for the key, as Node's primary does.
     pub(crate) node_data: BTreeMap<String, serde_json::Value>,
+    /// The socket-activated workers' listeners, by name, in the order forks get them.
+    activated: Vec<(String, crate::ipc::listen::Key)>,
+    /// While a roll forks a successor: the worker it replaces, whose sockets it takes over.
+    replacing: Option<WorkerId>,
     /// What listener work produced, delivered as each call returns ([`Core::with_listeners`]).
     outbox: Outbox,
     pub(crate) loads: super::loads::Loads,
@@ -135,9 +142,13 @@ impl WorkerEntry {
         self.lineage
     }
 
-    /// The worker is being disconnected or its channel is gone.
+    /// The worker is being disconnected or its channel is gone (a socket-activated one: it
+    /// was asked to stop).
     pub(crate) fn leaving(&self) -> bool {
-        self.channel.is_none() || self.outbound.close_when_drained
+        match &self.activated {
+            Some(a) => a.stopping || self.exit.is_some(),
+            None => self.channel.is_none() || self.outbound.close_when_drained,
+        }
     }
 }
 
@@ -180,6 +191,8 @@ impl Core {
             tally: Default::default(),
             admin: None,
             node_data: BTreeMap::new(),
+            activated: Vec::new(),
+            replacing: None,
             outbox: Outbox::default(),
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
             env_policy: None,
@@ -188,9 +201,13 @@ impl Core {
 
     pub(crate) fn setup(&mut self, settings: Settings) -> Result<()> {
         if let Some(s) = settings.scheduling {
-            if self.frozen && s != self.scheduling {
-                return Err(Error::new(ErrorKind::Settings, "set up the primary")
-                    .detail("the scheduling policy is frozen after the first fork"));
+            if (self.frozen || !self.activated.is_empty()) && s != self.scheduling {
+                return Err(
+                    Error::new(ErrorKind::Settings, "set up the primary").detail(
+                        "the scheduling policy is frozen after the first fork \
+                     (or once the socket-activated workers' sockets are open)",
+                    ),
+                );
             }
             self.scheduling = s;
         }
@@ -216,6 +233,7 @@ impl Core {
             self.node_disconnect(id);
             self.flush(id);
         }
+        self.activated_disconnect(id);
         // Node: removeHandlesForWorker. Connections queued for it go to the others, and its
         // listeners end.
         self.leave_all_listeners(id);
@@ -263,7 +281,36 @@ impl Core {
 
     /// Removes worker `id` from every listener ([`Listeners::leave_all_listeners`]).
     fn leave_all_listeners(&mut self, id: WorkerId) {
-        self.with_listeners(|l, cx| l.leave_all_listeners(cx, id));
+        self.with_listeners(|l, cx| l.leave_all_listeners(cx, id, false));
+    }
+
+    /// Removes worker `id`, whose channel ended, from every listener. A worker that did not
+    /// ask to go is replaced when respawning is on: a listener it was the last worker of
+    /// waits for the replacement, with what it accepted, rather than closing it unserved.
+    fn leave_all_listeners_ended(&mut self, id: WorkerId) {
+        let hold = self.settings.respawn.flatten().is_some()
+            && self
+                .workers
+                .get(&id)
+                .is_some_and(|w| !w.exited_after_disconnect);
+        self.with_listeners(|l, cx| l.leave_all_listeners(cx, id, hold));
+    }
+
+    /// Ends listeners that waited for a replacement ([`Core::leave_all_listeners_ended`])
+    /// once none is coming: no respawn waits and every live worker listens somewhere.
+    pub(super) fn drop_held_listeners(&mut self) {
+        if !self.listeners.holds() || self.respawns.waiting() {
+            return;
+        }
+        let live: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.listed && w.exit.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        if live.is_empty() || self.listeners.all_listen(live) {
+            self.with_listeners(|l, cx| l.drop_held(cx));
+        }
     }
 
     /// Kills a worker that took no connection for `stalled` while some waited

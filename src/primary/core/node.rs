@@ -16,7 +16,10 @@
 //! keeps its copy of each connection until the worker's reply: `accepted: false`, or the
 //! worker's end, hands it to another worker (Node's own primary leaves such clients hanging).
 //!
-//! Not yet: steered listeners (their listen is refused with `EOPNOTSUPP`).
+//! Shared, reuseport and steered listeners give the worker its listening socket as a
+//! `NODE_HANDLE`. Steered, the worker gets its own socket without a hand-off channel: what
+//! queues there when it dies waits for the worker that takes its place (a respawn, a roll's
+//! successor), and one whose queue stays full past `kill_stalled_after` is killed.
 //!
 //! [`WorkerProtocol::Node`]: crate::WorkerProtocol::Node
 
@@ -36,7 +39,7 @@ use crate::ipc::listen::{self as proto, Key, Notice, Reply, Request, Transport};
 use crate::ipc::node::{self, AddressType, Cluster, FromWorker, Lines, Query, to_worker};
 use crate::primary::event::{self, Event};
 
-/// `EOPNOTSUPP`: what a Node worker's listen gets where it is not served yet.
+/// `EOPNOTSUPP`: what a Node worker's listen gets for a socket it cannot be given.
 const EOPNOTSUPP: i32 = 95;
 
 /// Connections sent to a Node worker and not yet answered (`accepted`), at most.
@@ -233,7 +236,7 @@ impl Core {
                 let replaces = self.rolling.as_ref().and_then(|r| r.predecessor_of(id));
                 let payload = proto::encode(&req);
                 let _ = self.with_listeners(|l, cx| {
-                    l.on_listen(cx, id, &payload, leaving, scheduling, replaces)
+                    l.on_listen(cx, id, &payload, leaving, scheduling, replaces, true)
                 });
             }
             Cluster::Listening(q) => {
@@ -321,7 +324,6 @@ impl Core {
         let Ok(reply) = proto::decode::<Reply>(payload) else {
             return;
         };
-        let mut unsupported = None;
         if let Some(ch) = self.workers.get_mut(&id).and_then(|w| w.node.as_mut()) {
             let Some(q) = ch.queries.remove(&reply.seq) else {
                 return;
@@ -339,13 +341,12 @@ impl Core {
                     to_worker::reply_error(reply.seq, s, &key, &data, errno),
                     None,
                 ),
-                (None, true, ..) => {
-                    unsupported = Some(key.clone());
-                    (
-                        to_worker::reply_error(reply.seq, s, &key, &data, EOPNOTSUPP),
-                        None,
-                    )
-                }
+                // A channel to a steered socket: only ringleader workers get one (a Node
+                // worker's listen gets its socket, `bare`).
+                (None, true, ..) => (
+                    to_worker::reply_error(reply.seq, s, &key, &data, EOPNOTSUPP),
+                    None,
+                ),
                 // Round-robin: the primary reads the worker's end itself.
                 (None, false, true, Some(channel)) => {
                     let sockname = reply
@@ -378,19 +379,10 @@ impl Core {
                     None,
                 ),
             };
-            if reply.errno.is_some() || unsupported.is_some() {
+            if reply.errno.is_some() || reply.steered {
                 ch.keys.remove(&key);
             }
             ch.queue(line, fd);
-        }
-        if let Some(key) = unsupported {
-            self.ready.push_back(Event::Error {
-                worker: Some(id),
-                error: Error::new(ErrorKind::Settings, "listen in a Node worker").detail(format!(
-                    "{key}: steered listeners do not serve Node workers yet; \
-                     use round-robin, Scheduling::Shared or ReusePort"
-                )),
-            });
         }
         self.flush(id);
     }

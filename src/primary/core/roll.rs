@@ -156,7 +156,10 @@ impl Core {
             let (lineage, env) = (w.lineage, w.env.clone());
             let env: Vec<(&str, &str)> =
                 env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            match self.fork_in(&env, Some(lineage)) {
+            self.replacing = Some(old);
+            let forked = self.fork_in(&env, Some(lineage));
+            self.replacing = None;
+            match forked {
                 Ok((new, _)) => r.steps.push(Step {
                     old,
                     new,

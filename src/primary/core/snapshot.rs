@@ -31,15 +31,12 @@ impl Core {
                     taken: load.map_or(0, |l| l.counts.taken),
                     finished: load.map_or(0, |l| l.counts.finished),
                     load: load.map_or(0, |l| l.counts.load),
-                    // A worker with no board slot (a Node worker) reports nothing taken:
-                    // the hand-off's own count says what waits for it.
-                    queued: load.map_or(0, |l| {
-                        if l.on_board() {
-                            l.queued()
-                        } else {
-                            self.listeners.untaken_of(*id)
-                        }
-                    }),
+                    // A worker with no board slot (a Node worker, a socket-activated server)
+                    // reports nothing taken: the kernel's counts say what waits for it.
+                    queued: match load {
+                        Some(l) if l.on_board() => l.queued(),
+                        _ => self.listeners.untaken_of(*id),
+                    },
                 }
             })
             .collect();

@@ -203,6 +203,7 @@ impl Core {
         self.dispatch();
         self.node_pump_all();
         self.tell_manager();
+        self.drop_held_listeners();
         result
             .map(|()| count)
             .map_err(|e| Error::io("wait for events", e))

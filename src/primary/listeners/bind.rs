@@ -149,6 +149,8 @@ impl Listeners {
             starved: false,
             steering,
             own_sockets: BTreeMap::new(),
+            pinned: false,
+            held: false,
         })
     }
 }

@@ -350,7 +350,11 @@ impl Listeners {
 
     /// The worker left a listener (closed it, disconnected or died): connections queued for it
     /// go back to the others, and a listener without workers is closed.
-    pub(crate) fn leave_listener(&mut self, cx: &mut Ctx<'_>, key: &Key, id: WorkerId) {
+    /// Worker `id` leaves listener `key`: what was queued for it goes to the others. The
+    /// listener ends with its last worker, unless it is pinned or `hold` (the worker exited
+    /// unasked and a replacement comes: the listener waits for it, accepted connections
+    /// included, until [`Listeners::drop_held`]).
+    pub(crate) fn leave_listener(&mut self, cx: &mut Ctx<'_>, key: &Key, id: WorkerId, hold: bool) {
         self.settle_handoffs(cx);
         let Some(h) = self.by_key.get_mut(key) else {
             return;
@@ -369,13 +373,15 @@ impl Listeners {
             self.steer_at = Some(Instant::now());
             self.steer_gap = STEER_BUSY;
         }
+        let last = h.members.is_empty() && !h.pinned;
+        h.held |= last && hold;
         let Some(member) = member else {
-            if h.members.is_empty() {
+            if last && !hold {
                 self.drop_handle(cx, key);
             }
             return;
         };
-        let (hid, fds, empty) = (h.id, member.read_back(), h.members.is_empty());
+        let (hid, fds, empty) = (h.id, member.read_back(), last && !hold);
         // Its receiving end now reads end of file: the worker's `incoming()` ends.
         drop(member);
         self.take_back(cx, id, hid, fds, None);
@@ -415,7 +421,7 @@ impl Listeners {
     }
 
     /// Removes a worker from every listener (Node: `removeHandlesForWorker`).
-    pub(crate) fn leave_all_listeners(&mut self, cx: &mut Ctx<'_>, id: WorkerId) {
+    pub(crate) fn leave_all_listeners(&mut self, cx: &mut Ctx<'_>, id: WorkerId, hold: bool) {
         let keys: Vec<Key> = self
             .by_key
             .iter()
@@ -423,7 +429,26 @@ impl Listeners {
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
-            self.leave_listener(cx, &key, id);
+            self.leave_listener(cx, &key, id, hold);
+        }
+    }
+
+    /// Whether a listener waits, with no worker, for a replacement.
+    pub(crate) fn holds(&self) -> bool {
+        self.by_key.values().any(|h| h.held)
+    }
+
+    /// Ends the listeners that wait with no worker ([`Listeners::leave_listener`]'s `hold`):
+    /// no replacement is coming, or it listens elsewhere.
+    pub(crate) fn drop_held(&mut self, cx: &mut Ctx<'_>) {
+        let keys: Vec<Key> = self
+            .by_key
+            .iter()
+            .filter(|(_, h)| h.held && h.members.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.drop_handle(cx, &key);
         }
     }
 }

@@ -172,6 +172,12 @@ struct Listener {
     /// Reuseport: the primary's copy of each worker's own socket, for a roll's successor to
     /// take over; dropped when the worker leaves.
     own_sockets: BTreeMap<WorkerId, Arc<OwnedFd>>,
+    /// The primary's own (socket-activated workers'): kept while the primary lives, even
+    /// with no worker.
+    pinned: bool,
+    /// Its last worker exited unasked and a replacement is coming: it waits for it, with
+    /// what it accepted ([`Listeners::drop_held`] ends it if none comes).
+    held: bool,
 }
 
 /// An accepted connection waiting for a worker.
@@ -343,12 +349,29 @@ impl Listeners {
         }
     }
 
-    /// Connections handed to worker `id` and not read from its channels yet (`FIONREAD`).
+    /// Connections waiting for worker `id`: handed to it and not read from its channels yet
+    /// (`FIONREAD`), and, for a worker with a socket of its own (reuseport, steered), in its
+    /// socket's accept queue.
     pub(crate) fn untaken_of(&self, id: WorkerId) -> u64 {
+        let own_queue =
+            |sock: &OwnedFd| u64::from(ringleader_sys::steer::accept_queue(sock).unwrap_or(0));
         self.by_key
             .values()
-            .filter_map(|l| l.members.get(&id)?.as_ref())
-            .map(|m| ringleader_sys::listen::queued(&m.rx).unwrap_or(0))
+            .map(|l| {
+                let handed = l
+                    .members
+                    .get(&id)
+                    .and_then(Option::as_ref)
+                    .map_or(0, |m| ringleader_sys::listen::queued(&m.rx).unwrap_or(0));
+                let place = l.steering.iter().flat_map(|st| &st.places);
+                let own = place
+                    .filter(|p| p.worker == Some(id))
+                    .map(|p| &*p.sock)
+                    .chain(l.own_sockets.get(&id).map(|s| &**s))
+                    .map(own_queue)
+                    .sum::<u64>();
+                handed + own
+            })
             .sum()
     }
 

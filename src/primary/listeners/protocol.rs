@@ -3,22 +3,24 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ringleader_sys::listen;
+use ringleader_sys::listen::{self, Options};
 use ringleader_sys::scm::{self, Blocking};
-use ringleader_sys::{AsFd, OwnedFd, socket};
+use ringleader_sys::{AsFd, OwnedFd, errno, socket};
 
 use super::bind::{Local, own_socket_options};
 use super::{Ctx, Listeners, Member, Pending};
 use crate::ids::WorkerId;
 use crate::ipc::frame::{FrameError, Kind};
-use crate::ipc::listen::{self as proto, Notice, Reply, Request, Transport};
+use crate::ipc::listen::{self as proto, Key, Notice, Reply, Request, Transport};
 use crate::primary::event::{AddressType, Event, Listening};
 use crate::primary::settings::Scheduling;
 
 impl Listeners {
     /// A worker asks to listen. `leaving`: it is being disconnected; `scheduling`: the
     /// primary's; `replaces`: the worker it succeeds in a rolling restart, whose steered
-    /// socket it takes over.
+    /// socket it takes over; `bare`: it takes no handed connections (a Node worker), so a
+    /// steered listener gives it its socket itself, without a hand-off channel.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_listen(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -27,10 +29,55 @@ impl Listeners {
         leaving: bool,
         scheduling: Scheduling,
         replaces: Option<WorkerId>,
+        bare: bool,
     ) -> Result<(), FrameError> {
         let req: Request = proto::decode(payload)?;
         // Node: a worker that is being disconnected gets no new listener (and no reply).
         if leaving {
+            return Ok(());
+        }
+        if let Err(e) = self.open(cx, &req, scheduling) {
+            // The failed key is forgotten: a later listen tries the bind again.
+            self.refuse_listen(cx, id, req.seq, &e);
+            return Ok(());
+        }
+        let opts = own_socket_options(&req);
+        let (fd, channel) = match self.socket_for(&req.key, id, replaces, &opts, scheduling, bare) {
+            Ok(given) => given,
+            Err(e) => {
+                self.refuse_listen(cx, id, req.seq, &e);
+                return Ok(());
+            }
+        };
+        let Some(listener) = self.by_key.get(&req.key) else {
+            return Ok(());
+        };
+        let steered = listener.steering.is_some();
+        let reply = Reply {
+            seq: req.seq,
+            errno: None,
+            local: Some(listener.local.to_string()),
+            handoff: listener.handoff,
+            // The fd is a channel whose first message is the worker's own socket.
+            steered: steered && channel,
+        };
+        cx.out
+            .send(id, Kind::ListenReply, &proto::encode(&reply), Some(fd));
+        if steered {
+            self.steer_soon();
+        }
+        self.arm_accept(cx, &req.key);
+        Ok(())
+    }
+
+    /// The listener `req` names, bound now unless it is already.
+    fn open(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        req: &Request,
+        scheduling: Scheduling,
+    ) -> std::io::Result<()> {
+        if self.by_key.contains_key(&req.key) {
             return Ok(());
         }
         // Steering needs a TCP address to bind the group to; a Unix socket (or a socket the
@@ -42,76 +89,79 @@ impl Listeners {
             Scheduling::Steered => !steerable,
             _ => false,
         };
-        if !self.by_key.contains_key(&req.key) {
-            match self.bind(cx, &req, handoff, steer, scheduling) {
-                Ok(listener) => {
-                    self.keys.insert(listener.id, req.key.clone());
-                    self.by_key.insert(req.key.clone(), listener);
-                }
-                Err(e) => {
-                    // The failed key is forgotten: a later listen tries the bind again.
-                    self.refuse_listen(cx, id, req.seq, &e);
-                    return Ok(());
-                }
-            }
-        }
-        let reuse_port = scheduling == Scheduling::ReusePort && req.key.transport == Transport::Tcp;
-        let Some(listener) = self.by_key.get_mut(&req.key) else {
-            return Ok(());
+        let listener = self.bind(cx, req, handoff, steer, scheduling)?;
+        self.keys.insert(listener.id, req.key.clone());
+        self.by_key.insert(req.key.clone(), listener);
+        Ok(())
+    }
+
+    /// Worker `id` joins listener `key`; returns the fd it gets, and whether that is a
+    /// hand-off channel (else the listening socket it accepts from).
+    fn socket_for(
+        &mut self,
+        key: &Key,
+        id: WorkerId,
+        replaces: Option<WorkerId>,
+        opts: &Options,
+        scheduling: Scheduling,
+        bare: bool,
+    ) -> std::io::Result<(OwnedFd, bool)> {
+        let reuse_port = scheduling == Scheduling::ReusePort && key.transport == Transport::Tcp;
+        let Some(listener) = self.by_key.get_mut(key) else {
+            return Err(std::io::Error::from_raw_os_error(errno::EINVAL));
         };
-        let local = listener.local.to_string();
+        listener.held = false;
         // What the listener is, whatever the scheduling is now (settings can change).
-        let steered = listener.steering.is_some();
-        let fd = if listener.handoff || steered {
-            match socket::stream_pair().and_then(|(tx, theirs)| {
-                // The copy shares the worker's open file description: it must stay blocking
-                // (O_NONBLOCK would be the worker's too); reads from it use MSG_DONTWAIT.
-                let rx = socket::dup(&theirs)?;
-                socket::set_nonblocking(&tx, true)?;
-                if let (Some(st), Local::Ip(addr)) = (&mut listener.steering, &listener.local) {
-                    let opts = own_socket_options(&req);
-                    // The worker's own socket is the channel's first message.
-                    let sock = st.join(id, replaces, *addr, &opts)?;
-                    let sent = scm::send(
-                        &tx,
-                        &[std::io::IoSlice::new(b"L")],
-                        &[sock.as_fd()],
-                        Blocking::No,
-                    );
-                    if let Err(e) = sent {
-                        st.leave(id);
-                        return Err(e);
-                    }
-                }
-                Ok((tx, rx, theirs))
-            }) {
-                Ok((tx, rx, theirs)) => {
-                    listener.members.insert(
-                        id,
-                        Some(Member {
-                            tx: Arc::new(tx),
-                            rx,
-                            untaken: std::cell::Cell::new(0),
-                            watch: None,
-                            sent: Default::default(),
-                            stalled: std::cell::Cell::new(false),
-                            stalled_since: std::cell::Cell::new(None),
-                            one_per_message: std::cell::Cell::new(false),
-                        }),
-                    );
-                    Some(theirs)
-                }
-                Err(e) => {
-                    self.refuse_listen(cx, id, req.seq, &e);
-                    return Ok(());
+        let own_addr = match &listener.local {
+            Local::Ip(addr) => Some(*addr),
+            Local::Unix(_) => None,
+        };
+        if let (Some(st), Some(addr), true) = (&mut listener.steering, own_addr, bare) {
+            // A steered socket of its own, without a channel: what queues there waits for
+            // it, or for the worker that takes its place.
+            st.keep_queues = true;
+            let sock = st.join(id, replaces, addr, opts)?;
+            let theirs = socket::dup(&*sock).inspect_err(|_| st.leave(id))?;
+            listener.members.insert(id, None);
+            return Ok((theirs, false));
+        }
+        if listener.handoff || listener.steering.is_some() {
+            let (tx, theirs) = socket::stream_pair()?;
+            // The copy shares the worker's open file description: it must stay blocking
+            // (O_NONBLOCK would be the worker's too); reads from it use MSG_DONTWAIT.
+            let rx = socket::dup(&theirs)?;
+            socket::set_nonblocking(&tx, true)?;
+            if let (Some(st), Some(addr)) = (&mut listener.steering, own_addr) {
+                // The worker's own socket is the channel's first message.
+                let sock = st.join(id, replaces, addr, opts)?;
+                let sent = scm::send(
+                    &tx,
+                    &[std::io::IoSlice::new(b"L")],
+                    &[sock.as_fd()],
+                    Blocking::No,
+                );
+                if let Err(e) = sent {
+                    st.leave(id);
+                    return Err(e);
                 }
             }
-        } else if reuse_port {
+            listener.members.insert(
+                id,
+                Some(Member {
+                    tx: Arc::new(tx),
+                    rx,
+                    untaken: std::cell::Cell::new(0),
+                    watch: None,
+                    sent: Default::default(),
+                    stalled: std::cell::Cell::new(false),
+                    stalled_since: std::cell::Cell::new(None),
+                    one_per_message: std::cell::Cell::new(false),
+                }),
+            );
+            return Ok((theirs, true));
+        }
+        if let (true, Some(addr)) = (reuse_port, own_addr) {
             // A listening socket of the worker's own in the port's SO_REUSEPORT group.
-            let Local::Ip(addr) = listener.local.clone() else {
-                return Ok(());
-            };
-            let opts = own_socket_options(&req);
             // A roll's successor takes over its predecessor's socket, whose queue would be
             // lost when the predecessor closed it: the primary holds a copy of each worker's
             // socket while the worker listens.
@@ -119,40 +169,85 @@ impl Listeners {
             let taken_over = replaces
                 .and_then(|old| listener.own_sockets.get(&old).cloned())
                 .or_else(|| self.inherited.take_one_own(addr).map(Arc::new));
-            let sock = match taken_over {
-                Some(sock) => Ok(sock),
-                None => listen::tcp(addr, &opts)
-                    .and_then(|s| socket::set_nonblocking(&s, true).map(|()| Arc::new(s))),
+            let ours = match taken_over {
+                Some(sock) => sock,
+                None => {
+                    let s = listen::tcp(addr, opts)?;
+                    socket::set_nonblocking(&s, true)?;
+                    Arc::new(s)
+                }
             };
-            match sock.and_then(|s| socket::dup(&*s).map(|theirs| (s, theirs))) {
-                Ok((ours, theirs)) => {
-                    listener.members.insert(id, None);
-                    listener.own_sockets.insert(id, ours);
-                    Some(theirs)
-                }
-                Err(e) => {
-                    self.refuse_listen(cx, id, req.seq, &e);
-                    return Ok(());
-                }
-            }
-        } else {
+            let theirs = socket::dup(&*ours)?;
             listener.members.insert(id, None);
-            socket::dup(&*listener.sock).ok()
+            listener.own_sockets.insert(id, ours);
+            return Ok((theirs, false));
+        }
+        let theirs = socket::dup(&*listener.sock)?;
+        listener.members.insert(id, None);
+        Ok((theirs, false))
+    }
+
+    /// Opens a listener for socket-activated workers at `addr`, kept while the primary
+    /// lives (workers or not); returns its key and where it is bound.
+    pub(crate) fn open_activated(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        addr: SocketAddr,
+        scheduling: Scheduling,
+    ) -> std::io::Result<(Key, SocketAddr)> {
+        let req = Request {
+            seq: 0,
+            key: Key {
+                transport: Transport::Tcp,
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                index: 0,
+            },
+            backlog: None,
+            ipv6_only: false,
+            mode: None,
         };
-        let reply = Reply {
-            seq: req.seq,
-            errno: None,
-            local: Some(local),
-            handoff: listener.handoff,
-            steered,
+        self.open(cx, &req, scheduling)?;
+        let Some(l) = self.by_key.get_mut(&req.key) else {
+            return Err(std::io::Error::from_raw_os_error(errno::EINVAL));
         };
-        cx.out
-            .send(id, Kind::ListenReply, &proto::encode(&reply), fd);
-        if steered {
+        l.pinned = true;
+        let local = match &l.local {
+            Local::Ip(local) => *local,
+            Local::Unix(_) => addr,
+        };
+        Ok((req.key, local))
+    }
+
+    /// Socket-activated worker `id` joins listener `key` (of [`Listeners::open_activated`]):
+    /// the listening socket it gets, and where it is bound.
+    pub(crate) fn attach(
+        &mut self,
+        key: &Key,
+        id: WorkerId,
+        replaces: Option<WorkerId>,
+        scheduling: Scheduling,
+    ) -> std::io::Result<(OwnedFd, String)> {
+        let opts = Options {
+            reuse_port: true,
+            backlog: 511,
+            ipv6_only: false,
+            ..Options::default()
+        };
+        let (fd, channel) = self.socket_for(key, id, replaces, &opts, scheduling, true)?;
+        debug_assert!(
+            !channel,
+            "a socket-activated worker gets a listening socket"
+        );
+        let local = self
+            .by_key
+            .get(key)
+            .map(|l| l.local.to_string())
+            .unwrap_or_default();
+        if self.by_key.get(key).is_some_and(|l| l.steering.is_some()) {
             self.steer_soon();
         }
-        self.arm_accept(cx, &req.key);
-        Ok(())
+        Ok((fd, local))
     }
 
     /// Answers a listen request with the errno of what failed (EIO if it has none).
@@ -239,7 +334,7 @@ impl Listeners {
         payload: &[u8],
     ) -> Result<(), FrameError> {
         let notice: Notice = proto::decode(payload)?;
-        self.leave_listener(cx, &notice.key, id);
+        self.leave_listener(cx, &notice.key, id, false);
         Ok(())
     }
 }

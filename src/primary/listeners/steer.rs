@@ -33,6 +33,10 @@ pub(super) struct Steering {
     pub(super) weights: Vec<u32>,
     /// A worker left recently: watch closely until then.
     pub(super) linger_until: Option<Instant>,
+    /// Its workers take no handed connections (socket-activated servers, Node workers): a
+    /// queue is never taken by the primary; it waits for its worker, or for the worker that
+    /// takes the place next. A worker whose queue stays at the bound counts as stalled.
+    pub(super) keep_queues: bool,
 }
 
 pub(super) struct Place {
@@ -40,6 +44,9 @@ pub(super) struct Place {
     pub(super) worker: Option<WorkerId>,
     /// Checks in a row that found its queue at the hand-off bound.
     pub(super) full_checks: u32,
+    /// Since when its queue has stayed at the bound ([`Steering::keep_queues`] groups), and
+    /// whether its worker was reported stalled since.
+    pub(super) full_since: Option<(Instant, bool)>,
 }
 
 impl Steering {
@@ -53,6 +60,7 @@ impl Steering {
                     sock: Arc::new(sock),
                     worker: None,
                     full_checks: 0,
+                    full_since: None,
                 })
                 .collect(),
             ..Steering::default()
@@ -75,6 +83,7 @@ impl Steering {
         if let Some(p) = place.map(|i| &mut self.places[i]) {
             p.worker = Some(id);
             p.full_checks = 0;
+            p.full_since = None;
             return Ok(p.sock.clone());
         }
         let sock = listen::tcp(addr, opts)?;
@@ -86,6 +95,7 @@ impl Steering {
             sock: sock.clone(),
             worker: Some(id),
             full_checks: 0,
+            full_since: None,
         });
         Ok(sock)
     }
@@ -187,6 +197,7 @@ impl Listeners {
         let mut busy = false;
         let mut any = false;
         let mut taken = Vec::new();
+        let kill_after = self.kill_stalled_after;
         for h in self.by_key.values_mut() {
             let Some(st) = &mut h.steering else { continue };
             any = true;
@@ -225,6 +236,12 @@ impl Listeners {
                     self.stats.steerings += 1;
                 }
             }
+            if st.keep_queues {
+                for (p, seen) in st.places.iter_mut().zip(&seen) {
+                    stalled_keeping(p, seen.depth, now, kill_after, cx);
+                }
+                continue;
+            }
             for (i, avoid, depth) in take {
                 taken.push((h.id, st.places[i].sock.clone(), avoid, depth));
             }
@@ -262,6 +279,30 @@ impl Listeners {
             (l.steer_gap * 2).min(STEER_QUIET)
         };
         l.steer_at = Some(now + l.steer_gap);
+    }
+}
+
+/// A [`Steering::keep_queues`] place: a worker whose queue stayed at the hand-off bound
+/// for `kill_after` (steered around all that time, so it took nothing) is reported stalled,
+/// once; the worker that replaces it takes the place and its queue.
+fn stalled_keeping(
+    p: &mut Place,
+    depth: u64,
+    now: Instant,
+    kill_after: Option<Duration>,
+    cx: &mut Ctx<'_>,
+) {
+    let Some(worker) = p.worker.filter(|_| depth >= MAX_UNTAKEN) else {
+        p.full_since = None;
+        return;
+    };
+    let (since, reported) = p.full_since.get_or_insert((now, false));
+    if let Some(after) = kill_after {
+        let stalled = now.saturating_duration_since(*since);
+        if stalled >= after && !*reported {
+            *reported = true;
+            cx.out.stalled.push((worker, stalled));
+        }
     }
 }
 

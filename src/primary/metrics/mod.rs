@@ -51,7 +51,9 @@ pub struct WorkerMetrics {
     pub finished: u64,
     /// The load figure its application published on the board.
     pub load: u64,
-    /// Connections handed to it and not taken yet.
+    /// Connections waiting for it: handed to it and not taken yet, by the board's count; for
+    /// a worker without a board slot (a Node worker, a socket-activated server), by the
+    /// kernel's: its hand-off channels and its own socket's accept queue.
     pub queued: u64,
 }
 

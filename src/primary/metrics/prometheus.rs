@@ -168,7 +168,7 @@ impl Metrics {
             (
                 "ringleader_worker_queued_connections",
                 "gauge",
-                "Connections handed to the worker and not taken yet.",
+                "Connections waiting for the worker: handed and not taken, or in its own socket's accept queue.",
             ),
             |w| w.queued,
         );
