@@ -1,22 +1,27 @@
 //! `ringleader run`: runs a program's workers under ringleader's supervisor.
 //!
 //! ```text
-//! ringleader run [--workers N] [--policy rr|none|reuseport|lc|p2c|weighted]
-//!     [--admin ADDR] [--protocol node|ringleader] -- PROGRAM [ARGS...]
+//! ringleader run [--workers N] [--policy rr|none|reuseport|steer|lc|p2c|weighted]
+//!     [--listen [NAME=]ADDR]... [--admin ADDR] [--protocol node|ringleader]
+//!     [--restart-delay MS] [--max-restarts N] -- PROGRAM [ARGS...]
 //! ```
 //!
-//! Two kinds of worker so far: unmodified Node.js cluster apps (`node app.js`: Node's own IPC
-//! protocol, picked when PROGRAM is `node`), and programs built on the ringleader crate.
+//! Three kinds of worker: unmodified Node.js cluster apps (`node app.js`: Node's own IPC
+//! protocol, picked when PROGRAM is `node`), socket-activated servers (with `--listen`: any
+//! program that serves on the sockets systemd's convention passes at fd 3 on), and programs
+//! built on the ringleader crate.
 //! The supervisor is `Primary::supervise`: INT and TERM stop gracefully, QUIT at once, HUP
 //! rolls the workers, USR2 upgrades this process, TTIN and TTOU add and retire one; workers
 //! that exit unasked are replaced with a back-off. The lines it prints are Node's familiar
 //! ones (`Primary N is running`, `worker N died`).
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use ringleader::{
-    Ending, Event, Role, Scheduling, Settings, SharedPolicy, Supervise, WorkerProtocol,
+    Ending, Event, Respawn, Role, Scheduling, Settings, SharedPolicy, Supervise, WorkerProtocol,
 };
 
 /// Many cores for one program: its workers share its ports under a supervisor.
@@ -33,13 +38,27 @@ struct Run {
     #[arg(long)]
     workers: Option<usize>,
     /// How connections reach the workers: rr (the primary hands them out), none (a shared
-    /// socket), reuseport (a socket each), or a load-aware hand-off policy (lc, p2c,
-    /// weighted).
-    #[arg(long, default_value = "rr")]
-    policy: String,
+    /// socket), reuseport (a socket each), steer (a socket each, steered by queue depth), or
+    /// a load-aware hand-off policy (lc, p2c, weighted) [default: rr; none with --listen].
+    #[arg(long)]
+    policy: Option<String>,
+    /// Run PROGRAM as a socket-activated server: the primary listens on ADDR (host:port)
+    /// and passes the socket at fd 3 on, with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES
+    /// (NAME, or `listen-N`). Repeat for more sockets. Takes --policy none, reuseport or
+    /// steer.
+    #[arg(long, value_name = "[NAME=]ADDR")]
+    listen: Vec<String>,
     /// Serve GET /metrics (Prometheus) and GET /status (JSON) on this address.
     #[arg(long)]
     admin: Option<std::net::SocketAddr>,
+    /// Wait this long before replacing a worker that exited soon after it started; the
+    /// wait doubles with each such exit, up to 5 s.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    restart_delay: u64,
+    /// Stop replacing a worker (its line of replacements) after this many quick exits
+    /// within 30 s: a crash loop.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    max_restarts: u32,
     /// What the workers speak: node (Node.js's cluster IPC) or ringleader [default: node
     /// when PROGRAM is `node`].
     #[arg(long, value_enum)]
@@ -71,34 +90,64 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let is_node = Path::new(program)
         .file_name()
         .is_some_and(|n| n == "node" || n == "nodejs");
-    let protocol = match args.protocol {
-        Some(Protocol::Node) => WorkerProtocol::Node,
-        Some(Protocol::Ringleader) => WorkerProtocol::Ringleader,
-        None if is_node => WorkerProtocol::Node,
-        None => WorkerProtocol::Ringleader,
+    let activated = sockets(&args.listen)?;
+    let protocol = match (args.protocol, activated.is_empty()) {
+        (Some(p), false) => {
+            return Err(format!(
+                "--listen runs PROGRAM as a socket-activated server; --protocol {} workers \
+                 ask for their own sockets: drop one of the two",
+                if p == Protocol::Node {
+                    "node"
+                } else {
+                    "ringleader"
+                }
+            )
+            .into());
+        }
+        (None, false) => WorkerProtocol::SocketActivated,
+        (Some(Protocol::Node), true) => WorkerProtocol::Node,
+        (Some(Protocol::Ringleader), true) => WorkerProtocol::Ringleader,
+        (None, true) if is_node => WorkerProtocol::Node,
+        (None, true) => WorkerProtocol::Ringleader,
     };
-    let scheduling = Scheduling::parse(&args.policy).ok_or_else(|| {
-        format!(
-            "--policy {}: expected rr, none, reuseport, lc, p2c or weighted",
-            args.policy
-        )
+    let policy = args
+        .policy
+        .unwrap_or_else(|| if activated.is_empty() { "rr" } else { "none" }.to_owned());
+    let scheduling = Scheduling::parse(&policy).ok_or_else(|| {
+        format!("--policy {policy}: expected rr, none, reuseport, steer, lc, p2c or weighted")
     })?;
+    if !activated.is_empty() && scheduling == Scheduling::RoundRobin {
+        return Err(format!(
+            "--policy {policy} hands each connection to a worker that takes handed \
+             connections, and a socket-activated server only accepts from its own socket: \
+             use --policy none, reuseport or steer with --listen"
+        )
+        .into());
+    }
     let mut settings = Settings::default()
         .exec(program)
         .args(program_args.to_vec())
         .scheduling(scheduling)
         .worker_protocol(protocol);
-    if let Some(policy) = SharedPolicy::named(&args.policy) {
+    if let Some(policy) = SharedPolicy::named(&policy) {
         settings = settings.policy(policy);
     }
     primary.setup(settings)?;
+    for (name, addr) in activated {
+        primary
+            .activation_socket(&name, addr)
+            .map_err(|e| format!("--listen {name}={addr}: {}", e.report()))?;
+    }
     if let Some(addr) = args.admin {
         let local = primary.serve_admin(addr)?;
         println!("Metrics on http://{local}/metrics");
     }
     println!("Primary {} is running", std::process::id());
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let supervise = Supervise::new(args.workers.unwrap_or(cpus));
+    let respawn = Respawn::default()
+        .first_delay(Duration::from_millis(args.restart_delay))
+        .give_up_after(args.max_restarts, Duration::from_secs(30));
+    let supervise = Supervise::new(args.workers.unwrap_or(cpus)).respawn(respawn);
     let ending = primary.supervise(supervise, |_, event| report(event))?;
     match ending {
         Ending::GaveUp => eprintln!("No worker is left; giving up"),
@@ -106,6 +155,26 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         _ => {}
     }
     std::process::exit(ending.exit_code());
+}
+
+/// `--listen` values: `[NAME=]ADDR`, named `listen-N` when unnamed.
+fn sockets(values: &[String]) -> Result<Vec<(String, SocketAddr)>, String> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let (name, addr) = match v.split_once('=') {
+                Some((name, addr)) => (name.to_owned(), addr),
+                None => (format!("listen-{}", i + 1), v.as_str()),
+            };
+            let addr = addr.parse().map_err(|e| {
+                format!(
+                    "--listen {v}: {e}; expected [NAME=]HOST:PORT, as 127.0.0.1:8000 or [::]:8000"
+                )
+            })?;
+            Ok((name, addr))
+        })
+        .collect()
 }
 
 /// Node's familiar lines, and what ringleader adds.
@@ -133,6 +202,12 @@ fn report(event: &Event) {
         Event::RollDone { replaced, took } => println!("Replaced {replaced} workers in {took:?}"),
         Event::RollFailed { worker, reason } => {
             eprintln!("The roll stopped: worker {worker}: {reason}")
+        }
+        Event::UpgradeStarted { pid } => println!("Starting a new primary ({pid})"),
+        Event::UpgradeReady { pid } => println!("The new primary {pid} serves; this one retires"),
+        Event::UpgradeFailed { reason } => eprintln!("The upgrade stopped: {reason}"),
+        Event::StalledKilled { worker, stalled } => {
+            eprintln!("worker {worker} took nothing for {stalled:?}: killed")
         }
         Event::Error { worker, error } => eprintln!("worker {worker:?}: {}", error.report()),
         _ => {}

@@ -1,15 +1,18 @@
 //! `ringleader run` as users run it: Node's documentation example, unmodified but for its
 //! port, served by two Node workers under ringleader's primary, every worker answering, and
-//! a roll (SIGHUP) under load losing nothing.
+//! a roll (SIGHUP) under load losing nothing; a socket-activated Python server with
+//! `--listen` under steer, and round-robin refused for it in plain words.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use ringleader_tests::load::{self, Load};
 use ringleader_tests::{Spawned, WATCHDOG, free_port};
 
 const DOCS_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/docs-example.mjs");
+const ACTIVATED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/activated/server.py");
 
 /// The `ringleader` binary (`target/<profile>/ringleader`), built if a plain
 /// `cargo test -p ringleader-tests` left it out.
@@ -110,4 +113,136 @@ fn nodes_docs_example_runs_under_ringleader_round_robin() {
 #[test]
 fn nodes_docs_example_runs_under_ringleader_with_shared_sockets() {
     docs_example("none");
+}
+
+#[test]
+fn socket_activated_servers_run_under_ringleader_with_listen() {
+    let port = free_port();
+    let listen = format!("web=127.0.0.1:{port}");
+    let h = Spawned::start(
+        ringleader(),
+        &[
+            "run",
+            "--workers",
+            "2",
+            "--policy",
+            "steer",
+            "--listen",
+            &listen,
+            "--",
+            "python3",
+            ACTIVATED,
+        ],
+        &[],
+    );
+    let mut listening = 0;
+    while listening < 2 {
+        if h.expect_line("Worker ").contains("listening on 127.0.0.1") {
+            listening += 1;
+        }
+    }
+    // Both processes answer, each on the socket named `web`.
+    let mut pids = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    while pids.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "watchdog: {pids:?}");
+        let batch: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(move || get(port, "/")))
+            .collect();
+        for t in batch {
+            let body = t.join().expect("client");
+            let pid = body
+                .strip_prefix("hello from ")
+                .and_then(|rest| rest.strip_suffix(" on web\n"))
+                .unwrap_or_else(|| panic!("{body:?}"));
+            pids.insert(pid.to_owned());
+        }
+    }
+}
+
+/// `ringleader run --listen` under steer, upgraded (SIGUSR2) under 8 looping clients: the
+/// new primary takes the socket group over, and no request fails.
+#[test]
+fn socket_activated_servers_keep_serving_through_an_upgrade_of_ringleader() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut h = Spawned::start(
+        ringleader(),
+        &[
+            "run",
+            "--workers",
+            "2",
+            "--policy",
+            "steer",
+            "--listen",
+            &listen,
+            "--",
+            "python3",
+            ACTIVATED,
+        ],
+        &[],
+    );
+    let mut listening = 0;
+    while listening < 2 {
+        if h.expect_line("Worker ").contains("listening on") {
+            listening += 1;
+        }
+    }
+    let mut clients = Load::new();
+    clients.clients(8, move |_| load::close(port));
+    clients.wait_for(100);
+    let old = h.pid();
+    let pid = rustix::process::Pid::from_raw(old as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::USR2).expect("USR2");
+    let ready = h.expect_one_of(&["The new primary ", "The upgrade stopped"]);
+    assert_eq!(ready.0, 0, "{}", ready.1);
+    assert_eq!(h.wait(), Some(0), "the old primary retires");
+    clients.wait_for(100);
+    let tally = clients.stop();
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    // The new primary is in the old one's process group: Spawned's drop kills it.
+}
+
+#[test]
+fn round_robin_is_refused_for_socket_activated_servers_in_plain_words() {
+    let mut child = std::process::Command::new(ringleader())
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--policy",
+            "rr",
+            "--",
+            "python3",
+            ACTIVATED,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("watchdog: ringleader run did not refuse");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("socket-activated server only accepts from its own socket")
+            && stderr.contains("--policy none, reuseport or steer"),
+        "{stderr}"
+    );
 }
