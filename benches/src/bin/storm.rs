@@ -1,0 +1,161 @@
+//! A SIGKILL storm: one worker of a cluster killed every `--every-ms` while `--clients`
+//! clients ask in a loop, each request with `Connection: close`. Counts the requests
+//! answered, those that failed (refused, reset, closed with no answer: the client knows at
+//! once and retries, 10 ms later), and those that hung: no answer and no error within
+//! `--hang-secs`, a client left waiting. Prints one line per run.
+//!
+//! ```text
+//! storm --name NAME --port P [--seconds 10] [--every-ms 100] [--clients 32] -- COMMAND...
+//! ```
+//!
+//! COMMAND runs with `PORT=P` in a process group of its own, killed whole at the end; the
+//! workers are its primary's child processes. Loopback only; the run stops by itself.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ringleader_benches::proc::children;
+
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// What the line of figures is called.
+    #[arg(long)]
+    name: String,
+    /// The port the cluster serves.
+    #[arg(long)]
+    port: u16,
+    /// How long the storm lasts.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// A worker is killed this often.
+    #[arg(long, default_value_t = 100)]
+    every_ms: u64,
+    /// Clients asking in a loop.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// A request with no answer and no error this long counts as hung.
+    #[arg(long, default_value_t = 5)]
+    hang_secs: u64,
+    /// The cluster's command.
+    #[arg(required = true, last = true)]
+    command: Vec<String>,
+}
+
+/// How long a client waits before its next request after one failed.
+const RETRY_AFTER: Duration = Duration::from_millis(10);
+
+#[derive(Default)]
+struct Counts {
+    answered: AtomicU64,
+    failed: AtomicU64,
+    hung: AtomicU64,
+}
+
+enum Outcome {
+    Answered,
+    Failed,
+    Hung,
+}
+
+/// One GET: answered (a 200), failed (an error the client sees), or hung (no answer and
+/// no error within `hang`).
+fn ask(port: u16, hang: Duration) -> Outcome {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = match TcpStream::connect_timeout(&addr, hang) {
+        Ok(s) => s,
+        Err(e) if e.kind() == ErrorKind::TimedOut => return Outcome::Hung,
+        Err(_) => return Outcome::Failed,
+    };
+    if s.set_read_timeout(Some(hang)).is_err()
+        || s.write_all(b"GET / HTTP/1.1\r\nhost: storm\r\nconnection: close\r\n\r\n")
+            .is_err()
+    {
+        return Outcome::Failed;
+    }
+    let mut answer = Vec::new();
+    match s.read_to_end(&mut answer) {
+        Ok(_) if answer.starts_with(b"HTTP/1.1 200") => Outcome::Answered,
+        Ok(_) => Outcome::Failed,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Outcome::Hung,
+        Err(_) => Outcome::Failed,
+    }
+}
+
+fn main() {
+    let args = <Args as clap::Parser>::parse();
+    let hang = Duration::from_secs(args.hang_secs);
+    let mut child = Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .env("PORT", args.port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start the cluster");
+    let primary = child.id();
+    let group = rustix::process::Pid::from_raw(primary as i32).expect("pid");
+    let up = Instant::now() + Duration::from_secs(30);
+    while !matches!(ask(args.port, hang), Outcome::Answered) {
+        assert!(
+            Instant::now() < up,
+            "{}: the cluster never answered",
+            args.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let counts = Arc::new(Counts::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..args.clients)
+        .map(|_| {
+            let (counts, stop, port) = (counts.clone(), stop.clone(), args.port);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match ask(port, hang) {
+                        Outcome::Answered => counts.answered.fetch_add(1, Ordering::Relaxed),
+                        Outcome::Hung => counts.hung.fetch_add(1, Ordering::Relaxed),
+                        Outcome::Failed => {
+                            // A client that retries waits a little first.
+                            std::thread::sleep(RETRY_AFTER);
+                            counts.failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    let (mut kills, mut next) = (0u64, 0usize);
+    let end = Instant::now() + Duration::from_secs(args.seconds);
+    while Instant::now() < end {
+        let workers = children(primary);
+        if !workers.is_empty() {
+            next = (next + 1) % workers.len();
+            let pid = rustix::process::Pid::from_raw(workers[next] as i32).expect("pid");
+            if rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok() {
+                kills += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(args.every_ms));
+    }
+    // The storm is over: a calm second, then each client ends with its request in flight
+    // (which may take up to `hang` to count as hung).
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("client");
+    }
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    let _ = child.wait();
+    println!(
+        "{} | {} s, {kills} workers SIGKILLed | answered {} | failed {} | hung {}",
+        args.name,
+        args.seconds,
+        counts.answered.load(Ordering::Relaxed),
+        counts.failed.load(Ordering::Relaxed),
+        counts.hung.load(Ordering::Relaxed),
+    );
+}
