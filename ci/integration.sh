@@ -2,6 +2,8 @@
 # Unit, doc and integration tests, once per event-loop backend.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# tests/activated/server.py, the socket-activated worker of tests/tests/activated.rs.
+command -v python3 >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q python3 >/dev/null; }
 cargo build --workspace --all-targets --locked
 run() {
   if command -v cargo-nextest >/dev/null 2>&1; then

@@ -75,6 +75,8 @@
 //! | `server.on('connection')`, `server.close()` | [`TcpListener::incoming`] / [`TcpListener::accept`] → [`Connection`], dropping the listener |
 //! | `SCHED_RR`, `SCHED_NONE`, `reusePort` | [`Scheduling::RoundRobin`], [`Scheduling::Shared`], [`Scheduling::ReusePort`] (and [`Scheduling::Steered`], which Node lacks) |
 //! | `NODE_UNIQUE_ID`, `NODE_CHANNEL_FD` | `RINGLEADER_WORKER_ID`, `RINGLEADER_CHANNEL_FD` (removed from the worker's environment) |
+//! | a Node.js worker (`cluster.fork()` of `node app.js`) | [`Settings::worker_protocol`]`(`[`WorkerProtocol::Node`]`)`: Node's own IPC protocol, every scheduling |
+//! | (no counterpart) a socket-activated server as a worker | [`WorkerProtocol::SocketActivated`] with [`Primary::activation_socket`] (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`) |
 //!
 //! # Where ringleader differs from Node, on purpose
 //! - `worker.kill()` from the primary sets `exited_after_disconnect`, as Node's documentation
@@ -92,7 +94,9 @@
 //! - Round-robin never loses an accepted connection: connections queued for a worker that dies,
 //!   disconnects or closes its listener are handed to another one (Node leaks them and the
 //!   client hangs), at most 16 untaken connections wait at one worker, and when every worker is
-//!   saturated the primary stops accepting instead of queueing without bound.
+//!   saturated the primary stops accepting instead of queueing without bound. A listener whose
+//!   last worker exited unasked waits for its replacement ([`Settings::respawn`]) with what it
+//!   accepted, where Node closes it.
 //! - A worker's `disconnect` closes its channel at once; its listeners stop (their `incoming()`
 //!   ends) and the process keeps running until the application has finished its open
 //!   connections and returns from `main`. (Node delays the `'disconnect'` event until the

@@ -2,7 +2,9 @@
 # Node.js workers behind Node's own primary and behind ringleader's, side by side in one run:
 # Node's documentation example (tests/node/docs-example.mjs) with 2 workers under round-robin,
 # driven by wrk (32 connections, `Connection: close`, then keep-alive, 5 s each). Prints
-# requests per second, p99 and any socket error of each. Loopback only; every run stops by
+# requests per second, p99 and any socket error of each, and the primary's own CPU time per
+# request on `Connection: close` (each request a new connection the primary hands over):
+# what the primary costs, whoever the bottleneck is. Loopback only; every run stops by
 # itself.
 #   bash benches/scripts/node_rr.sh > benches/results/node/node_rr.txt
 set -euo pipefail
@@ -20,10 +22,18 @@ measure() {
   # Wait until it answers.
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
   pick() { grep -E 'Requests/sec|99%|Socket errors|Non-2xx' | tr -s ' ' | tr '\n' ' '; }
-  local close keep
+  # utime + stime of the primary, in clock ticks.
+  cpu() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+  local close keep before after requests
+  before=$(cpu)
   close=$(wrk -t2 -c32 -d5s --latency --timeout 2s -H "Connection: close" "http://127.0.0.1:$port/" | pick)
+  after=$(cpu)
+  requests=$(echo "$close" | sed -E 's/.*Requests\/sec: ([0-9.]+).*/\1/')
+  local per
+  per=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v r="$requests" \
+    'BEGIN { printf "%.1f", t / hz * 1e6 / (r * 5) }')
   keep=$(wrk -t2 -c32 -d5s --latency --timeout 2s "http://127.0.0.1:$port/" | pick)
-  echo "$name | Connection: close: $close| keep-alive: $keep"
+  echo "$name | Connection: close: $close| primary CPU per request: $per us | keep-alive: $keep"
   kill -INT $pid 2>/dev/null || true
   wait $pid 2>/dev/null || true
   pkill -f "$app" 2>/dev/null || true

@@ -6,7 +6,7 @@
 //! | [`scm`] | `sendmsg(2)`/`recvmsg(2)` with `SCM_RIGHTS` fd passing |
 //! | [`socket`] | `socketpair(2)`, `shutdown(2)`, socket type checks |
 //! | [`listen`] | listening TCP/UDP/Unix sockets with Node's options, `accept4(2)`, `FIONREAD` |
-//! | [`spawn`] | exec of a worker with fds inherited at fixed numbers, a pidfd, `PR_SET_PDEATHSIG` |
+//! | [`spawn`] | exec of a worker with fds inherited at fixed numbers, a pidfd, `PR_SET_PDEATHSIG`, its own pid in its environment (`LISTEN_PID`) |
 //! | [`pidfd`] | `pidfd_open(2)`, `pidfd_send_signal(2)`, `waitid(P_PIDFD)` |
 //! | [`signal`] | signal numbers and names, `signalfd(2)` |
 //! | [`steer`] | steering an `SO_REUSEPORT` group by weights (classic BPF), a listener's accept-queue depth |
