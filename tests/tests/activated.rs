@@ -1,8 +1,9 @@
 //! Socket-activated servers as workers (`WorkerProtocol::SocketActivated`): a small Python
 //! HTTP server that knows nothing of ringleader (`tests/activated/server.py`, which serves
 //! only when `LISTEN_PID` is its own pid) gets the primary's socket at fd 3, under `none` and
-//! `steer`; connections queued at a steered worker that is SIGKILLed are served by the worker
-//! that replaces it; a roll under load loses nothing; round-robin is refused plainly.
+//! `steer`; connections queued at a reuseport or steered worker that is SIGKILLed are served
+//! by the worker that replaces it; a roll under load loses nothing; round-robin is refused
+//! plainly.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -112,10 +113,9 @@ fn socket_activated_servers_get_steered_sockets_of_their_own() {
 
 /// Worker a stops (SIGSTOP) while 40 clients ask; once connections wait in its socket's
 /// queue it is SIGKILLed. Every client is answered: by b, or, for those queued at a, by
-/// the worker that replaces a and takes its place in the group.
-#[test]
-fn connections_queued_at_a_killed_steered_server_are_served_by_its_replacement() {
-    let (h, port, [a, b]) = cluster(Scheduling::Steered, Settings::default());
+/// the worker that replaces a and takes its socket over.
+fn queued_at_a_killed_server(scheduling: Scheduling) {
+    let (h, port, [a, b]) = cluster(scheduling, Settings::default());
     let pid = |id| h.primary.worker(id).expect("worker").pid();
     let (pid_a, pid_b) = (pid(a), pid(b));
     let signal = |pid: u32, sig| {
@@ -188,6 +188,16 @@ fn connections_queued_at_a_killed_steered_server_are_served_by_its_replacement()
     );
 }
 
+#[test]
+fn connections_queued_at_a_killed_steered_server_are_served_by_its_replacement() {
+    queued_at_a_killed_server(Scheduling::Steered);
+}
+
+#[test]
+fn connections_queued_at_a_killed_reuseport_server_are_served_by_its_replacement() {
+    queued_at_a_killed_server(Scheduling::ReusePort);
+}
+
 /// A roll (SIGTERM to each old worker once its successor runs) under 8 looping clients:
 /// nothing fails, and the workers are new.
 fn roll_under_load(scheduling: Scheduling) {
@@ -218,6 +228,11 @@ fn roll_under_load(scheduling: Scheduling) {
 #[test]
 fn a_roll_of_socket_activated_servers_loses_nothing_shared() {
     roll_under_load(Scheduling::Shared);
+}
+
+#[test]
+fn a_roll_of_socket_activated_servers_loses_nothing_reuseport() {
+    roll_under_load(Scheduling::ReusePort);
 }
 
 #[test]

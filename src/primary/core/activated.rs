@@ -131,7 +131,7 @@ impl Core {
             return;
         };
         a.disconnected = true;
-        self.leave_all_listeners(id);
+        self.leave_all_listeners_ended(id);
         self.push_event(Event::Disconnect {
             worker: id,
             exited_after_disconnect,

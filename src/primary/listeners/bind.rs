@@ -149,6 +149,7 @@ impl Listeners {
             starved: false,
             steering,
             own_sockets: BTreeMap::new(),
+            spare_sockets: Vec::new(),
             pinned: false,
             held: false,
         })

@@ -3,6 +3,7 @@
 //! connections back from workers that leave or drain.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringleader_sys::{OwnedFd, listen, socket, steer};
@@ -362,8 +363,13 @@ impl Listeners {
         let Some(mut member) = h.members.remove(&id) else {
             return;
         };
-        // Its own reuseport socket closes with it, unless a successor took it over.
-        h.own_sockets.remove(&id);
+        // Its own reuseport socket closes with it, unless a successor took it over, or, if a
+        // replacement comes, it waits for it with its queue.
+        if let Some(sock) = h.own_sockets.remove(&id) {
+            if hold && Arc::strong_count(&sock) == 1 {
+                h.spare_sockets.push(sock);
+            }
+        }
         if member.as_mut().is_some_and(|m| m.unwatch(cx.driver)) {
             self.watching -= 1;
         }
@@ -433,14 +439,19 @@ impl Listeners {
         }
     }
 
-    /// Whether a listener waits, with no worker, for a replacement.
+    /// Whether a listener, or a worker's reuseport socket, waits for a replacement.
     pub(crate) fn holds(&self) -> bool {
-        self.by_key.values().any(|h| h.held)
+        self.by_key
+            .values()
+            .any(|h| h.held || !h.spare_sockets.is_empty())
     }
 
     /// Ends the listeners that wait with no worker ([`Listeners::leave_listener`]'s `hold`):
     /// no replacement is coming, or it listens elsewhere.
     pub(crate) fn drop_held(&mut self, cx: &mut Ctx<'_>) {
+        for h in self.by_key.values_mut() {
+            h.spare_sockets.clear();
+        }
         let keys: Vec<Key> = self
             .by_key
             .iter()

@@ -165,6 +165,7 @@ impl Listeners {
         for l in self.by_key.values() {
             out.push((Tag::Listener, l.sock.as_fd()));
             out.extend(l.own_sockets.values().map(|s| (Tag::Own, s.as_fd())));
+            out.extend(l.spare_sockets.iter().map(|s| (Tag::Own, s.as_fd())));
             if let Some(st) = &l.steering {
                 out.extend(st.places.iter().map(|p| (Tag::Own, p.sock.as_fd())));
             }

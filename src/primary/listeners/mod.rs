@@ -172,6 +172,9 @@ struct Listener {
     /// Reuseport: the primary's copy of each worker's own socket, for a roll's successor to
     /// take over; dropped when the worker leaves.
     own_sockets: BTreeMap<WorkerId, Arc<OwnedFd>>,
+    /// Reuseport: the sockets of workers that exited unasked, kept with their queues for
+    /// the replacements (the next workers to listen take them first).
+    spare_sockets: Vec<Arc<OwnedFd>>,
     /// The primary's own (socket-activated workers'): kept while the primary lives, even
     /// with no worker.
     pinned: bool,

@@ -165,9 +165,11 @@ impl Listeners {
             // A roll's successor takes over its predecessor's socket, whose queue would be
             // lost when the predecessor closed it: the primary holds a copy of each worker's
             // socket while the worker listens.
-            // An old primary's worker's socket (an upgrade) is taken over alike.
+            // So is the socket of a worker that exited unasked (kept for its replacement),
+            // and an old primary's worker's socket (an upgrade).
             let taken_over = replaces
                 .and_then(|old| listener.own_sockets.get(&old).cloned())
+                .or_else(|| listener.spare_sockets.pop())
                 .or_else(|| self.inherited.take_one_own(addr).map(Arc::new));
             let ours = match taken_over {
                 Some(sock) => sock,
