@@ -399,8 +399,11 @@ impl Settings {
     /// connections went to the others already ([`Settings::take_back_after`]);
     /// [`Event::StalledKilled`](crate::Event::StalledKilled) reports it, and with
     /// [`Settings::respawn`] a new worker replaces it. Round-robin and the hand-off
-    /// policies. `None` turns it off. Default: off (a worker stopped on purpose, by a
-    /// debugger say, is not killed).
+    /// policies; and steered workers that take no handed connection (Node workers,
+    /// socket-activated servers), when their socket's queue has held connections and never
+    /// got shorter for `after`: their replacement takes the socket with its queue. `None`
+    /// turns it off. Default: off (a worker stopped on purpose, by a debugger say, is not
+    /// killed).
     pub fn kill_stalled_after(mut self, after: Option<Duration>) -> Self {
         self.kill_stalled = Some(after.filter(|a| !a.is_zero()));
         self

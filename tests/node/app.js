@@ -25,9 +25,15 @@ process.on('message', (m) => {
   if (m === 'busy') for (;;);
 });
 const id = cluster.worker.id;
+let server;
+process.on('message', (m) => {
+  // server.close(): the worker stops listening and stays connected.
+  if (m === 'close-server') server.close(() => process.send({ closed: id }));
+});
 switch (process.env.APP_MODE || 'http') {
   case 'http':
-    http.createServer((req, res) => res.end(`hello from ${id}\n`)).listen(port, '127.0.0.1');
+    server = http.createServer((req, res) => res.end(`hello from ${id}\n`));
+    server.listen(port, '127.0.0.1');
     break;
   // A plain TCP server: a line, then close.
   case 'net':

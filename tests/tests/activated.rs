@@ -198,6 +198,46 @@ fn connections_queued_at_a_killed_reuseport_server_are_served_by_its_replacement
     queued_at_a_killed_server(Scheduling::ReusePort);
 }
 
+/// A steered server that stops (SIGSTOP) with connections in its queue is killed once its
+/// queue has not moved for 300 ms (`kill_stalled_after`), and its replacement serves them.
+#[test]
+fn a_stopped_steered_server_is_killed_and_its_replacement_serves_its_queue() {
+    let (h, port, [a, b]) = cluster(
+        Scheduling::Steered,
+        Settings::default().kill_stalled_after(Some(Duration::from_millis(300))),
+    );
+    let pid = |id| h.primary.worker(id).expect("worker").pid();
+    let (pid_a, pid_b) = (pid(a), pid(b));
+    let stop = rustix::process::Pid::from_raw(pid_a as i32).expect("pid");
+    rustix::process::kill_process(stop, rustix::process::Signal::STOP).expect("STOP");
+    let answers = h.drive(move || {
+        let threads: Vec<_> = (0..40)
+            .map(|_| std::thread::spawn(move || get(port)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("client"))
+            .collect::<Vec<_>>()
+    });
+    let seen = h.drain();
+    let events: Vec<String> = seen.iter().map(describe).collect();
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::StalledKilled { worker, .. } if *worker == a)),
+        "{events:?}"
+    );
+    for answer in &answers {
+        let body = answer
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{e}: {events:?}"));
+        assert_ne!(pid_of(body), pid_a, "{body:?}");
+    }
+    assert!(
+        answers.iter().flatten().any(|body| pid_of(body) != pid_b),
+        "nothing waited at the stopped server: {answers:?}"
+    );
+}
+
 /// A roll (SIGTERM to each old worker once its successor runs) under 8 looping clients:
 /// nothing fails, and the workers are new.
 fn roll_under_load(scheduling: Scheduling) {

@@ -115,6 +115,51 @@ fn nodes_docs_example_runs_under_ringleader_with_shared_sockets() {
     docs_example("none");
 }
 
+/// A ringleader program (the `hello` example) as the workers of `ringleader run`: its
+/// worker branch runs, and both workers answer.
+#[test]
+fn a_ringleader_example_runs_under_ringleader_run() {
+    let port = free_port();
+    let hello = ringleader_tests::example("hello");
+    let port_s = port.to_string();
+    let h = Spawned::start(
+        ringleader(),
+        &[
+            "run",
+            "--workers",
+            "2",
+            "--",
+            hello.to_str().expect("a UTF-8 path"),
+            "--port",
+            &port_s,
+        ],
+        &[],
+    );
+    let mut listening = 0;
+    while listening < 2 {
+        if h.expect_line("Worker ").contains("listening on") {
+            listening += 1;
+        }
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    while ids.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "watchdog: {ids:?}");
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
+        s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+            .expect("write");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("read");
+        let id = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("x-worker-id: "))
+            .unwrap_or_else(|| panic!("{answer:?}"))
+            .to_owned();
+        ids.insert(id);
+    }
+}
+
 #[test]
 fn socket_activated_servers_run_under_ringleader_with_listen() {
     let port = free_port();

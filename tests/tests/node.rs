@@ -175,10 +175,40 @@ fn a_stuck_steered_node_worker_is_killed_and_its_replacement_serves_its_queue() 
     );
 }
 
+/// `server.close()` in worker a (round-robin): its `close` reaches the primary, every
+/// connection goes to b from then on, and a stays connected.
+#[test]
+fn a_node_worker_that_closes_its_server_gets_no_more_connections() {
+    let (h, port, [a, b]) = node_cluster(Scheduling::RoundRobin);
+    h.primary
+        .worker(a)
+        .expect("worker")
+        .send(b"\"close-server\"")
+        .expect("send");
+    let seen = h.until(|e| matches!(e, Event::Message { worker, .. } if *worker == a));
+    let Some(Event::Message { message, .. }) = seen.last() else {
+        panic!("{:?}", seen.iter().map(describe).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&message.data).expect("JSON"),
+        serde_json::json!({"closed": a})
+    );
+    let answers = h.drive(move || (0..20).map(|_| get(port)).collect::<Vec<_>>());
+    for answer in answers {
+        assert_eq!(answer, Ok(format!("hello from {b}\n")));
+    }
+    assert!(h.primary.worker(a).expect("worker").is_connected());
+}
+
 /// Worker b is told to write `what` onto its channel; its channel ends with an `Error`
-/// event, and worker a serves on.
+/// event, worker a serves on, and the supervisor's respawning replaces b.
 fn bad_bytes_end_one_channel(what: &str) {
-    let (h, port, [a, b]) = node_cluster(Scheduling::Shared);
+    let (h, port, [a, b]) = node_cluster_with(
+        Scheduling::Shared,
+        Settings::default().respawn(Some(
+            ringleader::Respawn::default().first_delay(std::time::Duration::from_millis(10)),
+        )),
+    );
     let order = format!("\"{what}\"");
     h.primary
         .worker(b)
@@ -195,6 +225,14 @@ fn bad_bytes_end_one_channel(what: &str) {
     for _ in 0..10 {
         assert_eq!(h.drive(move || get(port)), Ok(format!("hello from {a}\n")));
     }
+    // Node's worker exits when its channel closes; a replacement comes and listens.
+    let seen = h.until(|e| matches!(e, Event::Respawned { replaces, .. } if *replaces == b));
+    let Some(Event::Respawned { worker: c, .. }) = seen.last() else {
+        unreachable!()
+    };
+    let c = *c;
+    h.until(|e| matches!(e, Event::Listening { worker, .. } if *worker == c));
+    assert!(h.primary.worker(c).is_some());
 }
 
 #[test]

@@ -44,9 +44,10 @@ pub(super) struct Place {
     pub(super) worker: Option<WorkerId>,
     /// Checks in a row that found its queue at the hand-off bound.
     pub(super) full_checks: u32,
-    /// Since when its queue has stayed at the bound ([`Steering::keep_queues`] groups), and
-    /// whether its worker was reported stalled since.
-    pub(super) full_since: Option<(Instant, bool)>,
+    /// [`Steering::keep_queues`] groups: since when its queue has held connections without
+    /// ever getting shorter, how long it was at the last check, and whether its worker was
+    /// reported stalled since.
+    pub(super) stuck: Option<Stuck>,
 }
 
 impl Steering {
@@ -60,7 +61,7 @@ impl Steering {
                     sock: Arc::new(sock),
                     worker: None,
                     full_checks: 0,
-                    full_since: None,
+                    stuck: None,
                 })
                 .collect(),
             ..Steering::default()
@@ -83,7 +84,7 @@ impl Steering {
         if let Some(p) = place.map(|i| &mut self.places[i]) {
             p.worker = Some(id);
             p.full_checks = 0;
-            p.full_since = None;
+            p.stuck = None;
             return Ok(p.sock.clone());
         }
         let sock = listen::tcp(addr, opts)?;
@@ -95,7 +96,7 @@ impl Steering {
             sock: sock.clone(),
             worker: Some(id),
             full_checks: 0,
-            full_since: None,
+            stuck: None,
         });
         Ok(sock)
     }
@@ -108,6 +109,14 @@ impl Steering {
             }
         }
     }
+}
+
+/// A queue that has not got shorter ([`Place::stuck`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Stuck {
+    since: Instant,
+    depth: u64,
+    reported: bool,
 }
 
 /// One place of a steered group as a check finds it.
@@ -282,9 +291,11 @@ impl Listeners {
     }
 }
 
-/// A [`Steering::keep_queues`] place: a worker whose queue stayed at the hand-off bound
-/// for `kill_after` (steered around all that time, so it took nothing) is reported stalled,
-/// once; the worker that replaces it takes the place and its queue.
+/// A [`Steering::keep_queues`] place: a worker whose queue has held connections and never
+/// got shorter for `kill_after` took none of them all that time; it is reported stalled,
+/// once, and the worker that replaces it takes the place and its queue. (A worker that takes
+/// connections shortens its queue between checks, which come every few milliseconds, even
+/// under load: once its queue reaches the bound, no more arrive.)
 fn stalled_keeping(
     p: &mut Place,
     depth: u64,
@@ -292,15 +303,23 @@ fn stalled_keeping(
     kill_after: Option<Duration>,
     cx: &mut Ctx<'_>,
 ) {
-    let Some(worker) = p.worker.filter(|_| depth >= MAX_UNTAKEN) else {
-        p.full_since = None;
+    let Some(worker) = p.worker.filter(|_| depth > 0) else {
+        p.stuck = None;
         return;
     };
-    let (since, reported) = p.full_since.get_or_insert((now, false));
+    let stuck = match p.stuck {
+        Some(s) if depth >= s.depth => p.stuck.insert(Stuck { depth, ..s }),
+        // New, or it got shorter: the worker takes connections.
+        _ => p.stuck.insert(Stuck {
+            since: now,
+            depth,
+            reported: false,
+        }),
+    };
     if let Some(after) = kill_after {
-        let stalled = now.saturating_duration_since(*since);
-        if stalled >= after && !*reported {
-            *reported = true;
+        let stalled = now.saturating_duration_since(stuck.since);
+        if stalled >= after && !stuck.reported {
+            stuck.reported = true;
             cx.out.stalled.push((worker, stalled));
         }
     }
