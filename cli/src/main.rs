@@ -181,6 +181,10 @@ fn sockets(values: &[String]) -> Result<Vec<(String, SocketAddr)>, String> {
 fn report(event: &Event) {
     match event {
         Event::Online { worker } => println!("Worker {worker} is online"),
+        // A server that named no host (Node's `listen(port)`) listens on every address.
+        Event::Listening { worker, address } if address.address.is_empty() => {
+            println!("Worker {worker} listening on port {}", address.port);
+        }
         Event::Listening { worker, address } => {
             println!(
                 "Worker {worker} listening on {}:{}",

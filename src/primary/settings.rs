@@ -106,9 +106,9 @@ pub enum WorkerProtocol {
     /// it is online and listening once it runs, and a graceful disconnect is `SIGTERM`.
     /// Under [`Scheduling::Shared`] every worker gets the same socket; under
     /// [`Scheduling::ReusePort`] and [`Scheduling::Steered`] a socket of its own in the
-    /// port's group. Steered, the socket of a worker that dies stays in the group, steered
-    /// around, and the worker that replaces it (respawn, roll) takes it with what queued
-    /// there. Round-robin and the hand-off policies need workers that take handed
+    /// port's group. The socket of a worker that dies stays in the group (steered around,
+    /// under [`Scheduling::Steered`]) and the worker that replaces it (a respawn, a roll's
+    /// successor) takes it with what queued there. Round-robin and the hand-off policies need workers that take handed
     /// connections: forking one under them fails with a settings error that says so.
     ///
     /// [`Primary::activation_socket`]: crate::Primary::activation_socket
