@@ -5,19 +5,20 @@
 # requests per second, p99 and any socket error of each, and the primary's own CPU time per
 # request on `Connection: close` (each request a new connection the primary hands over):
 # what the primary costs, whoever the bottleneck is. Loopback only; every run stops by
-# itself.
+# itself. A third row runs ringleader's own hello example under the same command, for scale.
 #   bash benches/scripts/node_rr.sh > benches/results/node/node_rr.txt
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }
 command -v node >/dev/null || { echo "node_rr: node is not installed"; exit 0; }
-cargo build --release -q -p ringleader-cli
+cargo build --release -q -p ringleader-cli -p ringleader --example hello
 app=tests/node/docs-example.mjs
 base=8141
 measure() {
   port=$((base++))
   local name=$1; shift
-  PORT=$port NODE_CLUSTER_SCHED_POLICY=rr "$@" >/dev/null 2>&1 &
+  # PORTNUM in the command is the port too (for programs that take it as an argument).
+  PORT=$port NODE_CLUSTER_SCHED_POLICY=rr "${@//PORTNUM/$port}" >/dev/null 2>&1 &
   local pid=$!
   # Wait until it answers.
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
@@ -42,3 +43,7 @@ measure() {
 # Node's docs example forks one worker per CPU: 2 here, as ringleader's --workers 2.
 measure "node primary, rr" node "$app"
 measure "ringleader run --policy rr" ./target/release/ringleader run --workers 2 --policy rr -- node "$app"
+# For scale: the same command with ringleader workers (the hello example, which answers
+# the same way), what the primary costs when workers need no translation.
+measure "ringleader run --policy rr, hello workers" ./target/release/ringleader run --workers 2 \
+  --policy rr -- target/release/examples/hello --port PORTNUM

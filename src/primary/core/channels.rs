@@ -112,9 +112,11 @@ impl Core {
                     }
                     return;
                 }
+                // The worker is gone; its end of file is on its way to the reader, and what it
+                // had not answered goes to the others then.
                 Err(_) => {
                     if let Some(ch) = self.workers.get_mut(&id).and_then(|w| w.node.as_mut()) {
-                        *ch = super::node::NodeChannel::default();
+                        ch.discard_output();
                     }
                 }
             }

@@ -269,9 +269,11 @@ impl Core {
         result
     }
 
-    /// Hands out pending connections ([`Listeners::dispatch`]).
+    /// Hands out pending connections ([`Listeners::dispatch`]), and relays to Node workers
+    /// what was kept for them.
     pub(crate) fn dispatch(&mut self) {
         self.with_listeners(|l, cx| l.dispatch(cx));
+        self.node_pump_all();
     }
 
     /// Runs the hand-offs queued on the ring now ([`Listeners::settle_handoffs`]).

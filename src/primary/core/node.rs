@@ -9,12 +9,13 @@
 //! of them wait for the worker's `NODE_HANDLE_ACK` (or `NACK`) at once (Node's own primary
 //! waits for each; see the constant for why more is safe).
 //!
-//! Round-robin: the listeners hand connections to a Node worker's hand-off channel as to any
-//! worker, and the primary reads them from the worker's end itself (a bridge), each to a
-//! `newconn` line, at most [`IN_FLIGHT`] unanswered. Connections stay queued in the channel
-//! until then, so the hand-off's bound, policies and take-back work unchanged. The primary
-//! keeps its copy of each connection until the worker's reply: `accepted: false`, or the
-//! worker's end, hands it to another worker (Node's own primary leaves such clients hanging).
+//! Round-robin: the listeners pick a Node worker for a connection as any worker, by the same
+//! policies and bound, but keep it in their queue for the worker rather than send it over a
+//! channel; the primary relays each as a `newconn` line, at most [`IN_FLIGHT`] unanswered.
+//! What waits in that queue can be taken back as a channel's contents can (a stalled
+//! worker, one that leaves). The primary keeps its copy of each connection until the
+//! worker's reply: `accepted: false`, or the worker's end, hands it to another worker
+//! (Node's own primary leaves such clients hanging).
 //!
 //! Shared, reuseport and steered listeners give the worker its listening socket as a
 //! `NODE_HANDLE`. Steered, the worker gets its own socket without a hand-off channel: what
@@ -25,6 +26,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IoSlice;
+use std::sync::Arc;
 
 use ringleader_sys::scm::{self, Blocking};
 use ringleader_sys::{AsFd, OwnedFd};
@@ -58,7 +60,7 @@ pub(crate) struct NodeChannel {
     /// fds received and not yet matched to a `NODE_HANDLE` line.
     fds: VecDeque<OwnedFd>,
     /// Lines to write, each with the fd it carries, and how much of the first is written.
-    out: VecDeque<(Vec<u8>, Option<OwnedFd>)>,
+    out: VecDeque<(Vec<u8>, Option<Arc<OwnedFd>>)>,
     written: usize,
     /// Lines with an fd sent and not yet acknowledged (ACK or NACK).
     unacked: usize,
@@ -68,15 +70,14 @@ pub(crate) struct NodeChannel {
     queries: BTreeMap<u64, Query>,
     /// The worker's live servers: Node's key to ours.
     keys: BTreeMap<String, Key>,
-    /// Round-robin servers: Node's key to the worker's end of the hand-off channel, which
-    /// the primary reads for it, and the connections read from it and not yet sent (one
-    /// hand-off message carries several; a read takes all its fds).
-    bridges: BTreeMap<String, (OwnedFd, VecDeque<OwnedFd>)>,
-    /// The bridge to read first next time (round-robin over the worker's servers).
-    next_bridge: usize,
+    /// Round-robin servers, by Node's key: their connections wait in the listeners for the
+    /// relay ([`Listeners::take_direct`](crate::primary::listeners::Listeners::take_direct)).
+    relayed: Vec<String>,
+    /// The server to take from first next time (round-robin over the worker's servers).
+    next_relayed: usize,
     /// Connections sent (`newconn`) and not answered, by the line's `seq`: the server's key
     /// and the primary's copy.
-    in_flight: BTreeMap<u64, (String, OwnedFd)>,
+    in_flight: BTreeMap<u64, (String, Arc<OwnedFd>)>,
 }
 
 impl NodeChannel {
@@ -87,7 +88,13 @@ impl NodeChannel {
     }
 
     fn queue(&mut self, line: String, fd: Option<OwnedFd>) {
-        self.out.push_back((line.into_bytes(), fd));
+        self.out.push_back((line.into_bytes(), fd.map(Arc::new)));
+    }
+
+    /// Drops what waits to be written (the worker is gone).
+    pub(crate) fn discard_output(&mut self) {
+        self.out.clear();
+        self.written = 0;
     }
 
     /// Whether lines wait to be written.
@@ -257,22 +264,15 @@ impl Core {
                 });
             }
             Cluster::Close { key } => {
-                // Connections read for the server and not sent go to the others first.
-                let unsent = self
-                    .workers
-                    .get_mut(&id)
-                    .and_then(|w| w.node.as_mut())
-                    .and_then(|ch| ch.bridges.remove(&key))
-                    .map(|(_, read)| read)
-                    .unwrap_or_default();
-                for conn in unsent {
-                    self.node_hand_back(id, &key, conn);
-                }
+                // What waited for it in the listener goes to the others as it leaves.
                 let ours = self
                     .workers
                     .get_mut(&id)
                     .and_then(|w| w.node.as_mut())
-                    .and_then(|ch| ch.keys.remove(&key));
+                    .and_then(|ch| {
+                        ch.relayed.retain(|k| *k != key);
+                        ch.keys.remove(&key)
+                    });
                 if let Some(key) = ours {
                     let payload = proto::encode(&Notice {
                         key,
@@ -347,8 +347,9 @@ impl Core {
                     to_worker::reply_error(reply.seq, s, &key, &data, EOPNOTSUPP),
                     None,
                 ),
-                // Round-robin: the primary reads the worker's end itself.
-                (None, false, true, Some(channel)) => {
+                // Round-robin: the listener keeps the worker's connections for the relay (the
+                // hand-off channel goes unused).
+                (None, false, true, Some(_channel)) => {
                     let sockname = reply
                         .local
                         .as_deref()
@@ -358,9 +359,11 @@ impl Core {
                             family: if a.is_ipv4() { "IPv4" } else { "IPv6" },
                             port: a.port(),
                         });
-                    ch.bridges.insert(key.clone(), (channel, VecDeque::new()));
+                    if !ch.relayed.contains(&key) {
+                        ch.relayed.push(key.clone());
+                    }
                     if let Some(ours) = ch.keys.get(&key) {
-                        self.listeners.one_per_message(ours, id);
+                        self.listeners.deliver_direct(ours, id);
                     }
                     (
                         to_worker::reply_round_robin(reply.seq, s, &key, &data, sockname.as_ref()),
@@ -387,41 +390,32 @@ impl Core {
         self.flush(id);
     }
 
-    /// Sends a Node worker what its round-robin servers have waiting, while no handle of
-    /// ours waits for an ACK and fewer than [`IN_FLIGHT`] connections wait for an answer.
+    /// Sends a Node worker what its round-robin servers have waiting, while fewer than
+    /// [`UNACKED`] handles wait for its acknowledgement and fewer than [`IN_FLIGHT`]
+    /// connections for its answer. The rest stay in the listener's queue, where a stalled
+    /// worker's connections are taken back for others.
     pub(super) fn node_pump(&mut self, id: WorkerId) {
         let Some(ch) = self.workers.get_mut(&id).and_then(|w| w.node.as_mut()) else {
             return;
         };
-        if ch.bridges.is_empty() || ch.unacked >= UNACKED || ch.in_flight.len() >= IN_FLIGHT {
-            return;
-        }
-        let keys: Vec<String> = ch.bridges.keys().cloned().collect();
-        let n = keys.len();
-        for i in 0..n {
-            let key = &keys[(ch.next_bridge + i) % n];
-            let Some((bridge, read)) = ch.bridges.get_mut(key) else {
-                continue;
-            };
-            if read.is_empty() {
-                // One message: a byte per connection, their fds all with its first byte.
-                let (mut bytes, mut fds) = ([0u8; ringleader_sys::scm::MAX_FDS], Vec::new());
-                let _ = scm::recv(&*bridge, &mut bytes, &mut fds, Blocking::No);
-                read.extend(fds);
-            }
-            let Some(conn) = read.pop_front() else {
-                continue;
-            };
-            // The worker gets a copy; ours stays until its answer.
-            let Ok(theirs) = ringleader_sys::socket::dup(&conn) else {
-                read.push_front(conn);
-                continue;
-            };
-            ch.next_bridge = (ch.next_bridge + i + 1) % n;
+        let n = ch.relayed.len();
+        // Handles written and not acknowledged, and handles queued to be written.
+        let mut ahead = ch.unacked + ch.out.iter().filter(|(_, fd)| fd.is_some()).count();
+        while n > 0 && ahead < UNACKED && ch.in_flight.len() < IN_FLIGHT {
+            let conn = (0..n).find_map(|i| {
+                let key = &ch.relayed[(ch.next_relayed + i) % n];
+                let conn = self.listeners.take_direct(ch.keys.get(key)?, id)?;
+                Some((i, key.clone(), conn))
+            });
+            let Some((i, key, conn)) = conn else { break };
+            ch.next_relayed = (ch.next_relayed + i + 1) % n;
+            // The worker gets a copy with the line (SCM_RIGHTS); ours stays until its answer.
+            let conn = Arc::new(conn);
             let s = ch.next_seq();
-            ch.queue(to_worker::newconn(s, key), Some(theirs));
-            ch.in_flight.insert(s, (key.clone(), conn));
-            break;
+            ch.out
+                .push_back((to_worker::newconn(s, &key).into_bytes(), Some(conn.clone())));
+            ch.in_flight.insert(s, (key, conn));
+            ahead += 1;
         }
         self.flush(id);
     }
@@ -434,7 +428,7 @@ impl Core {
         let ids: Vec<WorkerId> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.node.as_ref().is_some_and(|ch| !ch.bridges.is_empty()))
+            .filter(|(_, w)| w.node.as_ref().is_some_and(|ch| !ch.relayed.is_empty()))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -444,7 +438,13 @@ impl Core {
 
     /// A connection a Node worker did not take (or could not answer for): back to the
     /// listener, for another worker.
-    fn node_hand_back(&mut self, id: WorkerId, node_key: &str, conn: OwnedFd) {
+    fn node_hand_back(&mut self, id: WorkerId, node_key: &str, conn: Arc<OwnedFd>) {
+        // The line that carried it was written (it was answered, or the channel's queue was
+        // cleared first): ours is the last copy. Were it not, the connection stays with the
+        // line, closed with the channel.
+        let Ok(conn) = Arc::try_unwrap(conn) else {
+            return;
+        };
         let ours = self
             .workers
             .get(&id)
@@ -461,17 +461,15 @@ impl Core {
         self.dispatch();
     }
 
-    /// A Node worker's channel ended: what it had not answered, and what was read for it and
-    /// not sent, goes to the others.
+    /// A Node worker's channel ended: what it had not answered goes to the others.
     pub(super) fn node_end(&mut self, id: WorkerId) {
         let Some(ch) = self.workers.get_mut(&id).and_then(|w| w.node.as_mut()) else {
             return;
         };
-        let mut back: Vec<(String, OwnedFd)> =
+        // Nothing more goes out: what was queued for it is ours alone again.
+        ch.discard_output();
+        let back: Vec<(String, Arc<OwnedFd>)> =
             std::mem::take(&mut ch.in_flight).into_values().collect();
-        for (key, (_, read)) in &mut ch.bridges {
-            back.extend(read.drain(..).map(|c| (key.clone(), c)));
-        }
         for (key, conn) in back {
             self.node_hand_back(id, &key, conn);
         }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringleader_sys::{OwnedFd, listen, socket, steer};
+use ringleader_sys::{OwnedFd, socket, steer};
 
 use super::{
     Ctx, Listener, ListenerId, Listeners, MAX_PENDING, MAX_UNTAKEN, Pending, STALLED_BOUND,
@@ -88,17 +88,18 @@ impl Listeners {
                 member.sent.borrow_mut().push_back((now, n));
                 sent_any = true;
             }
-            let tx = dyn_fd(&member.tx);
-            let one_per_message = member.one_per_message.get();
+            let send = match member.direct.borrow_mut().as_mut() {
+                // Relayed by the primary itself (a Node worker): they wait here, countable
+                // and ready to be taken back, until the relay sends them.
+                Some(queue) => {
+                    queue.extend(fds);
+                    None
+                }
+                None => Some((dyn_fd(&member.tx), fds)),
+            };
             self.stats.handed_over += n;
             cx.loads.get(wid).handed += n;
-            if one_per_message {
-                // Read by the primary for a Node worker, a connection at a time: what it has
-                // not read stays countable (and can be taken back) in the channel.
-                for fd in fds {
-                    cx.driver.hand_over(&tx, vec![fd], handoff_token(hid, wid));
-                }
-            } else {
+            if let Some((tx, fds)) = send {
                 cx.driver.hand_over(&tx, fds, handoff_token(hid, wid));
             }
         }
@@ -145,6 +146,12 @@ impl Listeners {
                 let load = cx.loads.workers.get(wid);
                 recheck |= load.is_some_and(|w| !w.open() || w.full(w.queued()));
                 if m.watch.is_some() || m.untaken.get() < MAX_UNTAKEN {
+                    continue;
+                }
+                if m.direct.borrow().is_some() {
+                    // Its relay takes from a queue here: the worker's answers, which wake
+                    // the loop, make room; look again too, lest none comes.
+                    recheck = true;
                     continue;
                 }
                 l.watches = l.watches.wrapping_add(1);
@@ -274,7 +281,7 @@ impl Listeners {
                 if sent.is_empty() {
                     continue;
                 }
-                let queued = listen::queued(&m.rx).unwrap_or(0);
+                let queued = m.queued();
                 m.untaken.set(queued);
                 let read = forget_oldest(&mut sent, queued);
                 if read {
@@ -545,7 +552,7 @@ pub(super) fn pick(
         let batched = batches.get(&(h.id, *wid)).map_or(0, Vec::len) as u64;
         if m.untaken.get().saturating_add(batched) >= MAX_UNTAKEN {
             // The bound says full: ask the kernel how many are really still queued.
-            m.untaken.set(listen::queued(&m.rx).unwrap_or(MAX_UNTAKEN));
+            m.untaken.set(m.queued());
         }
         let bound = if m.stalled.get() {
             STALLED_BOUND

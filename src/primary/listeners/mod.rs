@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use ringleader_sys::scm::{self, Blocking};
 use ringleader_sys::uring::OpId;
-use ringleader_sys::{OwnedFd, errno};
+use ringleader_sys::{OwnedFd, errno, listen};
 
 use self::bind::Local;
 pub(crate) use self::inherit::Tag;
@@ -109,14 +109,31 @@ struct Member {
     stalled: std::cell::Cell<bool>,
     /// Since when it has taken no connection while some waited past the deadline.
     stalled_since: std::cell::Cell<Option<Instant>>,
-    /// One connection per hand-off message ([`Listeners::one_per_message`]).
-    one_per_message: std::cell::Cell<bool>,
+    /// A worker the primary relays connections to itself (a Node worker): its connections
+    /// wait here, not in the channel, until the relay takes them one at a time
+    /// ([`Listeners::take_direct`]).
+    direct: std::cell::RefCell<Option<VecDeque<OwnedFd>>>,
 }
 
 impl Member {
-    /// The connections still queued for the worker, read back from our copy of its end.
+    /// The connections queued for the worker and not taken yet (`FIONREAD` on our copy of
+    /// its end, or the relay's queue).
+    fn queued(&self) -> u64 {
+        match &*self.direct.borrow() {
+            Some(q) => q.len() as u64,
+            None => listen::queued(&self.rx).unwrap_or(0),
+        }
+    }
+
+    /// The connections still queued for the worker, read back from our copy of its end (and
+    /// the relay's queue).
     fn read_back(&self) -> Vec<OwnedFd> {
-        let mut fds = Vec::new();
+        let mut fds: Vec<OwnedFd> = self
+            .direct
+            .borrow_mut()
+            .as_mut()
+            .map(|q| q.drain(..).collect())
+            .unwrap_or_default();
         let mut buf = [0u8; 256];
         while let Ok(n) = scm::recv(&self.rx, &mut buf, &mut fds, Blocking::No) {
             if n == 0 {
@@ -315,12 +332,10 @@ impl Listeners {
     /// worker's channel.
     pub(crate) fn handed_all(&self) -> bool {
         self.pending.is_empty()
-            && self.by_key.values().all(|l| {
-                l.members
-                    .values()
-                    .flatten()
-                    .all(|m| ringleader_sys::listen::queued(&m.rx).unwrap_or(0) == 0)
-            })
+            && self
+                .by_key
+                .values()
+                .all(|l| l.members.values().flatten().all(|m| m.queued() == 0))
     }
 
     /// Whether every worker in `listed` listens somewhere (none listed: false).
@@ -344,12 +359,35 @@ impl Listeners {
             .collect()
     }
 
-    /// Hands worker `id`'s connections on listener `key` one per message: the primary reads
-    /// them for a Node worker a connection at a time, and a read takes a message's every fd.
-    pub(crate) fn one_per_message(&self, key: &Key, id: WorkerId) {
-        if let Some(Some(m)) = self.by_key.get(key).and_then(|l| l.members.get(&id)) {
-            m.one_per_message.set(true);
+    /// Worker `id`'s connections on listener `key` wait in the primary from now on, for a
+    /// relay that takes them one at a time ([`Listeners::take_direct`]): a Node worker,
+    /// which the primary sends each as a `newconn` line. What its channel holds already
+    /// moves there.
+    pub(crate) fn deliver_direct(&self, key: &Key, id: WorkerId) {
+        let Some(Some(m)) = self.by_key.get(key).and_then(|l| l.members.get(&id)) else {
+            return;
+        };
+        let mut queued = VecDeque::new();
+        let mut buf = [0u8; 256];
+        let mut fds = Vec::new();
+        while let Ok(n) = scm::recv(&m.rx, &mut buf, &mut fds, Blocking::No) {
+            if n == 0 {
+                break;
+            }
         }
+        queued.extend(fds);
+        *m.direct.borrow_mut() = Some(queued);
+    }
+
+    /// The next connection waiting for worker `id` on listener `key`, for its relay
+    /// ([`Listeners::deliver_direct`]).
+    pub(crate) fn take_direct(&self, key: &Key, id: WorkerId) -> Option<OwnedFd> {
+        let Some(Some(m)) = self.by_key.get(key).and_then(|l| l.members.get(&id)) else {
+            return None;
+        };
+        let fd = m.direct.borrow_mut().as_mut()?.pop_front()?;
+        m.untaken.set(m.untaken.get().saturating_sub(1));
+        Some(fd)
     }
 
     /// Connections waiting for worker `id`: handed to it and not read from its channels yet
@@ -365,7 +403,7 @@ impl Listeners {
                     .members
                     .get(&id)
                     .and_then(Option::as_ref)
-                    .map_or(0, |m| ringleader_sys::listen::queued(&m.rx).unwrap_or(0));
+                    .map_or(0, Member::queued);
                 let place = l.steering.iter().flat_map(|st| &st.places);
                 let own = place
                     .filter(|p| p.worker == Some(id))

@@ -155,7 +155,7 @@ impl Listeners {
                     sent: Default::default(),
                     stalled: std::cell::Cell::new(false),
                     stalled_since: std::cell::Cell::new(None),
-                    one_per_message: std::cell::Cell::new(false),
+                    direct: std::cell::RefCell::new(None),
                 }),
             );
             return Ok((theirs, true));
