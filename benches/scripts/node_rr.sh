@@ -3,8 +3,9 @@
 # Node's documentation example (tests/node/docs-example.mjs) with 2 workers under round-robin,
 # driven by wrk (32 connections, `Connection: close`, then keep-alive, 5 s each). Prints
 # requests per second, p99 and any socket error of each, and the primary's own CPU time per
-# request on `Connection: close` (each request a new connection the primary hands over):
-# what the primary costs, whoever the bottleneck is. Loopback only; every run stops by
+# request on `Connection: close` (each request a new connection the primary hands over),
+# and how often per request its main thread slept: what the primary costs, whoever the
+# bottleneck is. Loopback only; every run stops by
 # itself. A third row runs ringleader's own hello example under the same command, for scale.
 #   bash benches/scripts/node_rr.sh > benches/results/node/node_rr.txt
 set -euo pipefail
@@ -25,16 +26,21 @@ measure() {
   pick() { grep -E 'Requests/sec|99%|Socket errors|Non-2xx' | tr -s ' ' | tr '\n' ' '; }
   # utime + stime of the primary, in clock ticks.
   cpu() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
-  local close keep before after requests
+  # The times its main thread slept (and was woken).
+  sleeps() { awk '/^voluntary_ctxt_switches/ { print $2 }' "/proc/$pid/status"; }
+  local close keep before after requests slept
   before=$(cpu)
+  slept=$(sleeps)
   close=$(wrk -t2 -c32 -d5s --latency --timeout 2s -H "Connection: close" "http://127.0.0.1:$port/" | pick)
   after=$(cpu)
+  slept=$(($(sleeps) - slept))
   requests=$(echo "$close" | sed -E 's/.*Requests\/sec: ([0-9.]+).*/\1/')
-  local per
+  local per wakes
   per=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v r="$requests" \
     'BEGIN { printf "%.1f", t / hz * 1e6 / (r * 5) }')
+  wakes=$(awk -v w="$slept" -v r="$requests" 'BEGIN { printf "%.2f", w / (r * 5) }')
   keep=$(wrk -t2 -c32 -d5s --latency --timeout 2s "http://127.0.0.1:$port/" | pick)
-  echo "$name | Connection: close: $close| primary CPU per request: $per us | keep-alive: $keep"
+  echo "$name | Connection: close: $close| primary CPU per request: $per us, sleeps per request: $wakes | keep-alive: $keep"
   kill -INT $pid 2>/dev/null || true
   wait $pid 2>/dev/null || true
   pkill -f "$app" 2>/dev/null || true
