@@ -15,6 +15,7 @@ mod accept;
 mod bind;
 mod handoff;
 mod inherit;
+mod leave;
 mod protocol;
 mod steer;
 
