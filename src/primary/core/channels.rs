@@ -242,9 +242,9 @@ impl Core {
             return;
         };
         slot.recv_op = None;
-        let Some(channel) = slot.channel.clone() else {
+        if slot.channel.is_none() {
             return;
-        };
+        }
         match result {
             Ok(0) => self.end_of_channel(id),
             Ok(n) => {
@@ -253,22 +253,33 @@ impl Core {
                     if !self.node_input(id, &buf[..n], std::mem::take(&mut fds)) {
                         return;
                     }
+                    if let Some(buf) = self.defer_node_read(id, tok, buf) {
+                        self.rearm_read(id, tok, buf);
+                    }
+                    return;
                 } else {
                     slot.inbound.push_bytes(&buf[..n]);
                     if !self.take_fds(id, &mut fds) || !self.drain_frames(id) {
                         return;
                     }
                 }
-                if let Some(slot) = self.workers.get_mut(&id) {
-                    if slot.channel.is_some() {
-                        match self.driver.watch_read(&dyn_fd(&channel), tok, Some(buf)) {
-                            Ok(op) => slot.recv_op = op,
-                            Err(e) => self.channel_error(id, e),
-                        }
-                    }
-                }
+                self.rearm_read(id, tok, buf);
             }
             Err(e) if e.raw_os_error() == Some(ECANCELED) => {} // we closed it
+            Err(e) => self.channel_error(id, e),
+        }
+    }
+
+    /// io_uring: reads the worker's channel again.
+    pub(super) fn rearm_read(&mut self, id: WorkerId, tok: u64, buf: Vec<u8>) {
+        let Some(slot) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let Some(channel) = slot.channel.clone() else {
+            return;
+        };
+        match self.driver.watch_read(&dyn_fd(&channel), tok, Some(buf)) {
+            Ok(op) => slot.recv_op = op,
             Err(e) => self.channel_error(id, e),
         }
     }

@@ -124,6 +124,9 @@ pub(crate) struct Core {
     activated: Vec<(String, crate::ipc::listen::Key)>,
     /// While a roll forks a successor: the worker it replaces, whose sockets it takes over.
     replacing: Option<WorkerId>,
+    /// io_uring: busy Node workers' channels to read again at the next round, with the
+    /// read's token and buffer ([`Core::defer_node_read`]).
+    deferred_reads: Vec<(Instant, WorkerId, u64, Vec<u8>)>,
     /// What listener work produced, delivered as each call returns ([`Core::with_listeners`]).
     outbox: Outbox,
     pub(crate) loads: super::loads::Loads,
@@ -193,6 +196,7 @@ impl Core {
             node_data: BTreeMap::new(),
             activated: Vec::new(),
             replacing: None,
+            deferred_reads: Vec::new(),
             outbox: Outbox::default(),
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
             env_policy: None,

@@ -475,6 +475,53 @@ impl Core {
         }
     }
 
+    /// io_uring, after a Node worker's lines were read: whether its channel is read again
+    /// now (the buffer comes back) or at the next accept round. While connections it was
+    /// sent wait for its answer, more lines are on their way, each a wake-up of the primary
+    /// if read as it comes; read a round later, a round's lines come in one read. (An idle
+    /// worker's channel is read at once: control messages are not delayed.)
+    pub(super) fn defer_node_read(
+        &mut self,
+        id: WorkerId,
+        tok: u64,
+        buf: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        let Some(round) = self.listeners.rounds(&self.driver) else {
+            return Some(buf);
+        };
+        let busy = self
+            .workers
+            .get(&id)
+            .and_then(|w| w.node.as_ref())
+            .is_some_and(|ch| !ch.in_flight.is_empty());
+        if !busy {
+            return Some(buf);
+        }
+        self.deferred_reads
+            .push((std::time::Instant::now() + round, id, tok, buf));
+        None
+    }
+
+    /// Reads again the Node channels whose round came ([`Core::defer_node_read`]).
+    pub(super) fn node_reads_due(&mut self) {
+        if self.deferred_reads.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let (due, later) = std::mem::take(&mut self.deferred_reads)
+            .into_iter()
+            .partition(|(at, ..)| *at <= now);
+        self.deferred_reads = later;
+        for (_, id, tok, buf) in due {
+            self.rearm_read(id, tok, buf);
+        }
+    }
+
+    /// When the next deferred read of a Node channel is due.
+    pub(super) fn next_node_read(&self) -> Option<std::time::Instant> {
+        self.deferred_reads.iter().map(|(at, ..)| *at).min()
+    }
+
     /// A message from the application to a Node worker: one JSON value.
     pub(super) fn node_user(&mut self, id: WorkerId, data: &[u8]) -> crate::Result<()> {
         const OP: &str = "send to a Node worker";

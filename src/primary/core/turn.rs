@@ -58,6 +58,7 @@ impl Core {
     }
 
     pub(super) fn turn_once(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.node_reads_due();
         self.flush_all();
         self.respawn_due();
         self.roll_on();
@@ -114,6 +115,7 @@ impl Core {
             self.manager.next_due(),
             self.upgrading.as_ref().map(upgrade::Upgrading::next_check),
             self.admin.as_ref().and_then(Admin::next_deadline),
+            self.next_node_read(),
         ]
         .into_iter()
         .flatten()
@@ -132,6 +134,7 @@ impl Core {
         self.respawn_due();
         self.roll_on();
         self.upgrade_on();
+        self.node_reads_due();
         self.flush_all();
         self.driver
             .submit()
