@@ -241,7 +241,8 @@ impl Primary {
     /// round (README, "Latency and CPU"; BENCHMARKS.md). Applies at once: a listener
     /// resting now starts its next round within the new interval (zero: now). On io_uring it
     /// needs Linux 6.10 (`IORING_ACCEPT_DONTWAIT`); older kernels accept each connection as
-    /// it comes.
+    /// it comes. There, a Node worker's channel is read once a round too while connections
+    /// it was sent await its answer ([`WorkerProtocol::Node`](crate::WorkerProtocol::Node)).
     pub fn set_accept_rounds(&self, interval: Duration) {
         let mut core = acting(&self.core);
         core.with_listeners(|l, cx| l.set_accept_rounds(cx, interval));
