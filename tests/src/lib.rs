@@ -347,6 +347,28 @@ pub fn burst(port: u16, n: usize) -> Vec<Result<String, String>> {
         .collect()
 }
 
+/// `n` clients at once, each on a thread of its own calling `ask`: their results, in order.
+pub fn at_once<T: Send + 'static>(
+    n: usize,
+    ask: impl Fn() -> T + Clone + Send + 'static,
+) -> Vec<T> {
+    let threads: Vec<_> = (0..n).map(|_| std::thread::spawn(ask.clone())).collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("client"))
+        .collect()
+}
+
+/// The worker that replaced `old` (its `Respawned` event among `events`), if one did.
+pub fn replacement_of(events: &[Event], old: ringleader::WorkerId) -> Option<ringleader::WorkerId> {
+    events.iter().find_map(|e| match e {
+        Event::Respawned {
+            worker, replaces, ..
+        } if *replaces == old => Some(*worker),
+        _ => None,
+    })
+}
+
 /// How many of a [`burst`]'s answers are a fixture worker's `hello from`.
 pub fn hellos(answers: &[Result<String, String>]) -> usize {
     answers

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ringleader::{ErrorKind, Event, Respawn, Roll, Scheduling, Settings, WorkerProtocol};
 use ringleader_tests::load::{self, Load};
-use ringleader_tests::{Harness, WATCHDOG, describe, free_port};
+use ringleader_tests::{Harness, WATCHDOG, at_once, describe, free_port, replacement_of};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/activated/server.py");
@@ -85,11 +85,8 @@ fn both_answer(h: &Harness, port: u16, workers: [ringleader::WorkerId; 2]) {
         let mut seen = std::collections::BTreeSet::new();
         // Four at a time, so that a single-threaded server is busy while another asks.
         while seen.len() < 2 && Instant::now() < deadline {
-            let batch: Vec<_> = (0..4)
-                .map(|_| std::thread::spawn(move || get(port)))
-                .collect();
-            for t in batch {
-                let body = t.join().expect("client").expect("an answer");
+            for answer in at_once(4, move || get(port)) {
+                let body = answer.expect("an answer");
                 assert!(body.ends_with(" on web\n"), "{body:?}");
                 seen.insert(pid_of(&body));
             }
@@ -123,15 +120,7 @@ fn queued_at_a_killed_server(scheduling: Scheduling) {
         rustix::process::kill_process(pid, sig).expect("signal");
     };
     signal(pid_a, rustix::process::Signal::STOP);
-    let clients = std::thread::spawn(move || {
-        let threads: Vec<_> = (0..40)
-            .map(|_| std::thread::spawn(move || get(port)))
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| t.join().expect("client"))
-            .collect::<Vec<_>>()
-    });
+    let clients = std::thread::spawn(move || at_once(40, move || get(port)));
     let deadline = Instant::now() + WATCHDOG;
     let mut seen = Vec::new();
     let queued_at_a = |h: &Harness| {
@@ -162,13 +151,8 @@ fn queued_at_a_killed_server(scheduling: Scheduling) {
     let answers = clients.join().expect("clients");
     seen.extend(h.drain());
     let events: Vec<String> = seen.iter().map(describe).collect();
-    let replacement = seen.iter().find_map(|e| match e {
-        Event::Respawned {
-            worker, replaces, ..
-        } if *replaces == a => Some(*worker),
-        _ => None,
-    });
-    let replacement = replacement.unwrap_or_else(|| panic!("a was not replaced: {events:?}"));
+    let replacement =
+        replacement_of(&seen, a).unwrap_or_else(|| panic!("a was not replaced: {events:?}"));
     let pid_c = pid(replacement);
     let mut by_replacement = 0;
     for answer in &answers {
@@ -210,15 +194,7 @@ fn a_stopped_steered_server_is_killed_and_its_replacement_serves_its_queue() {
     let (pid_a, pid_b) = (pid(a), pid(b));
     let stop = rustix::process::Pid::from_raw(pid_a as i32).expect("pid");
     rustix::process::kill_process(stop, rustix::process::Signal::STOP).expect("STOP");
-    let answers = h.drive(move || {
-        let threads: Vec<_> = (0..40)
-            .map(|_| std::thread::spawn(move || get(port)))
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| t.join().expect("client"))
-            .collect::<Vec<_>>()
-    });
+    let answers = h.drive(move || at_once(40, move || get(port)));
     let seen = h.drain();
     let events: Vec<String> = seen.iter().map(describe).collect();
     assert!(

@@ -35,6 +35,39 @@ fn ringleader() -> PathBuf {
     path
 }
 
+/// `ringleader run` with two Python servers under steer on `--listen LISTEN`, once both
+/// listen.
+fn activated_pair(listen: &str) -> Spawned {
+    let h = Spawned::start(
+        ringleader(),
+        &[
+            "run",
+            "--workers",
+            "2",
+            "--policy",
+            "steer",
+            "--listen",
+            listen,
+            "--",
+            "python3",
+            ACTIVATED,
+        ],
+        &[],
+    );
+    workers_listen(&h, 2);
+    h
+}
+
+/// Waits for `n` of the command's `Worker N listening on …` lines.
+fn workers_listen(h: &Spawned, n: usize) {
+    let mut listening = 0;
+    while listening < n {
+        if h.expect_line("Worker ").contains("listening on") {
+            listening += 1;
+        }
+    }
+}
+
 fn get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
@@ -70,12 +103,7 @@ fn docs_example(policy: &str) {
         ],
         &[("PORT", &port.to_string())],
     );
-    let mut listening = 0;
-    while listening < 2 {
-        if h.expect_line("Worker ").contains("listening on") {
-            listening += 1;
-        }
-    }
+    workers_listen(&h, 2);
     for _ in 0..40 {
         // Node answers in chunks: "c\r\nhello world\n\r\n0\r\n\r\n".
         let body = get(port, "/");
@@ -135,12 +163,7 @@ fn a_ringleader_example_runs_under_ringleader_run() {
         ],
         &[],
     );
-    let mut listening = 0;
-    while listening < 2 {
-        if h.expect_line("Worker ").contains("listening on") {
-            listening += 1;
-        }
-    }
+    workers_listen(&h, 2);
     let mut ids = std::collections::BTreeSet::new();
     let deadline = std::time::Instant::now() + WATCHDOG;
     while ids.len() < 2 {
@@ -164,38 +187,13 @@ fn a_ringleader_example_runs_under_ringleader_run() {
 fn socket_activated_servers_run_under_ringleader_with_listen() {
     let port = free_port();
     let listen = format!("web=127.0.0.1:{port}");
-    let h = Spawned::start(
-        ringleader(),
-        &[
-            "run",
-            "--workers",
-            "2",
-            "--policy",
-            "steer",
-            "--listen",
-            &listen,
-            "--",
-            "python3",
-            ACTIVATED,
-        ],
-        &[],
-    );
-    let mut listening = 0;
-    while listening < 2 {
-        if h.expect_line("Worker ").contains("listening on 127.0.0.1") {
-            listening += 1;
-        }
-    }
+    let _cluster = activated_pair(&listen);
     // Both processes answer, each on the socket named `web`.
     let mut pids = std::collections::BTreeSet::new();
     let deadline = std::time::Instant::now() + WATCHDOG;
     while pids.len() < 2 {
         assert!(std::time::Instant::now() < deadline, "watchdog: {pids:?}");
-        let batch: Vec<_> = (0..4)
-            .map(|_| std::thread::spawn(move || get(port, "/")))
-            .collect();
-        for t in batch {
-            let body = t.join().expect("client");
+        for body in ringleader_tests::at_once(4, move || get(port, "/")) {
             let pid = body
                 .strip_prefix("hello from ")
                 .and_then(|rest| rest.strip_suffix(" on web\n"))
@@ -211,28 +209,7 @@ fn socket_activated_servers_run_under_ringleader_with_listen() {
 fn socket_activated_servers_keep_serving_through_an_upgrade_of_ringleader() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut h = Spawned::start(
-        ringleader(),
-        &[
-            "run",
-            "--workers",
-            "2",
-            "--policy",
-            "steer",
-            "--listen",
-            &listen,
-            "--",
-            "python3",
-            ACTIVATED,
-        ],
-        &[],
-    );
-    let mut listening = 0;
-    while listening < 2 {
-        if h.expect_line("Worker ").contains("listening on") {
-            listening += 1;
-        }
-    }
+    let mut h = activated_pair(&listen);
     let mut clients = Load::new();
     clients.clients(8, move |_| load::close(port));
     clients.wait_for(100);
@@ -250,7 +227,7 @@ fn socket_activated_servers_keep_serving_through_an_upgrade_of_ringleader() {
 
 #[test]
 fn round_robin_is_refused_for_socket_activated_servers_in_plain_words() {
-    let mut child = std::process::Command::new(ringleader())
+    let child = std::process::Command::new(ringleader())
         .args([
             "run",
             "--listen",
@@ -266,24 +243,16 @@ fn round_robin_is_refused_for_socket_activated_servers_in_plain_words() {
         .process_group(0)
         .spawn()
         .expect("spawn");
-    let deadline = std::time::Instant::now() + WATCHDOG;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("watchdog: ringleader run did not refuse");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let Ok(output) = rx.recv_timeout(WATCHDOG) else {
+        let group = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        panic!("watchdog: ringleader run did not refuse");
     };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("read");
+    let output = output.expect("wait");
+    let (status, stderr) = (output.status, String::from_utf8_lossy(&output.stderr));
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("socket-activated server only accepts from its own socket")

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use ringleader::{Event, Scheduling, Settings, WorkerProtocol};
-use ringleader_tests::{Harness, WATCHDOG, describe, free_port};
+use ringleader_tests::{Harness, WATCHDOG, at_once, describe, free_port, replacement_of};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/app.js");
@@ -25,6 +25,21 @@ fn get(port: u16) -> Result<String, String> {
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
         .ok_or(answer)
+}
+
+/// Sends worker `id` the JSON string `order` and returns the next message it sends.
+fn ask(h: &Harness, id: ringleader::WorkerId, order: &str) -> serde_json::Value {
+    let order = serde_json::Value::from(order).to_string();
+    h.primary
+        .worker(id)
+        .expect("worker")
+        .send(order.as_bytes())
+        .expect("send");
+    let seen = h.until(|e| matches!(e, Event::Message { worker, .. } if *worker == id));
+    let Some(Event::Message { message, .. }) = seen.last() else {
+        panic!("{:?}", seen.iter().map(describe).collect::<Vec<_>>())
+    };
+    serde_json::from_slice(&message.data).expect("JSON")
 }
 
 fn node_cluster(scheduling: Scheduling) -> (Harness, u16, [ringleader::WorkerId; 2]) {
@@ -67,19 +82,7 @@ fn node_workers_serve_and_talk(scheduling: Scheduling) {
         );
     }
     // Messages both ways, as JSON.
-    h.primary
-        .worker(a)
-        .expect("worker")
-        .send(b"\"ping\"")
-        .expect("send");
-    let seen = h.until(|e| matches!(e, Event::Message { worker, .. } if *worker == a));
-    let Some(Event::Message { message, .. }) = seen.last() else {
-        panic!("{:?}", seen.iter().map(describe).collect::<Vec<_>>())
-    };
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&message.data).expect("JSON"),
-        serde_json::json!({"pong": a})
-    );
+    assert_eq!(ask(&h, a, "ping"), serde_json::json!({"pong": a}));
     assert!(
         h.primary
             .worker(a)
@@ -134,15 +137,7 @@ fn a_stuck_steered_node_worker_is_killed_and_its_replacement_serves_its_queue() 
         .expect("worker")
         .send(b"\"busy\"")
         .expect("send");
-    let answers = h.drive(move || {
-        let threads: Vec<_> = (0..40)
-            .map(|_| std::thread::spawn(move || get(port)))
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| t.join().expect("client"))
-            .collect::<Vec<_>>()
-    });
+    let answers = h.drive(move || at_once(40, move || get(port)));
     let seen = h.drain();
     let events: Vec<String> = seen.iter().map(describe).collect();
     assert!(
@@ -150,15 +145,8 @@ fn a_stuck_steered_node_worker_is_killed_and_its_replacement_serves_its_queue() 
             .any(|e| matches!(e, Event::StalledKilled { worker, .. } if *worker == a)),
         "{events:?}"
     );
-    let replacement = seen
-        .iter()
-        .find_map(|e| match e {
-            Event::Respawned {
-                worker, replaces, ..
-            } if *replaces == a => Some(*worker),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("a was not replaced: {events:?}"));
+    let replacement =
+        replacement_of(&seen, a).unwrap_or_else(|| panic!("a was not replaced: {events:?}"));
     let (from_b, from_c) = (
         format!("hello from {b}\n"),
         format!("hello from {replacement}\n"),
@@ -180,19 +168,7 @@ fn a_stuck_steered_node_worker_is_killed_and_its_replacement_serves_its_queue() 
 #[test]
 fn a_node_worker_that_closes_its_server_gets_no_more_connections() {
     let (h, port, [a, b]) = node_cluster(Scheduling::RoundRobin);
-    h.primary
-        .worker(a)
-        .expect("worker")
-        .send(b"\"close-server\"")
-        .expect("send");
-    let seen = h.until(|e| matches!(e, Event::Message { worker, .. } if *worker == a));
-    let Some(Event::Message { message, .. }) = seen.last() else {
-        panic!("{:?}", seen.iter().map(describe).collect::<Vec<_>>())
-    };
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&message.data).expect("JSON"),
-        serde_json::json!({"closed": a})
-    );
+    assert_eq!(ask(&h, a, "close-server"), serde_json::json!({"closed": a}));
     let answers = h.drive(move || (0..20).map(|_| get(port)).collect::<Vec<_>>());
     for answer in answers {
         assert_eq!(answer, Ok(format!("hello from {b}\n")));
@@ -294,15 +270,7 @@ fn connections_sent_to_a_stuck_node_worker_that_dies_are_served_by_another() {
         .expect("worker")
         .send(b"\"busy\"")
         .expect("send");
-    let clients = std::thread::spawn(move || {
-        let threads: Vec<_> = (0..20)
-            .map(|_| std::thread::spawn(move || get(port)))
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| t.join().expect("client"))
-            .collect::<Vec<_>>()
-    });
+    let clients = std::thread::spawn(move || at_once(20, move || get(port)));
     // Once connections have waited at the stuck worker (taken back from its queue), kill it:
     // the one it was sent and never acknowledged must go to the other worker too.
     let deadline = std::time::Instant::now() + WATCHDOG;

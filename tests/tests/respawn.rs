@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use ringleader::{Event, Respawn, Settings};
-use ringleader_tests::Harness;
+use ringleader_tests::{Harness, replacement_of};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 
@@ -122,15 +122,8 @@ fn connections_of_a_lone_worker_that_dies_wait_for_its_replacement() {
     }
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("KILL");
     let answers = h.drive(move || clients.join().expect("clients"));
-    let replacement = h
-        .until(|e| matches!(e, Event::Respawned { .. }))
-        .into_iter()
-        .chain(seen)
-        .find_map(|e| match e {
-            Event::Respawned { worker, .. } => Some(worker),
-            _ => None,
-        })
-        .expect("a replacement");
+    seen.extend(h.until(|e| matches!(e, Event::Respawned { .. })));
+    let replacement = replacement_of(&seen, first).expect("a replacement");
     for answer in &answers {
         assert_eq!(
             answer,
