@@ -347,6 +347,12 @@ pub fn burst(port: u16, n: usize) -> Vec<Result<String, String>> {
         .collect()
 }
 
+/// Sends `sig` to process `pid`.
+pub fn signal(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(pid, sig).expect("signal");
+}
+
 /// `n` clients at once, each on a thread of its own calling `ask`: their results, in order.
 pub fn at_once<T: Send + 'static>(
     n: usize,
@@ -516,6 +522,17 @@ impl Spawned {
                 if let Some(rest) = line.strip_prefix(prefix) {
                     return (i, rest.trim().to_owned());
                 }
+            }
+        }
+    }
+
+    /// Waits for `n` lines from a primary (a `hello` example, `ringleader run`) saying a
+    /// worker listens: `Worker N listening on …`.
+    pub fn expect_listening(&self, n: usize) {
+        let mut seen = 0;
+        while seen < n {
+            if self.expect_line("Worker ").contains("listening on") {
+                seen += 1;
             }
         }
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ringleader::{ErrorKind, Event, Respawn, Roll, Scheduling, Settings, WorkerProtocol};
 use ringleader_tests::load::{self, Load};
-use ringleader_tests::{Harness, WATCHDOG, at_once, describe, free_port, replacement_of};
+use ringleader_tests::{Harness, WATCHDOG, at_once, describe, free_port, replacement_of, signal};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/activated/server.py");
@@ -115,10 +115,6 @@ fn queued_at_a_killed_server(scheduling: Scheduling) {
     let (h, port, [a, b]) = cluster(scheduling, Settings::default());
     let pid = |id| h.primary.worker(id).expect("worker").pid();
     let (pid_a, pid_b) = (pid(a), pid(b));
-    let signal = |pid: u32, sig| {
-        let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
-        rustix::process::kill_process(pid, sig).expect("signal");
-    };
     signal(pid_a, rustix::process::Signal::STOP);
     let clients = std::thread::spawn(move || at_once(40, move || get(port)));
     let deadline = Instant::now() + WATCHDOG;
@@ -192,8 +188,7 @@ fn a_stopped_steered_server_is_killed_and_its_replacement_serves_its_queue() {
     );
     let pid = |id| h.primary.worker(id).expect("worker").pid();
     let (pid_a, pid_b) = (pid(a), pid(b));
-    let stop = rustix::process::Pid::from_raw(pid_a as i32).expect("pid");
-    rustix::process::kill_process(stop, rustix::process::Signal::STOP).expect("STOP");
+    signal(pid_a, rustix::process::Signal::STOP);
     let answers = h.drive(move || at_once(40, move || get(port)));
     let seen = h.drain();
     let events: Vec<String> = seen.iter().map(describe).collect();

@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use ringleader_tests::load::{self, Load};
-use ringleader_tests::{Spawned, WATCHDOG, free_port};
+use ringleader_tests::{Spawned, WATCHDOG, free_port, signal};
 
 const DOCS_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/docs-example.mjs");
 const ACTIVATED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/activated/server.py");
@@ -54,18 +54,8 @@ fn activated_pair(listen: &str) -> Spawned {
         ],
         &[],
     );
-    workers_listen(&h, 2);
+    h.expect_listening(2);
     h
-}
-
-/// Waits for `n` of the command's `Worker N listening on …` lines.
-fn workers_listen(h: &Spawned, n: usize) {
-    let mut listening = 0;
-    while listening < n {
-        if h.expect_line("Worker ").contains("listening on") {
-            listening += 1;
-        }
-    }
 }
 
 fn get(port: u16, path: &str) -> String {
@@ -103,7 +93,7 @@ fn docs_example(policy: &str) {
         ],
         &[("PORT", &port.to_string())],
     );
-    workers_listen(&h, 2);
+    h.expect_listening(2);
     for _ in 0..40 {
         // Node answers in chunks: "c\r\nhello world\n\r\n0\r\n\r\n".
         let body = get(port, "/");
@@ -124,8 +114,7 @@ fn docs_example(policy: &str) {
     let mut clients = Load::new();
     clients.clients(8, move |_| load::close(port));
     clients.wait_for(100);
-    let pid = rustix::process::Pid::from_raw(h.pid() as i32).expect("pid");
-    rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("HUP");
+    signal(h.pid(), rustix::process::Signal::HUP);
     let done = h.expect_one_of(&["Replaced ", "The roll stopped"]);
     assert_eq!(done.0, 0, "{policy}: {}", done.1);
     clients.wait_for(100);
@@ -163,7 +152,7 @@ fn a_ringleader_example_runs_under_ringleader_run() {
         ],
         &[],
     );
-    workers_listen(&h, 2);
+    h.expect_listening(2);
     let mut ids = std::collections::BTreeSet::new();
     let deadline = std::time::Instant::now() + WATCHDOG;
     while ids.len() < 2 {
@@ -214,8 +203,7 @@ fn socket_activated_servers_keep_serving_through_an_upgrade_of_ringleader() {
     clients.clients(8, move |_| load::close(port));
     clients.wait_for(100);
     let old = h.pid();
-    let pid = rustix::process::Pid::from_raw(old as i32).expect("pid");
-    rustix::process::kill_process(pid, rustix::process::Signal::USR2).expect("USR2");
+    signal(old, rustix::process::Signal::USR2);
     let ready = h.expect_one_of(&["The new primary ", "The upgrade stopped"]);
     assert_eq!(ready.0, 0, "{}", ready.1);
     assert_eq!(h.wait(), Some(0), "the old primary retires");

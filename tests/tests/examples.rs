@@ -10,22 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ringleader_tests::load::{self, Load};
-use ringleader_tests::{Spawned, WATCHDOG, example, free_port};
-
-fn signal(pid: u32, sig: rustix::process::Signal) {
-    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
-    rustix::process::kill_process(pid, sig).expect("signal");
-}
-
-/// Waits for `n` lines from the primary saying a worker listens.
-fn listening(h: &Spawned, n: usize) {
-    let mut seen = 0;
-    while seen < n {
-        if h.expect_line("Worker ").contains("listening on") {
-            seen += 1;
-        }
-    }
-}
+use ringleader_tests::{Spawned, WATCHDOG, example, free_port, signal};
 
 /// One request with `connection: close`: the answer's head and body.
 fn get(port: u16) -> (String, String) {
@@ -47,7 +32,7 @@ fn hello_tokio_answers_like_hello_and_rolls_with_no_failed_request() {
         &["--workers", "2", "--port", &port.to_string()],
         &[],
     );
-    listening(&h, 2);
+    h.expect_listening(2);
     let (head, body) = get(port);
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("x-worker-id: "), "{head}");
@@ -99,7 +84,7 @@ fn proxy_forwards_every_connection_to_the_upstream_both_ways() {
         ],
         &[],
     );
-    listening(&proxy, 2);
+    proxy.expect_listening(2);
     let clients: Vec<_> = (0..40)
         .map(|i| {
             std::thread::spawn(move || {
@@ -135,7 +120,7 @@ fn custom_loop_serves_from_a_mio_loop_and_takes_commands() {
         &["--workers", "2", "--port", &port.to_string()],
         &[],
     );
-    listening(&h, 2);
+    h.expect_listening(2);
     for _ in 0..20 {
         let (head, body) = get(port);
         assert!(head.contains("x-worker-id: "), "{head}");

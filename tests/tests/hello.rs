@@ -6,15 +6,10 @@
 use std::path::PathBuf;
 
 use ringleader_tests::load::{self, Load};
-use ringleader_tests::{Spawned, alive, free_port};
+use ringleader_tests::{Spawned, alive, free_port, signal};
 
 fn hello() -> PathBuf {
     ringleader_tests::example("hello")
-}
-
-fn signal(pid: u32, sig: rustix::process::Signal) {
-    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
-    rustix::process::kill_process(pid, sig).expect("signal");
 }
 
 /// `hello` with 4 workers under `policy` and its admin endpoint on `admin`, once all
@@ -37,12 +32,7 @@ fn loaded_hello(policy: &str, admin: u16) -> (Spawned, u16, Load) {
         &[],
     );
     // "Worker <pid> started" from each worker, "Worker <id> listening on …" from the primary.
-    let mut listening = 0;
-    while listening < 4 {
-        if h.expect_line("Worker ").contains("listening on") {
-            listening += 1;
-        }
-    }
+    h.expect_listening(4);
     let mut load = Load::new();
     load.clients(32, move |stop| load::keep_alive(port, stop));
     load.clients(8, move |_| load::close(port));
