@@ -3,7 +3,8 @@
 //! ```text
 //! ringleader run [--workers N] [--policy rr|none|reuseport|steer|lc|p2c|weighted]
 //!     [--listen [NAME=]ADDR]... [--admin ADDR] [--protocol node|ringleader]
-//!     [--restart-delay MS] [--max-restarts N] -- PROGRAM [ARGS...]
+//!     [--restart-delay MS] [--max-restarts N] [--kill-stalled-after MS]
+//!     [--start-within MS] -- PROGRAM [ARGS...]
 //! ```
 //!
 //! Three kinds of worker: unmodified Node.js cluster apps (`node app.js`: Node's own IPC
@@ -59,6 +60,16 @@ struct Run {
     /// within 30 s: a crash loop.
     #[arg(long, value_name = "N", default_value_t = 5)]
     max_restarts: u32,
+    /// Kill a worker that took no connection for this long while connections waited at it
+    /// (stuck in a loop or a deadlock; gunicorn's `timeout`), and replace it: round-robin
+    /// takes its connections back for the others, and under steer its replacement serves
+    /// its socket's queue [default: off].
+    #[arg(long, value_name = "MS")]
+    kill_stalled_after: Option<u64>,
+    /// How long a socket-activated server may take to start (to be first seen taking a
+    /// connection) before --kill-stalled-after counts it stalled.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    start_within: u64,
     /// What the workers speak: node (Node.js's cluster IPC) or ringleader [default: node
     /// when PROGRAM is `node`].
     #[arg(long, value_enum)]
@@ -128,7 +139,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .exec(program)
         .args(program_args.to_vec())
         .scheduling(scheduling)
-        .worker_protocol(protocol);
+        .worker_protocol(protocol)
+        .kill_stalled_after(args.kill_stalled_after.map(Duration::from_millis))
+        .start_within(Duration::from_millis(args.start_within));
     if let Some(policy) = SharedPolicy::named(&policy) {
         settings = settings.policy(policy);
     }

@@ -16,8 +16,9 @@ use crate::primary::Settings;
 #[non_exhaustive]
 pub enum Event {
     /// [`Primary::setup`](crate::Primary::setup) ran, or a fork applied the settings (Node:
-    /// `'setup'`).
-    Setup(Settings),
+    /// `'setup'`). Boxed: the settings are large, and every other event would carry
+    /// their size.
+    Setup(Box<Settings>),
     /// A worker was spawned (Node: `'fork'`).
     Fork {
         /// Which.

@@ -83,6 +83,7 @@ pub struct Settings {
     pub(crate) take_back: Option<Option<Duration>>,
     pub(crate) ready_when_told: Option<bool>,
     pub(crate) kill_stalled: Option<Option<Duration>>,
+    pub(crate) start_within: Option<Duration>,
     pub(crate) protocol: Option<WorkerProtocol>,
 }
 
@@ -118,6 +119,9 @@ pub enum WorkerProtocol {
 /// How long a handed-over connection may wait at a worker that does not take it before the
 /// primary takes it back for another ([`Settings::take_back_after`]).
 const DEFAULT_TAKE_BACK_AFTER: Duration = Duration::from_millis(50);
+
+/// How long a socket-activated server may take to start ([`Settings::start_within`]).
+const DEFAULT_START_WITHIN: Duration = Duration::from_secs(30);
 
 /// How an upgrade of the primary goes ([`Primary::upgrade`](crate::Primary::upgrade)): the
 /// program the new primary runs (default: this one, read again from disk), and how long it
@@ -409,6 +413,19 @@ impl Settings {
         self
     }
 
+    /// How long a socket-activated server may take to start before
+    /// [`Settings::kill_stalled_after`] counts it stalled: until it is first seen taking a
+    /// connection from its socket, or for `within` after it was spawned, connections waiting
+    /// at it are taken for its start-up, not for a stall. (A Node or ringleader worker starts
+    /// when it listens: it has no socket before.) Default: 30 s (puma's
+    /// `worker_boot_timeout` is 60 s, PM2's `listen_timeout` 3 s). Without it, a replacement
+    /// slow to start (an interpreter on a loaded machine) would be killed as stalled on the
+    /// queue it inherited, and its replacements after it.
+    pub fn start_within(mut self, within: Duration) -> Self {
+        self.start_within = Some(within);
+        self
+    }
+
     /// Replace workers that exit unasked, backing off from crash loops ([`Respawn`]);
     /// `None` turns it off. Default: off, as in Node (the application decides, on `Exit`).
     pub fn respawn(mut self, respawn: Option<Respawn>) -> Self {
@@ -474,8 +491,14 @@ impl Settings {
             take_back,
             ready_when_told,
             kill_stalled,
+            start_within,
             protocol
         );
+    }
+
+    /// How long a socket-activated server may take to start ([`Settings::start_within`]).
+    pub(crate) fn start_deadline(&self) -> Duration {
+        self.start_within.unwrap_or(DEFAULT_START_WITHIN)
     }
 
     /// The take-back deadline in force.

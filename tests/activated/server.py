@@ -2,7 +2,8 @@
 """A socket-activated HTTP server, as systemd starts one (sd_listen_fds(3)): it serves on the
 sockets it was given at fd 3 on, and only if LISTEN_PID names this very process. Each answer
 says which process served it and on which socket (LISTEN_FDNAMES). SIGTERM stops it
-gracefully: it finishes the request it is serving and exits. Run by tests/tests/activated.rs
+gracefully: it finishes the request it is serving and exits. START_DELAY (seconds) makes it
+slow to start: it sleeps that long before it serves. Run by tests/tests/activated.rs
 under ringleader's primary; it knows nothing of ringleader."""
 
 import http.server
@@ -11,6 +12,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 LISTEN_FDS_START = 3
 
@@ -58,6 +60,7 @@ def main():
     # Blocked before any thread starts, so that only sigwait below sees it.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     servers = [Activated(sock, name) for sock, name in listen_fds()]
+    time.sleep(float(os.environ.get("START_DELAY", "0")))
     for s in servers:
         threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}).start()
     signal.sigwait({signal.SIGTERM})

@@ -179,12 +179,17 @@ fn connections_queued_at_a_killed_reuseport_server_are_served_by_its_replacement
 }
 
 /// A steered server that stops (SIGSTOP) with connections in its queue is killed once its
-/// queue has not moved for 300 ms (`kill_stalled_after`), and its replacement serves them.
+/// queue has not moved for 300 ms (`kill_stalled_after`) since it started (seen taking a
+/// connection, or 3 s after it was spawned: `start_within`), and its replacement serves
+/// them. The replacement, which may be slow to start on a loaded machine, is not killed for
+/// the queue it inherits.
 #[test]
 fn a_stopped_steered_server_is_killed_and_its_replacement_serves_its_queue() {
     let (h, port, [a, b]) = cluster(
         Scheduling::Steered,
-        Settings::default().kill_stalled_after(Some(Duration::from_millis(300))),
+        Settings::default()
+            .kill_stalled_after(Some(Duration::from_millis(300)))
+            .start_within(Duration::from_secs(3)),
     );
     let pid = |id| h.primary.worker(id).expect("worker").pid();
     let (pid_a, pid_b) = (pid(a), pid(b));
@@ -206,6 +211,38 @@ fn a_stopped_steered_server_is_killed_and_its_replacement_serves_its_queue() {
     assert!(
         answers.iter().flatten().any(|body| pid_of(body) != pid_b),
         "nothing waited at the stopped server: {answers:?}"
+    );
+}
+
+/// A steered server that takes a second to start is not killed as stalled, although its
+/// queue holds connections and does not move for longer than `kill_stalled_after`: it serves
+/// them once it has started.
+#[test]
+fn a_steered_server_slow_to_start_is_not_killed_as_stalled() {
+    let (h, port, _) = cluster(
+        Scheduling::Steered,
+        Settings::default().kill_stalled_after(Some(Duration::from_millis(200))),
+    );
+    let slow = h.primary.fork(&[("START_DELAY", "1")]).expect("fork");
+    let slow_pid = slow.pid();
+    h.listening(1);
+    let answers = h.drive(move || at_once(40, move || get(port)));
+    let events: Vec<String> = h.drain().iter().map(describe).collect();
+    assert!(
+        !events.iter().any(|e| e.starts_with("stalled-killed")),
+        "{events:?}"
+    );
+    for answer in &answers {
+        answer
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{e}: {events:?}"));
+    }
+    assert!(
+        answers
+            .iter()
+            .flatten()
+            .any(|body| pid_of(body) == slow_pid),
+        "nothing waited at the slow server: {answers:?}"
     );
 }
 

@@ -1,7 +1,8 @@
 //! `ringleader run` as users run it: Node's documentation example, unmodified but for its
 //! port, served by two Node workers under ringleader's primary, every worker answering, and
 //! a roll (SIGHUP) under load losing nothing; a socket-activated Python server with
-//! `--listen` under steer, and round-robin refused for it in plain words.
+//! `--listen` under steer, a stopped one killed and replaced with `--kill-stalled-after`,
+//! and round-robin refused for it in plain words.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -35,25 +36,21 @@ fn ringleader() -> PathBuf {
     path
 }
 
-/// `ringleader run` with two Python servers under steer on `--listen LISTEN`, once both
-/// listen.
-fn activated_pair(listen: &str) -> Spawned {
-    let h = Spawned::start(
-        ringleader(),
-        &[
-            "run",
-            "--workers",
-            "2",
-            "--policy",
-            "steer",
-            "--listen",
-            listen,
-            "--",
-            "python3",
-            ACTIVATED,
-        ],
-        &[],
-    );
+/// `ringleader run` with two Python servers under steer on `--listen LISTEN`, and `more`
+/// options, once both listen.
+fn activated_pair(listen: &str, more: &[&str]) -> Spawned {
+    let mut args = vec![
+        "run",
+        "--workers",
+        "2",
+        "--policy",
+        "steer",
+        "--listen",
+        listen,
+    ];
+    args.extend_from_slice(more);
+    args.extend_from_slice(&["--", "python3", ACTIVATED]);
+    let h = Spawned::start(ringleader(), &args, &[]);
     h.expect_listening(2);
     h
 }
@@ -176,7 +173,7 @@ fn a_ringleader_example_runs_under_ringleader_run() {
 fn socket_activated_servers_run_under_ringleader_with_listen() {
     let port = free_port();
     let listen = format!("web=127.0.0.1:{port}");
-    let _cluster = activated_pair(&listen);
+    let _cluster = activated_pair(&listen, &[]);
     // Both processes answer, each on the socket named `web`.
     let mut pids = std::collections::BTreeSet::new();
     let deadline = std::time::Instant::now() + WATCHDOG;
@@ -198,7 +195,7 @@ fn socket_activated_servers_run_under_ringleader_with_listen() {
 fn socket_activated_servers_keep_serving_through_an_upgrade_of_ringleader() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut h = activated_pair(&listen);
+    let mut h = activated_pair(&listen, &[]);
     let mut clients = Load::new();
     clients.clients(8, move |_| load::close(port));
     clients.wait_for(100);
@@ -211,6 +208,34 @@ fn socket_activated_servers_keep_serving_through_an_upgrade_of_ringleader() {
     let tally = clients.stop();
     assert_eq!(tally.failed, 0, "{tally:?}");
     // The new primary is in the old one's process group: Spawned's drop kills it.
+}
+
+/// `--kill-stalled-after`: a server stopped (SIGSTOP) with connections queued at its steered
+/// socket is killed, and its replacement serves every one of them.
+#[test]
+fn a_stopped_socket_activated_server_is_killed_and_replaced_with_kill_stalled_after() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _cluster = activated_pair(
+        &listen,
+        &["--kill-stalled-after", "300", "--start-within", "3000"],
+    );
+    let pid_of = |body: &str| -> u32 {
+        body.strip_prefix("hello from ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("{body:?}"))
+    };
+    let stopped = pid_of(&get(port, "/"));
+    signal(stopped, rustix::process::Signal::STOP);
+    let answers = ringleader_tests::at_once(40, move || get(port, "/"));
+    for body in &answers {
+        assert_ne!(pid_of(body), stopped, "{body:?}");
+    }
+    assert!(
+        ringleader_tests::wait_gone(stopped, WATCHDOG).is_some(),
+        "the stopped server is still there"
+    );
 }
 
 #[test]

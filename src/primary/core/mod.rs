@@ -218,7 +218,9 @@ impl Core {
         self.settings.merge(settings);
         self.listeners.take_back_after = self.settings.take_back_deadline();
         self.listeners.kill_stalled_after = self.settings.kill_stalled.flatten();
-        self.ready.push_back(Event::Setup(self.settings.clone()));
+        self.listeners.start_within = self.settings.start_deadline();
+        self.ready
+            .push_back(Event::Setup(Box::new(self.settings.clone())));
         Ok(())
     }
 

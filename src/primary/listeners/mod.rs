@@ -259,6 +259,9 @@ pub(crate) struct Listeners {
     /// A worker stalled this long is reported, to be killed
     /// ([`crate::Settings::kill_stalled_after`]); `None`: never.
     pub(crate) kill_stalled_after: Option<Duration>,
+    /// How long a socket-activated server may take to start before it can count as stalled
+    /// ([`crate::Settings::start_within`]).
+    pub(crate) start_within: Duration,
     /// When the workers' queues are checked for such connections next.
     stall_check_at: Option<Instant>,
     /// Sockets this primary was given rather than bound: socket activation's, an old
@@ -316,6 +319,7 @@ impl Listeners {
         Listeners {
             accept_rounds,
             take_back_after,
+            start_within: crate::Settings::default().start_deadline(),
             ..Listeners::default()
         }
     }

@@ -246,7 +246,9 @@ impl Listeners {
             .get(key)
             .map(|l| l.local.to_string())
             .unwrap_or_default();
-        if self.by_key.get(key).is_some_and(|l| l.steering.is_some()) {
+        let until = std::time::Instant::now() + self.start_within;
+        if let Some(st) = self.by_key.get_mut(key).and_then(|l| l.steering.as_mut()) {
+            st.starting(id, until);
             self.steer_soon();
         }
         Ok((fd, local))

@@ -48,6 +48,9 @@ pub(super) struct Place {
     /// ever getting shorter, how long it was at the last check, and whether its worker was
     /// reported stalled since.
     pub(super) stuck: Option<Stuck>,
+    /// A socket-activated server that has not been seen taking a connection yet: until
+    /// when it may take to start, not counted stalled ([`crate::Settings::start_within`]).
+    pub(super) starting: Option<Instant>,
 }
 
 impl Steering {
@@ -62,6 +65,7 @@ impl Steering {
                     worker: None,
                     full_checks: 0,
                     stuck: None,
+                    starting: None,
                 })
                 .collect(),
             ..Steering::default()
@@ -85,6 +89,7 @@ impl Steering {
             p.worker = Some(id);
             p.full_checks = 0;
             p.stuck = None;
+            p.starting = None;
             return Ok(p.sock.clone());
         }
         let sock = listen::tcp(addr, opts)?;
@@ -97,8 +102,19 @@ impl Steering {
             worker: Some(id),
             full_checks: 0,
             stuck: None,
+            starting: None,
         });
         Ok(sock)
+    }
+
+    /// Worker `id` (a socket-activated server, which joins when it is spawned) may take
+    /// until `until` to start taking connections.
+    pub(super) fn starting(&mut self, id: WorkerId, until: Instant) {
+        for p in &mut self.places {
+            if p.worker == Some(id) {
+                p.starting = Some(until);
+            }
+        }
     }
 
     pub(super) fn leave(&mut self, id: WorkerId) {
@@ -295,7 +311,8 @@ impl Listeners {
 /// got shorter for `kill_after` took none of them all that time; it is reported stalled,
 /// once, and the worker that replaces it takes the place and its queue. (A worker that takes
 /// connections shortens its queue between checks, which come every few milliseconds, even
-/// under load: once its queue reaches the bound, no more arrive.)
+/// under load: once its queue reaches the bound, no more arrive.) The clock runs only once
+/// the worker has started ([`Place::starting`]): a queue that gets shorter shows it has.
 fn stalled_keeping(
     p: &mut Place,
     depth: u64,
@@ -303,13 +320,17 @@ fn stalled_keeping(
     kill_after: Option<Duration>,
     cx: &mut Ctx<'_>,
 ) {
+    let shrank = p.stuck.is_some_and(|s| depth < s.depth);
+    if shrank || p.starting.is_some_and(|until| now >= until) {
+        p.starting = None;
+    }
     let Some(worker) = p.worker.filter(|_| depth > 0) else {
         p.stuck = None;
         return;
     };
     let stuck = match p.stuck {
-        Some(s) if depth >= s.depth => p.stuck.insert(Stuck { depth, ..s }),
-        // New, or it got shorter: the worker takes connections.
+        Some(s) if !shrank && p.starting.is_none() => p.stuck.insert(Stuck { depth, ..s }),
+        // New, it got shorter (the worker takes connections), or the worker is starting.
         _ => p.stuck.insert(Stuck {
             since: now,
             depth,
