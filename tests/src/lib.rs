@@ -353,6 +353,33 @@ pub fn signal(pid: u32, sig: rustix::process::Signal) {
     rustix::process::kill_process(pid, sig).expect("signal");
 }
 
+/// Stops process `pid` (`SIGSTOP`) and waits until every one of its threads has stopped:
+/// a process with more than one thread stops when each thread next checks its signals, and
+/// on a loaded machine one may serve a while before it does.
+pub fn stop(pid: u32) {
+    signal(pid, rustix::process::Signal::STOP);
+    let deadline = Instant::now() + WATCHDOG;
+    // The state follows the command name, which may itself hold `)`.
+    let stopped = |stat: &str| {
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+        state.starts_with('T') || state.starts_with('t')
+    };
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+        let all = tasks
+            .flatten()
+            .all(|t| std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| stopped(&s)));
+        if all {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: process {pid} did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// `n` clients at once, each on a thread of its own calling `ask`: their results, in order.
 pub fn at_once<T: Send + 'static>(
     n: usize,

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use ringleader::{ErrorKind, Event, Respawn, Roll, Scheduling, Settings, WorkerProtocol};
 use ringleader_tests::load::{self, Load};
-use ringleader_tests::{Harness, WATCHDOG, at_once, describe, free_port, replacement_of, signal};
+use ringleader_tests::{
+    Harness, WATCHDOG, at_once, describe, free_port, replacement_of, signal, stop,
+};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/activated/server.py");
@@ -115,7 +117,7 @@ fn queued_at_a_killed_server(scheduling: Scheduling) {
     let (h, port, [a, b]) = cluster(scheduling, Settings::default());
     let pid = |id| h.primary.worker(id).expect("worker").pid();
     let (pid_a, pid_b) = (pid(a), pid(b));
-    signal(pid_a, rustix::process::Signal::STOP);
+    stop(pid_a);
     let clients = std::thread::spawn(move || at_once(40, move || get(port)));
     let deadline = Instant::now() + WATCHDOG;
     let mut seen = Vec::new();
@@ -193,7 +195,7 @@ fn a_stopped_steered_server_is_killed_and_its_replacement_serves_its_queue() {
     );
     let pid = |id| h.primary.worker(id).expect("worker").pid();
     let (pid_a, pid_b) = (pid(a), pid(b));
-    signal(pid_a, rustix::process::Signal::STOP);
+    stop(pid_a);
     let answers = h.drive(move || at_once(40, move || get(port)));
     let seen = h.drain();
     let events: Vec<String> = seen.iter().map(describe).collect();

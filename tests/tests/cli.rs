@@ -227,7 +227,7 @@ fn a_stopped_socket_activated_server_is_killed_and_replaced_with_kill_stalled_af
             .unwrap_or_else(|| panic!("{body:?}"))
     };
     let stopped = pid_of(&get(port, "/"));
-    signal(stopped, rustix::process::Signal::STOP);
+    ringleader_tests::stop(stopped);
     let answers = ringleader_tests::at_once(40, move || get(port, "/"));
     for body in &answers {
         assert_ne!(pid_of(body), stopped, "{body:?}");

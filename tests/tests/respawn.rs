@@ -105,8 +105,7 @@ fn connections_of_a_lone_worker_that_dies_wait_for_its_replacement() {
     let first = h.fork(&format!("serve:127.0.0.1:{port}"));
     h.listening(1);
     let pid = h.primary.worker(first).expect("worker").pid();
-    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
-    rustix::process::kill_process(pid, rustix::process::Signal::STOP).expect("STOP");
+    ringleader_tests::stop(pid);
     let clients = std::thread::spawn(move || ringleader_tests::burst(port, 10));
     let deadline = Instant::now() + ringleader_tests::WATCHDOG;
     let mut seen = Vec::new();
@@ -120,7 +119,7 @@ fn connections_of_a_lone_worker_that_dies_wait_for_its_replacement() {
             seen.push(e);
         }
     }
-    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("KILL");
+    ringleader_tests::signal(pid, rustix::process::Signal::KILL);
     let answers = h.drive(move || clients.join().expect("clients"));
     seen.extend(h.until(|e| matches!(e, Event::Respawned { .. })));
     let replacement = replacement_of(&seen, first).expect("a replacement");

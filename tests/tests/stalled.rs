@@ -7,17 +7,12 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use ringleader::{Event, Respawn, Settings, SharedPolicy};
-use ringleader_tests::{Harness, describe};
+use ringleader_tests::{Harness, describe, signal, stop};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 const DEADLINE: Duration = Duration::from_millis(50);
 /// Far below the stop (it lasts until every client is answered), far above the deadline.
 const MARGIN: Duration = Duration::from_secs(2);
-
-fn signal(pid: u32, sig: rustix::process::Signal) {
-    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
-    rustix::process::kill_process(pid, sig).expect("kill");
-}
 
 fn stopped_worker_holds_no_client(policy: &str) {
     let h = Harness::new(FIXTURE);
@@ -32,7 +27,7 @@ fn stopped_worker_holds_no_client(policy: &str) {
     let good = h.fork("serve:127.0.0.1:0");
     let port = h.listening(2)[0].port;
     let pid = h.primary.worker(stopped).expect("worker").pid();
-    signal(pid, rustix::process::Signal::STOP);
+    stop(pid);
     let waits = h.drive(move || {
         let clients: Vec<_> = (0..40)
             .map(|_| {
@@ -90,7 +85,7 @@ fn a_worker_stalled_past_the_longer_deadline_is_killed_and_replaced() {
     h.fork("serve:127.0.0.1:0");
     let port = h.listening(2)[0].port;
     let pid = h.primary.worker(stopped).expect("worker").pid();
-    signal(pid, rustix::process::Signal::STOP);
+    stop(pid);
     // Requests for twice the kill deadline: the stopped worker keeps being sent a probe,
     // taken back at each take-back deadline, until it is killed.
     let failures = h.drive(move || {
