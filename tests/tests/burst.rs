@@ -18,8 +18,10 @@ const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 /// requests after it are timed.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// How long a fresh request after the burst may take to be answered.
-const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+/// How long a fresh request after the burst may take to be answered. A wedged primary never
+/// answers it (nothing wakes its loop); a loaded machine, with the workers still reading
+/// thousands of hang-ups, has taken more than a second.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// What the cluster's primary reports on SIGUSR1.
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +89,6 @@ impl Cluster {
 
     /// A request that must be answered within [`ANSWER_WITHIN`].
     fn fresh_request(&self, i: usize) {
-        let start = Instant::now();
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         s.set_read_timeout(Some(ANSWER_WITHIN)).expect("timeout");
         s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -100,7 +101,6 @@ impl Cluster {
             );
         }
         assert!(answer.starts_with("hello from "), "answer {answer:?}");
-        assert!(start.elapsed() < ANSWER_WITHIN + ANSWER_WITHIN / 2);
     }
 }
 
