@@ -99,7 +99,8 @@ pub enum WorkerProtocol {
     /// [`Event::Message`](crate::Event::Message) and [`WorkerHandle::send`](crate::WorkerHandle::send).
     /// Every scheduling serves them: round-robin through the hand-off (the primary sends each
     /// connection as Node's `newconn` and keeps its copy until the worker's answer), shared,
-    /// reuseport and steered sockets as Node handles.
+    /// reuseport and steered sockets as Node handles. Under [`Scheduling::Steered`] the
+    /// queue of a worker that died goes to the others as `newconn`s.
     Node,
     /// A socket-activated server, as systemd starts one (`sd_listen_fds(3)`): any program
     /// that serves on fd 3 on. It gets the sockets of [`Primary::activation_socket`] there,
@@ -109,8 +110,9 @@ pub enum WorkerProtocol {
     /// [`Scheduling::ReusePort`] and [`Scheduling::Steered`] a socket of its own in the
     /// port's group. The socket of a worker that dies stays in the group (steered around,
     /// under [`Scheduling::Steered`]) and the worker that replaces it (a respawn, a roll's
-    /// successor) takes it with what queued there. Round-robin and the hand-off policies need workers that take handed
-    /// connections: forking one under them fails with a settings error that says so.
+    /// successor) takes it with what queued there. Round-robin and the hand-off policies
+    /// need workers that take handed connections: forking one under them fails with a
+    /// settings error that says so.
     ///
     /// [`Primary::activation_socket`]: crate::Primary::activation_socket
     SocketActivated,
@@ -405,7 +407,9 @@ impl Settings {
     /// [`Settings::respawn`] a new worker replaces it. Round-robin and the hand-off
     /// policies; and steered workers that take no handed connection (Node workers,
     /// socket-activated servers), when their socket's queue has held connections and never
-    /// got shorter for `after`: their replacement takes the socket with its queue. `None`
+    /// got shorter for `after`: what waited there goes to the other Node workers through the
+    /// primary's relay, and a socket-activated server's replacement takes the socket with its
+    /// queue. `None`
     /// turns it off. Default: off (a worker stopped on purpose, by a debugger say, is not
     /// killed).
     pub fn kill_stalled_after(mut self, after: Option<Duration>) -> Self {

@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use ringleader::{Event, Scheduling, Settings, WorkerProtocol};
-use ringleader_tests::{Harness, WATCHDOG, at_once, describe, free_port, replacement_of};
+use ringleader_tests::{
+    Harness, WATCHDOG, at_once, describe, free_port, replacement_of, signal, stop,
+};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/app.js");
@@ -122,10 +124,11 @@ fn node_workers_get_steered_sockets_of_their_own() {
 }
 
 /// Steered: a Node worker stuck in a loop has its socket steered around once its queue is
-/// full, is killed when it stays so for 300 ms, and the worker that replaces it takes its
-/// place in the group and serves what waited there. Every client is answered.
+/// full, and is killed when its queue has not moved for 300 ms; what waited there goes
+/// through the primary's relay to the other worker (or to its replacement, if that listens
+/// first). Every client is answered.
 #[test]
-fn a_stuck_steered_node_worker_is_killed_and_its_replacement_serves_its_queue() {
+fn a_stuck_steered_node_worker_is_killed_and_its_queue_served_by_the_others() {
     let (h, port, [a, b]) = node_cluster_with(
         Scheduling::Steered,
         Settings::default()
@@ -140,27 +143,61 @@ fn a_stuck_steered_node_worker_is_killed_and_its_replacement_serves_its_queue() 
     let answers = h.drive(move || at_once(40, move || get(port)));
     let seen = h.drain();
     let events: Vec<String> = seen.iter().map(describe).collect();
+    // Killed for a queue that did not move: connections waited at a.
     assert!(
         seen.iter()
             .any(|e| matches!(e, Event::StalledKilled { worker, .. } if *worker == a)),
         "{events:?}"
     );
-    let replacement =
-        replacement_of(&seen, a).unwrap_or_else(|| panic!("a was not replaced: {events:?}"));
-    let (from_b, from_c) = (
-        format!("hello from {b}\n"),
-        format!("hello from {replacement}\n"),
-    );
+    let replacement = replacement_of(&seen, a);
     for answer in &answers {
         let body = answer
             .as_ref()
             .unwrap_or_else(|e| panic!("{e}: {events:?}"));
-        assert!(*body == from_b || *body == from_c, "{body:?}");
+        assert!(
+            *body == format!("hello from {b}\n")
+                || replacement.is_some_and(|c| *body == format!("hello from {c}\n")),
+            "{body:?}: {events:?}"
+        );
     }
-    assert!(
-        answers.iter().any(|a| a.as_deref() == Ok(from_c.as_str())),
-        "nothing waited at the stuck worker: {answers:?}"
-    );
+}
+
+/// Steered, with no respawning: a Node worker stopped with connections queued at its socket
+/// is SIGKILLed, and the primary takes what waited there to the other worker through its
+/// relay (`newconn`), where before it waited for a replacement that never came.
+#[test]
+fn connections_queued_at_a_dead_steered_node_worker_go_to_the_other() {
+    let (h, port, [a, b]) = node_cluster(Scheduling::Steered);
+    let pid_a = h.primary.worker(a).expect("worker").pid();
+    stop(pid_a);
+    let answers = h.drive(move || {
+        // Each connect returns once the connection is queued at one of the two sockets.
+        let clients: Vec<TcpStream> = (0..40)
+            .map(|_| {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
+                s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+                    .expect("send");
+                s
+            })
+            .collect();
+        signal(pid_a, rustix::process::Signal::KILL);
+        clients
+            .into_iter()
+            .map(|mut s| {
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).map(|_| answer)
+            })
+            .collect::<Vec<_>>()
+    });
+    let events: Vec<String> = h.drain().iter().map(describe).collect();
+    for answer in answers {
+        let answer = answer.unwrap_or_else(|e| panic!("{e}: {events:?}"));
+        assert!(
+            answer.ends_with(&format!("\r\n\r\nhello from {b}\n")),
+            "{answer:?}: {events:?}"
+        );
+    }
 }
 
 /// `server.close()` in worker a (round-robin): its `close` reaches the primary, every

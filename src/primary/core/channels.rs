@@ -17,6 +17,7 @@ use crate::ipc::buffers::READ_CHUNK;
 use crate::ipc::frame::Kind;
 use crate::primary::driver::{Driver, dyn_fd, untoken};
 use crate::primary::event::Event;
+use crate::primary::listeners::Taker;
 use crate::tuning::{BURST_GAP, COALESCE_LIMIT};
 
 impl Core {
@@ -342,9 +343,15 @@ impl Core {
                         let replaces = self.rolling.as_ref().and_then(|r| r.predecessor_of(id));
                         let payload = &frame.payload;
                         let result = self.with_listeners(|l, cx| match frame.kind {
-                            Kind::Listen => {
-                                l.on_listen(cx, id, payload, leaving, scheduling, replaces, false)
-                            }
+                            Kind::Listen => l.on_listen(
+                                cx,
+                                id,
+                                payload,
+                                leaving,
+                                scheduling,
+                                replaces,
+                                Taker::Channel,
+                            ),
                             Kind::Listening => l.on_listening(cx, id, payload),
                             _ => l.on_close(cx, id, payload),
                         });

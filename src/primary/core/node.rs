@@ -18,9 +18,11 @@
 //! (Node's own primary leaves such clients hanging).
 //!
 //! Shared, reuseport and steered listeners give the worker its listening socket as a
-//! `NODE_HANDLE`. Steered, the worker gets its own socket without a hand-off channel: what
-//! queues there when it dies waits for the worker that takes its place (a respawn, a roll's
-//! successor), and one whose queue stays full past `kill_stalled_after` is killed.
+//! `NODE_HANDLE`. Steered, the worker gets its own socket without a hand-off channel, and
+//! one whose queue does not move for `kill_stalled_after` is killed. What queues at a socket
+//! whose worker died the primary takes, and relays to the others as round-robin's
+//! connections are: a Node worker's `newconn` handler hands a connection to whatever server
+//! holds the key, its shared handle included.
 //!
 //! [`WorkerProtocol::Node`]: crate::WorkerProtocol::Node
 
@@ -40,6 +42,7 @@ use crate::ipc::frame::Kind;
 use crate::ipc::listen::{self as proto, Key, Notice, Reply, Request, Transport};
 use crate::ipc::node::{self, AddressType, Cluster, FromWorker, Lines, Query, to_worker};
 use crate::primary::event::{self, Event};
+use crate::primary::listeners::Taker;
 
 /// `EOPNOTSUPP`: what a Node worker's listen gets for a socket it cannot be given.
 const EOPNOTSUPP: i32 = 95;
@@ -243,7 +246,15 @@ impl Core {
                 let replaces = self.rolling.as_ref().and_then(|r| r.predecessor_of(id));
                 let payload = proto::encode(&req);
                 let _ = self.with_listeners(|l, cx| {
-                    l.on_listen(cx, id, &payload, leaving, scheduling, replaces, true)
+                    l.on_listen(
+                        cx,
+                        id,
+                        &payload,
+                        leaving,
+                        scheduling,
+                        replaces,
+                        Taker::Relay,
+                    )
                 });
             }
             Cluster::Listening(q) => {
@@ -371,6 +382,15 @@ impl Core {
                     )
                 }
                 (None, false, false, Some(fd)) => {
+                    // A steered socket of its own: what the primary rescues from a place
+                    // left without a worker comes through the relay too.
+                    let relays = ch
+                        .keys
+                        .get(&key)
+                        .is_some_and(|ours| self.listeners.relays(ours, id));
+                    if relays && !ch.relayed.contains(&key) {
+                        ch.relayed.push(key.clone());
+                    }
                     let udp = matches!(q.address_type, AddressType::Udp4 | AddressType::Udp6);
                     (
                         to_worker::reply_shared(reply.seq, s, &key, &data, udp),

@@ -30,6 +30,7 @@ use ringleader_sys::{OwnedFd, errno, listen};
 
 use self::bind::Local;
 pub(crate) use self::inherit::Tag;
+pub(crate) use self::protocol::Taker;
 use self::steer::Steering;
 use super::driver::{Driver, dyn_fd};
 use super::event::Event;
@@ -117,6 +118,27 @@ struct Member {
 }
 
 impl Member {
+    /// A member whose connections wait here for the primary's relay (a Node worker's), not
+    /// in a hand-off channel: the pair it is given is never written to.
+    fn relayed() -> std::io::Result<Member> {
+        let (tx, rx) = ringleader_sys::socket::stream_pair()?;
+        Ok(Member {
+            tx: Arc::new(tx),
+            rx,
+            untaken: std::cell::Cell::new(0),
+            watch: None,
+            sent: Default::default(),
+            stalled: std::cell::Cell::new(false),
+            stalled_since: std::cell::Cell::new(None),
+            direct: std::cell::RefCell::new(Some(VecDeque::new())),
+        })
+    }
+
+    /// Whether its connections wait here for the primary's relay.
+    fn is_relayed(&self) -> bool {
+        self.direct.borrow().is_some()
+    }
+
     /// The connections queued for the worker and not taken yet (`FIONREAD` on our copy of
     /// its end, or the relay's queue).
     fn queued(&self) -> u64 {
@@ -382,6 +404,15 @@ impl Listeners {
         }
         queued.extend(fds);
         *m.direct.borrow_mut() = Some(queued);
+    }
+
+    /// Whether worker `id`'s connections on listener `key` wait for the primary's relay
+    /// ([`Listeners::take_direct`]).
+    pub(crate) fn relays(&self, key: &Key, id: WorkerId) -> bool {
+        matches!(
+            self.by_key.get(key).and_then(|l| l.members.get(&id)),
+            Some(Some(m)) if m.is_relayed()
+        )
     }
 
     /// The next connection waiting for worker `id` on listener `key`, for its relay

@@ -15,11 +15,22 @@ use crate::ipc::listen::{self as proto, Key, Notice, Reply, Request, Transport};
 use crate::primary::event::{AddressType, Event, Listening};
 use crate::primary::settings::Scheduling;
 
+/// What a worker takes its connections from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Taker {
+    /// A hand-off channel, or a socket of its own (a ringleader worker).
+    Channel,
+    /// The primary's relay (a Node worker): a steered listener gives it its socket itself,
+    /// and the relay brings it what the primary rescues from a socket left without a worker.
+    Relay,
+    /// Its socket only (a socket-activated server).
+    Socket,
+}
+
 impl Listeners {
     /// A worker asks to listen. `leaving`: it is being disconnected; `scheduling`: the
     /// primary's; `replaces`: the worker it succeeds in a rolling restart, whose steered
-    /// socket it takes over; `bare`: it takes no handed connections (a Node worker), so a
-    /// steered listener gives it its socket itself, without a hand-off channel.
+    /// socket it takes over; `taker`: what it takes connections from.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_listen(
         &mut self,
@@ -29,7 +40,7 @@ impl Listeners {
         leaving: bool,
         scheduling: Scheduling,
         replaces: Option<WorkerId>,
-        bare: bool,
+        taker: Taker,
     ) -> Result<(), FrameError> {
         let req: Request = proto::decode(payload)?;
         // Node: a worker that is being disconnected gets no new listener (and no reply).
@@ -42,7 +53,8 @@ impl Listeners {
             return Ok(());
         }
         let opts = own_socket_options(&req);
-        let (fd, channel) = match self.socket_for(&req.key, id, replaces, &opts, scheduling, bare) {
+        let (fd, channel) = match self.socket_for(&req.key, id, replaces, &opts, scheduling, taker)
+        {
             Ok(given) => given,
             Err(e) => {
                 self.refuse_listen(cx, id, req.seq, &e);
@@ -104,7 +116,7 @@ impl Listeners {
         replaces: Option<WorkerId>,
         opts: &Options,
         scheduling: Scheduling,
-        bare: bool,
+        taker: Taker,
     ) -> std::io::Result<(OwnedFd, bool)> {
         let reuse_port = scheduling == Scheduling::ReusePort && key.transport == Transport::Tcp;
         let Some(listener) = self.by_key.get_mut(key) else {
@@ -116,13 +128,22 @@ impl Listeners {
             Local::Ip(addr) => Some(*addr),
             Local::Unix(_) => None,
         };
+        let bare = taker != Taker::Channel;
         if let (Some(st), Some(addr), true) = (&mut listener.steering, own_addr, bare) {
             // A steered socket of its own, without a channel: what queues there waits for
-            // it, or for the worker that takes its place.
+            // it, or for the worker that takes its place (or, for a relayed worker's, once
+            // no worker holds the place, goes through the relay to the others).
             st.keep_queues = true;
             let sock = st.join(id, replaces, addr, opts)?;
-            let theirs = socket::dup(&*sock).inspect_err(|_| st.leave(id))?;
-            listener.members.insert(id, None);
+            let given = socket::dup(&*sock).and_then(|theirs| {
+                let member = match taker {
+                    Taker::Relay => Some(Member::relayed()?),
+                    _ => None,
+                };
+                Ok((theirs, member))
+            });
+            let (theirs, member) = given.inspect_err(|_| st.leave(id))?;
+            listener.members.insert(id, member);
             return Ok((theirs, false));
         }
         if listener.handoff || listener.steering.is_some() {
@@ -236,7 +257,7 @@ impl Listeners {
             ipv6_only: false,
             ..Options::default()
         };
-        let (fd, channel) = self.socket_for(key, id, replaces, &opts, scheduling, true)?;
+        let (fd, channel) = self.socket_for(key, id, replaces, &opts, scheduling, Taker::Socket)?;
         debug_assert!(
             !channel,
             "a socket-activated worker gets a listening socket"

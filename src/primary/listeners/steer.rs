@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ringleader_sys::listen::{self, Options};
 use ringleader_sys::{OwnedFd, socket, steer};
 
-use super::{Ctx, Listeners, MAX_UNTAKEN, Pending, STEER_BUSY, starved};
+use super::{Ctx, Listeners, MAX_UNTAKEN, Member, Pending, STEER_BUSY, starved};
 use crate::ids::WorkerId;
 use crate::primary::loads::WorkerLoad;
 
@@ -33,9 +33,12 @@ pub(super) struct Steering {
     pub(super) weights: Vec<u32>,
     /// A worker left recently: watch closely until then.
     pub(super) linger_until: Option<Instant>,
-    /// Its workers take no handed connections (socket-activated servers, Node workers): a
-    /// queue is never taken by the primary; it waits for its worker, or for the worker that
-    /// takes the place next. A worker whose queue stays at the bound counts as stalled.
+    /// Its workers take no hand-off channel (socket-activated servers, Node workers): the
+    /// queue of a place with a worker is never taken by the primary; a worker whose queue
+    /// does not move counts as stalled ([`stalled_keeping`]). The queue of a place left
+    /// without a worker goes to the others through the primary's relay when they are Node
+    /// workers; a socket-activated server only accepts from its own socket, so there it
+    /// waits for the worker that takes the place next.
     pub(super) keep_queues: bool,
 }
 
@@ -245,7 +248,7 @@ impl Listeners {
                 .collect();
             let Plan {
                 weights,
-                take,
+                mut take,
                 full_checks,
                 busy: soon,
             } = plan(&seen);
@@ -265,7 +268,13 @@ impl Listeners {
                 for (p, seen) in st.places.iter_mut().zip(&seen) {
                     stalled_keeping(p, seen.depth, now, kill_after, cx);
                 }
-                continue;
+                // Relayed workers (Node's) can take what waits at a place left without a
+                // worker; socket-activated servers only take from their own sockets.
+                let relayed = h.members.values().flatten().any(Member::is_relayed);
+                if !relayed {
+                    continue;
+                }
+                take.retain(|(_, worker, _)| worker.is_none());
             }
             for (i, avoid, depth) in take {
                 taken.push((h.id, st.places[i].sock.clone(), avoid, depth));
