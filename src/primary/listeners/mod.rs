@@ -122,7 +122,15 @@ impl Member {
     /// in a hand-off channel: the pair it is given is never written to.
     fn relayed() -> std::io::Result<Member> {
         let (tx, rx) = ringleader_sys::socket::stream_pair()?;
-        Ok(Member {
+        let member = Member::new(tx, rx);
+        *member.direct.borrow_mut() = Some(VecDeque::new());
+        Ok(member)
+    }
+
+    /// A member handed connections through the channel `tx`, of which `rx` is a copy of the
+    /// worker's end.
+    fn new(tx: OwnedFd, rx: OwnedFd) -> Member {
+        Member {
             tx: Arc::new(tx),
             rx,
             untaken: std::cell::Cell::new(0),
@@ -130,8 +138,8 @@ impl Member {
             sent: Default::default(),
             stalled: std::cell::Cell::new(false),
             stalled_since: std::cell::Cell::new(None),
-            direct: std::cell::RefCell::new(Some(VecDeque::new())),
-        })
+            direct: std::cell::RefCell::new(None),
+        }
     }
 
     /// Whether its connections wait here for the primary's relay.

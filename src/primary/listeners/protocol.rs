@@ -166,19 +166,7 @@ impl Listeners {
                     return Err(e);
                 }
             }
-            listener.members.insert(
-                id,
-                Some(Member {
-                    tx: Arc::new(tx),
-                    rx,
-                    untaken: std::cell::Cell::new(0),
-                    watch: None,
-                    sent: Default::default(),
-                    stalled: std::cell::Cell::new(false),
-                    stalled_since: std::cell::Cell::new(None),
-                    direct: std::cell::RefCell::new(None),
-                }),
-            );
+            listener.members.insert(id, Some(Member::new(tx, rx)));
             return Ok((theirs, true));
         }
         if let (true, Some(addr)) = (reuse_port, own_addr) {
