@@ -296,35 +296,77 @@ pub fn fetch_hello(port: u16) -> Result<String, String> {
 /// `target/<profile>/deps`), built with the `tokio` feature first if a plain
 /// `cargo test -p ringleader-tests` left it out.
 pub fn example(name: &str) -> std::path::PathBuf {
+    built(
+        &Path::new("examples").join(name),
+        &["-p", "ringleader", "--features", "tokio", "--example", name],
+    )
+}
+
+/// The `ringleader` command (`target/<profile>/ringleader`), built first if a plain
+/// `cargo test -p ringleader-tests` left it out.
+pub fn ringleader_command() -> std::path::PathBuf {
+    built(Path::new("ringleader"), &["-p", "ringleader-cli"])
+}
+
+/// `target/<profile>/<relative>`, made by `cargo build -q <build>` unless it is there; one
+/// build at a time.
+fn built(relative: &Path, build: &[&str]) -> std::path::PathBuf {
     static BUILT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let exe = std::env::current_exe().expect("the test's path");
     let profile = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>");
-    let path = profile.join("examples").join(name);
+    let path = profile.join(relative);
     let _one_build = BUILT
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let built = Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "ringleader",
-                "--features",
-                "tokio",
-                "--example",
-                name,
-            ])
+            .args(["build", "-q"])
+            .args(build)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
-            .expect("cargo build --example");
-        assert!(built.success(), "cargo build --example {name}");
+            .expect("cargo build");
+        assert!(built.success(), "cargo build {build:?}");
     }
     path
+}
+
+/// `GET /`, asking the server to close once it answered ([`http_get`]'s request), for
+/// clients that write it themselves.
+pub const GET_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+
+/// One `GET path` with `connection: close` to 127.0.0.1:`port`: the whole answer, head
+/// and body, read until the server closed; or what failed.
+pub fn http_get(port: u16, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(WATCHDOG))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(answer)
+}
+
+/// Asserts that `seen` holds worker `id`'s `StalledKilled`; returns the events described,
+/// for later failure messages.
+pub fn assert_stall_killed(seen: &[Event], id: ringleader::WorkerId) -> Vec<String> {
+    let events: Vec<String> = seen.iter().map(describe).collect();
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::StalledKilled { worker, .. } if *worker == id)),
+        "worker {id} was not killed as stalled: {events:?}"
+    );
+    events
 }
 
 /// `n` clients connected to 127.0.0.1:`port` at once, then each read to its end: their

@@ -197,7 +197,7 @@ pub fn close(port: u16) -> Result<u64, String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(WATCHDOG))
         .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+    s.write_all(crate::GET_CLOSE)
         .map_err(|e| format!("write: {e}"))?;
     match response(&mut s)? {
         Some(_) => Ok(1),

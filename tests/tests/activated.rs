@@ -5,14 +5,14 @@
 //! by the worker that replaces it; a roll under load loses nothing; round-robin is refused
 //! plainly.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ringleader::{ErrorKind, Event, Respawn, Roll, Scheduling, Settings, WorkerProtocol};
 use ringleader_tests::load::{self, Load};
 use ringleader_tests::{
-    Harness, WATCHDOG, at_once, describe, free_port, replacement_of, signal, stop,
+    Harness, WATCHDOG, assert_stall_killed, at_once, describe, free_port, http_get, replacement_of,
+    signal, stop,
 };
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
@@ -20,14 +20,7 @@ const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/activated/server.py")
 
 /// One GET with `connection: close`: the body (`hello from PID on NAME`).
 fn get(port: u16) -> Result<String, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(WATCHDOG))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)
-        .map_err(|e| format!("read: {e}"))?;
+    let answer = http_get(port, "/")?;
     match answer.split_once("\r\n\r\n") {
         Some((_, body)) if answer.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
         _ => Err(format!("answer {answer:?}")),
@@ -197,13 +190,7 @@ fn a_stopped_steered_server_is_killed_and_its_replacement_serves_its_queue() {
     let (pid_a, pid_b) = (pid(a), pid(b));
     stop(pid_a);
     let answers = h.drive(move || at_once(40, move || get(port)));
-    let seen = h.drain();
-    let events: Vec<String> = seen.iter().map(describe).collect();
-    assert!(
-        seen.iter()
-            .any(|e| matches!(e, Event::StalledKilled { worker, .. } if *worker == a)),
-        "{events:?}"
-    );
+    let events = assert_stall_killed(&h.drain(), a);
     for answer in &answers {
         let body = answer
             .as_ref()

@@ -4,37 +4,13 @@
 //! `--listen` under steer, a stopped one killed and replaced with `--kill-stalled-after`,
 //! and round-robin refused for it in plain words.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 
 use ringleader_tests::load::{self, Load};
-use ringleader_tests::{Spawned, WATCHDOG, free_port, signal};
+use ringleader_tests::{Spawned, WATCHDOG, free_port, http_get, ringleader_command, signal};
 
 const DOCS_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/docs-example.mjs");
 const ACTIVATED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/activated/server.py");
-
-/// The `ringleader` binary (`target/<profile>/ringleader`), built if a plain
-/// `cargo test -p ringleader-tests` left it out.
-fn ringleader() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    let profile = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    let path = profile.join("ringleader");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = std::process::Command::new(cargo)
-            .args(["build", "-q", "-p", "ringleader-cli"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build -p ringleader-cli");
-        assert!(built.success());
-    }
-    path
-}
 
 /// `ringleader run` with two Python servers under steer on `--listen LISTEN`, and `more`
 /// options, once both listen.
@@ -50,21 +26,14 @@ fn activated_pair(listen: &str, more: &[&str]) -> Spawned {
     ];
     args.extend_from_slice(more);
     args.extend_from_slice(&["--", "python3", ACTIVATED]);
-    let h = Spawned::start(ringleader(), &args, &[]);
+    let h = Spawned::start(ringleader_command(), &args, &[]);
     h.expect_listening(2);
     h
 }
 
+/// The body of one `GET path` with `connection: close`.
 fn get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("read");
+    let answer = http_get(port, path).expect("an answer");
     answer
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
@@ -75,7 +44,7 @@ fn docs_example(policy: &str) {
     let (port, admin) = (free_port(), free_port());
     let admin_addr = format!("127.0.0.1:{admin}");
     let h = Spawned::start(
-        ringleader(),
+        ringleader_command(),
         &[
             "run",
             "--workers",
@@ -137,7 +106,7 @@ fn a_ringleader_example_runs_under_ringleader_run() {
     let hello = ringleader_tests::example("hello");
     let port_s = port.to_string();
     let h = Spawned::start(
-        ringleader(),
+        ringleader_command(),
         &[
             "run",
             "--workers",
@@ -154,12 +123,7 @@ fn a_ringleader_example_runs_under_ringleader_run() {
     let deadline = std::time::Instant::now() + WATCHDOG;
     while ids.len() < 2 {
         assert!(std::time::Instant::now() < deadline, "watchdog: {ids:?}");
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
-        s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
-            .expect("write");
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).expect("read");
+        let answer = http_get(port, "/").expect("an answer");
         let id = answer
             .lines()
             .find_map(|l| l.strip_prefix("x-worker-id: "))
@@ -192,7 +156,7 @@ fn socket_activated_servers_run_under_ringleader_with_listen() {
 /// `ringleader run --listen` under steer, upgraded (SIGUSR2) under 8 looping clients: the
 /// new primary takes the socket group over, and no request fails.
 #[test]
-fn socket_activated_servers_keep_serving_through_an_upgrade_of_ringleader() {
+fn socket_activated_servers_keep_serving_through_an_upgrade_of_ringleader_command() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut h = activated_pair(&listen, &[]);
@@ -240,7 +204,7 @@ fn a_stopped_socket_activated_server_is_killed_and_replaced_with_kill_stalled_af
 
 #[test]
 fn round_robin_is_refused_for_socket_activated_servers_in_plain_words() {
-    let child = std::process::Command::new(ringleader())
+    let child = std::process::Command::new(ringleader_command())
         .args([
             "run",
             "--listen",

@@ -10,16 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ringleader_tests::load::{self, Load};
-use ringleader_tests::{Spawned, WATCHDOG, example, free_port, signal};
+use ringleader_tests::{Spawned, WATCHDOG, example, free_port, http_get, signal};
 
 /// One request with `connection: close`: the answer's head and body.
 fn get(port: u16) -> (String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
-    s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
-        .expect("write");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("read");
+    let answer = http_get(port, "/").expect("an answer");
     let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
     (head.to_lowercase(), body.to_owned())
 }

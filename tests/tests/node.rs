@@ -8,7 +8,8 @@ use std::net::TcpStream;
 
 use ringleader::{Event, Scheduling, Settings, WorkerProtocol};
 use ringleader_tests::{
-    Harness, WATCHDOG, at_once, describe, free_port, replacement_of, signal, stop,
+    GET_CLOSE, Harness, WATCHDOG, assert_stall_killed, at_once, describe, free_port, http_get,
+    replacement_of, signal, stop,
 };
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
@@ -16,13 +17,7 @@ const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/app.js");
 
 /// One HTTP GET with `connection: close`: the body.
 fn get(port: u16) -> Result<String, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(WATCHDOG))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    let answer = http_get(port, "/")?;
     answer
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
@@ -142,13 +137,8 @@ fn a_stuck_steered_node_worker_is_killed_and_its_queue_served_by_the_others() {
         .expect("send");
     let answers = h.drive(move || at_once(40, move || get(port)));
     let seen = h.drain();
-    let events: Vec<String> = seen.iter().map(describe).collect();
     // Killed for a queue that did not move: connections waited at a.
-    assert!(
-        seen.iter()
-            .any(|e| matches!(e, Event::StalledKilled { worker, .. } if *worker == a)),
-        "{events:?}"
-    );
+    let events = assert_stall_killed(&seen, a);
     let replacement = replacement_of(&seen, a);
     for answer in &answers {
         let body = answer
@@ -176,8 +166,7 @@ fn connections_queued_at_a_dead_steered_node_worker_go_to_the_other() {
             .map(|_| {
                 let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
                 s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
-                s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
-                    .expect("send");
+                s.write_all(GET_CLOSE).expect("send");
                 s
             })
             .collect();
@@ -424,8 +413,7 @@ fn node_http_on_a_unix_socket_takes_round_robin_connections() {
         (0..10)
             .map(|_| {
                 let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
-                s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
-                    .expect("write");
+                s.write_all(GET_CLOSE).expect("write");
                 let mut answer = String::new();
                 s.read_to_string(&mut answer).map(|_| answer)
             })
