@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ringleader_sys::listen::{self, Options};
 use ringleader_sys::scm::{self, Blocking};
@@ -129,12 +130,14 @@ impl Listeners {
             Local::Unix(_) => None,
         };
         let bare = taker != Taker::Channel;
+        // A socket-activated server joins when it is spawned, before it can take anything.
+        let starting = (taker == Taker::Socket).then(|| Instant::now() + self.start_within);
         if let (Some(st), Some(addr), true) = (&mut listener.steering, own_addr, bare) {
             // A steered socket of its own, without a channel: what queues there waits for
             // it, or for the worker that takes its place (or, for a relayed worker's, once
             // no worker holds the place, goes through the relay to the others).
             st.keep_queues = true;
-            let sock = st.join(id, replaces, addr, opts)?;
+            let sock = st.join(id, replaces, addr, opts, starting)?;
             let given = socket::dup(&*sock).and_then(|theirs| {
                 let member = match taker {
                     Taker::Relay => Some(Member::relayed()?),
@@ -154,7 +157,7 @@ impl Listeners {
             socket::set_nonblocking(&tx, true)?;
             if let (Some(st), Some(addr)) = (&mut listener.steering, own_addr) {
                 // The worker's own socket is the channel's first message.
-                let sock = st.join(id, replaces, addr, opts)?;
+                let sock = st.join(id, replaces, addr, opts, None)?;
                 let sent = scm::send(
                     &tx,
                     &[std::io::IoSlice::new(b"L")],
@@ -255,9 +258,7 @@ impl Listeners {
             .get(key)
             .map(|l| l.local.to_string())
             .unwrap_or_default();
-        let until = std::time::Instant::now() + self.start_within;
-        if let Some(st) = self.by_key.get_mut(key).and_then(|l| l.steering.as_mut()) {
-            st.starting(id, until);
+        if self.by_key.get(key).is_some_and(|l| l.steering.is_some()) {
             self.steer_soon();
         }
         Ok((fd, local))

@@ -78,12 +78,14 @@ impl Steering {
     /// A socket for worker `id`: one a worker left behind, or a new one in the group.
     /// A successor of `replaces` (a rolling restart) takes over its predecessor's socket:
     /// both accept from it until the predecessor leaves, and the group keeps its size.
+    /// `starting`: until when it may take to start ([`Place::starting`]).
     pub(super) fn join(
         &mut self,
         id: WorkerId,
         replaces: Option<WorkerId>,
         addr: SocketAddr,
         opts: &Options,
+        starting: Option<Instant>,
     ) -> std::io::Result<Arc<OwnedFd>> {
         let place = replaces
             .and_then(|old| self.places.iter().position(|p| p.worker == Some(old)))
@@ -92,7 +94,7 @@ impl Steering {
             p.worker = Some(id);
             p.full_checks = 0;
             p.stuck = None;
-            p.starting = None;
+            p.starting = starting;
             return Ok(p.sock.clone());
         }
         let sock = listen::tcp(addr, opts)?;
@@ -105,19 +107,9 @@ impl Steering {
             worker: Some(id),
             full_checks: 0,
             stuck: None,
-            starting: None,
+            starting,
         });
         Ok(sock)
-    }
-
-    /// Worker `id` (a socket-activated server, which joins when it is spawned) may take
-    /// until `until` to start taking connections.
-    pub(super) fn starting(&mut self, id: WorkerId, until: Instant) {
-        for p in &mut self.places {
-            if p.worker == Some(id) {
-                p.starting = Some(until);
-            }
-        }
     }
 
     pub(super) fn leave(&mut self, id: WorkerId) {
