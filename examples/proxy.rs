@@ -91,8 +91,9 @@ async fn forward(worker: ringleader::Worker, args: &Args) -> std::io::Result<()>
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let mut client = match listener.accept().await {
-            Ok((client, _)) => client,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => break,
+            Ok(Some((client, _))) => client,
+            // Disconnected: the listener stops.
+            Ok(None) => break,
             Err(e) => {
                 eprintln!("worker {}: accept: {e}", worker.id());
                 continue;

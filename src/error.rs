@@ -180,8 +180,13 @@ impl fmt::Display for Error {
     }
 }
 
+/// `{:?}` is the one-line [`Error::report`], so that `fn main() -> Result<(), Error>` prints
+/// what a person can act on; `{:#?}` shows the fields.
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !f.alternate() {
+            return fmt::Display::fmt(&self.report(), f);
+        }
         f.debug_struct("Error")
             .field("kind", &self.kind)
             .field("op", &self.op)

@@ -35,15 +35,16 @@
 //!         rt.block_on(async move {
 //!             let listener = worker.listen_tcp("127.0.0.1:8000")?;
 //!             let listener = ringleader::tokio::TcpListener::new(listener)?;
-//!             loop {
-//!                 let (stream, _peer) = listener.accept().await?;
-//!                 tokio::spawn(async move {
+//!             let mut connections = tokio::task::JoinSet::new();
+//!             // `None` once the worker is disconnecting (a roll, a graceful stop).
+//!             while let Some((mut stream, _peer)) = listener.accept().await? {
+//!                 connections.spawn(async move {
 //!                     use tokio::io::AsyncWriteExt;
-//!                     let mut stream = stream;
 //!                     let _ = stream.write_all(b"hello\n").await;
 //!                 });
 //!             }
-//!             # #[allow(unreachable_code)]
+//!             // Let the open connections finish, then exit 0.
+//!             connections.join_all().await;
 //!             Ok::<(), Box<dyn std::error::Error>>(())
 //!         })?;
 //!     }
@@ -72,6 +73,24 @@ fn readable_now(fd: impl AsFd) -> bool {
     .is_ok_and(|r| !r[0].is_empty())
 }
 
+/// Runs the non-blocking `accept` each time `ready` turns readable, until it takes a
+/// connection; `None` once the listener stopped (`ConnectionAborted`: the worker is
+/// disconnecting).
+async fn accept_ready<T>(
+    ready: &AsyncFd<OwnedFd>,
+    mut accept: impl FnMut() -> io::Result<T>,
+) -> io::Result<Option<T>> {
+    loop {
+        let mut guard = ready.readable().await?;
+        match guard.try_io(|_| accept()) {
+            Ok(Ok(accepted)) => return Ok(Some(accepted)),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionAborted => return Ok(None),
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => {}
+        }
+    }
+}
+
 /// A worker's [`TcpListener`](crate::TcpListener), accepting asynchronously.
 #[derive(Debug)]
 pub struct TcpListener {
@@ -92,26 +111,25 @@ impl TcpListener {
         })
     }
 
-    /// The next connection, as a tokio stream still counted on the board.
+    /// The next connection, as a tokio stream still counted on the board; `None` once the
+    /// worker is disconnecting (a roll, a graceful stop: the listener stops), so that the
+    /// natural loop, `while let Some((stream, peer)) = listener.accept().await? { .. }`,
+    /// ends cleanly and the worker can drain its connections and exit 0.
     ///
     /// # Errors
-    /// `ConnectionAborted` once the worker is disconnecting (the listener stops); what
-    /// accepting returns.
-    pub async fn accept(&self) -> io::Result<(Connection<::tokio::net::TcpStream>, SocketAddr)> {
-        loop {
-            let mut guard = self.ready.readable().await?;
-            match guard.try_io(|_| self.listener.accept()) {
-                Ok(Ok((conn, peer))) => {
-                    let conn = conn.try_map(|s| {
-                        s.set_nonblocking(true)?;
-                        ::tokio::net::TcpStream::from_std(s)
-                    })?;
-                    return Ok((conn, peer));
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => {}
-            }
-        }
+    /// What accepting returns.
+    pub async fn accept(
+        &self,
+    ) -> io::Result<Option<(Connection<::tokio::net::TcpStream>, SocketAddr)>> {
+        let accepted = accept_ready(&self.ready, || self.listener.accept()).await?;
+        let Some((conn, peer)) = accepted else {
+            return Ok(None);
+        };
+        let conn = conn.try_map(|s| {
+            s.set_nonblocking(true)?;
+            ::tokio::net::TcpStream::from_std(s)
+        })?;
+        Ok(Some((conn, peer)))
     }
 
     /// The listener itself.
@@ -145,24 +163,20 @@ impl UnixListener {
         })
     }
 
-    /// The next connection, as a tokio stream still counted on the board.
+    /// The next connection, as a tokio stream still counted on the board; `None` once the
+    /// worker is disconnecting, as [`TcpListener::accept`].
     ///
     /// # Errors
-    /// As [`TcpListener::accept`].
-    pub async fn accept(&self) -> io::Result<Connection<::tokio::net::UnixStream>> {
-        loop {
-            let mut guard = self.ready.readable().await?;
-            match guard.try_io(|_| self.listener.accept()) {
-                Ok(Ok(conn)) => {
-                    return conn.try_map(|s| {
-                        s.set_nonblocking(true)?;
-                        ::tokio::net::UnixStream::from_std(s)
-                    });
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => {}
-            }
-        }
+    /// What accepting returns.
+    pub async fn accept(&self) -> io::Result<Option<Connection<::tokio::net::UnixStream>>> {
+        let Some(conn) = accept_ready(&self.ready, || self.listener.accept()).await? else {
+            return Ok(None);
+        };
+        conn.try_map(|s| {
+            s.set_nonblocking(true)?;
+            ::tokio::net::UnixStream::from_std(s)
+        })
+        .map(Some)
     }
 
     /// The listener itself.

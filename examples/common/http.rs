@@ -15,14 +15,17 @@ const DRAIN_CHECK: Duration = Duration::from_millis(100);
 
 /// HTTP/1.1 with keep-alive: every request gets `hello world`. Once the worker is
 /// disconnected (a roll, a graceful stop), it drains like a real server: the next response
-/// on each connection says `connection: close`, and idle connections are closed, so that a
-/// roll waits for no client and resets no request.
+/// on each connection says `connection: close`, and a connection idle for `DRAIN_CHECK`
+/// since the drain began, with no request begun, is closed, so that a roll waits for no
+/// client and resets no request (a request half sent is awaited and answered).
 pub(crate) fn serve(mut stream: Connection<TcpStream>, worker: &Worker) -> io::Result<()> {
     let id = worker.id();
     stream.set_read_timeout(Some(DRAIN_CHECK))?;
     let mut buf = vec![0u8; 8192];
     let mut filled = 0;
     let mut idle_since = Instant::now();
+    // When this connection first saw its worker disconnected.
+    let mut draining_since = None;
     loop {
         let n = match stream.read(&mut buf[filled..]) {
             // A signal (SIGSTOP and SIGCONT of this worker, for one) interrupted the wait.
@@ -33,9 +36,19 @@ pub(crate) fn serve(mut stream: Connection<TcpStream>, worker: &Worker) -> io::R
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                // Idle: closed when the worker drains, or after IDLE.
-                if filled == 0 && (!worker.is_connected() || idle_since.elapsed() >= IDLE) {
-                    return Ok(());
+                // Idle: closed after IDLE, or once idle for a DRAIN_CHECK since the worker
+                // began to drain (a request sent just as the drain began is answered).
+                if filled == 0 {
+                    if !worker.is_connected() {
+                        let since = *draining_since.get_or_insert_with(Instant::now);
+                        idle_since = idle_since.max(since);
+                        if idle_since.elapsed() >= DRAIN_CHECK {
+                            return Ok(());
+                        }
+                    }
+                    if idle_since.elapsed() >= IDLE {
+                        return Ok(());
+                    }
                 }
                 continue;
             }

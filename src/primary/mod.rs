@@ -369,7 +369,8 @@ impl Primary {
     /// blocked in every thread. Workers start with a clean signal mask.
     ///
     /// # Errors
-    /// [`ErrorKind::Settings`] if called twice; [`ErrorKind::Io`] from `signalfd(2)`.
+    /// [`ErrorKind::Settings`] if called twice, or when another thread already runs without
+    /// these signals blocked (started before this call); [`ErrorKind::Io`] from `signalfd(2)`.
     pub fn watch_signals(&self, signals: &[Signal]) -> Result<()> {
         acting(&self.core).watch_signals(signals)
     }

@@ -52,3 +52,11 @@ pub fn take_inherited_fd(raw: i32) -> Option<std::io::Result<rustix::fd::OwnedFd
     // OwnedFd is ever made for it.
     Some(Ok(unsafe { OwnedFd::from_raw_fd(raw) }))
 }
+
+/// How many threads this process has now (the entries of `/proc/self/task`).
+///
+/// # Errors
+/// What reading `/proc/self/task` returns (no procfs mounted, for one).
+pub fn thread_count() -> std::io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}

@@ -181,6 +181,48 @@ impl SignalFd {
     }
 }
 
+/// The threads of this process, other than the calling one, that do not block every one of
+/// `signals` (their thread ids), read from `SigBlk` in `/proc/self/task/*/status`. A signal
+/// that such a thread does not block takes its default action there (`SIGHUP` and `SIGTERM`
+/// end the process) instead of reaching a [`SignalFd`].
+///
+/// # Errors
+/// What reading `/proc/self/task` returns. A thread that exits while it is read is skipped.
+///
+/// # References
+/// [`proc_pid_status(5)`](https://man7.org/linux/man-pages/man5/proc_pid_status.5.html)
+pub fn threads_not_blocking(signals: &[Signal]) -> io::Result<Vec<u32>> {
+    let wanted = signals.iter().fold(0u64, |mask, s| {
+        mask | 1u64.checked_shl(s.0 as u32 - 1).unwrap_or(0)
+    });
+    let me = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let Some(tid) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if tid == me {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else {
+            continue;
+        };
+        let blocked = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0);
+        if blocked & wanted != wanted {
+            found.push(tid);
+        }
+    }
+    Ok(found)
+}
+
 impl AsFd for SignalFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

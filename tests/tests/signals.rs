@@ -1,5 +1,6 @@
 //! Signals watched by the primary arrive as events through its loop (signalfd), and the
-//! workers it spawns do not inherit the blocked mask.
+//! workers it spawns do not inherit the blocked mask; a process whose other threads would
+//! die of those signals (`#[tokio::main]`) is refused with a reason.
 
 use ringleader_tests::Spawned;
 
@@ -45,4 +46,23 @@ fn watched_signals_become_events_and_sigterm_can_end_the_cluster_gracefully() {
         assert_eq!(primary.expect_line("EXIT"), "Some(0) None", "{backend}");
         primary.expect_line("DONE");
     }
+}
+
+#[test]
+fn role_in_a_running_tokio_runtime_is_refused_with_what_to_do() {
+    let p = Spawned::start(FIXTURE, &["role-in-a-runtime"], &[]);
+    let refused = p.expect_line("REFUSED");
+    assert!(
+        refused.contains("before any other thread starts"),
+        "{refused}"
+    );
+    assert!(refused.contains("#[tokio::main]"), "{refused}");
+}
+
+#[test]
+fn watching_signals_after_starting_a_thread_is_refused() {
+    // Without the check, SIGHUP would kill the process in the thread that does not block it.
+    let p = Spawned::start(FIXTURE, &["signals-after-a-thread"], &[]);
+    let refused = p.expect_line("REFUSED");
+    assert!(refused.contains("1 other thread(s)"), "{refused}");
 }

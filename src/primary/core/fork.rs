@@ -138,6 +138,7 @@ impl Core {
             }
             (Some((_, theirs)), None) => vec![(theirs.as_fd(), CHANNEL_FD)],
         };
+        let shown = program.display().to_string();
         let spawned = spawn::spawn(SpawnRequest {
             program,
             args,
@@ -156,7 +157,7 @@ impl Core {
                 if activated {
                     self.leave_all_listeners(id);
                 }
-                return Err(Error::io(OP, e));
+                return Err(Error::io(OP, e).detail(shown));
             }
         };
         drop(sockets);

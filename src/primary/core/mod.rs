@@ -370,6 +370,18 @@ impl Core {
         if self.signals.is_some() {
             return Err(Error::new(ErrorKind::Settings, OP).detail("signals are already watched"));
         }
+        // A thread that does not block them would die of them (HUP, TERM) instead.
+        let unblocked =
+            ringleader_sys::signal::threads_not_blocking(signals).map_err(|e| Error::io(OP, e))?;
+        if !unblocked.is_empty() {
+            return Err(Error::new(ErrorKind::Settings, OP).detail(format!(
+                "{} other thread(s) started before the signals were blocked, and a signal would \
+                 kill the process there: call role() and watch the signals (supervise) before \
+                 starting threads; with tokio, build the runtime after role(), not with \
+                 #[tokio::main]",
+                unblocked.len()
+            )));
+        }
         let fd = Arc::new(SignalFd::new(signals).map_err(|e| Error::io(OP, e))?);
         self.driver
             .watch_read(&dyn_fd(&fd), SIGNALS, None)

@@ -13,6 +13,27 @@ use ringleader::{Event, Role, Settings, Worker};
 static BOARD_SLOT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("role-in-a-runtime") {
+        // As `#[tokio::main]` does: the runtime's threads start before role().
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        match runtime.block_on(async { ringleader::role() }) {
+            Ok(_) => out(format_args!("ROLE TAKEN")),
+            Err(e) => out(format_args!("REFUSED {}", e.report())),
+        }
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("signals-after-a-thread") {
+        let Ok(Role::Primary(primary)) = ringleader::role() else {
+            panic!("a primary")
+        };
+        let (_stop, parked) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || parked.recv());
+        match primary.watch_signals(&[ringleader::Signal::HUP]) {
+            Ok(()) => out(format_args!("WATCHING")),
+            Err(e) => out(format_args!("REFUSED {}", e.report())),
+        }
+        return;
+    }
     BOARD_SLOT.get_or_init(|| {
         std::env::var("RINGLEADER_BOARD_SLOT")
             .ok()
@@ -227,18 +248,13 @@ fn run_worker(worker: &Worker, mode: &str) {
             tokio_runtime().block_on(async {
                 let listener = ringleader::tokio::TcpListener::new(listener).expect("register");
                 let line = format!("hello from {}\n", worker.id());
-                loop {
-                    match listener.accept().await {
-                        Ok((mut stream, _)) => {
-                            let line = line.clone();
-                            tokio::spawn(async move {
-                                use tokio::io::AsyncWriteExt;
-                                let _ = stream.write_all(line.as_bytes()).await;
-                            });
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => break,
-                        Err(e) => panic!("accept: {e}"),
-                    }
+                // The natural loop: `None` once disconnected.
+                while let Some((mut stream, _)) = listener.accept().await.expect("accept") {
+                    let line = line.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = stream.write_all(line.as_bytes()).await;
+                    });
                 }
             });
             echo(worker);
@@ -249,7 +265,7 @@ fn run_worker(worker: &Worker, mode: &str) {
             tokio_runtime().block_on(async {
                 let listener = ringleader::tokio::UnixListener::new(listener).expect("register");
                 let line = format!("hello from {}\n", worker.id());
-                while let Ok(mut stream) = listener.accept().await {
+                while let Some(mut stream) = listener.accept().await.expect("accept") {
                     use tokio::io::AsyncWriteExt;
                     let _ = stream.write_all(line.as_bytes()).await;
                 }
