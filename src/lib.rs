@@ -9,40 +9,17 @@
 //! ([`Scheduling::Steered`]: the kernel places each connection, the primary spends nothing
 //! per connection and rescues the queues of workers that stall or die).
 //!
-//! ```no_run
-//! use ringleader::{Event, Role};
+//! `examples/first.rs` (the README's example too): two workers share one port, and each
+//! answers with its id.
 //!
-//! fn main() -> Result<(), ringleader::Error> {
-//!     match ringleader::role()? {
-//!         Role::Primary(primary) => {
-//!             println!("Primary {} is running", std::process::id());
-//!             for _ in 0..2 {
-//!                 primary.fork(&[])?;
-//!             }
-//!             for event in primary.events() {
-//!                 match event? {
-//!                     Event::Message { worker, message } => {
-//!                         println!("worker {worker} says {}", message.text());
-//!                         primary.worker(worker).map(|w| w.disconnect());
-//!                     }
-//!                     Event::Exit { worker, code, signal, .. } => {
-//!                         println!("worker {worker} died ({code:?}, {signal:?})");
-//!                     }
-//!                     _ => {}
-//!                 }
-//!             }
-//!         }
-//!         Role::Worker(worker) => {
-//!             println!("Worker {} started", std::process::id());
-//!             worker.send(b"hello")?;
-//!             while let Some(message) = worker.recv()? {
-//!                 worker.send(&message.data)?;
-//!             }
-//!         }
-//!     }
-//!     Ok(())
-//! }
+//! ```no_run
+#![doc = include_str!("../examples/first.rs")]
 //! ```
+//!
+//! # Features
+//! - `tokio` (off by default: the core is runtime-free): the `ringleader::tokio` module,
+//!   which drives listeners, workers and the primary from a tokio runtime. docs.rs builds
+//!   the docs with it; `cargo doc --features tokio` does here.
 //!
 //! # Node → ringleader
 //! | Node.js `cluster` | ringleader |
@@ -206,6 +183,12 @@ pub mod internals {
         crate::board::fuzz_attach(bytes, handed);
     }
 }
+/// The README's Rust blocks, compiled as doctests (the example is run by
+/// `tests/tests/readme.rs`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use contract::{ENV_BACKEND, ENV_SCHED_POLICY, ENV_URING_KERNEL};
 pub use error::{Error, ErrorKind, Report, Result};
 pub use ids::WorkerId;

@@ -1,5 +1,7 @@
 //! What the primary observes.
 
+use std::fmt;
+
 use ringleader_sys::signal::Signal;
 
 use crate::Error;
@@ -188,4 +190,124 @@ pub struct Listening {
     pub port: u16,
     /// Its kind.
     pub address_type: AddressType,
+}
+
+/// `127.0.0.1:8000`, `[::1]:8000`, `port 8000` (every address: Node's `listen(port)`), or
+/// a Unix socket's path.
+impl fmt::Display for Listening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.address_type {
+            AddressType::Unix => f.write_str(&self.address),
+            _ if self.address.is_empty() => write!(f, "port {}", self.port),
+            _ if self.address.contains(':') => write!(f, "[{}]:{}", self.address, self.port),
+            _ => write!(f, "{}:{}", self.address, self.port),
+        }
+    }
+}
+
+/// One line for a person: `worker 2 listening on 127.0.0.1:8000`, `worker 3 was killed by
+/// SIGKILL`, `worker 4 replaces worker 3 (after 100ms)`.
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Setup(_) => f.write_str("settings applied"),
+            Event::Fork { worker, pid } => write!(f, "worker {worker} forked (pid {pid})"),
+            Event::Online { worker } => write!(f, "worker {worker} is online"),
+            Event::StalledKilled { worker, stalled } => write!(
+                f,
+                "worker {worker} took no connection for {stalled:?} while some waited: killed"
+            ),
+            Event::Ready { worker } => write!(f, "worker {worker} is ready"),
+            Event::Listening { worker, address } => {
+                write!(f, "worker {worker} listening on {address}")
+            }
+            Event::Message { worker, message } => write!(
+                f,
+                "worker {worker} sent a message of {} bytes{}",
+                message.data.len(),
+                if message.fd.is_some() {
+                    " and an fd"
+                } else {
+                    ""
+                }
+            ),
+            Event::Disconnect { worker, .. } => write!(f, "worker {worker} disconnected"),
+            Event::Exit {
+                worker,
+                code,
+                signal,
+                ..
+            } => match (code, signal) {
+                (_, Some(signal)) => write!(f, "worker {worker} was killed by {signal}"),
+                (Some(code), None) => write!(f, "worker {worker} exited with code {code}"),
+                (None, None) => write!(f, "worker {worker} exited"),
+            },
+            Event::Respawned {
+                worker,
+                replaces,
+                delay,
+            } => write!(
+                f,
+                "worker {worker} replaces worker {replaces} (after {delay:?})"
+            ),
+            Event::GaveUp {
+                worker,
+                exits,
+                window,
+            } => write!(
+                f,
+                "worker {worker} exited {exits} times within {window:?} soon after starting: \
+                 not replacing it"
+            ),
+            Event::RollStarted { workers } => write!(f, "replacing {workers} workers"),
+            Event::RollStep { old, new } => {
+                write!(f, "worker {new} is ready; worker {old} leaves")
+            }
+            Event::RollDone { replaced, took } => {
+                write!(f, "replaced {replaced} workers in {took:?}")
+            }
+            Event::RollFailed { worker, reason } => {
+                write!(f, "the roll stopped: worker {worker}: {reason}")
+            }
+            Event::UpgradeStarted { pid } => write!(f, "starting a new primary ({pid})"),
+            Event::UpgradeReady { pid } => {
+                write!(f, "the new primary {pid} serves; this one retires")
+            }
+            Event::UpgradeFailed { reason } => {
+                write!(f, "the upgrade stopped: the new primary: {reason}")
+            }
+            Event::AllDisconnected => f.write_str("every worker has disconnected"),
+            Event::Signal(signal) => write!(f, "got {signal}"),
+            Event::Error {
+                worker: Some(worker),
+                error,
+            } => write!(f, "worker {worker}: {}", error.report()),
+            Event::Error {
+                worker: None,
+                error,
+            } => write!(f, "{}", error.report()),
+        }
+    }
+}
+
+impl Event {
+    /// Whether this event tells of a failure (a crash loop given up, a stalled worker
+    /// killed, a failed roll or upgrade, an error, a worker that exited unasked with a
+    /// failure): the ones a program prints to stderr.
+    pub fn is_failure(&self) -> bool {
+        match self {
+            Event::StalledKilled { .. }
+            | Event::GaveUp { .. }
+            | Event::RollFailed { .. }
+            | Event::UpgradeFailed { .. }
+            | Event::Error { .. } => true,
+            Event::Exit {
+                code,
+                signal,
+                exited_after_disconnect,
+                ..
+            } => !exited_after_disconnect && (signal.is_some() || *code != Some(0)),
+            _ => false,
+        }
+    }
 }
