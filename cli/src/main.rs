@@ -16,14 +16,21 @@
 //! that exit unasked are replaced with a back-off. The lines it prints are Node's familiar
 //! ones (`Primary N is running`, `worker N died`).
 
+mod relay;
+
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ringleader::{
-    Ending, Event, Respawn, Role, Scheduling, Settings, SharedPolicy, Supervise, WorkerProtocol,
+    Ending, Event, Respawn, Role, Scheduling, Settings, SharedPolicy, Stdio, Supervise,
+    WorkerProtocol,
 };
+
+use relay::Relays;
 
 /// Many cores for one program: its workers share its ports under a supervisor.
 #[derive(clap::Parser, Debug)]
@@ -35,15 +42,16 @@ enum Cli {
 
 #[derive(clap::Args, Debug)]
 struct Run {
-    /// Workers to fork [default: one per CPU].
-    #[arg(long)]
-    workers: Option<usize>,
+    /// Workers to fork, at least 1 [default: one per CPU].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    workers: Option<u32>,
     /// How connections reach the workers: rr (the primary hands them out), none (a shared
     /// socket), reuseport (a socket each), steer (a socket each, steered by queue depth), or
     /// a load-aware hand-off policy (lc, p2c, weighted) [default: rr; none with --listen].
     #[arg(long)]
     policy: Option<String>,
-    /// Run PROGRAM as a socket-activated server: the primary listens on ADDR (host:port)
+    /// Run PROGRAM as a socket-activated server: the primary listens on ADDR (HOST:PORT,
+    /// a name such as localhost resolved to its first address)
     /// and passes the socket at fd 3 on, with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES
     /// (NAME, or `listen-N`). Repeat for more sockets. Takes --policy none, reuseport or
     /// steer.
@@ -87,10 +95,20 @@ enum Protocol {
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("ringleader: {e}");
+        // The error and its causes: what failed, and the OS's reason.
+        let mut line = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            line.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        eprintln!("ringleader: {line}");
         std::process::exit(1);
     }
 }
+
+/// How long a worker may take to come online before the command says why it may not.
+const ONLINE_HINT_AFTER: Duration = Duration::from_secs(3);
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let Cli::Run(args) = <Cli as clap::Parser>::parse();
@@ -136,6 +154,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     let mut settings = Settings::default()
+        // Piped, to be relayed a whole line at a time (`relay`).
+        .stdio(Stdio::Inherit, Stdio::Pipe, Stdio::Pipe)
         .exec(program)
         .args(program_args.to_vec())
         .scheduling(scheduling)
@@ -157,17 +177,68 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("Primary {} is running", std::process::id());
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = args.workers.map_or(cpus, |n| n as usize);
     let respawn = Respawn::default()
         .first_delay(Duration::from_millis(args.restart_delay))
         .give_up_after(args.max_restarts, Duration::from_secs(30));
-    let supervise = Supervise::new(args.workers.unwrap_or(cpus)).respawn(respawn);
-    let ending = primary.supervise(supervise, |_, event| report(event))?;
+    let supervise = Supervise::new(workers).respawn(respawn);
+    let shown = program.to_string_lossy().into_owned();
+    let mut relays = Relays::default();
+    let online = Arc::new(AtomicBool::new(false));
+    let mut hint = (protocol == WorkerProtocol::Ringleader).then(|| {
+        let (online, shown) = (online.clone(), shown.clone());
+        move || never_online_hint(&online, &shown)
+    });
+    let mut gave_up = None;
+    let ending = primary.supervise(supervise, |primary, event| {
+        match event {
+            Event::Fork { worker, .. } => {
+                if let Some(w) = primary.worker(*worker) {
+                    relays.start(w.take_stdout(), w.take_stderr());
+                }
+                // Started here, after the supervisor blocked its signals: the thread
+                // inherits the mask.
+                if let Some(hint) = hint.take() {
+                    std::thread::spawn(hint);
+                }
+            }
+            Event::Online { .. } => online.store(true, Ordering::Relaxed),
+            Event::GaveUp { .. } => gave_up = Some(event.to_string()),
+            _ => {}
+        }
+        report(event, protocol);
+    })?;
     match ending {
-        Ending::GaveUp => eprintln!("No worker is left; giving up"),
+        Ending::GaveUp => {
+            let mut why = gave_up.unwrap_or_default();
+            if protocol == WorkerProtocol::Ringleader && !online.load(Ordering::Relaxed) {
+                why.push_str(&format!(
+                    "; no worker ever came online: is {shown} a ringleader program? (a \
+                     plain server takes --listen)"
+                ));
+            }
+            eprintln!("No worker is left; giving up: {why}");
+        }
         Ending::Upgraded => println!("The new primary serves; bye"),
         _ => {}
     }
+    relays.finish(Duration::from_secs(1));
     std::process::exit(ending.exit_code());
+}
+
+/// After `ONLINE_HINT_AFTER` with no worker online, says what the program may lack: a
+/// program that is neither a ringleader program nor a Node cluster app never says it is
+/// online, and would otherwise run on, silent, never served.
+fn never_online_hint(online: &AtomicBool, program: &str) {
+    std::thread::sleep(ONLINE_HINT_AFTER);
+    if !online.load(Ordering::Relaxed) {
+        eprintln!(
+            "ringleader: no worker of {program} came online within {ONLINE_HINT_AFTER:?}: a \
+             worker must be a ringleader program or a Node.js cluster app (run `node` itself, \
+             or --protocol node); to run any other server, give it its sockets with \
+             --listen HOST:PORT (socket activation)"
+        );
+    }
 }
 
 /// `--listen` values: `[NAME=]ADDR`, named `listen-N` when unnamed.
@@ -180,53 +251,51 @@ fn sockets(values: &[String]) -> Result<Vec<(String, SocketAddr)>, String> {
                 Some((name, addr)) => (name.to_owned(), addr),
                 None => (format!("listen-{}", i + 1), v.as_str()),
             };
-            let addr = addr.parse().map_err(|e| {
-                format!(
-                    "--listen {v}: {e}; expected [NAME=]HOST:PORT, as 127.0.0.1:8000 or [::]:8000"
-                )
-            })?;
+            let addr = addr
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())
+                .and_then(|mut all| all.next().ok_or_else(|| "no address".to_owned()))
+                .map_err(|e| {
+                    format!(
+                        "--listen {v}: {e}; expected [NAME=]HOST:PORT, as 127.0.0.1:8000, \
+                         [::]:8000 or localhost:8000"
+                    )
+                })?;
             Ok((name, addr))
         })
         .collect()
 }
 
-/// Node's familiar lines, and what ringleader adds.
-fn report(event: &Event) {
+/// Node's familiar lines, and what ringleader adds; failures on stderr.
+fn report(event: &Event, protocol: WorkerProtocol) {
     match event {
         Event::Online { worker } => println!("Worker {worker} is online"),
-        // A server that named no host (Node's `listen(port)`) listens on every address.
-        Event::Listening { worker, address } if address.address.is_empty() => {
-            println!("Worker {worker} listening on port {}", address.port);
+        // A socket-activated server is handed sockets the primary listens on; whether it
+        // serves them, only its answers tell.
+        Event::Listening { worker, address } if protocol == WorkerProtocol::SocketActivated => {
+            println!("Worker {worker} was given the socket on {address}");
         }
         Event::Listening { worker, address } => {
-            println!(
-                "Worker {worker} listening on {}:{}",
-                address.address, address.port
-            );
+            println!("Worker {worker} listening on {address}");
         }
         Event::Exit {
             worker,
             code,
             signal,
             ..
-        } => println!(
-            "worker {worker} died ({})",
-            code.map_or_else(|| format!("{signal:?}"), |c| c.to_string())
-        ),
+        } => {
+            let how =
+                signal.map_or_else(|| format!("code {}", code.unwrap_or(0)), |s| s.to_string());
+            println!("worker {worker} died ({how})");
+        }
         Event::Respawned {
             worker, replaces, ..
         } => println!("Worker {worker} replaces worker {replaces}"),
         Event::RollDone { replaced, took } => println!("Replaced {replaced} workers in {took:?}"),
-        Event::RollFailed { worker, reason } => {
-            eprintln!("The roll stopped: worker {worker}: {reason}")
-        }
         Event::UpgradeStarted { pid } => println!("Starting a new primary ({pid})"),
         Event::UpgradeReady { pid } => println!("The new primary {pid} serves; this one retires"),
-        Event::UpgradeFailed { reason } => eprintln!("The upgrade stopped: {reason}"),
-        Event::StalledKilled { worker, stalled } => {
-            eprintln!("worker {worker} took nothing for {stalled:?}: killed")
-        }
-        Event::Error { worker, error } => eprintln!("worker {worker:?}: {}", error.report()),
+        Event::GaveUp { .. } => {}
+        e if e.is_failure() => eprintln!("{e}"),
         _ => {}
     }
 }

@@ -101,7 +101,12 @@ impl Worker {
         };
         if let Some(errno) = reply.errno {
             let e = Error::io(OP, io::Error::from_raw_os_error(errno));
-            return failed(e.detail(format!("{transport_name} {}", key.address)));
+            let at = match (transport_name, key.address.contains(':')) {
+                ("tcp" | "udp", true) => format!("[{}]:{}", key.address, key.port),
+                ("tcp" | "udp", false) => format!("{}:{}", key.address, key.port),
+                _ => key.address.clone(),
+            };
+            return failed(e.detail(format!("{transport_name} {at}")));
         }
         let (Some(fd), Some(local)) = (fd, reply.local) else {
             return failed(

@@ -518,12 +518,21 @@ pub struct Spawned {
 impl Spawned {
     /// Starts `program args` in a new process group.
     pub fn start(program: impl AsRef<Path>, args: &[&str], env: &[(&str, &str)]) -> Spawned {
-        Spawned::start_with(program, args, env, Stdio::inherit())
+        Spawned::start_with(program, args, env, Stdio::inherit(), false)
     }
 
     /// [`Spawned::start`] with a pipe to its standard input ([`Spawned::write_line`]).
     pub fn start_piped(program: impl AsRef<Path>, args: &[&str], env: &[(&str, &str)]) -> Spawned {
-        Spawned::start_with(program, args, env, Stdio::piped())
+        Spawned::start_with(program, args, env, Stdio::piped(), false)
+    }
+
+    /// [`Spawned::start`] with its stderr lines read too, among the stdout ones.
+    pub fn start_with_stderr(
+        program: impl AsRef<Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Spawned {
+        Spawned::start_with(program, args, env, Stdio::inherit(), true)
     }
 
     /// Writes `line` and a newline to the child's standard input ([`Spawned::start_piped`]).
@@ -538,6 +547,7 @@ impl Spawned {
         args: &[&str],
         env: &[(&str, &str)],
         stdin: Stdio,
+        stderr: bool,
     ) -> Spawned {
         let share = Share::take();
         let mut cmd = Command::new(program.as_ref());
@@ -546,9 +556,22 @@ impl Spawned {
             .stdin(stdin)
             .stdout(Stdio::piped())
             .process_group(0);
+        if stderr {
+            cmd.stderr(Stdio::piped());
+        }
         let mut child = cmd.spawn().expect("spawn fixture");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
+        if let Some(stderr) = child.stderr.take() {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
@@ -598,12 +621,37 @@ impl Spawned {
     /// Waits for `n` lines from a primary (a `hello` example, `ringleader run`) saying a
     /// worker listens: `Worker N listening on …`.
     pub fn expect_listening(&self, n: usize) {
+        self.expect_workers(n, "listening on");
+    }
+
+    /// Waits for `n` lines `Worker …` that contain `what`.
+    pub fn expect_workers(&self, n: usize, what: &str) {
         let mut seen = 0;
         while seen < n {
-            if self.expect_line("Worker ").contains("listening on") {
+            if self.expect_line("Worker ").contains(what) {
                 seen += 1;
             }
         }
+    }
+
+    /// Every line until the child closes its output, once it has exited by itself (its
+    /// exit code with them); panics after [`WATCHDOG`].
+    pub fn lines_until_exit(&mut self) -> (Option<i32>, Vec<String>) {
+        let deadline = Instant::now() + WATCHDOG;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("watchdog: no exit; lines so far: {lines:?}"));
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("watchdog: no exit; lines so far: {lines:?}")
+                }
+            }
+        }
+        (self.wait(), lines)
     }
 
     /// Waits for the child to exit by itself and reaps it; its exit code.

@@ -27,7 +27,7 @@ fn activated_pair(listen: &str, more: &[&str]) -> Spawned {
     args.extend_from_slice(more);
     args.extend_from_slice(&["--", "python3", ACTIVATED]);
     let h = Spawned::start(ringleader_command(), &args, &[]);
-    h.expect_listening(2);
+    h.expect_workers(2, "was given the socket on");
     h
 }
 
