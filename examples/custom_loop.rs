@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! cargo run --release --example custom_loop -- [--workers N] [--port 8000]
+//!     [--policy rr|none|reuseport|steer] [--admin 127.0.0.1:9000]
 //! ```
 
 use std::io::Read;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use ringleader::{Event, Primary, Role, Roll, Scheduling, Settings};
+use ringleader::{Event, Primary, Role, Roll, Settings};
 
 // Its command line and its reports; this primary runs its own loop, not the supervisor.
 #[allow(dead_code)]
@@ -59,9 +60,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 /// The application's loop: the primary's fd and standard input in one poller.
 fn drive(primary: &Primary, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    primary.setup(Settings::default().scheduling(Scheduling::RoundRobin))?;
-    let workers = args.workers.unwrap_or(2);
-    for _ in 0..workers {
+    primary.setup(Settings::default().scheduling(args.scheduling()))?;
+    args.serve_admin(primary)?;
+    for _ in 0..args.workers() {
         primary.fork(&[])?;
     }
     println!("Primary {} is running its own loop", std::process::id());
@@ -70,7 +71,14 @@ fn drive(primary: &Primary, args: &Args) -> Result<(), Box<dyn std::error::Error
     let stdin_fd = std::io::stdin().as_raw_fd();
     let registry = poll.registry();
     registry.register(&mut SourceFd(&primary_fd), PRIMARY, Interest::READABLE)?;
-    registry.register(&mut SourceFd(&stdin_fd), STDIN, Interest::READABLE)?;
+    // Standard input is watched where it can be: epoll refuses regular files and
+    // /dev/null (EPERM), as under systemd, nohup or a test harness; the cluster serves on.
+    if let Err(e) = registry.register(&mut SourceFd(&stdin_fd), STDIN, Interest::READABLE) {
+        if e.kind() != std::io::ErrorKind::PermissionDenied {
+            return Err(e.into());
+        }
+        println!("Standard input cannot be watched (a file or /dev/null): no commands");
+    }
     // What standard input sent, up to its next line's end.
     let mut pending = String::new();
     let mut events = Events::with_capacity(8);

@@ -25,9 +25,9 @@ struct Args {
     /// Where connections go.
     #[arg(long)]
     upstream: SocketAddr,
-    /// Workers to fork [default: one per CPU].
-    #[arg(long)]
-    workers: Option<usize>,
+    /// Workers to fork, at least 1 [default: one per CPU].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    workers: Option<u32>,
     /// How connections reach the workers: rr, none, reuseport, steer, or a hand-off policy
     /// (lc, p2c, weighted).
     #[arg(long, default_value = "rr")]
@@ -56,7 +56,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
             primary.setup(settings)?;
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let supervise = Supervise::new(args.workers.unwrap_or(cpus))
+            let supervise = Supervise::new(args.workers.map_or(cpus, |n| n as usize))
                 .stop_within(Duration::from_secs(args.drain_secs + 1));
             println!(
                 "Proxy {} forwards :{} to {}",

@@ -14,9 +14,9 @@ const STUCK: Duration = Duration::from_secs(30);
 /// Node's hello-world cluster: one worker per CPU serving HTTP on one port.
 #[derive(clap::Parser, Debug)]
 pub(crate) struct Args {
-    /// Workers to fork [default: one per CPU].
-    #[arg(long)]
-    pub(crate) workers: Option<usize>,
+    /// Workers to fork, at least 1 [default: one per CPU].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) workers: Option<u32>,
     /// The port every worker listens on.
     #[arg(long, default_value_t = 8000)]
     pub(crate) port: u16,
@@ -26,6 +26,33 @@ pub(crate) struct Args {
     /// Serve GET /metrics (Prometheus) and GET /status (JSON) on this address.
     #[arg(long)]
     pub(crate) admin: Option<std::net::SocketAddr>,
+}
+
+impl Args {
+    /// `--policy` as the crate's scheduling.
+    pub(crate) fn scheduling(&self) -> Scheduling {
+        match self.policy {
+            Policy::Rr => Scheduling::RoundRobin,
+            Policy::None => Scheduling::Shared,
+            Policy::Reuseport => Scheduling::ReusePort,
+            Policy::Steer => Scheduling::Steered,
+        }
+    }
+
+    /// `--workers`, or one per CPU.
+    pub(crate) fn workers(&self) -> usize {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        self.workers.map_or(cpus, |n| n as usize)
+    }
+
+    /// Serves `--admin`, if given, and says where.
+    pub(crate) fn serve_admin(&self, primary: &Primary) -> Result<(), ringleader::Error> {
+        if let Some(addr) = self.admin {
+            let local = primary.serve_admin(addr)?;
+            println!("Metrics on http://{local}/metrics");
+        }
+        Ok(())
+    }
 }
 
 /// `rr`: the primary accepts and hands each connection to a worker; `none`: the workers
@@ -45,25 +72,15 @@ pub(crate) enum Policy {
 /// What setting the cluster up returns.
 pub(crate) fn primary(primary: &Primary, args: &Args) -> Result<(), ringleader::Error> {
     println!("Primary {} is running", std::process::id());
-    let scheduling = match args.policy {
-        Policy::Rr => Scheduling::RoundRobin,
-        Policy::None => Scheduling::Shared,
-        Policy::Reuseport => Scheduling::ReusePort,
-        Policy::Steer => Scheduling::Steered,
-    };
     // A worker stuck for 30 s with connections waiting is killed and replaced
     // (gunicorn's timeout); what waited at it went to the others after 50 ms.
     primary.setup(
         Settings::default()
-            .scheduling(scheduling)
+            .scheduling(args.scheduling())
             .kill_stalled_after(Some(STUCK)),
     )?;
-    if let Some(addr) = args.admin {
-        let local = primary.serve_admin(addr)?;
-        println!("Metrics on http://{local}/metrics");
-    }
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let workers = args.workers.unwrap_or(cpus);
+    args.serve_admin(primary)?;
+    let workers = args.workers();
     // gunicorn's and nginx's conventions: INT and TERM stop gracefully, QUIT at once,
     // HUP replaces every worker (a roll), USR2 upgrades the primary in place, TTIN and
     // TTOU add and retire one; workers that exit unasked are replaced, with a

@@ -526,6 +526,15 @@ impl Spawned {
         Spawned::start_with(program, args, env, Stdio::piped(), false)
     }
 
+    /// [`Spawned::start`] with `/dev/null` as its standard input (as under systemd or nohup).
+    pub fn start_without_stdin(
+        program: impl AsRef<Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Spawned {
+        Spawned::start_with(program, args, env, Stdio::null(), false)
+    }
+
     /// [`Spawned::start`] with its stderr lines read too, among the stdout ones.
     pub fn start_with_stderr(
         program: impl AsRef<Path>,

@@ -199,3 +199,34 @@ fn custom_loop_serves_from_a_mio_loop_and_takes_commands() {
     h.write_line("quit");
     assert_eq!(h.wait(), Some(0));
 }
+
+#[test]
+fn custom_loop_serves_with_stdin_at_dev_null_and_takes_hellos_flags() {
+    let (port, admin) = (free_port(), free_port());
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let h = Spawned::start_without_stdin(
+        example("custom_loop"),
+        &[
+            "--workers",
+            "2",
+            "--port",
+            &port.to_string(),
+            "--policy",
+            "steer",
+            "--admin",
+            &admin_addr,
+        ],
+        &[],
+    );
+    h.expect_line("Standard input cannot be watched");
+    h.expect_listening(2);
+    assert_eq!(get(port).1, "hello world\n");
+    // --admin is served, and --policy was taken.
+    let metrics = http_get(admin, "/metrics").expect("metrics");
+    assert!(metrics.contains("ringleader_"), "{metrics}");
+    // Steered, the kernel placed the connection: the primary accepted none.
+    let status = http_get(admin, "/status").expect("status");
+    let (_, body) = status.split_once("\r\n\r\n").expect("a body");
+    let status: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    assert_eq!(status["cluster"]["accepted"], 0, "{status}");
+}
