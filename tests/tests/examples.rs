@@ -91,6 +91,8 @@ fn drains_half_sent_requests(example_name: &str) {
     // answered after it, by the same single worker's accept loop).
     assert!(http_get(port, "/").is_ok());
     signal(h.pid(), rustix::process::Signal::HUP);
+    // In the order it happens: the successor listens, then its predecessor is told to go.
+    h.expect_line("Worker 2 listening on");
     h.expect_line("Worker 2 is ready; worker 1 leaves");
     // Longer than the worker takes to see its disconnect: without the drain's care, its
     // connections would be closed by now. Waiting less only makes the test weaker.

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use ringleader_sys::signal::Signal;
 
-use super::Core;
+use super::{Core, WorkerState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::WorkerId;
 use crate::primary::event::Event;
@@ -191,13 +191,18 @@ impl Core {
         self.rolling = Some(r);
     }
 
-    /// Whether `new` is online and listens wherever `old` does.
+    /// Whether `new` is online and listens wherever `old` does, and its `Listening` has
+    /// been handed out (so that the step is told after it, in the order it happened).
     fn ready_to_replace(&self, new: WorkerId, old: WorkerId) -> bool {
-        if !self.workers.get(&new).is_some_and(|w| w.online_generated) || !self.told_ready(new) {
+        let Some(entry) = self.workers.get(&new) else {
+            return false;
+        };
+        if !entry.online_generated || !self.told_ready(new) {
             return false;
         }
         let theirs = self.listeners.keys_of(old);
         let ours = self.listeners.keys_of(new);
         theirs.iter().all(|k| ours.contains(k))
+            && (theirs.is_empty() || entry.state == WorkerState::Listening)
     }
 }
