@@ -17,7 +17,7 @@ fn main() -> Result<(), ringleader::Error> {
                 match event? {
                     Event::Setup(_) => {}
                     Event::Exit { worker, .. } => println!("Worker {worker} died"),
-                    event => println!("{event}"), // e.g. "worker 1 listening on 127.0.0.1:3000"
+                    event => println!("{event}"), // e.g. "Worker 1 listening on 127.0.0.1:3000"
                 }
             }
         }

@@ -266,18 +266,16 @@ fn sockets(values: &[String]) -> Result<Vec<(String, SocketAddr)>, String> {
         .collect()
 }
 
-/// Node's familiar lines, and what ringleader adds; failures on stderr.
+/// Each event's own line (`Event`'s `Display`, Node's familiar wording), failures on
+/// stderr; the chatty ones (forks, messages) left out.
 fn report(event: &Event, protocol: WorkerProtocol) {
     match event {
-        Event::Online { worker } => println!("Worker {worker} is online"),
         // A socket-activated server is handed sockets the primary listens on; whether it
         // serves them, only its answers tell.
         Event::Listening { worker, address } if protocol == WorkerProtocol::SocketActivated => {
             println!("Worker {worker} was given the socket on {address}");
         }
-        Event::Listening { worker, address } => {
-            println!("Worker {worker} listening on {address}");
-        }
+        // Node's example's line.
         Event::Exit {
             worker,
             code,
@@ -288,14 +286,15 @@ fn report(event: &Event, protocol: WorkerProtocol) {
                 signal.map_or_else(|| format!("code {}", code.unwrap_or(0)), |s| s.to_string());
             println!("worker {worker} died ({how})");
         }
-        Event::Respawned {
-            worker, replaces, ..
-        } => println!("Worker {worker} replaces worker {replaces}"),
-        Event::RollDone { replaced, took } => println!("Replaced {replaced} workers in {took:?}"),
-        Event::UpgradeStarted { pid } => println!("Starting a new primary ({pid})"),
-        Event::UpgradeReady { pid } => println!("The new primary {pid} serves; this one retires"),
-        Event::GaveUp { .. } => {}
+        // Said with the reason when the command gives up.
+        Event::GaveUp { .. }
+        | Event::Setup(_)
+        | Event::Fork { .. }
+        | Event::Ready { .. }
+        | Event::Message { .. }
+        | Event::Disconnect { .. }
+        | Event::AllDisconnected => {}
         e if e.is_failure() => eprintln!("{e}"),
-        _ => {}
+        e => println!("{e}"),
     }
 }

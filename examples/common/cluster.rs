@@ -95,54 +95,18 @@ pub(crate) fn primary(primary: &Primary, args: &Args) -> Result<(), ringleader::
     std::process::exit(ending.exit_code())
 }
 
-/// What the primary says about what happens in its cluster.
+/// What the primary says about what happens in its cluster: each event's own line
+/// (`Event`'s `Display`), failures on stderr; the chatty ones (forks, messages) left out.
 pub(crate) fn report(event: &Event) {
     match event {
-        Event::Listening { worker, address } => {
-            println!(
-                "Worker {worker} listening on {}:{}",
-                address.address, address.port
-            );
-        }
-        Event::Exit {
-            worker,
-            code,
-            signal,
-            ..
-        } => println!(
-            "worker {worker} died ({})",
-            code.map_or_else(|| format!("{signal:?}"), |c| c.to_string())
-        ),
-        Event::Respawned {
-            worker,
-            replaces,
-            delay,
-        } => {
-            println!("Worker {worker} replaces worker {replaces} (after {delay:?})");
-        }
-        Event::GaveUp {
-            worker,
-            exits,
-            window,
-        } => eprintln!(
-            "worker {worker} exited {exits} times within {window:?} soon after starting: \
-             not replacing it"
-        ),
-        Event::Signal(signal) => println!("Primary got {signal}"),
-        Event::StalledKilled { worker, stalled } => {
-            eprintln!("worker {worker} took no connection for {stalled:?}: killed");
-        }
-        Event::RollStep { old, new } => println!("Worker {new} is ready; worker {old} leaves"),
-        Event::RollDone { replaced, took } => println!("Replaced {replaced} workers in {took:?}"),
-        Event::RollFailed { worker, reason } => {
-            eprintln!("The roll stopped: worker {worker}: {reason}");
-        }
-        Event::UpgradeStarted { pid } => println!("Starting a new primary ({pid})"),
-        Event::UpgradeReady { pid } => println!("The new primary {pid} serves; this one retires"),
-        Event::UpgradeFailed { reason } => {
-            eprintln!("The upgrade stopped: the new primary: {reason}");
-        }
-        Event::Error { worker, error } => eprintln!("worker {worker:?}: {}", error.report()),
-        _ => {}
+        Event::Setup(_)
+        | Event::Fork { .. }
+        | Event::Online { .. }
+        | Event::Ready { .. }
+        | Event::Message { .. }
+        | Event::Disconnect { .. }
+        | Event::AllDisconnected => {}
+        e if e.is_failure() => eprintln!("{e}"),
+        e => println!("{e}"),
     }
 }

@@ -205,25 +205,25 @@ impl fmt::Display for Listening {
     }
 }
 
-/// One line for a person: `worker 2 listening on 127.0.0.1:8000`, `worker 3 was killed by
-/// SIGKILL`, `worker 4 replaces worker 3 (after 100ms)`.
+/// One line for a person: `Worker 2 listening on 127.0.0.1:8000`, `Worker 3 was killed by
+/// SIGKILL`, `Worker 4 replaces worker 3 (after 100ms)`.
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::Setup(_) => f.write_str("settings applied"),
-            Event::Fork { worker, pid } => write!(f, "worker {worker} forked (pid {pid})"),
-            Event::Online { worker } => write!(f, "worker {worker} is online"),
+            Event::Setup(_) => f.write_str("Settings applied"),
+            Event::Fork { worker, pid } => write!(f, "Worker {worker} forked (pid {pid})"),
+            Event::Online { worker } => write!(f, "Worker {worker} is online"),
             Event::StalledKilled { worker, stalled } => write!(
                 f,
-                "worker {worker} took no connection for {stalled:?} while some waited: killed"
+                "Worker {worker} took no connection for {stalled:?} while some waited: killed"
             ),
-            Event::Ready { worker } => write!(f, "worker {worker} is ready"),
+            Event::Ready { worker } => write!(f, "Worker {worker} is ready"),
             Event::Listening { worker, address } => {
-                write!(f, "worker {worker} listening on {address}")
+                write!(f, "Worker {worker} listening on {address}")
             }
             Event::Message { worker, message } => write!(
                 f,
-                "worker {worker} sent a message of {} bytes{}",
+                "Worker {worker} sent a message of {} bytes{}",
                 message.data.len(),
                 if message.fd.is_some() {
                     " and an fd"
@@ -231,16 +231,16 @@ impl fmt::Display for Event {
                     ""
                 }
             ),
-            Event::Disconnect { worker, .. } => write!(f, "worker {worker} disconnected"),
+            Event::Disconnect { worker, .. } => write!(f, "Worker {worker} disconnected"),
             Event::Exit {
                 worker,
                 code,
                 signal,
                 ..
             } => match (code, signal) {
-                (_, Some(signal)) => write!(f, "worker {worker} was killed by {signal}"),
-                (Some(code), None) => write!(f, "worker {worker} exited with code {code}"),
-                (None, None) => write!(f, "worker {worker} exited"),
+                (_, Some(signal)) => write!(f, "Worker {worker} was killed by {signal}"),
+                (Some(code), None) => write!(f, "Worker {worker} exited with code {code}"),
+                (None, None) => write!(f, "Worker {worker} exited"),
             },
             Event::Respawned {
                 worker,
@@ -248,7 +248,7 @@ impl fmt::Display for Event {
                 delay,
             } => write!(
                 f,
-                "worker {worker} replaces worker {replaces} (after {delay:?})"
+                "Worker {worker} replaces worker {replaces} (after {delay:?})"
             ),
             Event::GaveUp {
                 worker,
@@ -256,32 +256,32 @@ impl fmt::Display for Event {
                 window,
             } => write!(
                 f,
-                "worker {worker} exited {exits} times within {window:?} soon after starting: \
+                "Worker {worker} exited {exits} times within {window:?} soon after starting: \
                  not replacing it"
             ),
-            Event::RollStarted { workers } => write!(f, "replacing {workers} workers"),
+            Event::RollStarted { workers } => write!(f, "Replacing {workers} workers"),
             Event::RollStep { old, new } => {
-                write!(f, "worker {new} is ready; worker {old} leaves")
+                write!(f, "Worker {new} is ready; worker {old} leaves")
             }
             Event::RollDone { replaced, took } => {
-                write!(f, "replaced {replaced} workers in {took:?}")
+                write!(f, "Replaced {replaced} workers in {took:?}")
             }
             Event::RollFailed { worker, reason } => {
-                write!(f, "the roll stopped: worker {worker}: {reason}")
+                write!(f, "The roll stopped: worker {worker}: {reason}")
             }
-            Event::UpgradeStarted { pid } => write!(f, "starting a new primary ({pid})"),
+            Event::UpgradeStarted { pid } => write!(f, "Starting a new primary ({pid})"),
             Event::UpgradeReady { pid } => {
-                write!(f, "the new primary {pid} serves; this one retires")
+                write!(f, "The new primary {pid} serves; this one retires")
             }
             Event::UpgradeFailed { reason } => {
-                write!(f, "the upgrade stopped: the new primary: {reason}")
+                write!(f, "The upgrade stopped: the new primary: {reason}")
             }
-            Event::AllDisconnected => f.write_str("every worker has disconnected"),
-            Event::Signal(signal) => write!(f, "got {signal}"),
+            Event::AllDisconnected => f.write_str("Every worker has disconnected"),
+            Event::Signal(signal) => write!(f, "Primary got {signal}"),
             Event::Error {
                 worker: Some(worker),
                 error,
-            } => write!(f, "worker {worker}: {}", error.report()),
+            } => write!(f, "Worker {worker}: {}", error.report()),
             Event::Error {
                 worker: None,
                 error,

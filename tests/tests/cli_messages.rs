@@ -62,7 +62,7 @@ fn a_taken_port_is_named_in_the_error() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("No worker is left; giving up: worker ")),
+            .any(|l| l.starts_with("No worker is left; giving up: Worker ")),
         "{lines:?}"
     );
 }

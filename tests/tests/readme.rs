@@ -35,7 +35,7 @@ fn the_readme_example_serves_from_both_workers() {
     let mut listening = 0;
     while listening < 2 {
         if first
-            .expect_line("worker ")
+            .expect_line("Worker ")
             .contains(&format!("listening on 127.0.0.1:{port}"))
         {
             listening += 1;

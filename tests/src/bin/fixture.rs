@@ -26,8 +26,15 @@ fn main() {
         let Ok(Role::Primary(primary)) = ringleader::role() else {
             panic!("a primary")
         };
+        // Once the thread runs its own code: glibc starts a thread with every signal blocked
+        // and gives it the creator's mask only then.
+        let (running, started) = std::sync::mpsc::channel::<()>();
         let (_stop, parked) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || parked.recv());
+        std::thread::spawn(move || {
+            let _ = running.send(());
+            parked.recv()
+        });
+        started.recv().expect("the thread runs");
         match primary.watch_signals(&[ringleader::Signal::HUP]) {
             Ok(()) => out(format_args!("WATCHING")),
             Err(e) => out(format_args!("REFUSED {}", e.report())),
