@@ -267,7 +267,7 @@ fn sockets(values: &[String]) -> Result<Vec<(String, SocketAddr)>, String> {
 }
 
 /// Each event's own line (`Event`'s `Display`, Node's familiar wording), failures on
-/// stderr; the chatty ones (forks, messages) left out.
+/// stderr; the routine ones (forks, messages) left out.
 fn report(event: &Event, protocol: WorkerProtocol) {
     match event {
         // A socket-activated server is handed sockets the primary listens on; whether it
@@ -286,14 +286,10 @@ fn report(event: &Event, protocol: WorkerProtocol) {
                 signal.map_or_else(|| format!("code {}", code.unwrap_or(0)), |s| s.to_string());
             println!("worker {worker} died ({how})");
         }
+        Event::Online { .. } => println!("{event}"),
         // Said with the reason when the command gives up.
-        Event::GaveUp { .. }
-        | Event::Setup(_)
-        | Event::Fork { .. }
-        | Event::Ready { .. }
-        | Event::Message { .. }
-        | Event::Disconnect { .. }
-        | Event::AllDisconnected => {}
+        Event::GaveUp { .. } => {}
+        e if e.is_routine() => {}
         e if e.is_failure() => eprintln!("{e}"),
         e => println!("{e}"),
     }

@@ -96,16 +96,10 @@ pub(crate) fn primary(primary: &Primary, args: &Args) -> Result<(), ringleader::
 }
 
 /// What the primary says about what happens in its cluster: each event's own line
-/// (`Event`'s `Display`), failures on stderr; the chatty ones (forks, messages) left out.
+/// (`Event`'s `Display`), failures on stderr; the routine ones (forks, messages) left out.
 pub(crate) fn report(event: &Event) {
     match event {
-        Event::Setup(_)
-        | Event::Fork { .. }
-        | Event::Online { .. }
-        | Event::Ready { .. }
-        | Event::Message { .. }
-        | Event::Disconnect { .. }
-        | Event::AllDisconnected => {}
+        e if e.is_routine() => {}
         e if e.is_failure() => eprintln!("{e}"),
         e => println!("{e}"),
     }

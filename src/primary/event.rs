@@ -291,6 +291,22 @@ impl fmt::Display for Event {
 }
 
 impl Event {
+    /// Whether this event is the routine bookkeeping of a worker's life (settings applied,
+    /// forked, online, ready, a message, disconnected, all disconnected), which a log of the
+    /// cluster usually leaves out: its exits, listens, rolls and failures tell the story.
+    pub fn is_routine(&self) -> bool {
+        matches!(
+            self,
+            Event::Setup(_)
+                | Event::Fork { .. }
+                | Event::Online { .. }
+                | Event::Ready { .. }
+                | Event::Message { .. }
+                | Event::Disconnect { .. }
+                | Event::AllDisconnected
+        )
+    }
+
     /// Whether this event tells of a failure (a crash loop given up, a stalled worker
     /// killed, a failed roll or upgrade, an error, a worker that exited unasked with a
     /// failure): the ones a program prints to stderr.
