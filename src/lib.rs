@@ -196,9 +196,9 @@ pub use ipc::Message;
 pub use ipc::frame::MAX_PAYLOAD;
 pub use policy::SharedPolicy;
 pub use primary::{
-    AddressType, Backend, ClusterMetrics, Ending, Event, Events, HandoffStats, Listening, Load,
-    Metrics, Primary, Respawn, Roll, Scheduling, Settings, Stdio, Supervise, Upgrade, WorkerHandle,
-    WorkerMetrics, WorkerProtocol, WorkerState,
+    AddressType, Backend, ClusterMetrics, DEFAULT_DRAIN_DELAY, Ending, Event, Events, HandoffStats,
+    Health, Listening, Load, Metrics, Primary, Respawn, Roll, Scheduling, Settings, Stdio,
+    Supervise, Upgrade, WorkerHandle, WorkerMetrics, WorkerProtocol, WorkerState,
 };
 pub use ringleader_sys::signal::Signal;
 pub use role::{Role, is_worker, role};

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! ringleader run [--workers N] [--policy rr|none|reuseport|steer|lc|p2c|weighted]
-//!     [--listen [NAME=]ADDR]... [--admin ADDR] [--protocol node|ringleader]
+//!     [--listen [NAME=]ADDR]... [--admin ADDR] [--agent ADDR] [--drain-delay MS]
+//!     [--protocol node|ringleader]
 //!     [--restart-delay MS] [--max-restarts N] [--kill-stalled-after MS]
 //!     [--start-within MS] -- PROGRAM [ARGS...]
 //! ```
@@ -57,9 +58,18 @@ struct Run {
     /// steer.
     #[arg(long, value_name = "[NAME=]ADDR")]
     listen: Vec<String>,
-    /// Serve GET /metrics (Prometheus) and GET /status (JSON) on this address.
+    /// Serve GET /metrics (Prometheus), GET /status (JSON), GET /livez and GET /readyz on
+    /// this address.
     #[arg(long)]
     admin: Option<std::net::SocketAddr>,
+    /// Answer HAProxy's agent-check on this address (up with a weight, drain, down).
+    #[arg(long)]
+    agent: Option<std::net::SocketAddr>,
+    /// How long the host says it is not ready, serving on, before a stop, roll, upgrade or
+    /// retirement (a lame-duck, for a load balancer to move away) [default: 5000 with
+    /// --admin or --agent, else 0].
+    #[arg(long, value_name = "MS")]
+    drain_delay: Option<u64>,
     /// Wait this long before replacing a worker that exited soon after it started; the
     /// wait doubles with each such exit, up to 5 s.
     #[arg(long, value_name = "MS", default_value_t = 100)]
@@ -173,7 +183,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(addr) = args.admin {
         let local = primary.serve_admin(addr)?;
-        println!("Metrics on http://{local}/metrics");
+        println!("Metrics on http://{local}/metrics, readiness on /readyz");
+    }
+    if let Some(addr) = args.agent {
+        let local = primary.serve_agent(addr)?;
+        println!("HAProxy's agent-check on {local}");
     }
     println!("Primary {} is running", std::process::id());
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -181,7 +195,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let respawn = Respawn::default()
         .first_delay(Duration::from_millis(args.restart_delay))
         .give_up_after(args.max_restarts, Duration::from_secs(30));
-    let supervise = Supervise::new(workers).respawn(respawn);
+    let mut supervise = Supervise::new(workers).respawn(respawn);
+    if let Some(ms) = args.drain_delay {
+        supervise = supervise.drain_delay(Duration::from_millis(ms));
+    }
     let shown = program.to_string_lossy().into_owned();
     let mut relays = Relays::default();
     let online = Arc::new(AtomicBool::new(false));

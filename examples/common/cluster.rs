@@ -23,9 +23,18 @@ pub(crate) struct Args {
     /// How connections reach the workers.
     #[arg(long, value_enum, default_value_t = Policy::Rr)]
     pub(crate) policy: Policy,
-    /// Serve GET /metrics (Prometheus) and GET /status (JSON) on this address.
+    /// Serve GET /metrics (Prometheus), GET /status (JSON), GET /livez and GET /readyz on
+    /// this address.
     #[arg(long)]
     pub(crate) admin: Option<std::net::SocketAddr>,
+    /// Answer HAProxy's agent-check on this address (up with a weight, drain, down).
+    #[arg(long)]
+    pub(crate) agent: Option<std::net::SocketAddr>,
+    /// How long the host says it is not ready, serving on, before a stop, roll, upgrade or
+    /// retirement (a lame-duck, for a load balancer to move away) [default: 5000 with
+    /// --admin or --agent, else 0].
+    #[arg(long, value_name = "MS")]
+    pub(crate) drain_delay: Option<u64>,
 }
 
 impl Args {
@@ -45,11 +54,15 @@ impl Args {
         self.workers.map_or(cpus, |n| n as usize)
     }
 
-    /// Serves `--admin`, if given, and says where.
+    /// Serves `--admin` and `--agent`, if given, and says where.
     pub(crate) fn serve_admin(&self, primary: &Primary) -> Result<(), ringleader::Error> {
         if let Some(addr) = self.admin {
             let local = primary.serve_admin(addr)?;
-            println!("Metrics on http://{local}/metrics");
+            println!("Metrics on http://{local}/metrics, readiness on /readyz");
+        }
+        if let Some(addr) = self.agent {
+            let local = primary.serve_agent(addr)?;
+            println!("HAProxy's agent-check on {local}");
         }
         Ok(())
     }
@@ -85,7 +98,10 @@ pub(crate) fn primary(primary: &Primary, args: &Args) -> Result<(), ringleader::
     // HUP replaces every worker (a roll), USR2 upgrades the primary in place, TTIN and
     // TTOU add and retire one; workers that exit unasked are replaced, with a
     // back-off, and given up on when they keep dying at start.
-    let supervise = Supervise::new(workers).stop_within(STOP_WITHIN);
+    let mut supervise = Supervise::new(workers).stop_within(STOP_WITHIN);
+    if let Some(ms) = args.drain_delay {
+        supervise = supervise.drain_delay(Duration::from_millis(ms));
+    }
     let ending = primary.supervise(supervise, |_, event| report(event))?;
     match ending {
         Ending::GaveUp => eprintln!("No worker is left; giving up"),

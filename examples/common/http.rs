@@ -70,6 +70,27 @@ pub(crate) fn serve(mut stream: Connection<TcpStream>, worker: &Worker) -> io::R
                     return Ok(());
                 }
             };
+            // A body (a POST's) is read and passed over: the answer is the same.
+            let body = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| {
+                    std::str::from_utf8(h.value)
+                        .ok()?
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                })
+                .unwrap_or(0);
+            if body > buf.len() - used {
+                stream.write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")?;
+                return Ok(());
+            }
+            if filled < used + body {
+                break; // the rest of the body is on its way
+            }
+            let used = used + body;
             let close = !worker.is_connected()
                 || req.version == Some(0)
                 || req.headers.iter().any(|h| {

@@ -149,6 +149,13 @@ pub enum Event {
         /// What happened.
         reason: String,
     },
+    /// A lame-duck began ([`Primary::supervise`](crate::Primary::supervise)): for `delay`
+    /// the host says it is not ready while it serves on, then it stops, rolls, upgrades or
+    /// retires a worker. Shown to `supervise`'s `on_event` only.
+    Draining {
+        /// How long.
+        delay: std::time::Duration,
+    },
     /// Every worker that [`Primary::disconnect_all`](crate::Primary::disconnect_all) asked to
     /// leave has disconnected and exited (Node: the callback of `cluster.disconnect(cb)`).
     AllDisconnected,
@@ -277,6 +284,10 @@ impl fmt::Display for Event {
                 write!(f, "The upgrade stopped: the new primary: {reason}")
             }
             Event::AllDisconnected => f.write_str("Every worker has disconnected"),
+            Event::Draining { delay } => write!(
+                f,
+                "Draining for {delay:?}: not ready for the balancer, serving on"
+            ),
             Event::Signal(signal) => write!(f, "Primary got {signal}"),
             Event::Error {
                 worker: Some(worker),

@@ -4,6 +4,7 @@ mod core;
 mod driver;
 mod event;
 mod handle;
+mod health;
 mod listeners;
 mod loads;
 mod metrics;
@@ -28,12 +29,13 @@ pub use self::driver::Backend;
 use self::driver::Driver;
 pub use self::event::{AddressType, Event, Listening};
 pub use self::handle::WorkerHandle;
+pub use self::health::Health;
 pub use self::listeners::HandoffStats;
 pub use self::loads::Load;
 pub use self::metrics::{ClusterMetrics, Metrics, WorkerMetrics};
 pub use self::settings::{Respawn, Roll, Scheduling, Settings, Stdio, Upgrade, WorkerProtocol};
 pub use self::state::WorkerState;
-pub use self::supervise::{Ending, Supervise};
+pub use self::supervise::{DEFAULT_DRAIN_DELAY, Ending, Supervise};
 use crate::contract::{ENV_BACKEND, ENV_SCHED_POLICY, ENV_URING_KERNEL};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::WorkerId;
@@ -464,6 +466,48 @@ impl Primary {
                 Error::new(ErrorKind::Io, "serve the admin endpoint").detail("no address")
             })?;
         acting(&self.core).serve_admin(addr)
+    }
+
+    /// Answers HAProxy's `agent-check` on `addr` (its configuration manual, section 5.2),
+    /// from the primary's own loop: each connection gets one line and is closed. The line
+    /// is [`Health::agent_line`]: `up ready weight:N%` (N: listening workers over the host's
+    /// full count, [`Primary::set_wanted_workers`]), `drain` during a lame-duck
+    /// ([`Primary::set_draining`]), `down#no worker listens` when nothing serves. Returns
+    /// the address bound. Bind it where only the balancer reaches: it has no
+    /// authentication.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when `addr` cannot be bound; [`ErrorKind::Settings`] when it is
+    /// served already.
+    pub fn serve_agent(&self, addr: impl std::net::ToSocketAddrs) -> Result<std::net::SocketAddr> {
+        const OP: &str = "serve the agent";
+        let addr = addr
+            .to_socket_addrs()
+            .map_err(|e| Error::io(OP, e))?
+            .next()
+            .ok_or_else(|| Error::new(ErrorKind::Io, OP).detail("no address"))?;
+        acting(&self.core).serve_agent(addr)
+    }
+
+    /// How ready the host is for traffic: what `GET /readyz`, the agent and `/status` say.
+    pub fn health(&self) -> Health {
+        self.core.borrow().health()
+    }
+
+    /// Starts or ends a lame-duck: while draining, the host says it is not ready (`/readyz`
+    /// answers 503, the agent `drain`) and serves on as before, so that a load balancer
+    /// moves its traffic away before workers go. [`Primary::supervise`] drains this way
+    /// before every stop, roll, upgrade and retirement ([`Supervise::drain_delay`]).
+    pub fn set_draining(&self, draining: bool) {
+        acting(&self.core).readiness.draining = draining;
+    }
+
+    /// How many listening workers make the host ready. The first value is also the host's
+    /// full capacity: the agent's weight is listening workers over it, at most 100 %.
+    /// Without it, every live worker must listen. [`Primary::supervise`] sets it to its
+    /// worker count, and follows `TTIN` and `TTOU`.
+    pub fn set_wanted_workers(&self, workers: usize) {
+        acting(&self.core).readiness.want(workers);
     }
 
     /// How long a loop outside may wait before it must call [`Primary::poll`] again even if

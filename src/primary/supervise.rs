@@ -28,7 +28,17 @@ pub struct Supervise {
     pub roll: Roll,
     /// How `SIGUSR2` upgrades the primary.
     pub upgrade: Upgrade,
+    /// How long a lame-duck lasts before a stop, a roll, an upgrade or a retirement: the
+    /// host says it is not ready ([`Primary::set_draining`]) and serves on, so that a load
+    /// balancer moves away first. `None`: [`DEFAULT_DRAIN_DELAY`] when the primary serves
+    /// readiness (the admin endpoint or the agent), zero otherwise.
+    pub drain_delay: Option<Duration>,
 }
+
+/// The lame-duck's default length when readiness is served: HAProxy's agent checked every
+/// second (the README's configuration) sees it within a check or two, and Kubernetes has
+/// removed the endpoint everywhere.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
 
 impl Supervise {
     /// `workers` workers; 30 s to stop (gunicorn's graceful timeout) and the defaults of
@@ -40,7 +50,14 @@ impl Supervise {
             respawn: Respawn::default(),
             roll: Roll::default(),
             upgrade: Upgrade::default(),
+            drain_delay: None,
         }
+    }
+
+    /// How long a lame-duck lasts ([`Supervise::drain_delay`]); zero turns it off.
+    pub fn drain_delay(mut self, d: Duration) -> Self {
+        self.drain_delay = Some(d);
+        self
     }
 
     /// How long a graceful stop may take before the workers left are killed.
@@ -101,6 +118,15 @@ const SIGNALS: [Signal; 7] = [
     Signal::TTOU,
 ];
 
+/// What a lame-duck waits to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Then {
+    Stop,
+    Roll,
+    Upgrade,
+    Retire,
+}
+
 impl Primary {
     /// Runs the cluster until it ends, the way gunicorn and nginx run theirs; `on_event` sees
     /// every event first (to log it, say). Call it in the primary after settings that are
@@ -108,11 +134,18 @@ impl Primary {
     ///
     /// | signal | what it does |
     /// |---|---|
-    /// | `INT`, `TERM` | stop gracefully: every worker finishes its connections, and is killed after `stop_within` |
+    /// | `INT`, `TERM` | stop gracefully: every worker finishes its connections, and is killed after `stop_within`; a second one skips the lame-duck |
     /// | `QUIT` | stop at once: every worker is killed |
     /// | `HUP` | replace every worker ([`Primary::roll`]) |
     /// | `USR2` | upgrade the primary in place ([`Primary::upgrade`]); this one ends once its workers are gone |
     /// | `TTIN`, `TTOU` | one worker more, one fewer (never fewer than one) |
+    ///
+    /// Behind a load balancer, a stop, a roll, an upgrade and a retirement (`TTOU`) begin
+    /// with a lame-duck of [`Supervise::drain_delay`]: the host says it is not ready
+    /// (`/readyz` answers 503, the agent `drain`; [`Event::Draining`] is shown to
+    /// `on_event`) while it serves on, and only then do workers go; after a roll, an
+    /// upgrade that failed, or a retirement, it is ready again. The host's wanted workers
+    /// ([`Primary::set_wanted_workers`]) follow `TTIN` and `TTOU`.
     ///
     /// Workers that exit unasked are replaced ([`Settings::respawn`]); when every worker
     /// kept dying at start and none is left, it ends with [`Ending::GaveUp`].
@@ -126,56 +159,138 @@ impl Primary {
     ) -> Result<Ending> {
         self.watch_signals(&SIGNALS)?;
         self.setup(Settings::default().respawn(Some(supervise.respawn)))?;
-        for _ in 0..supervise.workers.max(1) {
+        let mut wanted = supervise.workers.max(1);
+        self.set_wanted_workers(wanted);
+        let drain_delay = supervise.drain_delay.unwrap_or_else(|| {
+            if self.core.borrow().admin.is_some() {
+                DEFAULT_DRAIN_DELAY
+            } else {
+                Duration::ZERO
+            }
+        });
+        for _ in 0..wanted {
             self.fork(&[])?;
         }
         let mut stop_by: Option<Instant> = None;
         let mut ending = Ending::Stopped;
+        // The lame-duck under way: when it ends, and what follows.
+        let mut lame_duck: Option<(Instant, Then)> = None;
+        // The roll, upgrade or retirement under way after its lame-duck: the host is ready
+        // again once it ends (a retired worker: once it is gone).
+        let mut underway: Option<Then> = None;
+        let mut retiring = None;
         loop {
-            let timeout = stop_by.map(|t| t.saturating_duration_since(Instant::now()));
-            let Some(event) = self.next_event(timeout)? else {
-                if stop_by.take().is_some() {
+            let due = [stop_by, lame_duck.map(|(at, _)| at)]
+                .into_iter()
+                .flatten()
+                .min();
+            let timeout = due.map(|t| t.saturating_duration_since(Instant::now()));
+            let next = self.next_event(timeout)?;
+            if let Some((at, then)) = lame_duck {
+                if at <= Instant::now() {
+                    lame_duck = None;
+                    match then {
+                        Then::Stop => {
+                            stop_by = Some(Instant::now() + supervise.stop_within);
+                            self.disconnect_all()?;
+                        }
+                        Then::Roll => match self.roll(supervise.roll) {
+                            Ok(()) => underway = Some(Then::Roll),
+                            Err(_) => self.set_draining(false),
+                        },
+                        Then::Upgrade => match self.upgrade(supervise.upgrade.clone()) {
+                            Ok(()) => underway = Some(Then::Upgrade),
+                            Err(_) => self.set_draining(false),
+                        },
+                        Then::Retire => {
+                            let workers = self.workers();
+                            retiring = workers.last().copied().filter(|_| workers.len() > 1);
+                            match retiring.and_then(|id| self.worker(id)) {
+                                Some(w) => {
+                                    underway = Some(Then::Retire);
+                                    wanted = (wanted - 1).max(1);
+                                    self.set_wanted_workers(wanted);
+                                    w.disconnect()?;
+                                }
+                                None => self.set_draining(false),
+                            }
+                        }
+                    }
+                }
+            }
+            let Some(event) = next else {
+                if stop_by.is_some_and(|t| t <= Instant::now()) {
+                    stop_by = None;
                     // Graceful time is up: whoever still holds connections is stopped.
                     for id in self.workers() {
                         let _ = self.worker(id).map(|w| w.kill(Some(Signal::KILL)));
                     }
                     continue;
                 }
+                if let Some(at) = due {
+                    // Nothing else can happen before then (no worker is left).
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    continue;
+                }
                 return Ok(ending);
             };
             on_event(self, &event);
+            let quiet = lame_duck.is_none()
+                && underway.is_none()
+                && stop_by.is_none()
+                && ending == Ending::Stopped;
+            let then = match event {
+                Event::Signal(Signal::HUP) if quiet => Some(Then::Roll),
+                Event::Signal(Signal::USR2) if quiet => Some(Then::Upgrade),
+                Event::Signal(Signal::TTOU) if quiet && self.workers().len() > 1 => {
+                    Some(Then::Retire)
+                }
+                Event::Signal(Signal::INT | Signal::TERM) if stop_by.is_none() => {
+                    if lame_duck.is_some_and(|(_, then)| then == Then::Stop) {
+                        // Asked again: no more waiting for the balancer.
+                        lame_duck = Some((Instant::now(), Then::Stop));
+                        continue;
+                    }
+                    Some(Then::Stop)
+                }
+                _ => None,
+            };
+            if let Some(then) = then {
+                self.set_draining(true);
+                if !drain_delay.is_zero() {
+                    on_event(self, &Event::Draining { delay: drain_delay });
+                }
+                // A stop overrides whatever waited; it runs at the next turn.
+                lame_duck = Some((Instant::now() + drain_delay, then));
+                continue;
+            }
+            let ended = match event {
+                Event::RollDone { .. } | Event::RollFailed { .. } => underway == Some(Then::Roll),
+                Event::UpgradeFailed { .. } => underway == Some(Then::Upgrade),
+                Event::Exit { worker, .. } => retiring == Some(worker),
+                _ => false,
+            };
+            if ended {
+                (underway, retiring) = (None, None);
+                if lame_duck.is_none() && stop_by.is_none() {
+                    self.set_draining(false);
+                }
+            }
             match event {
-                Event::Signal(Signal::HUP) => {
-                    // A roll under way already: this one is refused, and that is fine.
-                    let _ = self.roll(supervise.roll);
-                }
-                Event::Signal(Signal::USR2) => {
-                    let _ = self.upgrade(supervise.upgrade.clone());
-                }
                 Event::UpgradeReady { .. } => {
                     ending = Ending::Upgraded;
                     stop_by = Some(Instant::now() + supervise.stop_within);
                 }
                 Event::Signal(Signal::TTIN) => {
+                    wanted += 1;
+                    self.set_wanted_workers(wanted);
                     self.fork(&[])?;
-                }
-                Event::Signal(Signal::TTOU) => {
-                    let workers = self.workers();
-                    if let (Some(newest), true) = (workers.last(), workers.len() > 1) {
-                        if let Some(w) = self.worker(*newest) {
-                            w.disconnect()?;
-                        }
-                    }
                 }
                 Event::Signal(Signal::QUIT) => {
                     for id in self.workers() {
                         let _ = self.worker(id).map(|w| w.kill(Some(Signal::KILL)));
                     }
                     ending = Ending::Quit;
-                }
-                Event::Signal(Signal::INT | Signal::TERM) if stop_by.is_none() => {
-                    stop_by = Some(Instant::now() + supervise.stop_within);
-                    self.disconnect_all()?;
                 }
                 Event::GaveUp { .. } if self.workers().is_empty() => {
                     return Ok(Ending::GaveUp);

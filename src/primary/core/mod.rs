@@ -115,8 +115,11 @@ pub(crate) struct Core {
     pub(crate) outside_bell: Option<std::rc::Rc<ringleader_sys::poll::Doorbell>>,
     /// Counts for [`Core::metrics`](crate::primary::metrics).
     pub(crate) tally: crate::primary::metrics::Tally,
-    /// The admin endpoint, once served ([`crate::Primary::serve_admin`]).
+    /// The admin endpoint and the agent, once served ([`crate::Primary::serve_admin`],
+    /// [`crate::Primary::serve_agent`]).
     pub(crate) admin: Option<crate::primary::metrics::Admin>,
+    /// What makes the host ready for a load balancer, and the lame-duck.
+    pub(crate) readiness: crate::primary::health::Readiness,
     /// Node workers' server data by key (TLS session-ticket keys), stored on first use and
     /// echoed in every reply for the key, as Node's primary does.
     pub(crate) node_data: BTreeMap<String, serde_json::Value>,
@@ -193,6 +196,7 @@ impl Core {
             outside_bell: None,
             tally: Default::default(),
             admin: None,
+            readiness: Default::default(),
             node_data: BTreeMap::new(),
             activated: Vec::new(),
             replacing: None,

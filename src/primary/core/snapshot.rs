@@ -1,6 +1,7 @@
 //! The cluster as [`Metrics`] see it.
 
-use super::Core;
+use super::{Core, WorkerState};
+use crate::primary::health::Health;
 use crate::primary::metrics::{Metrics, WorkerMetrics};
 
 impl Core {
@@ -40,6 +41,24 @@ impl Core {
                 }
             })
             .collect();
-        Metrics { workers, cluster }
+        Metrics {
+            workers,
+            cluster,
+            health: self.health(),
+        }
+    }
+
+    /// How ready the host is: its listening workers against the readiness rules.
+    pub(crate) fn health(&self) -> Health {
+        let live = self
+            .workers
+            .values()
+            .filter(|w| w.listed && w.connected && w.exit.is_none());
+        let (mut listening, mut count) = (0, 0);
+        for w in live {
+            count += 1;
+            listening += usize::from(w.state == WorkerState::Listening);
+        }
+        self.readiness.health(listening, count)
     }
 }

@@ -1,5 +1,6 @@
 //! One turn of the loop: flush, busy-poll, wait, and turn what happened into events.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ringleader_sys::uring::Completion;
@@ -159,22 +160,45 @@ impl Core {
     }
 
     /// Starts the admin endpoint on `addr` ([`crate::Primary::serve_admin`]).
-    pub(crate) fn serve_admin(
+    pub(crate) fn serve_admin(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
+        self.serve_endpoint(
+            addr,
+            "serve the admin endpoint",
+            Admin::http,
+            Admin::serve_http,
+        )
+    }
+
+    /// Starts HAProxy's agent on `addr` ([`crate::Primary::serve_agent`]).
+    pub(crate) fn serve_agent(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
+        self.serve_endpoint(addr, "serve the agent", Admin::agent, Admin::serve_agent)
+    }
+
+    /// One of the admin endpoint's listeners: refused when `served` says it is, else bound
+    /// by `serve`, the endpoint's set watched from its first listener on.
+    fn serve_endpoint(
         &mut self,
-        addr: std::net::SocketAddr,
-    ) -> Result<std::net::SocketAddr> {
-        const OP: &str = "serve the admin endpoint";
-        if let Some(admin) = &self.admin {
-            return Err(Error::new(crate::ErrorKind::Settings, OP)
-                .detail(format!("it is served on {} already", admin.local())));
+        addr: SocketAddr,
+        op: &'static str,
+        served: fn(&Admin) -> Option<SocketAddr>,
+        serve: fn(&mut Admin, SocketAddr) -> std::io::Result<SocketAddr>,
+    ) -> Result<SocketAddr> {
+        if let Some(at) = self.admin.as_ref().and_then(served) {
+            return Err(Error::new(crate::ErrorKind::Settings, op)
+                .detail(format!("it is served on {at} already")));
         }
-        let admin = Admin::bind(addr).map_err(|e| Error::io(OP, e).detail(addr.to_string()))?;
-        self.driver
-            .watch_read(&dyn_fd(&admin.watched()), token(0, Tag::Admin), None)
-            .map_err(|e| Error::io(OP, e))?;
-        let local = admin.local();
-        self.admin = Some(admin);
-        Ok(local)
+        let admin = match self.admin.take() {
+            Some(admin) => admin,
+            None => {
+                let admin = Admin::new().map_err(|e| Error::io(op, e))?;
+                self.driver
+                    .watch_read(&dyn_fd(&admin.watched()), token(0, Tag::Admin), None)
+                    .map_err(|e| Error::io(op, e))?;
+                admin
+            }
+        };
+        let admin = self.admin.insert(admin);
+        serve(admin, addr).map_err(|e| Error::io(op, e).detail(addr.to_string()))
     }
 
     /// One wait of the driver, and what it saw turned into events. Returns how many things

@@ -1,12 +1,17 @@
-//! The admin endpoint ([`Primary::serve_admin`](crate::Primary::serve_admin)): `GET /metrics`
-//! in Prometheus's text format and `GET /status` as JSON, served by the primary's own loop.
+//! The admin endpoint ([`Primary::serve_admin`](crate::Primary::serve_admin)): `GET
+//! /metrics` in Prometheus's text format, `GET /status` as JSON, and Kubernetes' health
+//! checks `GET /livez` and `GET /readyz`; and HAProxy's agent-check
+//! ([`Primary::serve_agent`](crate::Primary::serve_agent)) on a port of its own: one line
+//! per connection. Both are served by the primary's own loop.
 //!
 //! Nothing here may stall hand-offs: every socket is non-blocking, and the loop watches one
-//! epoll set of the listener and every admin connection (one registration in the driver,
-//! whatever the backend). A connection gets [`MAX_REQUEST`] bytes for its request and
-//! [`IDLE`] to send it; at [`MAX_CONNECTIONS`] at once, a new one replaces the one that has
-//! waited longest without sending a byte; each answer closes its connection. A slow or
-//! hostile client costs a few system calls per turn at most.
+//! epoll set of the listeners and every admin connection (one registration in the driver,
+//! whatever the backend). A connection gets [`MAX_REQUEST`] bytes for its request, which
+//! must be whole within [`HEAD_WITHIN`], and [`IDLE`] in all; at [`MAX_CONNECTIONS`] at
+//! once, a new one replaces the one whose request has waited longest unfinished (a client
+//! that sends half a request holds a place for a second at most, and a scrape always gets
+//! in); each answer closes its connection. A slow or hostile client costs a few system
+//! calls per turn at most.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -26,34 +31,66 @@ pub(crate) const MAX_REQUEST: usize = 8 * 1024;
 pub(crate) const MAX_CONNECTIONS: usize = 32;
 /// How long a connection may take to send its request and read its answer.
 pub(crate) const IDLE: Duration = Duration::from_secs(5);
-/// Connections accepted per turn of the loop.
+/// How long a connection may take to send its whole request head.
+pub(crate) const HEAD_WITHIN: Duration = Duration::from_secs(1);
+/// Connections accepted per turn of the loop, per listener.
 const ACCEPTS_PER_TURN: usize = 64;
 
-/// The listener's token in the set; connections count from 1.
-const LISTENER: u64 = 0;
+/// The listeners' tokens in the set; connections count from 2.
+const HTTP: u64 = 0;
+const AGENT: u64 = 1;
 
 struct Conn {
     stream: TcpStream,
     request: Vec<u8>,
     /// The answer, once the request is read, and how much of it is written.
     answer: Option<(Vec<u8>, usize)>,
+    /// When its request must be whole (until it is), then when it must be gone.
     deadline: Instant,
 }
 
-/// The endpoint's state (see the module docs).
+/// The endpoints' state (see the module docs).
 pub(crate) struct Admin {
-    listener: TcpListener,
-    local: SocketAddr,
     set: Epoll,
     /// A copy of the set's fd, which the driver watches.
     watched: Arc<OwnedFd>,
+    http: Option<(TcpListener, SocketAddr)>,
+    agent: Option<(TcpListener, SocketAddr)>,
     conns: BTreeMap<u64, Conn>,
     next: u64,
 }
 
 impl Admin {
-    /// Listens on `addr`.
-    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Admin> {
+    pub(crate) fn new() -> io::Result<Admin> {
+        let set = Epoll::new()?;
+        let watched = Arc::new(ringleader_sys::socket::dup(&set)?);
+        Ok(Admin {
+            set,
+            watched,
+            http: None,
+            agent: None,
+            conns: BTreeMap::new(),
+            next: 2,
+        })
+    }
+
+    /// Serves HTTP on `addr`; the address bound.
+    pub(crate) fn serve_http(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        let bound = self.listen(addr, HTTP)?;
+        let local = bound.1;
+        self.http = Some(bound);
+        Ok(local)
+    }
+
+    /// Serves the agent on `addr`; the address bound.
+    pub(crate) fn serve_agent(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        let bound = self.listen(addr, AGENT)?;
+        let local = bound.1;
+        self.agent = Some(bound);
+        Ok(local)
+    }
+
+    fn listen(&self, addr: SocketAddr, token: u64) -> io::Result<(TcpListener, SocketAddr)> {
         // SO_REUSEPORT: an upgrade's new primary binds the same address while the old one
         // still serves it.
         let opts = ringleader_sys::listen::Options {
@@ -64,43 +101,40 @@ impl Admin {
         let listener = TcpListener::from(ringleader_sys::listen::tcp(addr, &opts)?);
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
-        let set = Epoll::new()?;
-        set.add(&listener, LISTENER, Interest::READ)?;
-        let watched = Arc::new(ringleader_sys::socket::dup(&set)?);
-        Ok(Admin {
-            listener,
-            local,
-            set,
-            watched,
-            conns: BTreeMap::new(),
-            next: 1,
-        })
+        self.set.add(&listener, token, Interest::READ)?;
+        Ok((listener, local))
     }
 
-    pub(crate) fn local(&self) -> SocketAddr {
-        self.local
+    /// Where HTTP is served, if it is.
+    pub(crate) fn http(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(_, a)| *a)
     }
 
-    /// The fd the driver watches: readable when the listener or a connection is ready.
+    /// Where the agent is served, if it is.
+    pub(crate) fn agent(&self) -> Option<SocketAddr> {
+        self.agent.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The fd the driver watches: readable when a listener or a connection is ready.
     pub(crate) fn watched(&self) -> Arc<OwnedFd> {
         self.watched.clone()
     }
 
-    /// When the oldest connection runs out of time.
+    /// When the next connection runs out of time.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.conns.values().map(|c| c.deadline).min()
     }
 
-    /// Handles what is ready, answering requests with `answer`, and closes connections that
-    /// ran out of time.
+    /// Handles what is ready, answering from `snapshot`, and closes connections that ran
+    /// out of time.
     pub(crate) fn turn(&mut self, snapshot: impl Fn() -> Metrics) {
         let mut ready = Vec::new();
         let _ = self.set.wait(&mut ready, Some(Duration::ZERO));
         for r in ready {
-            if r.token == LISTENER {
-                self.accept();
-            } else {
-                self.serve(r, &snapshot);
+            match r.token {
+                HTTP => self.accept(),
+                AGENT => self.answer_agents(&snapshot),
+                _ => self.serve(r, &snapshot),
             }
         }
         let now = Instant::now();
@@ -115,23 +149,43 @@ impl Admin {
         }
     }
 
+    /// The agent's line to each connection waiting, which is then closed. A fresh socket's
+    /// send buffer takes a line this short whole.
+    fn answer_agents(&mut self, snapshot: &impl Fn() -> Metrics) {
+        let Some((listener, _)) = &self.agent else {
+            return;
+        };
+        let mut line = None;
+        for _ in 0..ACCEPTS_PER_TURN {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let line = line.get_or_insert_with(|| snapshot().health.agent_line());
+            let _ = stream.set_nonblocking(true);
+            let _ = stream.write(line.as_bytes());
+        }
+    }
+
     fn accept(&mut self) {
         for _ in 0..ACCEPTS_PER_TURN {
-            let stream = match self.listener.accept() {
+            let Some((listener, _)) = &self.http else {
+                return;
+            };
+            let stream = match listener.accept() {
                 Ok((s, _)) => s,
                 Err(_) => return,
             };
-            // Full: the connection idle longest that has sent nothing makes room (a scrape
-            // must not wait behind clients that hold connections open); with none such, the
-            // new one is closed as it comes (dropped here).
+            // Full: the connection whose request has waited longest unfinished makes room (a
+            // scrape must not wait behind clients that hold connections open half-sent);
+            // with none such (every one is being answered), the new one is closed as it comes.
             if self.conns.len() >= MAX_CONNECTIONS {
-                let silent = self
+                let unfinished = self
                     .conns
                     .iter()
-                    .filter(|(_, c)| c.request.is_empty())
-                    .min_by_key(|(_, c)| c.deadline)
+                    .filter(|(_, c)| c.answer.is_none())
+                    .min_by_key(|(t, _)| **t)
                     .map(|(t, _)| *t);
-                match silent {
+                match unfinished {
                     Some(t) => self.close(t),
                     None => continue,
                 }
@@ -148,7 +202,7 @@ impl Admin {
                         stream,
                         request: Vec::new(),
                         answer: None,
-                        deadline: Instant::now() + IDLE,
+                        deadline: Instant::now() + HEAD_WITHIN,
                     },
                 );
             }
@@ -172,6 +226,8 @@ impl Admin {
                 return; // the request is not complete yet
             };
             conn.answer = Some((bytes, 0));
+            // Whole: the rest of its time to read the answer.
+            conn.deadline += IDLE - HEAD_WITHIN;
             let _ = self.set.modify(
                 &conn.stream,
                 token,
@@ -229,6 +285,16 @@ fn respond(request: &[u8], snapshot: &impl Fn() -> Metrics) -> Option<Vec<u8>> {
         ),
         Ok(httparse::Status::Complete(_)) => match req.path {
             Some("/metrics") => ("200 OK", CONTENT_TYPE, snapshot().prometheus()),
+            // The loop that answers this is the loop that must turn.
+            Some("/livez") => ("200 OK", "text/plain", "ok\n".to_owned()),
+            Some("/readyz") => match snapshot().health.reason {
+                None => ("200 OK", "text/plain", "ready\n".to_owned()),
+                Some(reason) => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!("not ready: {reason}\n"),
+                ),
+            },
             Some("/status") => (
                 "200 OK",
                 "application/json",
@@ -237,7 +303,7 @@ fn respond(request: &[u8], snapshot: &impl Fn() -> Metrics) -> Option<Vec<u8>> {
             _ => (
                 "404 Not Found",
                 "text/plain",
-                "/metrics or /status\n".to_owned(),
+                "/metrics, /status, /livez or /readyz\n".to_owned(),
             ),
         },
     };

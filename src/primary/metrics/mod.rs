@@ -13,17 +13,20 @@ use serde::Serialize;
 
 pub(crate) use self::admin::Admin;
 use super::event::Event;
+use super::health::Health;
 use super::state::WorkerState;
 use crate::ids::WorkerId;
 
 /// A snapshot of the cluster ([`Primary::metrics`](crate::Primary::metrics)).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Metrics {
     /// Every worker the primary lists, by id.
     pub workers: Vec<WorkerMetrics>,
     /// The cluster's counters since the primary started.
     pub cluster: ClusterMetrics,
+    /// How ready the host is for traffic (what `/readyz` and the agent say).
+    pub health: Health,
 }
 
 /// One worker in a [`Metrics`] snapshot.

@@ -264,6 +264,36 @@ impl Metrics {
             &[("outcome", "failed")],
             c.upgrades_failed,
         );
+        let h = &self.health;
+        for (name, help, value) in [
+            (
+                "ringleader_ready",
+                "1 when every wanted worker listens and the host is not draining (/readyz).",
+                u64::from(h.ready),
+            ),
+            (
+                "ringleader_draining",
+                "1 during a lame-duck: the host says it is not ready while it still serves.",
+                u64::from(h.draining),
+            ),
+            (
+                "ringleader_workers_listening",
+                "Workers listening now.",
+                h.listening as u64,
+            ),
+            (
+                "ringleader_workers_wanted",
+                "Listening workers that make the host ready.",
+                h.wanted as u64,
+            ),
+            (
+                "ringleader_weight_percent",
+                "The share of its full capacity the host can serve (the agent's weight).",
+                u64::from(h.weight_percent),
+            ),
+        ] {
+            single(o, name, "gauge", help, value);
+        }
         out
     }
 }
