@@ -65,7 +65,7 @@ pub struct Health {
     /// Listening workers that make the host ready.
     pub wanted: usize,
     /// The share of its full capacity the host can serve: listening workers over the
-    /// workers it was first asked to run, at most 100 (HAProxy's agent `weight:N%`).
+    /// workers it was first asked to run, at most 100 (HAProxy's agent `N%`).
     pub weight_percent: u32,
     /// Why the host is not ready, in a few words; `None` when it is.
     pub reason: Option<String>,
@@ -74,14 +74,14 @@ pub struct Health {
 impl Health {
     /// The line HAProxy's `agent-check` reads (its configuration manual, section 5.2):
     /// `drain` during a lame-duck, `down#no worker listens` when nothing serves, else
-    /// `up ready weight:N%` (`ready` undoes an earlier `drain`).
+    /// `up ready N%` (`ready` undoes an earlier `drain`).
     pub fn agent_line(&self) -> String {
         if self.draining {
             "drain\n".to_owned()
         } else if self.listening == 0 {
             "down#no worker listens\n".to_owned()
         } else {
-            format!("up ready weight:{}%\n", self.weight_percent)
+            format!("up ready {}%\n", self.weight_percent)
         }
     }
 }
@@ -99,9 +99,9 @@ mod tests {
         let half = r.health(1, 2);
         assert!(!half.ready);
         assert_eq!(half.reason.as_deref(), Some("1 of 2 workers listen"));
-        assert_eq!(half.agent_line(), "up ready weight:50%\n");
+        assert_eq!(half.agent_line(), "up ready 50%\n");
         assert!(r.health(2, 2).ready);
-        assert_eq!(r.health(2, 2).agent_line(), "up ready weight:100%\n");
+        assert_eq!(r.health(2, 2).agent_line(), "up ready 100%\n");
         r.draining = true;
         assert!(!r.health(2, 2).ready);
         assert_eq!(r.health(2, 2).agent_line(), "drain\n");

@@ -470,7 +470,7 @@ impl Primary {
 
     /// Answers HAProxy's `agent-check` on `addr` (its configuration manual, section 5.2),
     /// from the primary's own loop: each connection gets one line and is closed. The line
-    /// is [`Health::agent_line`]: `up ready weight:N%` (N: listening workers over the host's
+    /// is [`Health::agent_line`]: `up ready N%` (N: listening workers over the host's
     /// full count, [`Primary::set_wanted_workers`]), `drain` during a lame-duck
     /// ([`Primary::set_draining`]), `down#no worker listens` when nothing serves. Returns
     /// the address bound. Bind it where only the balancer reaches: it has no

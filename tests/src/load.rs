@@ -69,6 +69,14 @@ impl Load {
         self.ok.load(Ordering::Relaxed)
     }
 
+    /// Requests failed so far, and the first failure.
+    pub fn failed(&self) -> (u64, Option<String>) {
+        (
+            self.failed.load(Ordering::Relaxed),
+            self.first_error.lock().expect("lock").clone(),
+        )
+    }
+
     /// Waits until `more` answers came beyond those so far; panics after [`WATCHDOG`] with
     /// what the clients saw.
     pub fn wait_for(&self, more: u64) {
@@ -203,4 +211,34 @@ pub fn close(port: u16) -> Result<u64, String> {
         Some(_) => Ok(1),
         None => Err("closed with no answer".into()),
     }
+}
+
+/// POSTs with a small body on one keep-alive connection to 127.0.0.1:`port` (a load
+/// balancer) until `stop` is set; each answer's `x-host` header goes to `answered`. A POST
+/// cannot be sent again safely, so any end other than an answer counts as a failure.
+pub fn post_keep_alive(
+    port: u16,
+    stop: &AtomicBool,
+    answered: &(impl Fn(&str) + ?Sized),
+) -> Result<u64, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(WATCHDOG))
+        .map_err(|e| e.to_string())?;
+    let mut count = 0;
+    while !stop.load(Ordering::Relaxed) {
+        s.write_all(b"POST /order HTTP/1.1\r\nhost: test\r\ncontent-length: 9\r\n\r\nitem=1234")
+            .map_err(|e| format!("write: {e}"))?;
+        let head = response(&mut s)?.ok_or("the connection closed with no answer to a POST")?;
+        let host = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-host:"))
+            .unwrap_or_default()
+            .trim();
+        answered(host);
+        count += 1;
+        if head.contains("connection: close") {
+            return Ok(count);
+        }
+    }
+    Ok(count)
 }

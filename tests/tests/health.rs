@@ -74,12 +74,12 @@ fn readiness_follows_the_listening_workers_and_the_lame_duck() {
     h.listening(1);
     let (ready, line, ..) = h.drive(probe);
     assert_eq!(ready.1, "not ready: 1 of 2 workers listen\n");
-    assert_eq!(line, "up ready weight:50%\n");
+    assert_eq!(line, "up ready 50%\n");
     h.fork("serve:127.0.0.1:0");
     h.listening(1);
     let (ready, line, _, gauge, _) = h.drive(probe);
     assert_eq!(ready, ("HTTP/1.1 200 OK".to_owned(), "ready\n".to_owned()));
-    assert_eq!(line, "up ready weight:100%\n");
+    assert_eq!(line, "up ready 100%\n");
     assert_eq!(gauge, "1");
     // A lame-duck: not ready, whatever the workers do, and they serve on.
     h.primary.set_draining(true);
@@ -98,7 +98,7 @@ fn readiness_follows_the_listening_workers_and_the_lame_duck() {
     h.until(|e| matches!(e, Event::Exit { worker, .. } if *worker == first));
     let (ready, line, ..) = h.drive(probe);
     assert_eq!(ready.1, "not ready: 1 of 2 workers listen\n");
-    assert_eq!(line, "up ready weight:50%\n");
+    assert_eq!(line, "up ready 50%\n");
 }
 
 #[test]
@@ -171,7 +171,7 @@ fn a_stop_begins_with_a_lame_duck_that_serves_on() {
 #[test]
 fn a_retirement_drains_then_the_host_is_ready_at_half_weight() {
     let (h, _port, admin, agent_at) = hello_behind_a_balancer();
-    assert_eq!(agent(agent_at), "up ready weight:100%\n");
+    assert_eq!(agent(agent_at), "up ready 100%\n");
     signal(h.pid(), rustix::process::Signal::TTOU);
     h.expect_line("Draining for 1s");
     h.expect_line("Worker 2 exited");
@@ -179,5 +179,5 @@ fn a_retirement_drains_then_the_host_is_ready_at_half_weight() {
     while get(admin, "/readyz").0 != "HTTP/1.1 200 OK" {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    assert_eq!(agent(agent_at), "up ready weight:50%\n");
+    assert_eq!(agent(agent_at), "up ready 50%\n");
 }
