@@ -4,6 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # tests/activated/server.py, the socket-activated worker of tests/tests/activated.rs.
 command -v python3 >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q python3 >/dev/null; }
+# HAProxy, in front of the network-namespace hosts of tests/tests/balancer.rs (which says
+# NOT RUN where it cannot have HAProxy, namespaces or root).
+command -v haproxy >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q haproxy >/dev/null; } \
+  || echo "== haproxy could not be installed: tests/tests/balancer.rs will not run"
 cargo build --workspace --all-targets --locked
 run() {
   if command -v cargo-nextest >/dev/null 2>&1; then

@@ -216,7 +216,10 @@ fn a_host_stops_rolls_upgrades_and_retires_behind_haproxy_with_no_failed_post() 
     let _haproxy = haproxy(&dir, port, &[&hosts[0], &hosts[1]]);
     let deadline = Instant::now() + WATCHDOG;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "watchdog: HAProxy does not listen");
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: HAProxy does not listen"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let counts: Counts = Arc::default();
@@ -255,7 +258,11 @@ fn a_host_stops_rolls_upgrades_and_retires_behind_haproxy_with_no_failed_post() 
     let host1 = hosts[0].hello(&drain);
     until_answered(&counts, "h1", 200);
     // What failed until host 1 is back; the time is its stop's.
-    phase("stop (TERM) and a new start", Instant::now() - stopped, &clients);
+    phase(
+        "stop (TERM) and a new start",
+        Instant::now() - stopped,
+        &clients,
+    );
 
     // A roll.
     let started = Instant::now();
@@ -286,7 +293,10 @@ fn a_host_stops_rolls_upgrades_and_retires_behind_haproxy_with_no_failed_post() 
         if weight.starts_with("50 ") {
             break;
         }
-        assert!(Instant::now() < deadline, "watchdog: h1's weight is {weight:?}");
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: h1's weight is {weight:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     phase("retire (TTOU)", started, &clients);

@@ -237,3 +237,49 @@ fn round_robin_is_refused_for_socket_activated_servers_in_plain_words() {
         "{stderr}"
     );
 }
+
+/// `ringleader run --admin --agent` in front of Node workers: ready and at full weight once
+/// both listen, and a stop begins with a lame-duck in which it says so.
+#[test]
+fn ringleader_run_serves_readiness_and_the_agent_for_node_workers() {
+    let (port, admin, agent) = (free_port(), free_port(), free_port());
+    let (admin_addr, agent_addr) = (format!("127.0.0.1:{admin}"), format!("127.0.0.1:{agent}"));
+    let mut h = Spawned::start(
+        ringleader_command(),
+        &[
+            "run",
+            "--workers",
+            "2",
+            "--admin",
+            &admin_addr,
+            "--agent",
+            &agent_addr,
+            "--drain-delay",
+            "500",
+            "--",
+            "node",
+            DOCS_EXAMPLE,
+        ],
+        &[("PORT", &port.to_string())],
+    );
+    h.expect_listening(2);
+    let agent_line = || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", agent)).expect("agent");
+        s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
+        let mut line = String::new();
+        s.read_to_string(&mut line).expect("read");
+        line
+    };
+    assert_eq!(agent_line(), "up ready 100%\n");
+    assert!(
+        http_get(admin, "/readyz")
+            .expect("readyz")
+            .starts_with("HTTP/1.1 200")
+    );
+    signal(h.pid(), rustix::process::Signal::TERM);
+    h.expect_line("Draining for 500ms");
+    assert_eq!(agent_line(), "drain\n");
+    assert!(get(port, "/").contains("hello world"));
+    assert_eq!(h.wait(), Some(0));
+}
