@@ -283,3 +283,36 @@ fn ringleader_run_serves_readiness_and_the_agent_for_node_workers() {
     assert!(get(port, "/").contains("hello world"));
     assert_eq!(h.wait(), Some(0));
 }
+
+/// A tokio worker written as `ringleader::tokio`'s docs show (`while let Some(..) =
+/// listener.accept().await?`), under `ringleader run`: a roll (HUP) and a stop (TERM) end
+/// every old worker with status 0, not as a crash.
+#[test]
+fn tokio_workers_end_with_status_0_on_a_roll_and_a_stop() {
+    let fixture = env!("CARGO_BIN_EXE_fixture");
+    let mut h = Spawned::start(
+        ringleader_command(),
+        &["run", "--workers", "2", "--", fixture],
+        &[("FIXTURE_MODE", "tokio-serve:127.0.0.1:0")],
+    );
+    h.expect_listening(2);
+    signal(h.pid(), rustix::process::Signal::HUP);
+    // `worker N died (…)` lines until the roll is done.
+    let mut died = Vec::new();
+    loop {
+        match h.expect_one_of(&["worker ", "Replaced "]) {
+            (0, line) if line.contains(" died (") => died.push(line),
+            (0, _) => {}
+            _ => break,
+        }
+    }
+    signal(h.pid(), rustix::process::Signal::TERM);
+    let (code, rest) = h.lines_until_exit();
+    assert_eq!(code, Some(0), "{rest:?}");
+    died.extend(rest.into_iter().filter(|l| l.contains(" died (")));
+    assert_eq!(died.len(), 4, "{died:?}");
+    assert!(
+        died.iter().all(|l| l.ends_with("died (code 0)")),
+        "{died:?}"
+    );
+}
