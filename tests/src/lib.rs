@@ -357,6 +357,18 @@ pub fn http_get(port: u16, path: &str) -> Result<String, String> {
     Ok(answer)
 }
 
+/// [`http_get`]'s answer as its status line and body; panics when there is none.
+pub fn http_status(port: u16, path: &str) -> (String, String) {
+    let answer = http_get(port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("GET {path}: no head in {answer:?}"));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
 /// Asserts that `seen` holds worker `id`'s `StalledKilled`; returns the events described,
 /// for later failure messages.
 pub fn assert_stall_killed(seen: &[Event], id: ringleader::WorkerId) -> Vec<String> {

@@ -255,7 +255,7 @@ fn ringleader_run_serves_readiness_and_the_agent_for_node_workers() {
             "--agent",
             &agent_addr,
             "--drain-delay",
-            "500",
+            "2000",
             "--",
             "node",
             DOCS_EXAMPLE,
@@ -278,7 +278,7 @@ fn ringleader_run_serves_readiness_and_the_agent_for_node_workers() {
             .starts_with("HTTP/1.1 200")
     );
     signal(h.pid(), rustix::process::Signal::TERM);
-    h.expect_line("Draining for 500ms");
+    h.expect_line("Draining for 2s");
     assert_eq!(agent_line(), "drain\n");
     assert!(get(port, "/").contains("hello world"));
     assert_eq!(h.wait(), Some(0));

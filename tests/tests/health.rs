@@ -10,23 +10,14 @@ use std::time::Instant;
 
 use ringleader::Event;
 use ringleader_tests::{
-    Harness, Spawned, WATCHDOG, example, fetch_hello, free_port, http_get, signal,
+    Harness, Spawned, WATCHDOG, example, fetch_hello, free_port, http_get, http_status, signal,
 };
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 
 /// One GET to the admin endpoint: the status line and the body.
 fn get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").expect("write");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("read");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
-    (
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
-    )
+    http_status(addr.port(), path)
 }
 
 /// The agent's line.
@@ -126,7 +117,8 @@ fn half_sent_admin_requests_do_not_lock_a_scrape_out() {
     assert_eq!(served, 20);
 }
 
-/// `hello` with 2 workers, its admin endpoint, its agent and a lame-duck of 1 s.
+/// `hello` with 2 workers, its admin endpoint, its agent and a lame-duck of 2 s (long
+/// enough for a loaded machine to look while it lasts).
 fn hello_behind_a_balancer() -> (Spawned, u16, SocketAddr, SocketAddr) {
     let (port, admin, agent_port) = (free_port(), free_port(), free_port());
     let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("addr");
@@ -143,7 +135,7 @@ fn hello_behind_a_balancer() -> (Spawned, u16, SocketAddr, SocketAddr) {
             "--agent",
             &agent_at.to_string(),
             "--drain-delay",
-            "1000",
+            "2000",
         ],
         &[],
     );
@@ -158,12 +150,14 @@ fn a_stop_begins_with_a_lame_duck_that_serves_on() {
     let signalled = Instant::now();
     signal(h.pid(), rustix::process::Signal::TERM);
     // Not ready as soon as the primary has read its signal...
-    while get(admin, "/readyz").0 == "HTTP/1.1 200 OK" {}
+    while get(admin, "/readyz").0 == "HTTP/1.1 200 OK" {
+        assert!(signalled.elapsed() < WATCHDOG, "watchdog: still ready");
+    }
     let not_ready_after = signalled.elapsed();
     assert_eq!(agent(agent_at), "drain\n");
     // ...and serving on meanwhile: a new connection and a request are answered.
     assert!(http_get(port, "/").is_ok());
-    h.expect_line("Draining for 1s");
+    h.expect_line("Draining for 2s");
     assert_eq!(h.wait(), Some(0));
     eprintln!("/readyz said 503 {not_ready_after:?} after TERM");
 }
@@ -173,10 +167,12 @@ fn a_retirement_drains_then_the_host_is_ready_at_half_weight() {
     let (h, _port, admin, agent_at) = hello_behind_a_balancer();
     assert_eq!(agent(agent_at), "up ready 100%\n");
     signal(h.pid(), rustix::process::Signal::TTOU);
-    h.expect_line("Draining for 1s");
+    h.expect_line("Draining for 2s");
     h.expect_line("Worker 2 exited");
     // Ready again once the retired worker is gone; one of the first two listens.
+    let deadline = Instant::now() + WATCHDOG;
     while get(admin, "/readyz").0 != "HTTP/1.1 200 OK" {
+        assert!(Instant::now() < deadline, "watchdog: not ready again");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert_eq!(agent(agent_at), "up ready 50%\n");

@@ -6,22 +6,13 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use ringleader_tests::{Harness, WATCHDOG, fetch_hello};
+use ringleader_tests::{Harness, WATCHDOG, fetch_hello, http_status};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 
 /// One GET to the admin endpoint: the status line and the body.
 fn get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").expect("write");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("read");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
-    (
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
-    )
+    http_status(addr.port(), path)
 }
 
 fn cluster() -> (Harness, u16, SocketAddr) {
