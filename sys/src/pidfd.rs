@@ -56,6 +56,24 @@ impl PidFd {
         Ok(rustix::process::pidfd_send_signal(&self.fd, sig)?)
     }
 
+    /// Whether the process has exited, leaving it unreaped (`waitid(P_PIDFD, WEXITED |
+    /// WNOHANG | WNOWAIT)`): its pid, and the process group it leads, stay its own until
+    /// [`PidFd::try_wait`].
+    ///
+    /// # Errors
+    /// `ECHILD` when it was already reaped.
+    pub fn has_exited(&self) -> io::Result<bool> {
+        loop {
+            match rustix::process::waitid(
+                WaitId::PidFd(self.fd.as_fd()),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+            ) {
+                Err(rustix::io::Errno::INTR) => continue,
+                other => return Ok(other?.is_some()),
+            }
+        }
+    }
+
     /// `waitid(P_PIDFD, WEXITED | WNOHANG)`: reaps the process if it has exited.
     ///
     /// # Errors

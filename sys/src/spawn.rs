@@ -63,6 +63,9 @@ pub struct SpawnRequest<'a> {
     /// knows: socket activation's `LISTEN_PID`. The program is then looked up in the
     /// environment's `PATH` before the fork.
     pub pid_var: Option<&'a str>,
+    /// The child leads a process group of its own (`setpgid(0, 0)` before the exec), so that
+    /// it and whatever it starts can be signalled together ([`kill_group`]).
+    pub own_group: bool,
 }
 
 /// A started child.
@@ -134,6 +137,9 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Spawned> {
     }
     if let Some(uid) = req.uid {
         cmd.uid(uid);
+    }
+    if req.own_group {
+        cmd.process_group(0);
     }
     let child_setup = move || -> io::Result<()> {
         // A clean start: nothing blocked (a primary blocks the signals its signalfd reads)
@@ -368,4 +374,27 @@ fn find_program(program: &Path, env: &[(OsString, OsString)]) -> io::Result<CStr
             },
             |p| to_c(&p),
         )
+}
+
+/// Sends `signal` to every process of the group that `leader` leads (`kill(-leader, sig)`):
+/// a worker spawned with [`SpawnRequest::own_group`] and whatever it started that stayed in
+/// its group. Call it while the leader is not yet reaped (a zombie still holds its pid, so
+/// the group id cannot name anyone else's group). No such group is not an error.
+///
+/// # Errors
+/// What `kill(2)` returns, other than `ESRCH`.
+///
+/// # References
+/// [`kill(2)`](https://man7.org/linux/man-pages/man2/kill.2.html)
+pub fn kill_group(leader: u32, signal: Signal) -> io::Result<()> {
+    let (Some(pgid), Some(sig)) = (
+        rustix::process::Pid::from_raw(leader as i32),
+        rustix::process::Signal::from_named_raw(signal.as_raw()),
+    ) else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    match rustix::process::kill_process_group(pgid, sig) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

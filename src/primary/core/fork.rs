@@ -150,6 +150,8 @@ impl Core {
             inherit,
             death_signal: s.death_signal.unwrap_or(Some(Signal::KILL)),
             pid_var: activated.then_some("LISTEN_PID"),
+            // Its children go with it ([`Core::on_exit`]).
+            own_group: true,
         });
         let spawned = match spawned {
             Ok(spawned) => spawned,
@@ -233,6 +235,11 @@ impl Core {
         let Some(slot) = self.workers.get_mut(&id) else {
             return;
         };
+        // Exited and not reaped yet, so its pid still names its group: whatever it started
+        // there goes with it.
+        if slot.pidfd.has_exited().unwrap_or(false) {
+            let _ = spawn::kill_group(slot.pid, Signal::KILL);
+        }
         match slot.pidfd.try_wait() {
             Ok(Some(status)) => {
                 slot.exit = Some(status);

@@ -79,6 +79,7 @@ impl Core {
             // It outlives this primary: that is the point.
             death_signal: None,
             pid_var: None,
+            own_group: false,
         })
         .map_err(|e| Error::io(OP, e))?;
         drop(theirs);

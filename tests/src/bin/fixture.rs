@@ -225,6 +225,17 @@ fn run_worker(worker: &Worker, mode: &str) {
             std::process::exit(if ok { 0 } else { 3 });
         }
         "kill-self" => worker.kill(),
+        // Start a child that would outlive this worker (`sleep 60`), send its pid, then echo.
+        "spawn-child" => {
+            let child = std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .expect("spawn sleep");
+            worker
+                .send(child.id().to_string().as_bytes())
+                .expect("send the child's pid");
+            echo(worker);
+        }
         // Send `n` numbered messages as fast as possible, then `done`, then echo.
         m if m.starts_with("flood:") => {
             let n: u64 = m[6..].parse().unwrap_or(0);
