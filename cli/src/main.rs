@@ -3,6 +3,7 @@
 //! ```text
 //! ringleader run [--workers N] [--policy rr|none|reuseport|steer|lc|p2c|weighted]
 //!     [--listen [NAME=]ADDR]... [--admin ADDR] [--agent ADDR] [--drain-delay MS]
+//!     [--stop-within MS]
 //!     [--protocol node|ringleader]
 //!     [--restart-delay MS] [--max-restarts N] [--kill-stalled-after MS]
 //!     [--start-within MS] -- PROGRAM [ARGS...]
@@ -65,6 +66,11 @@ struct Run {
     /// Answer HAProxy's agent-check on this address (up with a weight, drain, down).
     #[arg(long)]
     agent: Option<std::net::SocketAddr>,
+    /// How long workers may take to finish their connections when the command stops
+    /// gracefully (TERM, INT) before they are killed, with whatever they started
+    /// (gunicorn's graceful_timeout, PM2's kill_timeout).
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    stop_within: u64,
     /// How long the host says it is not ready, serving on, before a stop, roll, upgrade or
     /// retirement (a lame-duck, for a load balancer to move away) [default: 5000 with
     /// --admin or --agent, else 0].
@@ -195,7 +201,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let respawn = Respawn::default()
         .first_delay(Duration::from_millis(args.restart_delay))
         .give_up_after(args.max_restarts, Duration::from_secs(30));
-    let mut supervise = Supervise::new(workers).respawn(respawn);
+    let mut supervise = Supervise::new(workers)
+        .respawn(respawn)
+        .stop_within(Duration::from_millis(args.stop_within));
     if let Some(ms) = args.drain_delay {
         supervise = supervise.drain_delay(Duration::from_millis(ms));
     }

@@ -171,6 +171,8 @@ impl Primary {
         for _ in 0..wanted {
             self.fork(&[])?;
         }
+        // A stop (or an upgrade's retirement) under way, and its deadline until the kill.
+        let mut stopping = false;
         let mut stop_by: Option<Instant> = None;
         let mut ending = Ending::Stopped;
         // The lame-duck under way: when it ends, and what follows.
@@ -191,6 +193,7 @@ impl Primary {
                     lame_duck = None;
                     match then {
                         Then::Stop => {
+                            stopping = true;
                             stop_by = Some(Instant::now() + supervise.stop_within);
                             self.disconnect_all()?;
                         }
@@ -221,10 +224,9 @@ impl Primary {
             let Some(event) = next else {
                 if stop_by.is_some_and(|t| t <= Instant::now()) {
                     stop_by = None;
-                    // Graceful time is up: whoever still holds connections is stopped.
-                    for id in self.workers() {
-                        let _ = self.worker(id).map(|w| w.kill(Some(Signal::KILL)));
-                    }
+                    // Graceful time is up: whoever still holds connections is stopped, the
+                    // disconnected (no longer in `workers()`) included.
+                    self.core.borrow_mut().kill_every_process(Signal::KILL);
                     continue;
                 }
                 if let Some(at) = due {
@@ -235,17 +237,15 @@ impl Primary {
                 return Ok(ending);
             };
             on_event(self, &event);
-            let quiet = lame_duck.is_none()
-                && underway.is_none()
-                && stop_by.is_none()
-                && ending == Ending::Stopped;
+            let quiet =
+                lame_duck.is_none() && underway.is_none() && !stopping && ending == Ending::Stopped;
             let then = match event {
                 Event::Signal(Signal::HUP) if quiet => Some(Then::Roll),
                 Event::Signal(Signal::USR2) if quiet => Some(Then::Upgrade),
                 Event::Signal(Signal::TTOU) if quiet && self.workers().len() > 1 => {
                     Some(Then::Retire)
                 }
-                Event::Signal(Signal::INT | Signal::TERM) if stop_by.is_none() => {
+                Event::Signal(Signal::INT | Signal::TERM) if !stopping => {
                     if lame_duck.is_some_and(|(_, then)| then == Then::Stop) {
                         // Asked again: no more waiting for the balancer.
                         lame_duck = Some((Instant::now(), Then::Stop));
@@ -272,13 +272,14 @@ impl Primary {
             };
             if ended {
                 (underway, retiring) = (None, None);
-                if lame_duck.is_none() && stop_by.is_none() {
+                if lame_duck.is_none() && !stopping {
                     self.set_draining(false);
                 }
             }
             match event {
                 Event::UpgradeReady { .. } => {
                     ending = Ending::Upgraded;
+                    stopping = true;
                     stop_by = Some(Instant::now() + supervise.stop_within);
                 }
                 Event::Signal(Signal::TTIN) => {
@@ -287,15 +288,13 @@ impl Primary {
                     self.fork(&[])?;
                 }
                 Event::Signal(Signal::QUIT) => {
-                    for id in self.workers() {
-                        let _ = self.worker(id).map(|w| w.kill(Some(Signal::KILL)));
-                    }
+                    self.core.borrow_mut().kill_every_process(Signal::KILL);
                     ending = Ending::Quit;
                 }
                 Event::GaveUp { .. } if self.workers().is_empty() => {
                     return Ok(Ending::GaveUp);
                 }
-                Event::AllDisconnected if stop_by.is_some() || ending != Ending::Stopped => {
+                Event::AllDisconnected if stopping => {
                     return Ok(ending);
                 }
                 _ => {}

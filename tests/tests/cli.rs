@@ -316,3 +316,43 @@ fn tokio_workers_end_with_status_0_on_a_roll_and_a_stop() {
         "{died:?}"
     );
 }
+
+/// Node workers that each start a child of their own: after TERM, none of the children is
+/// left (each worker's process group goes with it). The children keep Node's event loop
+/// alive, so the workers do not leave by themselves: `--stop-within` kills them.
+#[test]
+fn node_workers_children_are_gone_after_a_stop() {
+    let app = concat!(env!("CARGO_MANIFEST_DIR"), "/node/with-child.mjs");
+    let port = free_port();
+    let mut h = Spawned::start(
+        ringleader_command(),
+        &[
+            "run",
+            "--workers",
+            "2",
+            "--stop-within",
+            "1000",
+            "--",
+            "node",
+            app,
+        ],
+        &[("PORT", &port.to_string())],
+    );
+    let (mut children, mut listening) = (Vec::<u32>::new(), 0);
+    while children.len() < 2 || listening < 2 {
+        match h.expect_one_of(&["CHILD ", "Worker "]) {
+            (0, pid) => children.push(pid.parse().expect("a pid")),
+            (_, line) => listening += usize::from(line.contains("listening on")),
+        }
+    }
+    assert!(children.iter().all(|pid| ringleader_tests::alive(*pid)));
+    signal(h.pid(), rustix::process::Signal::TERM);
+    let (code, lines) = h.lines_until_exit();
+    assert_eq!(code, Some(0), "{lines:?}");
+    for pid in children {
+        assert!(
+            ringleader_tests::wait_gone(pid, std::time::Duration::from_secs(4)).is_some(),
+            "a worker's child {pid} outlived the stop"
+        );
+    }
+}

@@ -353,6 +353,20 @@ impl Core {
         }
     }
 
+    /// Sends `signal` to every worker process still running, listed or not (a worker that
+    /// disconnected leaves `workers()` but may still be finishing its connections).
+    pub(crate) fn kill_every_process(&mut self, signal: Signal) {
+        let running: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.exit.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in running {
+            let _ = self.kill(id, signal);
+        }
+    }
+
     pub(crate) fn disconnect_all(&mut self) -> Result<()> {
         self.tell_manager_stopping();
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();

@@ -235,6 +235,8 @@ fn run_worker(worker: &Worker, mode: &str) {
                 .send(child.id().to_string().as_bytes())
                 .expect("send the child's pid");
             echo(worker);
+            // Left running on purpose: the primary ends it with this worker's group.
+            std::mem::forget(child);
         }
         // Send `n` numbered messages as fast as possible, then `done`, then echo.
         m if m.starts_with("flood:") => {
