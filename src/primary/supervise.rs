@@ -127,6 +127,15 @@ enum Then {
     Retire,
 }
 
+/// What runs after a lame-duck, until the host is ready again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Underway {
+    Roll,
+    Upgrade,
+    /// Until this worker is gone.
+    Retire(crate::ids::WorkerId),
+}
+
 impl Primary {
     /// Runs the cluster until it ends, the way gunicorn and nginx run theirs; `on_event` sees
     /// every event first (to log it, say). Call it in the primary after settings that are
@@ -179,8 +188,7 @@ impl Primary {
         let mut lame_duck: Option<(Instant, Then)> = None;
         // The roll, upgrade or retirement under way after its lame-duck: the host is ready
         // again once it ends (a retired worker: once it is gone).
-        let mut underway: Option<Then> = None;
-        let mut retiring = None;
+        let mut underway: Option<Underway> = None;
         loop {
             let due = [stop_by, lame_duck.map(|(at, _)| at)]
                 .into_iter()
@@ -198,19 +206,19 @@ impl Primary {
                             self.disconnect_all()?;
                         }
                         Then::Roll => match self.roll(supervise.roll) {
-                            Ok(()) => underway = Some(Then::Roll),
+                            Ok(()) => underway = Some(Underway::Roll),
                             Err(_) => self.set_draining(false),
                         },
                         Then::Upgrade => match self.upgrade(supervise.upgrade.clone()) {
-                            Ok(()) => underway = Some(Then::Upgrade),
+                            Ok(()) => underway = Some(Underway::Upgrade),
                             Err(_) => self.set_draining(false),
                         },
                         Then::Retire => {
                             let workers = self.workers();
-                            retiring = workers.last().copied().filter(|_| workers.len() > 1);
-                            match retiring.and_then(|id| self.worker(id)) {
+                            let newest = workers.last().copied().filter(|_| workers.len() > 1);
+                            match newest.and_then(|id| self.worker(id)) {
                                 Some(w) => {
-                                    underway = Some(Then::Retire);
+                                    underway = Some(Underway::Retire(w.id()));
                                     wanted = (wanted - 1).max(1);
                                     self.set_wanted_workers(wanted);
                                     w.disconnect()?;
@@ -265,13 +273,15 @@ impl Primary {
                 continue;
             }
             let ended = match event {
-                Event::RollDone { .. } | Event::RollFailed { .. } => underway == Some(Then::Roll),
-                Event::UpgradeFailed { .. } => underway == Some(Then::Upgrade),
-                Event::Exit { worker, .. } => retiring == Some(worker),
+                Event::RollDone { .. } | Event::RollFailed { .. } => {
+                    underway == Some(Underway::Roll)
+                }
+                Event::UpgradeFailed { .. } => underway == Some(Underway::Upgrade),
+                Event::Exit { worker, .. } => underway == Some(Underway::Retire(worker)),
                 _ => false,
             };
             if ended {
-                (underway, retiring) = (None, None);
+                underway = None;
                 if lame_duck.is_none() && !stopping {
                     self.set_draining(false);
                 }

@@ -152,7 +152,7 @@ impl Core {
         let Some(mut admin) = self.admin.take() else {
             return;
         };
-        admin.turn(|| self.metrics());
+        admin.turn(|| self.metrics(), || self.health());
         let _ = self
             .driver
             .rearm_read(&dyn_fd(&admin.watched()), token(0, Tag::Admin));

@@ -24,6 +24,7 @@ use ringleader_sys::epoll::{Epoll, Interest, Ready};
 
 use super::Metrics;
 use super::prometheus::CONTENT_TYPE;
+use crate::primary::health::Health;
 
 /// The most bytes of a request (line and headers; a body is not read).
 pub(crate) const MAX_REQUEST: usize = 8 * 1024;
@@ -125,16 +126,17 @@ impl Admin {
         self.conns.values().map(|c| c.deadline).min()
     }
 
-    /// Handles what is ready, answering from `snapshot`, and closes connections that ran
-    /// out of time.
-    pub(crate) fn turn(&mut self, snapshot: impl Fn() -> Metrics) {
+    /// Handles what is ready, answering from `snapshot` (the whole cluster) or `health`
+    /// (readiness alone, for the agent and `/readyz`), and closes connections that ran out
+    /// of time.
+    pub(crate) fn turn(&mut self, snapshot: impl Fn() -> Metrics, health: impl Fn() -> Health) {
         let mut ready = Vec::new();
         let _ = self.set.wait(&mut ready, Some(Duration::ZERO));
         for r in ready {
             match r.token {
                 HTTP => self.accept(),
-                AGENT => self.answer_agents(&snapshot),
-                _ => self.serve(r, &snapshot),
+                AGENT => self.answer_agents(&health),
+                _ => self.serve(r, &snapshot, &health),
             }
         }
         let now = Instant::now();
@@ -151,7 +153,7 @@ impl Admin {
 
     /// The agent's line to each connection waiting, which is then closed. A fresh socket's
     /// send buffer takes a line this short whole.
-    fn answer_agents(&mut self, snapshot: &impl Fn() -> Metrics) {
+    fn answer_agents(&mut self, health: &impl Fn() -> Health) {
         let Some((listener, _)) = &self.agent else {
             return;
         };
@@ -160,7 +162,7 @@ impl Admin {
             let Ok((mut stream, _)) = listener.accept() else {
                 return;
             };
-            let line = line.get_or_insert_with(|| snapshot().health.agent_line());
+            let line = line.get_or_insert_with(|| health().agent_line());
             let _ = stream.set_nonblocking(true);
             let _ = stream.write(line.as_bytes());
         }
@@ -209,7 +211,12 @@ impl Admin {
         }
     }
 
-    fn serve(&mut self, ready: Ready, snapshot: &impl Fn() -> Metrics) {
+    fn serve(
+        &mut self,
+        ready: Ready,
+        snapshot: &impl Fn() -> Metrics,
+        health: &impl Fn() -> Health,
+    ) {
         let token = ready.token;
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
@@ -222,7 +229,7 @@ impl Admin {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => return self.close(token),
             }
-            let Some(bytes) = respond(&conn.request, snapshot) else {
+            let Some(bytes) = respond(&conn.request, snapshot, health) else {
                 return; // the request is not complete yet
             };
             conn.answer = Some((bytes, 0));
@@ -261,7 +268,11 @@ impl Admin {
 
 /// The answer to `request` once its head is complete (`None` before), or an error answer
 /// for one that is malformed or too large.
-fn respond(request: &[u8], snapshot: &impl Fn() -> Metrics) -> Option<Vec<u8>> {
+fn respond(
+    request: &[u8],
+    snapshot: &impl Fn() -> Metrics,
+    health: &impl Fn() -> Health,
+) -> Option<Vec<u8>> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     let parsed = req.parse(request);
@@ -287,7 +298,7 @@ fn respond(request: &[u8], snapshot: &impl Fn() -> Metrics) -> Option<Vec<u8>> {
             Some("/metrics") => ("200 OK", CONTENT_TYPE, snapshot().prometheus()),
             // The loop that answers this is the loop that must turn.
             Some("/livez") => ("200 OK", "text/plain", "ok\n".to_owned()),
-            Some("/readyz") => match snapshot().health.reason {
+            Some("/readyz") => match health().reason {
                 None => ("200 OK", "text/plain", "ready\n".to_owned()),
                 Some(reason) => (
                     "503 Service Unavailable",
