@@ -30,15 +30,15 @@ fn fds_of(pid: u32) -> usize {
 fn fetch_unix(path: &std::path::Path) -> Result<String, String> {
     use std::io::Read;
     let mut s =
-        std::os::unix::net::UnixStream::connect(path).map_err(|e| format!("connect: {e}"))?;
+        std::os::unix::net::UnixStream::connect(path).map_err(|e| format!("unix connect: {e}"))?;
     s.set_read_timeout(Some(ringleader_tests::WATCHDOG))
         .map_err(|e| e.to_string())?;
     let mut out = String::new();
     s.read_to_string(&mut out)
-        .map_err(|e| format!("read: {e}"))?;
+        .map_err(|e| format!("unix read: {e}"))?;
     out.starts_with("hello from ")
         .then_some(out.clone())
-        .ok_or(format!("answer {out:?}"))
+        .ok_or(format!("unix answer {out:?}"))
 }
 
 /// A `pong from` answer to a datagram sent to 127.0.0.1:`port`, trying a few times (UDP

@@ -43,6 +43,7 @@ impl Listener {
         };
         match armed {
             Ok(op) => {
+                self.in_flight += u32::from(op.is_some());
                 self.accept_op = op;
                 self.accepting = true;
                 self.draining = round && op.is_some();
@@ -98,6 +99,25 @@ impl Listeners {
         let Some(h) = self.by_key.get_mut(&key) else {
             return;
         };
+        if !more {
+            h.in_flight = h.in_flight.saturating_sub(1);
+        }
+        if self.retiring {
+            // What was accepted still goes to this primary's workers. Once its last accept
+            // has ended, a look at the queue takes what arrived while a cancelled accept
+            // still waited on it: the kernel wakes one io_uring accept per connection, so
+            // such a connection woke no one in the new primary, and would wait there for
+            // the next one to come.
+            let swept = !more && h.in_flight == 0;
+            if let Ok(fd) = result {
+                self.stats.accepted += 1;
+                self.pending.push_back(Pending::new(listener, fd));
+            }
+            if swept {
+                self.sweep(listener);
+            }
+            return;
+        }
         // A late completion of an earlier arming (cancelled, or ended) delivers its
         // connection, but moves no state.
         let current = h.accepting && h.generation == token_generation(tok);
@@ -183,6 +203,34 @@ impl Listeners {
         }
         if taken > 0 && self.by_key.get(&key).is_some_and(|h| h.rounds.is_some()) {
             self.rest(cx, &key);
+        }
+    }
+
+    /// Takes what waits on `listener` now, without waiting (at most [`MAX_PENDING`]
+    /// pending): a retiring primary's last look at a queue that is the new primary's.
+    fn sweep(&mut self, listener: ListenerId) {
+        let Some(sock) = self
+            .keys
+            .get(&listener)
+            .and_then(|key| self.by_key.get(key))
+            .map(|h| h.sock.clone())
+        else {
+            return;
+        };
+        for _ in 0..MAX_PENDING {
+            if self.pending.len() >= MAX_PENDING {
+                break;
+            }
+            match listen::accept(&*sock, false) {
+                Ok(fd) => {
+                    self.stats.accepted += 1;
+                    self.pending.push_back(Pending::new(listener, fd));
+                }
+                // Nothing waits, or no fd to take it with: the new primary takes the rest.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || starved(&e) => break,
+                // One connection's failure (ECONNABORTED…); the loop is bounded all the same.
+                Err(_) => self.stats.accept_errors += 1,
+            }
         }
     }
 

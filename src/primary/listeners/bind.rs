@@ -140,6 +140,7 @@ impl Listeners {
             members: BTreeMap::new(),
             accept_op: None,
             accepting: false,
+            in_flight: 0,
             retry_at: None,
             generation: 0,
             taken: 0,

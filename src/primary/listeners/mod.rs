@@ -197,6 +197,9 @@ struct Listener {
     members: BTreeMap<WorkerId, Option<Member>>,
     accept_op: Option<OpId>,
     accepting: bool,
+    /// io_uring accepts armed whose last completion has not come. A cancelled one may still
+    /// wait on the socket's queue, where it takes wake-ups meant for whoever else accepts.
+    in_flight: u32,
     /// Accepting waits until then: the listener rests between rounds, or an accept failed
     /// for want of resources (fds, memory), an error that will not clear by itself.
     retry_at: Option<Instant>,
@@ -363,10 +366,11 @@ impl Listeners {
         }
     }
 
-    /// Whether nothing this primary accepted waits: none pending here, none untaken in a
-    /// worker's channel.
+    /// Whether nothing this primary accepted waits, and it accepts no more: none pending
+    /// here, none untaken in a worker's channel, no accept of its own still in flight.
     pub(crate) fn handed_all(&self) -> bool {
         self.pending.is_empty()
+            && self.by_key.values().all(|l| l.in_flight == 0)
             && self
                 .by_key
                 .values()
