@@ -76,14 +76,20 @@ struct Run {
     /// --admin or --agent, else 0].
     #[arg(long, value_name = "MS")]
     drain_delay: Option<u64>,
-    /// Wait this long before replacing a worker that exited soon after it started; the
-    /// wait doubles with each such exit, up to 5 s.
+    /// Wait this long before replacing a worker that failed to boot (exited before it was
+    /// online and listening); the wait doubles with each failure, up to 5 s. A worker that
+    /// served and died is replaced at once, then after this long, doubling up to 1 s.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     restart_delay: u64,
-    /// Stop replacing a worker (its line of replacements) after this many quick exits
-    /// within 30 s: a crash loop.
+    /// Stop replacing a worker (its line of replacements) after this many boot failures
+    /// within 30 s: a crash loop. Workers that served and died are always replaced.
     #[arg(long, value_name = "N", default_value_t = 5)]
     max_restarts: u32,
+    /// Replace a worker whose resident set grows past SIZE (bytes, or with K, M or G,
+    /// powers of 1024: 150M), gracefully: its successor is ready before it leaves. Read
+    /// once a second.
+    #[arg(long, value_name = "SIZE", value_parser = memory)]
+    max_memory: Option<u64>,
     /// Kill a worker that took no connection for this long while connections waited at it
     /// (stuck in a loop or a deadlock; gunicorn's `timeout`), and replace it: round-robin
     /// takes its connections back for the others, and under steer its replacement serves
@@ -204,6 +210,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut supervise = Supervise::new(workers)
         .respawn(respawn)
         .stop_within(Duration::from_millis(args.stop_within));
+    if let Some(bytes) = args.max_memory {
+        supervise = supervise.max_memory(bytes);
+    }
     if let Some(ms) = args.drain_delay {
         supervise = supervise.drain_delay(Duration::from_millis(ms));
     }
@@ -254,6 +263,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// After `ONLINE_HINT_AFTER` with no worker online, says what the program may lack: a
 /// program that is neither a ringleader program nor a Node cluster app never says it is
 /// online, and would otherwise run on, silent, never served.
+/// `--max-memory`'s value.
+fn memory(s: &str) -> Result<u64, String> {
+    ringleader::Settings::parse_memory(s).ok_or_else(|| format!("{s:?} is not a size such as 150M"))
+}
+
 fn never_online_hint(online: &AtomicBool, program: &str) {
     std::thread::sleep(ONLINE_HINT_AFTER);
     if !online.load(Ordering::Relaxed) {

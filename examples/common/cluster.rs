@@ -35,6 +35,15 @@ pub(crate) struct Args {
     /// --admin or --agent, else 0].
     #[arg(long, value_name = "MS")]
     pub(crate) drain_delay: Option<u64>,
+    /// Replace a worker whose resident set grows past SIZE (bytes, or with K, M or G:
+    /// 150M), gracefully.
+    #[arg(long, value_name = "SIZE", value_parser = memory)]
+    pub(crate) max_memory: Option<u64>,
+}
+
+/// `--max-memory`'s value.
+fn memory(s: &str) -> Result<u64, String> {
+    Settings::parse_memory(s).ok_or_else(|| format!("{s:?} is not a size such as 150M"))
 }
 
 impl Args {
@@ -101,6 +110,9 @@ pub(crate) fn primary(primary: &Primary, args: &Args) -> Result<(), ringleader::
     let mut supervise = Supervise::new(workers).stop_within(STOP_WITHIN);
     if let Some(ms) = args.drain_delay {
         supervise = supervise.drain_delay(Duration::from_millis(ms));
+    }
+    if let Some(bytes) = args.max_memory {
+        supervise = supervise.max_memory(bytes);
     }
     let ending = primary.supervise(supervise, |_, event| report(event))?;
     match ending {

@@ -81,8 +81,8 @@ pub enum Event {
         /// own `disconnect()`/`kill()`, as opposed to a crash or an `exit(n)`.
         exited_after_disconnect: bool,
     },
-    /// A worker that exited unasked was replaced ([`Settings::respawn`](crate::Settings::respawn)),
-    /// after `delay` (zero when it had run stably). Its `Fork` event came just before.
+    /// A worker that exited unasked was replaced ([`Respawn`](crate::Respawn)), after
+    /// `delay` (zero when it had run stably). Its `Fork` event came just before.
     Respawned {
         /// The new worker.
         worker: WorkerId,
@@ -90,16 +90,29 @@ pub enum Event {
         replaces: WorkerId,
         /// How long the primary waited before forking it.
         delay: std::time::Duration,
+        /// The worker it replaces had booted (it served, then died); else it failed to boot
+        /// or was killed before it booted.
+        booted: bool,
     },
-    /// A worker kept exiting soon after it started: `exits` quick exits within `window` of
-    /// its lineage. It is not replaced again ([`Settings::respawn`](crate::Settings::respawn)).
+    /// A worker's line kept failing to boot: `exits` boot failures within `window`
+    /// ([`Respawn`](crate::Respawn)). It is not replaced again.
     GaveUp {
         /// The last worker of the lineage, which exited.
         worker: WorkerId,
-        /// Its lineage's quick exits within the window.
+        /// Its lineage's boot failures within the window.
         exits: u32,
         /// The window.
         window: std::time::Duration,
+    },
+    /// A worker's resident set grew past [`Settings::max_memory`](crate::Settings::max_memory):
+    /// a successor is forked, and once it is ready the worker leaves gracefully (`RollStep`).
+    MemoryExceeded {
+        /// Which.
+        worker: WorkerId,
+        /// Its resident set, in bytes.
+        rss: u64,
+        /// The limit, in bytes.
+        limit: u64,
     },
     /// A rolling restart began ([`Primary::roll`](crate::Primary::roll)): `workers` will be
     /// replaced.
@@ -253,18 +266,28 @@ impl fmt::Display for Event {
                 worker,
                 replaces,
                 delay,
-            } => write!(
-                f,
-                "Worker {worker} replaces worker {replaces} (after {delay:?})"
-            ),
+                booted,
+            } => {
+                let what = if *booted { "served" } else { "did not boot" };
+                write!(
+                    f,
+                    "Worker {worker} replaces worker {replaces}, which {what} (after {delay:?})"
+                )
+            }
             Event::GaveUp {
                 worker,
                 exits,
                 window,
             } => write!(
                 f,
-                "Worker {worker} exited {exits} times within {window:?} soon after starting: \
+                "Worker {worker} failed to boot {exits} times within {window:?}: \
                  not replacing it"
+            ),
+            Event::MemoryExceeded { worker, rss, limit } => write!(
+                f,
+                "Worker {worker} uses {} MiB, over its limit of {} MiB: replacing it",
+                rss >> 20,
+                limit >> 20
             ),
             Event::RollStarted { workers } => write!(f, "Replacing {workers} workers"),
             Event::RollStep { old, new } => {

@@ -85,6 +85,7 @@ pub struct Settings {
     pub(crate) kill_stalled: Option<Option<Duration>>,
     pub(crate) start_within: Option<Duration>,
     pub(crate) protocol: Option<WorkerProtocol>,
+    pub(crate) max_memory: Option<Option<u64>>,
 }
 
 /// What the workers forked from now on speak on their channel ([`Settings::worker_protocol`]).
@@ -208,20 +209,41 @@ impl Roll {
     }
 }
 
-/// How the primary replaces workers that exit unasked ([`Settings::respawn`]): a worker that
-/// exits soon after it started (within `stable_after`) is replaced after a delay that starts
-/// at `first_delay` and doubles with each such exit up to `max_delay`; one that ran longer
-/// is replaced at once and resets the delay. After `max_unstable` quick exits within
-/// `window`, that worker is not replaced again, and [`Event::GaveUp`](crate::Event::GaveUp)
-/// says so. Each worker forked by the application starts a lineage of its own, counted
-/// apart: one crashing worker does not stop the others' replacements. A worker that was asked
-/// to go (`disconnect`, `kill`) is never replaced.
+/// How the primary replaces workers that exit unasked ([`Settings::respawn`]).
 ///
-/// The defaults follow systemd and PM2: systemd restarts after 100 ms and stops a unit
-/// after 5 starts within 10 s; PM2's back-off starts at 100 ms, grows to 15 s, and resets
-/// once the process has run for 30 s. Here: 100 ms doubling to 5 s, stable after 10 s of
-/// running, giving up after 5 quick exits within 30 s (at 100 ms, 200 ms, 400 ms, 800 ms,
-/// 1.6 s, a worker that cannot start is given up on after about 3 s).
+/// It tells a worker that failed to boot from one that served and died:
+///
+/// - A worker **booted** once it was online (and, with [`Settings::ready_when_told`], said it
+///   was ready) and listened wherever its predecessor did (the first of a line: anywhere),
+///   with no listen refused; or once it ran `stable_after`. A socket-activated server, which
+///   says nothing, counts as booted once it ran `stable_after`.
+/// - A worker that **served and died** is always replaced: at once after a stable run (it ran
+///   `stable_after`), else after a delay that starts at zero, then `first_delay`, doubling with
+///   each such death up to `max_served_delay` (1 s). [`Event::Respawned`] says `booted`.
+/// - A worker that **failed to boot** (it exited, or died of its own signal such as `SIGSEGV`
+///   or `SIGABRT`, before it booted) is replaced after a delay that starts at `first_delay`
+///   and doubles up to `max_delay`. After `max_unstable` such failures within `window`, that
+///   line is not replaced again, and [`Event::GaveUp`] says so.
+/// - A worker killed from outside before it booted (`SIGKILL`, as the OOM killer sends,
+///   `SIGTERM`, `SIGINT`, `SIGHUP`, `SIGQUIT`) is replaced after the same growing delay, but
+///   the failure is not its program's: it does not count toward giving up.
+///
+/// Each worker forked by the application starts a lineage of its own, counted apart: one
+/// crashing worker does not stop the others' replacements. A worker that was asked to go
+/// (`disconnect`, `kill`) is never replaced.
+///
+/// The rule is gunicorn's, which halts only when a worker fails to boot
+/// (`WORKER_BOOT_ERROR`), with systemd's and PM2's numbers. systemd restarts after 100 ms and
+/// stops a unit after 5 starts within 10 s, and PM2 stops after `max_restarts` exits within
+/// `min_uptime`, whatever killed the process: a storm of kills (an OOM killer, a noisy
+/// neighbour) ends the service there, and not here. PM2's back-off starts at 100 ms, grows to
+/// 15 s, and resets once the process has run for 30 s. Here: 100 ms doubling to 5 s, stable
+/// after 10 s of running, giving up after 5 boot failures within 30 s (at 100 ms, 200 ms,
+/// 400 ms, 800 ms, 1.6 s, a worker that cannot start is given up on after about 3 s).
+///
+/// [`Event::Respawned`]: crate::Event::Respawned
+/// [`Event::GaveUp`]: crate::Event::GaveUp
+/// [`Settings::ready_when_told`]: crate::Settings::ready_when_told
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Respawn {
@@ -229,9 +251,11 @@ pub struct Respawn {
     pub first_delay: Duration,
     /// The longest such delay.
     pub max_delay: Duration,
+    /// The longest delay before replacing a worker that booted and died.
+    pub max_served_delay: Duration,
     /// A worker that ran this long exited stably: it is replaced at once.
     pub stable_after: Duration,
-    /// Quick exits within `window` after which a lineage is given up on.
+    /// Boot failures within `window` after which a lineage is given up on.
     pub max_unstable: u32,
     /// See `max_unstable`.
     pub window: Duration,
@@ -242,6 +266,7 @@ impl Default for Respawn {
         Respawn {
             first_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(5),
+            max_served_delay: Duration::from_secs(1),
             stable_after: Duration::from_secs(10),
             max_unstable: 5,
             window: Duration::from_secs(30),
@@ -262,13 +287,19 @@ impl Respawn {
         self
     }
 
+    /// The longest delay before replacing a worker that booted and died.
+    pub fn max_served_delay(mut self, delay: Duration) -> Self {
+        self.max_served_delay = delay;
+        self
+    }
+
     /// How long a worker must run for its exit to count as stable.
     pub fn stable_after(mut self, ran: Duration) -> Self {
         self.stable_after = ran;
         self
     }
 
-    /// Give up after `exits` quick exits within `window`.
+    /// Give up after `exits` boot failures within `window`.
     pub fn give_up_after(mut self, exits: u32, window: Duration) -> Self {
         self.max_unstable = exits;
         self.window = window;
@@ -430,6 +461,47 @@ impl Settings {
         self
     }
 
+    /// Replace a worker whose resident set grew past `bytes` (PM2's `max_memory_restart`),
+    /// gracefully: a successor is forked, and once it is ready (listening wherever the
+    /// worker did) the worker is disconnected and finishes what it holds, as in a roll of one
+    /// worker. [`Event::MemoryExceeded`](crate::Event::MemoryExceeded) says so, then the
+    /// roll's `RollStep` (and `RollFailed` if the successor fails; the worker then serves
+    /// on, and is tried again). The primary reads each worker's resident set from
+    /// `/proc/PID/statm` once a second (PM2: every 30 s); one worker is replaced at a time,
+    /// and none while a roll is under way (which replaces it anyway). `None` turns it off.
+    /// Default: off.
+    pub fn max_memory(mut self, bytes: Option<u64>) -> Self {
+        self.max_memory = Some(bytes.filter(|b| *b > 0));
+        self
+    }
+
+    /// Parses a memory size for [`Settings::max_memory`] as command lines write it: bytes,
+    /// or a whole number with `K`, `M` or `G` (optionally followed by `B` or `iB`), powers of
+    /// 1024 as PM2's `max_memory_restart` and systemd's `MemoryMax=` read them (the `bytesize`
+    /// crate reads `M` as 10^6, hence no crate here).
+    ///
+    /// ```
+    /// use ringleader::Settings;
+    /// assert_eq!(Settings::parse_memory("150M"), Some(150 << 20));
+    /// assert_eq!(Settings::parse_memory("2GiB"), Some(2 << 30));
+    /// assert_eq!(Settings::parse_memory("4096"), Some(4096));
+    /// assert_eq!(Settings::parse_memory("1.5G"), None);
+    /// ```
+    pub fn parse_memory(s: &str) -> Option<u64> {
+        let s = s.trim();
+        let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(digits);
+        let number: u64 = number.parse().ok()?;
+        let shift = match unit.to_ascii_uppercase().as_str() {
+            "" | "B" => 0,
+            "K" | "KB" | "KIB" => 10,
+            "M" | "MB" | "MIB" => 20,
+            "G" | "GB" | "GIB" => 30,
+            _ => return None,
+        };
+        number.checked_mul(1 << shift)
+    }
+
     /// Replace workers that exit unasked, backing off from crash loops ([`Respawn`]);
     /// `None` turns it off. Default: off, as in Node (the application decides, on `Exit`).
     pub fn respawn(mut self, respawn: Option<Respawn>) -> Self {
@@ -496,7 +568,8 @@ impl Settings {
             ready_when_told,
             kill_stalled,
             start_within,
-            protocol
+            protocol,
+            max_memory
         );
     }
 

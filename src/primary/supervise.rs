@@ -33,6 +33,9 @@ pub struct Supervise {
     /// balancer moves away first. `None`: [`DEFAULT_DRAIN_DELAY`] when the primary serves
     /// readiness (the admin endpoint or the agent), zero otherwise.
     pub drain_delay: Option<Duration>,
+    /// Replace a worker whose resident set grows past this many bytes, gracefully
+    /// ([`Settings::max_memory`]). `None`: whatever the settings say (off by default).
+    pub max_memory: Option<u64>,
 }
 
 /// The lame-duck's default length when readiness is served: HAProxy's agent checked every
@@ -51,7 +54,15 @@ impl Supervise {
             roll: Roll::default(),
             upgrade: Upgrade::default(),
             drain_delay: None,
+            max_memory: None,
         }
+    }
+
+    /// Replace a worker whose resident set grows past `bytes`, gracefully
+    /// ([`Settings::max_memory`]).
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = Some(bytes);
+        self
     }
 
     /// How long a lame-duck lasts ([`Supervise::drain_delay`]); zero turns it off.
@@ -167,7 +178,11 @@ impl Primary {
         mut on_event: impl FnMut(&Primary, &Event),
     ) -> Result<Ending> {
         self.watch_signals(&SIGNALS)?;
-        self.setup(Settings::default().respawn(Some(supervise.respawn)))?;
+        let mut settings = Settings::default().respawn(Some(supervise.respawn));
+        if let Some(bytes) = supervise.max_memory {
+            settings = settings.max_memory(Some(bytes));
+        }
+        self.setup(settings)?;
         let mut wanted = supervise.workers.max(1);
         self.set_wanted_workers(wanted);
         let drain_delay = supervise.drain_delay.unwrap_or_else(|| {

@@ -46,6 +46,22 @@ impl PidFd {
         self.pid
     }
 
+    /// Its resident set in bytes, from `/proc/PID/statm` (pages, times the page size). The
+    /// pidfd keeps the pid from being reused until the process is reaped; a process that
+    /// exited and is not reaped yet has none (0).
+    ///
+    /// # Errors
+    /// Reading or parsing the file.
+    pub fn resident_bytes(&self) -> io::Result<u64> {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid))?;
+        let pages: u64 = statm
+            .split_ascii_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "statm"))?;
+        Ok(pages * rustix::param::page_size() as u64)
+    }
+
     /// `pidfd_send_signal(2)`. `ESRCH` (already exited) is reported as an error.
     ///
     /// # Errors

@@ -338,6 +338,15 @@ fn built(relative: &Path, build: &[&str]) -> std::path::PathBuf {
 /// clients that write it themselves.
 pub const GET_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
 
+/// The child processes of `pid` (a primary's: its workers).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 /// One `GET path` with `connection: close` to 127.0.0.1:`port`: the whole answer, head
 /// and body, read until the server closed; or what failed.
 pub fn http_get(port: u16, path: &str) -> Result<String, String> {

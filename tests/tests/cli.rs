@@ -356,3 +356,53 @@ fn node_workers_children_are_gone_after_a_stop() {
         );
     }
 }
+
+/// Node workers that keep 1 MiB per request, under `--max-memory 100M` at about 100 requests
+/// a second: each is replaced before it grows much past the limit (read once a second, so
+/// by about 100 MiB more at most), and no request fails.
+#[test]
+fn leaking_node_workers_are_replaced_under_max_memory_and_no_request_fails() {
+    let app = concat!(env!("CARGO_MANIFEST_DIR"), "/node/leak.mjs");
+    let port = free_port();
+    let h = Spawned::start(
+        ringleader_command(),
+        &[
+            "run",
+            "--workers",
+            "2",
+            "--max-memory",
+            "100M",
+            "--",
+            "node",
+            app,
+        ],
+        &[("PORT", &port.to_string())],
+    );
+    let mut listening = 0;
+    while listening < 2 {
+        listening += usize::from(h.expect_line("Worker ").contains("listening on"));
+    }
+    let mut load = Load::new();
+    load.clients(2, move |_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        http_get(port, "/").map(|_| 1)
+    });
+    // Both workers, then their successors, pass the limit: four replacements.
+    let (mut replaced, mut most) = (0, 0u64);
+    while replaced < 4 {
+        let (_, line) = h.expect_one_of(&["Worker "]);
+        replaced += usize::from(line.contains("over its limit of 100 MiB"));
+        for pid in ringleader_tests::children_of(h.pid()) {
+            let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+            let pages: u64 = statm
+                .split(' ')
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            most = most.max(pages * 4096);
+        }
+    }
+    let tally = load.stop();
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    assert!(most < 250 << 20, "a worker reached {} MiB", most >> 20);
+}

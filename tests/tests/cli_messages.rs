@@ -41,10 +41,9 @@ fn a_taken_port_is_named_in_the_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port().to_string();
     let hello = example("hello");
+    // Each worker fails to boot: the default rule gives up after 5 within 30 s.
     let (code, lines) = run(&[
         "--workers",
-        "1",
-        "--max-restarts",
         "1",
         "--",
         hello.to_str().expect("a UTF-8 path"),

@@ -1,6 +1,7 @@
 //! Workers that exit unasked are replaced (`Settings::respawn`): after growing delays while
-//! they keep failing at start, and not at all once they fail too often; at once after a
-//! stable run; never when they were asked to go.
+//! they keep failing to boot, and not at all once they fail too often; always once they
+//! served, or when they were killed from outside; at once after a stable run; never when
+//! they were asked to go.
 
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,67 @@ fn a_worker_that_ran_stably_is_replaced_at_once_and_one_asked_to_go_is_not() {
             .collect::<Vec<_>>()
     );
     assert!(h.primary.workers().is_empty());
+}
+
+#[test]
+fn a_worker_that_served_and_died_is_always_replaced() {
+    let h = Harness::new(FIXTURE);
+    // Two boot failures would end the line; these workers boot, serve, and die.
+    respawning(
+        &h,
+        Respawn::default()
+            .first_delay(Duration::from_millis(10))
+            .give_up_after(2, Duration::from_secs(60)),
+    );
+    let port = ringleader_tests::free_port();
+    h.fork(&format!("serve-once:127.0.0.1:{port}"));
+    h.listening(1);
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        // The primary holds the connection while the line has no worker.
+        let answer = h.drive(move || ringleader_tests::fetch_hello(port));
+        assert!(answer.is_ok(), "{answer:?}");
+        let seen = h.until(|e| matches!(e, Event::Respawned { .. } | Event::GaveUp { .. }));
+        match seen.last() {
+            Some(Event::Respawned { delay, booted, .. }) => {
+                assert!(booted, "it served");
+                delays.push(delay.as_millis());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(delays, [0, 10, 20, 40, 80]);
+    let m = h.primary.metrics();
+    assert_eq!((m.cluster.respawns, m.cluster.respawns_booted), (5, 5));
+}
+
+#[test]
+fn a_worker_killed_before_it_booted_is_replaced_and_not_given_up_on() {
+    let h = Harness::new(FIXTURE);
+    respawning(
+        &h,
+        Respawn::default()
+            .first_delay(Duration::from_millis(10))
+            .give_up_after(2, Duration::from_secs(60)),
+    );
+    // Online, listening nowhere: it never boots. Killed four times, as the OOM killer would.
+    let mut worker = h.fork("sleep");
+    for _ in 0..4 {
+        h.until(|e| matches!(e, Event::Online { worker: w } if *w == worker));
+        let pid = h.primary.worker(worker).expect("worker").pid();
+        ringleader_tests::signal(pid, rustix::process::Signal::KILL);
+        let seen = h.until(|e| matches!(e, Event::Respawned { .. } | Event::GaveUp { .. }));
+        match seen.last() {
+            Some(Event::Respawned {
+                worker: w, booted, ..
+            }) => {
+                assert!(!booted);
+                worker = *w;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(h.primary.metrics().cluster.gave_up, 0);
 }
 
 /// The only worker of a round-robin listener is SIGKILLed with connections handed to it and

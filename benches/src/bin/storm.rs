@@ -2,7 +2,9 @@
 //! clients ask in a loop, each request with `Connection: close`. Counts the requests
 //! answered, those that failed (refused, reset, closed with no answer: the client knows at
 //! once and retries, 10 ms later), and those that hung: no answer and no error within
-//! `--hang-secs`, a client left waiting. Prints one line per run.
+//! `--hang-secs`, a client left waiting; and, a calm second after the storm, how many
+//! workers serve (the primary's children) or whether the primary is gone. Prints one line
+//! per run.
 //!
 //! ```text
 //! storm --name NAME --port P [--seconds 10] [--every-ms 100] [--clients 32] -- COMMAND...
@@ -144,6 +146,10 @@ fn main() {
     // The storm is over: a calm second, then each client ends with its request in flight
     // (which may take up to `hang` to count as hung).
     std::thread::sleep(Duration::from_secs(1));
+    let after = match child.try_wait() {
+        Ok(Some(status)) => format!("primary exited ({status})"),
+        _ => format!("{} workers after it", children(primary).len()),
+    };
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().expect("client");
@@ -151,7 +157,7 @@ fn main() {
     let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
     let _ = child.wait();
     println!(
-        "{} | {} s, {kills} workers SIGKILLed | answered {} | failed {} | hung {}",
+        "{} | {} s, {kills} workers SIGKILLed | answered {} | failed {} | hung {} | {after}",
         args.name,
         args.seconds,
         counts.answered.load(Ordering::Relaxed),

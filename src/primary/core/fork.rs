@@ -288,10 +288,11 @@ impl Core {
             signal: status.signal,
             exited_after_disconnect: asked,
         });
+        let (lineage, started, env) = (slot.lineage, slot.started, std::mem::take(&mut slot.env));
+        let listened = self.listeners.listened(id);
         if !asked {
-            let (lineage, started, env) =
-                (slot.lineage, slot.started, std::mem::take(&mut slot.env));
-            self.on_unasked_exit(id, lineage, started, env);
+            let ended = self.ended(id, lineage, started, status, listened);
+            self.on_unasked_exit(id, lineage, ended, env);
         }
     }
 }

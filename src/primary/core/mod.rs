@@ -20,6 +20,7 @@ mod activated;
 mod channels;
 mod fork;
 mod manager;
+mod memory;
 mod node;
 mod respawn;
 mod roll;
@@ -135,6 +136,8 @@ pub(crate) struct Core {
     pub(crate) loads: super::loads::Loads,
     /// The policy `RINGLEADER_SCHED_POLICY` named, if it named one.
     pub(crate) env_policy: Option<SharedPolicy>,
+    /// When the workers' resident sets are read next ([`memory`]).
+    memory_at: Option<Instant>,
 }
 
 impl WorkerEntry {
@@ -204,6 +207,7 @@ impl Core {
             outbox: Outbox::default(),
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
             env_policy: None,
+            memory_at: None,
         }
     }
 

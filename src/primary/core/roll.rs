@@ -2,7 +2,9 @@
 //! with its predecessor's `fork` environment and the settings in force now; once it listens
 //! wherever its predecessor did, the predecessor is disconnected (its queued connections go
 //! to the others) and killed if it has not exited in time. A successor that exits or is not
-//! ready in time is killed, and the roll stops with the old workers still serving.
+//! ready in time is killed, and the roll stops with the old workers still serving. A worker
+//! over its memory limit is replaced the same way, as an unannounced roll of one
+//! ([`memory`](super::memory)).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -24,6 +26,9 @@ pub(crate) struct Rolling {
     queue: VecDeque<WorkerId>,
     steps: Vec<Step>,
     replaced: usize,
+    /// A roll the application asked for, told with `RollStarted` and `RollDone` (and to the
+    /// service manager); else the replacement of a worker over its memory limit.
+    announced: bool,
 }
 
 #[derive(Debug)]
@@ -65,29 +70,56 @@ impl Core {
     /// # Errors
     /// [`ErrorKind::Settings`] while another roll is under way (one at a time).
     pub(crate) fn roll(&mut self, rules: Roll) -> Result<()> {
-        if self.rolling.is_some() {
-            return Err(Error::new(ErrorKind::Settings, "roll the workers")
-                .detail("a roll is already under way"));
-        }
+        let replacing = match self.rolling.take() {
+            // A worker over its memory limit is being replaced: the roll goes on from there.
+            Some(r) if !r.announced => r.steps,
+            Some(r) => {
+                self.rolling = Some(r);
+                return Err(Error::new(ErrorKind::Settings, "roll the workers")
+                    .detail("a roll is already under way"));
+            }
+            None => Vec::new(),
+        };
         let queue: VecDeque<WorkerId> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.listed && !w.leaving())
+            .filter(|(id, w)| {
+                w.listed
+                    && !w.leaving()
+                    && !replacing.iter().any(|s| s.old == **id || s.new == **id)
+            })
             .map(|(id, _)| *id)
             .collect();
         self.ready.push_back(Event::RollStarted {
-            workers: queue.len(),
+            workers: queue.len() + replacing.len(),
         });
         self.tell_manager_reloading(true);
         self.rolling = Some(Rolling {
             rules,
             started: Instant::now(),
             queue,
-            steps: Vec::new(),
+            steps: replacing,
             replaced: 0,
+            announced: true,
         });
         self.roll_on();
         Ok(())
+    }
+
+    /// Replaces worker `old` as a roll of one, unannounced (it grew past its memory limit).
+    pub(super) fn roll_one(&mut self, old: WorkerId, rules: Roll) {
+        if self.rolling.is_some() {
+            return;
+        }
+        self.rolling = Some(Rolling {
+            rules,
+            started: Instant::now(),
+            queue: VecDeque::from([old]),
+            steps: Vec::new(),
+            replaced: 0,
+            announced: false,
+        });
+        self.roll_on();
     }
 
     /// Moves the roll on: successors that are ready retire their predecessors, gone
@@ -139,7 +171,9 @@ impl Core {
         if let Some((worker, reason)) = failed {
             let _ = self.kill(worker, Signal::KILL);
             self.ready.push_back(Event::RollFailed { worker, reason });
-            self.tell_manager_reloading(false);
+            if r.announced {
+                self.tell_manager_reloading(false);
+            }
             return;
         }
         for i in done.into_iter().rev() {
@@ -175,17 +209,21 @@ impl Core {
                         worker: old,
                         reason: "its successor could not be forked".to_owned(),
                     });
-                    self.tell_manager_reloading(false);
+                    if r.announced {
+                        self.tell_manager_reloading(false);
+                    }
                     return;
                 }
             }
         }
         if r.steps.is_empty() && r.queue.is_empty() {
-            self.ready.push_back(Event::RollDone {
-                replaced: r.replaced,
-                took: r.started.elapsed(),
-            });
-            self.tell_manager_reloading(false);
+            if r.announced {
+                self.ready.push_back(Event::RollDone {
+                    replaced: r.replaced,
+                    took: r.started.elapsed(),
+                });
+                self.tell_manager_reloading(false);
+            }
             return;
         }
         self.rolling = Some(r);

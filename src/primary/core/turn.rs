@@ -62,6 +62,7 @@ impl Core {
         self.node_reads_due();
         self.flush_all();
         self.respawn_due();
+        self.check_memory();
         self.roll_on();
         self.upgrade_on();
         if self
@@ -114,6 +115,7 @@ impl Core {
             self.respawns.next_due(),
             self.rolling.as_ref().and_then(roll::Rolling::next_deadline),
             self.manager.next_due(),
+            self.memory_due(),
             self.upgrading.as_ref().map(upgrade::Upgrading::next_check),
             self.admin.as_ref().and_then(Admin::next_deadline),
             self.next_node_read(),
@@ -133,6 +135,7 @@ impl Core {
         // What the turn's events moved on (a roll's step done, an upgrade's new primary
         // ready) takes its next step now: no fd would show it.
         self.respawn_due();
+        self.check_memory();
         self.roll_on();
         self.upgrade_on();
         self.node_reads_due();

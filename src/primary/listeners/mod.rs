@@ -302,6 +302,19 @@ pub(crate) struct Listeners {
     inherited: inherit::Inherited,
     /// This primary hands over to a new one: it accepts no more.
     retiring: bool,
+    /// What each worker's listen requests came to, until its exit is told
+    /// ([`Listeners::listened`]).
+    listened: BTreeMap<WorkerId, Listened>,
+}
+
+/// What a worker's listen requests came to, for telling whether it booted
+/// ([`crate::Respawn`]).
+#[derive(Debug, Default)]
+pub(crate) struct Listened {
+    /// The listeners it was given, in the order it asked.
+    pub(crate) keys: Vec<Key>,
+    /// A listen was refused (the address was taken…).
+    pub(crate) refused: bool,
 }
 
 /// What the primary's round-robin hand-off has done since it started
@@ -396,6 +409,11 @@ impl Listeners {
             .filter(|(_, l)| l.members.contains_key(&id))
             .map(|(k, _)| k)
             .collect()
+    }
+
+    /// What worker `id`'s listen requests came to, forgotten here (its exit is told).
+    pub(crate) fn listened(&mut self, id: WorkerId) -> Listened {
+        self.listened.remove(&id).unwrap_or_default()
     }
 
     /// Worker `id`'s connections on listener `key` wait in the primary from now on, for a

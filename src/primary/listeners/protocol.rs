@@ -62,6 +62,10 @@ impl Listeners {
                 return Ok(());
             }
         };
+        let keys = &mut self.listened.entry(id).or_default().keys;
+        if !keys.contains(&req.key) {
+            keys.push(req.key.clone());
+        }
         let Some(listener) = self.by_key.get(&req.key) else {
             return Ok(());
         };
@@ -272,6 +276,7 @@ impl Listeners {
         seq: u64,
         e: &std::io::Error,
     ) {
+        self.listened.entry(id).or_default().refused = true;
         let errno = Some(e.raw_os_error().unwrap_or(5));
         let reply = Reply {
             seq,

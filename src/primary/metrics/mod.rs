@@ -82,10 +82,14 @@ pub struct ClusterMetrics {
     pub exits: u64,
     /// Workers forked to replace one that exited unasked.
     pub respawns: u64,
-    /// Lines of workers given up on after too many quick exits.
+    /// Of those, replacing a worker that had booted: it served, then died.
+    pub respawns_booted: u64,
+    /// Lines of workers given up on after too many boot failures.
     pub gave_up: u64,
     /// Workers killed for taking no connection too long.
     pub stalled_killed: u64,
+    /// Workers replaced for growing past their memory limit.
+    pub memory_exceeded: u64,
     /// Rolling restarts that replaced every worker.
     pub rolls_done: u64,
     /// Rolling restarts that stopped on a failed successor.
@@ -120,9 +124,13 @@ impl Tally {
         let c = &mut self.cluster;
         match event {
             Event::Exit { .. } => c.exits += 1,
-            Event::Respawned { .. } => c.respawns += 1,
+            Event::Respawned { booted, .. } => {
+                c.respawns += 1;
+                c.respawns_booted += u64::from(*booted);
+            }
             Event::GaveUp { .. } => c.gave_up += 1,
             Event::StalledKilled { .. } => c.stalled_killed += 1,
+            Event::MemoryExceeded { .. } => c.memory_exceeded += 1,
             Event::RollDone { .. } => c.rolls_done += 1,
             Event::RollFailed { .. } => c.rolls_failed += 1,
             Event::UpgradeReady { .. } => c.upgrades_done += 1,

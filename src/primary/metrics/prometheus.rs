@@ -220,14 +220,24 @@ impl Metrics {
                 c.respawns,
             ),
             (
+                "ringleader_respawns_booted_total",
+                "Of the respawns, those replacing a worker that had booted (it served, then died).",
+                c.respawns_booted,
+            ),
+            (
                 "ringleader_gave_up_total",
-                "Lines of workers given up on after too many quick exits.",
+                "Lines of workers given up on after too many boot failures.",
                 c.gave_up,
             ),
             (
                 "ringleader_stalled_killed_total",
                 "Workers killed for taking no connection too long.",
                 c.stalled_killed,
+            ),
+            (
+                "ringleader_memory_exceeded_total",
+                "Workers replaced for growing past their memory limit.",
+                c.memory_exceeded,
             ),
         ] {
             single(o, name, "counter", help, value);

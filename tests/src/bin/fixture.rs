@@ -256,6 +256,29 @@ fn run_worker(worker: &Worker, mode: &str) {
                 serve(worker, &listener);
             }
         }
+        // `leak:ADDR:KIB`: serves as `serve:` does, and keeps KIB KiB (written, so resident)
+        // for each connection it answers: a leak.
+        m if m.starts_with("leak:") => {
+            let (addr, kib) = m[5..].rsplit_once(':').expect("leak:ADDR:KIB");
+            let kib: usize = kib.parse().expect("KiB");
+            let listener = worker.listen_tcp(addr).expect("listen");
+            let line = format!("hello from {}\n", worker.id());
+            let mut kept: Vec<Vec<u8>> = Vec::new();
+            for stream in listener.incoming() {
+                let mut stream = stream.expect("accept");
+                kept.push(vec![1; kib << 10]);
+                let _ = stream.write_all(line.as_bytes());
+            }
+        }
+        // `serve-once:ADDR`: answers one connection as `serve:` does, then exits 1 (a request
+        // of death).
+        m if m.starts_with("serve-once:") => {
+            let listener = worker.listen_tcp(&m[11..]).expect("listen");
+            if let Some(Ok(mut stream)) = listener.incoming().next() {
+                let _ = writeln!(stream, "hello from {}", worker.id());
+            }
+            std::process::exit(1);
+        }
         m if m.starts_with("serve:") => {
             let listener = worker.listen_tcp(&m[6..]).expect("listen");
             serve(worker, &listener);
