@@ -90,6 +90,10 @@ struct Run {
     /// once a second.
     #[arg(long, value_name = "SIZE", value_parser = memory)]
     max_memory: Option<u64>,
+    /// `auto`: pin worker i to CPU i (of those the primary may use), nginx's
+    /// `worker_cpu_affinity auto`; a replacement takes its predecessor's.
+    #[arg(long, value_enum, default_value_t = CpuAffinity::None)]
+    cpu_affinity: CpuAffinity,
     /// Kill a worker that took no connection for this long while connections waited at it
     /// (stuck in a loop or a deadlock; gunicorn's `timeout`), and replace it: round-robin
     /// takes its connections back for the others, and under steer its replacement serves
@@ -213,6 +217,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(bytes) = args.max_memory {
         supervise = supervise.max_memory(bytes);
     }
+    supervise = supervise.cpu_affinity(args.cpu_affinity == CpuAffinity::Auto);
     if let Some(ms) = args.drain_delay {
         supervise = supervise.drain_delay(Duration::from_millis(ms));
     }
@@ -263,6 +268,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// After `ONLINE_HINT_AFTER` with no worker online, says what the program may lack: a
 /// program that is neither a ringleader program nor a Node cluster app never says it is
 /// online, and would otherwise run on, silent, never served.
+/// `--cpu-affinity`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CpuAffinity {
+    /// Workers run wherever the scheduler puts them.
+    None,
+    /// Worker i on CPU i.
+    Auto,
+}
+
 /// `--max-memory`'s value.
 fn memory(s: &str) -> Result<u64, String> {
     ringleader::Settings::parse_memory(s).ok_or_else(|| format!("{s:?} is not a size such as 150M"))

@@ -39,6 +39,19 @@ pub(crate) struct Args {
     /// 150M), gracefully.
     #[arg(long, value_name = "SIZE", value_parser = memory)]
     pub(crate) max_memory: Option<u64>,
+    /// `auto`: pin worker i to CPU i (of those the primary may use), nginx's
+    /// `worker_cpu_affinity auto`; a replacement takes its predecessor's.
+    #[arg(long, value_enum, default_value_t = CpuAffinity::None)]
+    pub(crate) cpu_affinity: CpuAffinity,
+}
+
+/// `--cpu-affinity`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CpuAffinity {
+    /// Workers run wherever the scheduler puts them.
+    None,
+    /// Worker i on CPU i.
+    Auto,
 }
 
 /// `--max-memory`'s value.
@@ -114,6 +127,7 @@ pub(crate) fn primary(primary: &Primary, args: &Args) -> Result<(), ringleader::
     if let Some(bytes) = args.max_memory {
         supervise = supervise.max_memory(bytes);
     }
+    supervise = supervise.cpu_affinity(args.cpu_affinity == CpuAffinity::Auto);
     let ending = primary.supervise(supervise, |_, event| report(event))?;
     match ending {
         Ending::GaveUp => eprintln!("No worker is left; giving up"),

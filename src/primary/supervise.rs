@@ -36,6 +36,8 @@ pub struct Supervise {
     /// Replace a worker whose resident set grows past this many bytes, gracefully
     /// ([`Settings::max_memory`]). `None`: whatever the settings say (off by default).
     pub max_memory: Option<u64>,
+    /// Pin each worker to a CPU ([`Settings::cpu_affinity`]).
+    pub cpu_affinity: bool,
 }
 
 /// The lame-duck's default length when readiness is served: HAProxy's agent checked every
@@ -55,7 +57,14 @@ impl Supervise {
             upgrade: Upgrade::default(),
             drain_delay: None,
             max_memory: None,
+            cpu_affinity: false,
         }
+    }
+
+    /// Pin each worker to a CPU ([`Settings::cpu_affinity`]).
+    pub fn cpu_affinity(mut self, pin: bool) -> Self {
+        self.cpu_affinity = pin;
+        self
     }
 
     /// Replace a worker whose resident set grows past `bytes`, gracefully
@@ -181,6 +190,9 @@ impl Primary {
         let mut settings = Settings::default().respawn(Some(supervise.respawn));
         if let Some(bytes) = supervise.max_memory {
             settings = settings.max_memory(Some(bytes));
+        }
+        if supervise.cpu_affinity {
+            settings = settings.cpu_affinity(true);
         }
         self.setup(settings)?;
         let mut wanted = supervise.workers.max(1);

@@ -66,6 +66,21 @@ pub struct SpawnRequest<'a> {
     /// The child leads a process group of its own (`setpgid(0, 0)` before the exec), so that
     /// it and whatever it starts can be signalled together ([`kill_group`]).
     pub own_group: bool,
+    /// The child runs on this CPU only (`sched_setaffinity(2)` before the exec, so every
+    /// thread it starts inherits it).
+    pub cpu: Option<usize>,
+}
+
+/// The CPUs this process may run on (`sched_getaffinity(2)`), in order: what a worker can be
+/// pinned to.
+///
+/// # Errors
+/// What `sched_getaffinity(2)` returns.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    let set = rustix::thread::sched_getaffinity(None)?;
+    Ok((0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&cpu| set.is_set(cpu))
+        .collect())
 }
 
 /// A started child.
@@ -117,6 +132,11 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Spawned> {
     // SAFETY: initialised just above.
     let empty = unsafe { empty.assume_init() };
     let death_signal = req.death_signal.map(Signal::as_raw);
+    let cpus = req.cpu.map(|cpu| {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        set
+    });
     let mut pid_exec = match req.pid_var {
         Some(name) => Some(PidExec::new(&req, name)?),
         None => None,
@@ -161,6 +181,9 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Spawned> {
             if unsafe { libc::getppid() } != parent {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
+        }
+        if let Some(set) = &cpus {
+            rustix::thread::sched_setaffinity(None, set)?;
         }
         // Two phases, so that no source is overwritten before it is copied: first every source
         // above the highest target, then each into place (dup2 clears close-on-exec).

@@ -152,6 +152,7 @@ impl Core {
             pid_var: activated.then_some("LISTEN_PID"),
             // Its children go with it ([`Core::on_exit`]).
             own_group: true,
+            cpu: self.cpu_for(lineage),
         });
         let spawned = match spawned {
             Ok(spawned) => spawned,
@@ -229,6 +230,19 @@ impl Core {
             }
         }
         Ok((id, pid))
+    }
+
+    /// The CPU a worker of `lineage` runs on with [`Settings::cpu_affinity`]: the
+    /// lineage's place among the CPUs the primary may use, so a replacement takes its
+    /// predecessor's (nginx's `worker_cpu_affinity auto`).
+    ///
+    /// [`Settings::cpu_affinity`]: crate::Settings::cpu_affinity
+    fn cpu_for(&self, lineage: WorkerId) -> Option<usize> {
+        if self.settings.cpu_affinity != Some(true) {
+            return None;
+        }
+        let cpus = spawn::allowed_cpus().ok().filter(|c| !c.is_empty())?;
+        Some(cpus[(lineage.saturating_sub(1) as usize) % cpus.len()])
     }
 
     pub(super) fn on_exit(&mut self, id: WorkerId) {

@@ -80,6 +80,7 @@ impl Core {
             death_signal: None,
             pid_var: None,
             own_group: false,
+            cpu: None,
         })
         .map_err(|e| Error::io(OP, e))?;
         drop(theirs);
