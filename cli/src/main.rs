@@ -78,7 +78,8 @@ struct Run {
     drain_delay: Option<u64>,
     /// Wait this long before replacing a worker that failed to boot (exited before it was
     /// online and listening); the wait doubles with each failure, up to 5 s. A worker that
-    /// served and died is replaced at once, then after this long, doubling up to 1 s.
+    /// served and died, or was killed before it booted, is replaced at once, then after
+    /// this long (at most 100 ms).
     #[arg(long, value_name = "MS", default_value_t = 100)]
     restart_delay: u64,
     /// Stop replacing a worker (its line of replacements) after this many boot failures

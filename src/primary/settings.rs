@@ -220,14 +220,16 @@ impl Roll {
 ///   says nothing, counts as booted once it ran `stable_after`.
 /// - A worker that **served and died** is always replaced: at once after a stable run (it ran
 ///   `stable_after`), else after a delay that starts at zero, then `first_delay`, doubling with
-///   each such death up to `max_served_delay` (1 s). [`Event::Respawned`] says `booted`.
+///   each such death up to `max_served_delay` (100 ms: under a storm of kills, a longer wait
+///   keeps every worker away and clients wait for seconds). [`Event::Respawned`] says
+///   `booted`.
 /// - A worker that **failed to boot** (it exited, or died of its own signal such as `SIGSEGV`
 ///   or `SIGABRT`, before it booted) is replaced after a delay that starts at `first_delay`
 ///   and doubles up to `max_delay`. After `max_unstable` such failures within `window`, that
 ///   line is not replaced again, and [`Event::GaveUp`] says so.
 /// - A worker killed from outside before it booted (`SIGKILL`, as the OOM killer sends,
-///   `SIGTERM`, `SIGINT`, `SIGHUP`, `SIGQUIT`) is replaced after the same growing delay, but
-///   the failure is not its program's: it does not count toward giving up.
+///   `SIGTERM`, `SIGINT`, `SIGHUP`, `SIGQUIT`) is not its program's failure: it is replaced
+///   as one that served is, and does not count toward giving up.
 ///
 /// Each worker forked by the application starts a lineage of its own, counted apart: one
 /// crashing worker does not stop the others' replacements. A worker that was asked to go
@@ -267,7 +269,7 @@ impl Default for Respawn {
         Respawn {
             first_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(5),
-            max_served_delay: Duration::from_secs(1),
+            max_served_delay: Duration::from_millis(100),
             stable_after: Duration::from_secs(10),
             max_unstable: 5,
             window: Duration::from_secs(30),

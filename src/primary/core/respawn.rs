@@ -1,6 +1,6 @@
-//! Replacing workers that exit unasked ([`Respawn`]): a worker that booted and died is
-//! always replaced (at once after a stable run, else after a short growing delay); one that
-//! failed to boot is replaced after a longer growing delay, and not at all once its line
+//! Replacing workers that exit unasked ([`Respawn`]): a worker that booted and died, or was
+//! killed from outside, is always replaced (at once after a stable run, else after a short
+//! growing delay); one that failed to boot is replaced after a longer growing delay, and not at all once its line
 //! failed to boot too often within a window (a crash loop), which an event reports.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -80,19 +80,22 @@ impl Respawns {
     ) -> Decision {
         let l = self.lineages.entry(lineage).or_default();
         match ended {
-            Ended::Stable | Ended::Served => {
-                l.boot_failures.clear();
-                l.delay = Duration::ZERO;
+            // Not the program's fault: replaced soon, whatever came before. A kill before
+            // the boot leaves the boot failures counted as they were.
+            Ended::Stable | Ended::Served | Ended::KilledBooting => {
+                if ended != Ended::KilledBooting {
+                    l.boot_failures.clear();
+                    l.delay = Duration::ZERO;
+                }
                 let delay = match (ended, l.served_delay) {
                     (Ended::Stable, _) | (_, None) => Duration::ZERO,
                     (_, Some(d)) if d.is_zero() => rules.first_delay,
                     (_, Some(d)) => d * 2,
                 }
                 .min(rules.max_served_delay);
-                l.served_delay = (ended == Ended::Served).then_some(delay);
-                return Decision::After(delay);
+                l.served_delay = (ended != Ended::Stable).then_some(delay);
+                Decision::After(delay)
             }
-            Ended::KilledBooting => {}
             Ended::BootFailure => {
                 while l
                     .boot_failures
@@ -107,14 +110,14 @@ impl Respawns {
                     self.lineages.remove(&lineage);
                     return Decision::GiveUp { exits };
                 }
+                l.delay = if l.delay.is_zero() {
+                    rules.first_delay
+                } else {
+                    (l.delay * 2).min(rules.max_delay)
+                };
+                Decision::After(l.delay.min(rules.max_delay))
             }
         }
-        l.delay = if l.delay.is_zero() {
-            rules.first_delay
-        } else {
-            (l.delay * 2).min(rules.max_delay)
-        };
-        Decision::After(l.delay.min(rules.max_delay))
     }
 
     /// Where `lineage`'s last booted worker listened.
@@ -294,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn workers_that_served_are_always_replaced_after_a_delay_capped_at_a_second() {
+    fn workers_that_served_are_always_replaced_after_a_short_capped_delay() {
         let rules = Respawn::default();
         let mut r = Respawns::default();
         let t0 = Instant::now();
@@ -303,7 +306,17 @@ mod tests {
             .collect();
         assert_eq!(
             delays,
-            [0, 100, 200, 400, 800, 1000, 1000, 1000].map(|n| Decision::After(ms(n)))
+            [0, 100, 100, 100, 100, 100, 100, 100].map(|n| Decision::After(ms(n)))
+        );
+        // A longer cap lets the delay grow.
+        let rules = Respawn::default().max_served_delay(Duration::from_secs(1));
+        let mut r = Respawns::default();
+        let delays: Vec<Decision> = (0..7)
+            .map(|i| r.decide(&rules, 1, Ended::Served, t0 + ms(i)))
+            .collect();
+        assert_eq!(
+            delays,
+            [0, 100, 200, 400, 800, 1000, 1000].map(|n| Decision::After(ms(n)))
         );
         // A stable run starts it over.
         assert_eq!(
@@ -327,7 +340,7 @@ mod tests {
         }
         assert_eq!(
             r.decide(&rules, 1, Ended::KilledBooting, t0),
-            Decision::After(rules.max_delay)
+            Decision::After(rules.max_served_delay)
         );
         // One boot failure, then a worker that served: the failure is forgotten.
         assert!(matches!(
