@@ -2,6 +2,7 @@
 //! from `/proc`, and the charts.
 
 pub mod chart;
+pub mod client;
 pub mod proc;
 
 use std::path::PathBuf;

@@ -63,3 +63,27 @@ pub fn children(pid: u32) -> Vec<u32> {
         .filter_map(|p| p.parse().ok())
         .collect()
 }
+
+/// The open fds of process `pid` (0 when it is gone).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// The live processes of process group `group`, oldest first (by start time).
+pub fn group_members(group: u32) -> Vec<u32> {
+    let mut found: Vec<(u64, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // After the command name: state, ppid, pgrp, ... starttime is the 20th.
+            let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let zombie = rest.first() == Some(&"Z");
+            (!zombie && rest.get(2)?.parse::<u32>().ok()? == group)
+                .then(|| Some((rest.get(19)?.parse().ok()?, pid)))?
+        })
+        .collect();
+    found.sort_unstable();
+    found.into_iter().map(|(_, pid)| pid).collect()
+}

@@ -13,14 +13,13 @@
 //! COMMAND runs with `PORT=P` in a process group of its own, killed whole at the end; the
 //! workers are its primary's child processes. Loopback only; the run stops by itself.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ringleader_benches::client::{Outcome, ask};
 use ringleader_benches::proc::children;
 
 #[derive(clap::Parser, Debug)]
@@ -56,36 +55,6 @@ struct Counts {
     answered: AtomicU64,
     failed: AtomicU64,
     hung: AtomicU64,
-}
-
-enum Outcome {
-    Answered,
-    Failed,
-    Hung,
-}
-
-/// One GET: answered (a 200), failed (an error the client sees), or hung (no answer and
-/// no error within `hang`).
-fn ask(port: u16, hang: Duration) -> Outcome {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = match TcpStream::connect_timeout(&addr, hang) {
-        Ok(s) => s,
-        Err(e) if e.kind() == ErrorKind::TimedOut => return Outcome::Hung,
-        Err(_) => return Outcome::Failed,
-    };
-    if s.set_read_timeout(Some(hang)).is_err()
-        || s.write_all(b"GET / HTTP/1.1\r\nhost: storm\r\nconnection: close\r\n\r\n")
-            .is_err()
-    {
-        return Outcome::Failed;
-    }
-    let mut answer = Vec::new();
-    match s.read_to_end(&mut answer) {
-        Ok(_) if answer.starts_with(b"HTTP/1.1 200") => Outcome::Answered,
-        Ok(_) => Outcome::Failed,
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Outcome::Hung,
-        Err(_) => Outcome::Failed,
-    }
 }
 
 fn main() {
