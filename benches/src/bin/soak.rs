@@ -3,8 +3,8 @@
 //! connect and hold, the admin endpoint is flooded (100 scrapes and 50 half-sent
 //! requests), and the primary is upgraded (`SIGUSR2`). Counts the requests answered,
 //! failed (refused, reset: the client knows at once) and hung (no answer and no error
-//! within `--hang-secs`), and compares the primary's fds and resident set at the start with
-//! those at the end (after an upgrade, the primary serving then). Prints one line; with
+//! within `--hang-secs`), and compares the primary's fds and resident set before the load
+//! with those after it (after an upgrade, the primary serving then), both idle. Prints one line; with
 //! `--check`, exits 1 if a request hung, no worker serves at the end, or the primary's fds
 //! or memory grew.
 //!
@@ -20,11 +20,9 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ringleader_benches::client::{Outcome, ask};
+use ringleader_benches::client::{Clients, wait_answering};
 use ringleader_benches::proc::{children, fd_count, group_members, status_kb};
 use rustix::process::{Pid, Signal, kill_process, kill_process_group};
 
@@ -55,13 +53,6 @@ struct Args {
 
 /// The events, in turn, one a second.
 const ACTIONS: [&str; 6] = ["kill", "stop", "roll", "idle", "admin", "upgrade"];
-
-#[derive(Default)]
-struct Counts {
-    answered: AtomicU64,
-    failed: AtomicU64,
-    hung: AtomicU64,
-}
 
 /// The primary serving now: the newest live member of the cluster's process group.
 fn primary(group: u32) -> Option<u32> {
@@ -139,35 +130,11 @@ fn main() {
         .spawn()
         .expect("start the cluster");
     let group = child.id();
-    let up = Instant::now() + Duration::from_secs(30);
-    while ask(args.port, hang) != Outcome::Answered {
-        assert!(Instant::now() < up, "soak: the cluster never answered");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let counts = Arc::new(Counts::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..args.clients)
-        .map(|_| {
-            let (counts, stop, port) = (counts.clone(), stop.clone(), args.port);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let c = match ask(port, hang) {
-                        Outcome::Answered => &counts.answered,
-                        Outcome::Hung => &counts.hung,
-                        Outcome::Failed => {
-                            std::thread::sleep(Duration::from_millis(10));
-                            &counts.failed
-                        }
-                    };
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    // The start's figures, once the load runs.
-    std::thread::sleep(Duration::from_secs(2));
+    wait_answering(args.port, hang, "soak");
+    // The start's figures, idle, as the end's will be.
     let first = primary(group).expect("a primary");
     let (fds_start, rss_start) = figures(first);
+    let clients = Clients::start(args.clients, args.port, hang);
     let mut done = [0u32; ACTIONS.len()];
     let end = Instant::now() + Duration::from_secs(args.seconds);
     let mut turn = 0usize;
@@ -197,6 +164,7 @@ fn main() {
         done[action] += u32::from(did.is_some());
         std::thread::sleep(Duration::from_secs(1));
     }
+    let counted = clients.stop();
     // A calm spell: until one primary is left, with its workers, and its fds hold still
     // (the last roll or upgrade done, the idle clients and the admin flood gone), or 30 s.
     let calm_by = Instant::now() + Duration::from_secs(30);
@@ -215,15 +183,11 @@ fn main() {
     let last = primary(group);
     let (fds_end, rss_end) = last.map_or((0, 0.0), figures);
     let workers = last.map_or(0, |p| children(p).len());
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().expect("client");
-    }
     if let Some(g) = Pid::from_raw(group as i32) {
         let _ = kill_process_group(g, Signal::KILL);
     }
     let _ = child.wait();
-    let hung = counts.hung.load(Ordering::Relaxed);
+    let hung = counted.hung;
     let events: Vec<String> = ACTIONS
         .iter()
         .zip(done)
@@ -234,8 +198,8 @@ fn main() {
          primary fds {fds_start} -> {fds_end}, RSS {:.1} -> {:.1} MiB",
         args.seconds,
         events.join(", "),
-        counts.answered.load(Ordering::Relaxed),
-        counts.failed.load(Ordering::Relaxed),
+        counted.answered,
+        counted.failed,
         rss_start / 1024.0,
         rss_end / 1024.0,
     );

@@ -15,11 +15,9 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ringleader_benches::client::{Outcome, ask};
+use ringleader_benches::client::{Clients, wait_answering};
 use ringleader_benches::proc::children;
 
 #[derive(clap::Parser, Debug)]
@@ -47,16 +45,6 @@ struct Args {
     command: Vec<String>,
 }
 
-/// How long a client waits before its next request after one failed.
-const RETRY_AFTER: Duration = Duration::from_millis(10);
-
-#[derive(Default)]
-struct Counts {
-    answered: AtomicU64,
-    failed: AtomicU64,
-    hung: AtomicU64,
-}
-
 fn main() {
     let args = <Args as clap::Parser>::parse();
     let hang = Duration::from_secs(args.hang_secs);
@@ -70,35 +58,8 @@ fn main() {
         .expect("start the cluster");
     let primary = child.id();
     let group = rustix::process::Pid::from_raw(primary as i32).expect("pid");
-    let up = Instant::now() + Duration::from_secs(30);
-    while !matches!(ask(args.port, hang), Outcome::Answered) {
-        assert!(
-            Instant::now() < up,
-            "{}: the cluster never answered",
-            args.name
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let counts = Arc::new(Counts::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..args.clients)
-        .map(|_| {
-            let (counts, stop, port) = (counts.clone(), stop.clone(), args.port);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match ask(port, hang) {
-                        Outcome::Answered => counts.answered.fetch_add(1, Ordering::Relaxed),
-                        Outcome::Hung => counts.hung.fetch_add(1, Ordering::Relaxed),
-                        Outcome::Failed => {
-                            // A client that retries waits a little first.
-                            std::thread::sleep(RETRY_AFTER);
-                            counts.failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
+    wait_answering(args.port, hang, &args.name);
+    let clients = Clients::start(args.clients, args.port, hang);
     let (mut kills, mut next) = (0u64, 0usize);
     let end = Instant::now() + Duration::from_secs(args.seconds);
     while Instant::now() < end {
@@ -119,18 +80,11 @@ fn main() {
         Ok(Some(status)) => format!("primary exited ({status})"),
         _ => format!("{} workers after it", children(primary).len()),
     };
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().expect("client");
-    }
+    let counted = clients.stop();
     let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
     let _ = child.wait();
     println!(
         "{} | {} s, {kills} workers SIGKILLed | answered {} | failed {} | hung {} | {after}",
-        args.name,
-        args.seconds,
-        counts.answered.load(Ordering::Relaxed),
-        counts.failed.load(Ordering::Relaxed),
-        counts.hung.load(Ordering::Relaxed),
+        args.name, args.seconds, counted.answered, counted.failed, counted.hung,
     );
 }
