@@ -178,12 +178,35 @@ impl Listeners {
         let Some(key) = self.keys.get(&listener).cloned() else {
             return;
         };
-        let Some(h) = self.by_key.get(&key) else {
-            return;
+        let (taken, starved) = self.take_waiting(listener, 64);
+        if starved {
+            self.back_off(cx, &key);
+        } else if taken > 0 && self.by_key.get(&key).is_some_and(|h| h.rounds.is_some()) {
+            self.rest(cx, &key);
+        }
+    }
+
+    /// A retiring primary's last look at a queue that is the new primary's: what waits
+    /// there now (at most [`MAX_PENDING`] pending). For want of fds, the new primary takes
+    /// the rest.
+    fn sweep(&mut self, listener: ListenerId) {
+        self.take_waiting(listener, MAX_PENDING);
+    }
+
+    /// Accepts what waits on `listener` without waiting: at most `tries` accepts, while
+    /// fewer than [`MAX_PENDING`] wait here. How many it took, and whether it stopped for
+    /// want of fds or memory. A failure of one connection (`ECONNABORTED`…) is skipped.
+    fn take_waiting(&mut self, listener: ListenerId, tries: usize) -> (usize, bool) {
+        let Some(sock) = self
+            .keys
+            .get(&listener)
+            .and_then(|key| self.by_key.get(key))
+            .map(|h| h.sock.clone())
+        else {
+            return (0, false);
         };
-        let sock = h.sock.clone();
         let mut taken = 0;
-        for _ in 0..64 {
+        for _ in 0..tries {
             if self.pending.len() >= MAX_PENDING {
                 break;
             }
@@ -194,44 +217,11 @@ impl Listeners {
                     self.pending.push_back(Pending::new(listener, fd));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if starved(&e) => {
-                    self.back_off(cx, &key);
-                    return;
-                }
+                Err(e) if starved(&e) => return (taken, true),
                 Err(_) => self.stats.accept_errors += 1,
             }
         }
-        if taken > 0 && self.by_key.get(&key).is_some_and(|h| h.rounds.is_some()) {
-            self.rest(cx, &key);
-        }
-    }
-
-    /// Takes what waits on `listener` now, without waiting (at most [`MAX_PENDING`]
-    /// pending): a retiring primary's last look at a queue that is the new primary's.
-    fn sweep(&mut self, listener: ListenerId) {
-        let Some(sock) = self
-            .keys
-            .get(&listener)
-            .and_then(|key| self.by_key.get(key))
-            .map(|h| h.sock.clone())
-        else {
-            return;
-        };
-        for _ in 0..MAX_PENDING {
-            if self.pending.len() >= MAX_PENDING {
-                break;
-            }
-            match listen::accept(&*sock, false) {
-                Ok(fd) => {
-                    self.stats.accepted += 1;
-                    self.pending.push_back(Pending::new(listener, fd));
-                }
-                // Nothing waits, or no fd to take it with: the new primary takes the rest.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || starved(&e) => break,
-                // One connection's failure (ECONNABORTED…); the loop is bounded all the same.
-                Err(_) => self.stats.accept_errors += 1,
-            }
-        }
+        (taken, false)
     }
 
     /// The round interval a round-robin listener gets: none where the backend cannot.
