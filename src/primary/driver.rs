@@ -5,11 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::io::IoSlice;
-
 use ringleader_sys::epoll::{Epoll, Interest, Ready};
 use ringleader_sys::poll::Flags;
-use ringleader_sys::scm::{self, Blocking};
+use ringleader_sys::scm;
 use ringleader_sys::uring::{Completion, OpId, Ring};
 use ringleader_sys::{AsFd, BorrowedFd, OwnedFd};
 
@@ -180,20 +178,22 @@ impl Driver {
         }
     }
 
-    /// Hands `fds` over the Unix stream socket `to`, one byte each, at most
-    /// [`scm::MAX_FDS`] per message, and closes our copies of those delivered: with io_uring
-    /// 5.17, a chain of `sendmsg` and `close`s per message ([`Ring::hand_over`]) that the
-    /// next [`Driver::wait`] (or [`Driver::settle`]) runs, so that our copies are closed
-    /// before the receiver can run; elsewhere at once (`sendmsg`, then `close`). Either way
+    /// Hands `fds` over the Unix stream socket `to`, each in a message of its own (one byte
+    /// and one fd), and closes our copies of those delivered: with io_uring 5.17, a chain of
+    /// `sendmsg` and `close` per connection ([`Ring::hand_over`]) that the next
+    /// [`Driver::wait`] (or [`Driver::settle`]) runs, so that our copies are closed before
+    /// the receiver can run; elsewhere at once (one `sendmmsg`, then the `close`s). Either way
     /// the outcome comes from the next wait or settle.
-    pub(crate) fn hand_over(&mut self, to: &Arc<dyn AsFd>, mut fds: Vec<OwnedFd>, token: u64) {
+    ///
+    /// One connection per message, because a worker that reads a message holds all of its
+    /// fds: a worker stopped or stuck right after one read would keep connections its
+    /// application never took, out of the primary's reach. With one each, what a worker has
+    /// not taken is still in the channel, where the primary can take it back.
+    pub(crate) fn hand_over(&mut self, to: &Arc<dyn AsFd>, fds: Vec<OwnedFd>, token: u64) {
         match self {
             Driver::Uring(ring, _) if ring.features().handoff => {
-                let most = ring.max_handoff_fds();
-                while !fds.is_empty() {
-                    let rest = fds.split_off(fds.len().min(most));
-                    ring.hand_over(to, fds, token);
-                    fds = rest;
+                for fd in fds {
+                    ring.hand_over(to, vec![fd], token);
                 }
             }
             Driver::Uring(_, sent) | Driver::Epoll(_, _, sent) => {
@@ -390,21 +390,20 @@ impl Driver {
     }
 }
 
-/// A hand-off as system calls: `sendmsg` per up to [`scm::MAX_FDS`] connections, then the
-/// `close` of our copies (dropped) right after each message, while the receiver is only just
-/// waking up; a later close would often come after the receiver closed its copy, and then it
-/// would pay for the whole TCP teardown.
+/// A hand-off as system calls: one `sendmmsg` of a message per connection, then the
+/// `close` of our copies (dropped) at once, while the receiver is only just waking up; a
+/// later close would often come after the receiver closed its copy, and then it would pay
+/// for the whole TCP teardown.
 fn send_now(to: BorrowedFd<'_>, mut fds: Vec<OwnedFd>, token: u64) -> Handed {
     let mut messages = 0;
     while !fds.is_empty() {
         let n = fds.len().min(scm::MAX_FDS);
-        let bytes = [b'c'; scm::MAX_FDS];
         let borrowed: Vec<BorrowedFd<'_>> = fds[..n].iter().map(AsFd::as_fd).collect();
-        match scm::send(to, &[IoSlice::new(&bytes[..n])], &borrowed, Blocking::No) {
-            Ok(written) if written > 0 => {
-                messages += 1;
+        match scm::send_each(to, &borrowed) {
+            Ok(sent) if sent > 0 => {
+                messages += sent as u64;
                 drop(borrowed);
-                fds.drain(..n);
+                fds.drain(..sent);
             }
             _ => break,
         }

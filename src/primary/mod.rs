@@ -237,7 +237,7 @@ impl Primary {
     ///
     /// In rounds, a listener that just took connections stops accepting for this long and
     /// then takes, in one go, every connection that arrived meanwhile; each worker gets its
-    /// share in one message. The first connection after a quiet spell is taken at once, so
+    /// share in one system call (a message per connection). The first connection after a quiet spell is taken at once, so
     /// only connections that arrive within the interval after others wait, by at most the
     /// interval. Under load this replaces a wake-up of the primary per connection by one per
     /// round (README, "Latency and CPU"; BENCHMARKS.md). Applies at once: a listener

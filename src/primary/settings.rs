@@ -416,9 +416,12 @@ impl Settings {
     /// stuck, or too slow to read its queue then holds no client longer than about `after`,
     /// while the bound of 16 untaken connections per worker stays the cap. `None` turns it
     /// off. Default: 50 ms (a hand-off is normally taken within microseconds; a worker
-    /// busy for longer than this with the connections it has is better skipped). A
-    /// connection the worker has read into its own queue is its own: only those still in
-    /// the channel come back.
+    /// busy for longer than this with the connections it has is better skipped). Every
+    /// connection travels in a message of its own, so a worker holds only those its
+    /// application took; the rest are still in the channel, and come back. Under
+    /// [`Scheduling::Steered`], a worker's accept queue that held connections and never got
+    /// shorter for `after` is emptied the same way, and the worker steered around for as
+    /// long again.
     pub fn take_back_after(mut self, after: Option<Duration>) -> Self {
         self.take_back = Some(after.filter(|a| !a.is_zero()));
         self

@@ -24,7 +24,7 @@ use super::{Worker, lock};
 
 /// What a source takes connections from.
 enum From {
-    /// Connections handed over by the primary, a few fds per message.
+    /// Connections handed over by the primary, one per message.
     Handoff { channel: OwnedFd },
     /// A copy of the socket all workers share (non-blocking).
     Shared(OwnedFd),

@@ -70,6 +70,43 @@ pub fn send(
     Ok(rustix::net::sendmsg(sock, bufs, &mut control, flags)?)
 }
 
+/// Sends each of `fds` in a message of its own (one byte and one `SCM_RIGHTS` fd), all in one
+/// `sendmmsg(2)` with `MSG_DONTWAIT | MSG_NOSIGNAL`. A receiver reading one message then
+/// holds one fd: it never takes more than it asked for (the kernel ends a read at the first
+/// message carrying fds, and hands all of a message's fds to whoever reads its first byte).
+/// Returns how many were sent, the first ones: `fds[sent..]` were not, and stay the caller's.
+///
+/// # Errors
+/// What `sendmmsg(2)` returns when it sent none (`WouldBlock` when the socket's buffer is
+/// full, `EPIPE` when the peer is gone).
+///
+/// # References
+/// [`sendmmsg(2)`](https://man7.org/linux/man-pages/man2/sendmmsg.2.html)
+pub fn send_each(sock: impl AsFd, fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    const ONE: usize = rustix::cmsg_space!(ScmRights(1));
+    let byte = [b'c'];
+    let iov = [IoSlice::new(&byte)];
+    let mut spaces = vec![[MaybeUninit::<u8>::uninit(); ONE]; fds.len()];
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = spaces
+        .iter_mut()
+        .map(|space| SendAncillaryBuffer::new(space))
+        .collect();
+    for (control, fd) in controls.iter_mut().zip(fds) {
+        if !control.push(SendAncillaryMessage::ScmRights(std::slice::from_ref(fd))) {
+            return Err(io::Error::other("control buffer too small"));
+        }
+    }
+    let mut messages: Vec<rustix::net::MMsgHdr<'_>> = controls
+        .iter_mut()
+        .map(|control| rustix::net::MMsgHdr::new(&iov, control))
+        .collect();
+    Ok(rustix::net::sendmmsg(
+        sock,
+        &mut messages,
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+    )?)
+}
+
 /// `recvmsg(2)` into `buf` with `MSG_CMSG_CLOEXEC`; fds that arrive are appended to `fds`.
 /// Returns the number of bytes read: 0 means end of file.
 ///

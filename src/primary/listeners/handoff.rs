@@ -25,7 +25,8 @@ pub(super) const HELD_RECHECK: Duration = Duration::from_millis(1);
 
 impl Listeners {
     /// Hands pending connections to workers: round-robin over those with fewer than
-    /// `MAX_UNTAKEN` untaken, every connection of this turn for one worker in one message.
+    /// `MAX_UNTAKEN` untaken, every connection of this turn for one worker in one hand-off
+    /// ([`crate::primary::driver::Driver::hand_over`]: a message each, in one system call).
     pub(crate) fn dispatch(&mut self, cx: &mut Ctx<'_>) {
         if !self.by_key.is_empty() {
             self.read_board(cx);

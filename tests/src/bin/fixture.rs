@@ -279,6 +279,15 @@ fn run_worker(worker: &Worker, mode: &str) {
             }
             std::process::exit(1);
         }
+        // `take-one:ADDR`: takes one connection, keeps it unanswered, and never accepts
+        // again while it stays connected: a worker stuck in its own code.
+        m if m.starts_with("take-one:") => {
+            let listener = worker.listen_tcp(&m[9..]).expect("listen");
+            let _held = listener.incoming().next();
+            loop {
+                std::thread::park();
+            }
+        }
         m if m.starts_with("serve:") => {
             let listener = worker.listen_tcp(&m[6..]).expect("listen");
             serve(worker, &listener);
