@@ -1,12 +1,14 @@
 //! A stopped worker holds no client long (`Settings::take_back_after`): connections that
-//! wait at it past the deadline are taken back from its queue and served by another; one
-//! stalled past a longer deadline (`Settings::kill_stalled_after`) is killed and replaced.
+//! wait at it past the deadline are taken back from its queue (its hand-off channel, or its
+//! steered socket's accept queue) and served by another; a worker stuck in its own code
+//! holds only what it took; one stalled past a longer deadline
+//! (`Settings::kill_stalled_after`) is killed and replaced.
 
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ringleader::{Event, Respawn, Settings, SharedPolicy};
+use ringleader::{Event, Respawn, Scheduling, Settings, SharedPolicy};
 use ringleader_tests::{Harness, describe, signal, stop};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
@@ -14,22 +16,11 @@ const DEADLINE: Duration = Duration::from_millis(50);
 /// Far below the stop (it lasts until every client is answered), far above the deadline.
 const MARGIN: Duration = Duration::from_secs(2);
 
-fn stopped_worker_holds_no_client(policy: &str) {
-    let h = Harness::new(FIXTURE);
-    h.primary
-        .setup(
-            Settings::default()
-                .policy(SharedPolicy::named(policy).expect("policy"))
-                .take_back_after(Some(DEADLINE)),
-        )
-        .expect("setup");
-    let stopped = h.fork("serve:127.0.0.1:0");
-    let good = h.fork("serve:127.0.0.1:0");
-    let port = h.listening(2)[0].port;
-    let pid = h.primary.worker(stopped).expect("worker").pid();
-    stop(pid);
-    let waits = h.drive(move || {
-        let clients: Vec<_> = (0..40)
+/// `n` clients at once, each waiting `DEADLINE + MARGIN` for its answer: what each got, or
+/// why not.
+fn clients(h: &Harness, port: u16, n: usize) -> Vec<Result<(Duration, String), String>> {
+    h.drive(move || {
+        let clients: Vec<_> = (0..n)
             .map(|_| {
                 std::thread::spawn(move || {
                     let start = Instant::now();
@@ -46,8 +37,22 @@ fn stopped_worker_holds_no_client(policy: &str) {
         clients
             .into_iter()
             .map(|c| c.join().expect("client"))
-            .collect::<Vec<_>>()
-    });
+            .collect()
+    })
+}
+
+/// `n` clients while one of two workers is stopped: each is answered by the other.
+fn stopped_worker_holds_no_client(settings: Settings, n: usize) {
+    let h = Harness::new(FIXTURE);
+    h.primary
+        .setup(settings.take_back_after(Some(DEADLINE)))
+        .expect("setup");
+    let stopped = h.fork("serve:127.0.0.1:0");
+    let good = h.fork("serve:127.0.0.1:0");
+    let port = h.listening(2)[0].port;
+    let pid = h.primary.worker(stopped).expect("worker").pid();
+    stop(pid);
+    let waits = clients(&h, port, n);
     signal(pid, rustix::process::Signal::CONT);
     for w in &waits {
         let (waited, answer) = w
@@ -56,17 +61,55 @@ fn stopped_worker_holds_no_client(policy: &str) {
         assert_eq!(answer, &format!("hello from {good}\n"), "waited {waited:?}");
     }
     let stats = h.primary.handoff_stats();
-    assert!(stats.taken_from_stalled > 0, "{stats:?}");
+    assert!(
+        stats.taken_from_stalled + stats.taken_from_queues > 0,
+        "{stats:?}"
+    );
+}
+
+fn policy(name: &str) -> Settings {
+    Settings::default().policy(SharedPolicy::named(name).expect("policy"))
 }
 
 #[test]
 fn round_robin_takes_back_what_waits_at_a_stopped_worker() {
-    stopped_worker_holds_no_client("rr");
+    stopped_worker_holds_no_client(policy("rr"), 40);
 }
 
 #[test]
 fn least_connections_takes_back_what_waits_at_a_stopped_worker() {
-    stopped_worker_holds_no_client("lc");
+    stopped_worker_holds_no_client(policy("lc"), 40);
+}
+
+/// Steered: the stopped worker's socket queue held connections and never got shorter for
+/// the deadline; the primary empties it for the other worker and steers around it. Eight
+/// clients: its queue stays below the hand-off bound, which would empty it too.
+#[test]
+fn steering_empties_the_queue_of_a_stopped_worker() {
+    stopped_worker_holds_no_client(Settings::default().scheduling(Scheduling::Steered), 8);
+}
+
+/// A worker that took one connection and is stuck in its own code holds that one alone:
+/// every connection travels in a message of its own, so the rest of what was sent to it is
+/// still in its channel when the deadline comes, and goes to the other worker.
+#[test]
+fn a_worker_stuck_after_one_accept_holds_that_one_alone() {
+    let h = Harness::new(FIXTURE);
+    h.primary
+        .setup(policy("rr").take_back_after(Some(DEADLINE)))
+        .expect("setup");
+    let stuck = h.fork("take-one:127.0.0.1:0");
+    let good = h.fork("serve:127.0.0.1:0");
+    let port = h.listening(2)[0].port;
+    let waits = clients(&h, port, 40);
+    let unanswered: Vec<&String> = waits.iter().filter_map(|w| w.as_ref().err()).collect();
+    assert_eq!(unanswered.len(), 1, "{unanswered:?}");
+    for (waited, answer) in waits.iter().flatten() {
+        assert_eq!(answer, &format!("hello from {good}\n"), "waited {waited:?}");
+    }
+    let stats = h.primary.handoff_stats();
+    assert!(stats.taken_from_stalled > 0, "{stats:?}");
+    assert!(h.primary.worker(stuck).is_some());
 }
 
 #[test]

@@ -54,6 +54,12 @@ pub(super) struct Place {
     /// A socket-activated server that has not been seen taking a connection yet: until
     /// when it may take to start, not counted stalled ([`crate::Settings::start_within`]).
     pub(super) starting: Option<Instant>,
+    /// Other groups: its queue was emptied by the primary, the worker stalled, and is
+    /// steered around until then ([`stalled_steered`]).
+    pub(super) around_until: Option<Instant>,
+    /// Since when its worker has been stalled, seen taking no connection from its queue,
+    /// and whether that was reported.
+    pub(super) stalled_since: Option<(Instant, bool)>,
 }
 
 impl Steering {
@@ -69,6 +75,8 @@ impl Steering {
                     full_checks: 0,
                     stuck: None,
                     starting: None,
+                    around_until: None,
+                    stalled_since: None,
                 })
                 .collect(),
             ..Steering::default()
@@ -95,6 +103,8 @@ impl Steering {
             p.full_checks = 0;
             p.stuck = None;
             p.starting = starting;
+            p.around_until = None;
+            p.stalled_since = None;
             return Ok(p.sock.clone());
         }
         let sock = listen::tcp(addr, opts)?;
@@ -108,6 +118,8 @@ impl Steering {
             full_checks: 0,
             stuck: None,
             starting,
+            around_until: None,
+            stalled_since: None,
         });
         Ok(sock)
     }
@@ -218,6 +230,7 @@ impl Listeners {
         let mut any = false;
         let mut taken = Vec::new();
         let kill_after = self.kill_stalled_after;
+        let deadlines = (self.take_back_after, kill_after);
         for h in self.by_key.values_mut() {
             let Some(st) = &mut h.steering else { continue };
             any = true;
@@ -226,7 +239,7 @@ impl Listeners {
             } else {
                 st.linger_until = None;
             }
-            let seen: Vec<Seen> = st
+            let mut seen: Vec<Seen> = st
                 .places
                 .iter()
                 .map(|p| Seen {
@@ -238,6 +251,14 @@ impl Listeners {
                     full_checks: p.full_checks,
                 })
                 .collect();
+            if !st.keep_queues {
+                for (p, seen) in st.places.iter_mut().zip(&mut seen) {
+                    if let Some((_, open)) = &mut seen.worker {
+                        *open &= !stalled_steered(p, seen.depth, now, deadlines, cx);
+                        busy |= p.around_until.is_some();
+                    }
+                }
+            }
             let Plan {
                 weights,
                 mut take,
@@ -308,28 +329,22 @@ impl Listeners {
     }
 }
 
-/// A [`Steering::keep_queues`] place: a worker whose queue has held connections and never
-/// got shorter for `kill_after` took none of them all that time; it is reported stalled,
-/// once, and the worker that replaces it takes the place and its queue. (A worker that takes
-/// connections shortens its queue between checks, which come every few milliseconds, even
-/// under load: once its queue reaches the bound, no more arrive.) The clock runs only once
-/// the worker has started ([`Place::starting`]): a queue that gets shorter shows it has.
-fn stalled_keeping(
-    p: &mut Place,
-    depth: u64,
-    now: Instant,
-    kill_after: Option<Duration>,
-    cx: &mut Ctx<'_>,
-) {
+/// Follows a place's queue from check to check: since when it has held connections
+/// without ever getting shorter (`None`: it is empty, got shorter, or has no worker). (A
+/// worker that takes connections shortens its queue between checks, which come every few
+/// milliseconds, even under load: once its queue reaches the bound, no more arrive.) The
+/// clock runs only once the worker has started ([`Place::starting`]): a queue that gets
+/// shorter shows it has.
+fn stuck_since(p: &mut Place, depth: u64, now: Instant) -> Option<&mut Stuck> {
     let shrank = p.stuck.is_some_and(|s| depth < s.depth);
     if shrank || p.starting.is_some_and(|until| now >= until) {
         p.starting = None;
     }
-    let Some(worker) = p.worker.filter(|_| depth > 0) else {
+    if p.worker.is_none() || depth == 0 {
         p.stuck = None;
-        return;
-    };
-    let stuck = match p.stuck {
+        return None;
+    }
+    Some(match p.stuck {
         Some(s) if !shrank && p.starting.is_none() => p.stuck.insert(Stuck { depth, ..s }),
         // New, it got shorter (the worker takes connections), or the worker is starting.
         _ => p.stuck.insert(Stuck {
@@ -337,12 +352,77 @@ fn stalled_keeping(
             depth,
             reported: false,
         }),
+    })
+}
+
+/// A [`Steering::keep_queues`] place: a worker whose queue has held connections and never
+/// got shorter for `kill_after` took none of them all that time; it is reported stalled,
+/// once, and the worker that replaces it takes the place and its queue.
+fn stalled_keeping(
+    p: &mut Place,
+    depth: u64,
+    now: Instant,
+    kill_after: Option<Duration>,
+    cx: &mut Ctx<'_>,
+) {
+    let worker = p.worker;
+    let (Some(worker), Some(stuck)) = (worker, stuck_since(p, depth, now)) else {
+        return;
     };
     if let Some(after) = kill_after {
         let stalled = now.saturating_duration_since(stuck.since);
         if stalled >= after && !stuck.reported {
             stuck.reported = true;
             cx.out.stalled.push((worker, stalled));
+        }
+    }
+}
+
+/// A place whose worker takes handed connections too (the steered groups of ringleader
+/// workers): whether it is to be steered around, its queue emptied for the others. That is
+/// when its queue held connections and never got shorter for the take-back deadline
+/// (`deadlines.0`, [`crate::Settings::take_back_after`]): the worker is stopped, stuck or too
+/// busy, like a round-robin worker that leaves its hand-offs in the channel. It is then
+/// steered around for as long again, and gets connections once more after that: a worker
+/// that takes them is no longer stalled, one that does not is steered around again. A
+/// worker stalled for `deadlines.1` ([`crate::Settings::kill_stalled_after`]) is reported,
+/// once, to be killed.
+fn stalled_steered(
+    p: &mut Place,
+    depth: u64,
+    now: Instant,
+    deadlines: (Option<Duration>, Option<Duration>),
+    cx: &mut Ctx<'_>,
+) -> bool {
+    let (Some(deadline), Some(worker)) = (deadlines.0, p.worker) else {
+        return false;
+    };
+    if p.around_until.is_some_and(|until| now >= until) {
+        p.around_until = None;
+    }
+    let stuck = stuck_since(p, depth, now).map(|s| (s.since, s.reported));
+    match stuck {
+        // Its queue moved, or is empty while connections go to it: not stalled.
+        None if p.around_until.is_none() => {
+            p.stalled_since = None;
+            false
+        }
+        None => true,
+        Some((since, _)) if now.saturating_duration_since(since) < deadline => {
+            p.around_until.is_some()
+        }
+        Some((since, _)) => {
+            let (first, reported) = p.stalled_since.get_or_insert((since, false));
+            p.around_until = Some(now + deadline);
+            // Its queue is about to be emptied: the clock of the next check starts afresh;
+            // the stall goes on until its queue moves, and is reported once.
+            p.stuck = None;
+            let stalled = now.saturating_duration_since(*first);
+            if deadlines.1.is_some_and(|limit| stalled >= limit) && !*reported {
+                *reported = true;
+                cx.out.stalled.push((worker, stalled));
+            }
+            true
         }
     }
 }
