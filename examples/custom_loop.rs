@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo run --release --example custom_loop -- [--workers N] [--port 8000]
-//!     [--policy rr|none|reuseport|steer] [--admin 127.0.0.1:9000]
+//!     [--policy rr|lc|none|reuseport|steer] [--admin 127.0.0.1:9000]
 //! ```
 
 use std::io::Read;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use ringleader::{Event, Primary, Role, Roll, Settings};
+use ringleader::{Event, Primary, Role, Roll};
 
 // Its command line and its reports; this primary runs its own loop, not the supervisor.
 #[allow(dead_code)]
@@ -44,23 +44,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Role::Primary(primary) => drive(&primary, &args),
         Role::Worker(worker) => {
             let listener = worker.listen_tcp(("0.0.0.0", args.port))?;
-            let mut connections = Vec::new();
-            for stream in listener.incoming().flatten() {
-                let worker = worker.clone();
-                connections.push(std::thread::spawn(move || http::serve(stream, &worker)));
-                connections.retain(|c| !c.is_finished());
-            }
-            for c in connections {
-                let _ = c.join();
-            }
-            Ok(())
+            Ok(http::serve(&listener, &worker)?)
         }
     }
 }
 
 /// The application's loop: the primary's fd and standard input in one poller.
 fn drive(primary: &Primary, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    primary.setup(Settings::default().scheduling(args.scheduling()))?;
+    primary.setup(args.settings())?;
     args.serve_admin(primary)?;
     for _ in 0..args.workers() {
         primary.fork(&[])?;

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release --example hello -- [--workers N] [--port 8000]
-//!     [--policy rr|none|reuseport|steer] [--admin 127.0.0.1:9000]
+//!     [--policy rr|lc|none|reuseport|steer] [--admin 127.0.0.1:9000]
 //! curl -i http://127.0.0.1:8000/
 //! ```
 
@@ -34,22 +34,8 @@ fn run() -> Result<(), ringleader::Error> {
         Role::Worker(worker) => {
             println!("Worker {} started", std::process::id());
             let listener = worker.listen_tcp(("0.0.0.0", port))?;
-            let id = worker.id();
-            let mut connections = Vec::new();
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(stream) => {
-                        let worker = worker.clone();
-                        connections.push(std::thread::spawn(move || http::serve(stream, &worker)));
-                    }
-                    Err(e) => eprintln!("worker {id}: accept: {e}"),
-                }
-                connections.retain(|c| !c.is_finished());
-            }
-            // Disconnected: finish the open connections (each ends when idle), then leave.
-            for c in connections {
-                let _ = c.join();
-            }
+            // One thread, one poll, every connection; returns once disconnected and drained.
+            http::serve(&listener, &worker)?;
         }
     }
     Ok(())

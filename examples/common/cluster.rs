@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ringleader::{Ending, Event, Primary, Scheduling, Settings, Supervise};
+use ringleader::{Ending, Event, Primary, Scheduling, Settings, SharedPolicy, Supervise};
 
 /// How long a graceful stop may take.
 pub(crate) const STOP_WITHIN: Duration = Duration::from_secs(5);
@@ -60,13 +60,18 @@ fn memory(s: &str) -> Result<u64, String> {
 }
 
 impl Args {
-    /// `--policy` as the crate's scheduling.
-    pub(crate) fn scheduling(&self) -> Scheduling {
-        match self.policy {
-            Policy::Rr => Scheduling::RoundRobin,
+    /// `--policy` as the crate's settings: its scheduling, and the hand-off policy.
+    pub(crate) fn settings(&self) -> Settings {
+        let scheduling = match self.policy {
+            Policy::Rr | Policy::Lc => Scheduling::RoundRobin,
             Policy::None => Scheduling::Shared,
             Policy::Reuseport => Scheduling::ReusePort,
             Policy::Steer => Scheduling::Steered,
+        };
+        let settings = Settings::default().scheduling(scheduling);
+        match self.policy {
+            Policy::Lc => settings.policy(SharedPolicy::named("lc").expect("a built-in policy")),
+            _ => settings,
         }
     }
 
@@ -90,12 +95,14 @@ impl Args {
     }
 }
 
-/// `rr`: the primary accepts and hands each connection to a worker; `none`: the workers
-/// share one socket; `reuseport`: each has its own; `steer`: each has its own, and the
-/// primary steers the kernel's choice by load.
+/// `rr`: the primary accepts and hands each connection to a worker in turn; `lc`: to the
+/// worker with the fewest open connections; `none`: the workers share one socket;
+/// `reuseport`: each has its own; `steer`: each has its own, and the primary steers the
+/// kernel's choice by load.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub(crate) enum Policy {
     Rr,
+    Lc,
     None,
     Reuseport,
     Steer,
@@ -109,11 +116,7 @@ pub(crate) fn primary(primary: &Primary, args: &Args) -> Result<(), ringleader::
     println!("Primary {} is running", std::process::id());
     // A worker stuck for 30 s with connections waiting is killed and replaced
     // (gunicorn's timeout); what waited at it went to the others after 50 ms.
-    primary.setup(
-        Settings::default()
-            .scheduling(args.scheduling())
-            .kill_stalled_after(Some(STUCK)),
-    )?;
+    primary.setup(args.settings().kill_stalled_after(Some(STUCK)))?;
     args.serve_admin(primary)?;
     let workers = args.workers();
     // gunicorn's and nginx's conventions: INT and TERM stop gracefully, QUIT at once,

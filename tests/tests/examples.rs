@@ -1,6 +1,7 @@
 //! The examples a user starts from, run as users run them against real sockets:
 //! `hello_tokio` (hyper in each worker) answers like `hello` and rolls under keep-alive and
-//! close clients with no failed request; `proxy` forwards connections to an upstream both
+//! close clients with no failed request; `hello` serves many connections from one loop, and
+//! every client while one of its workers is stopped; `proxy` forwards connections to an upstream both
 //! ways; `custom_loop` serves `hello`'s answers from a primary in a mio loop that also reads
 //! commands from standard input.
 
@@ -10,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ringleader_tests::load::{self, Load};
-use ringleader_tests::{Spawned, WATCHDOG, example, free_port, http_get, signal};
+use ringleader_tests::{
+    GET_CLOSE, Spawned, WATCHDOG, children_of, example, free_port, http_get, signal, stop,
+};
 
 /// One request with `connection: close`: the answer's head and body.
 fn get(port: u16) -> (String, String) {
@@ -108,6 +111,102 @@ fn drains_half_sent_requests(example_name: &str) {
 #[test]
 fn hello_answers_half_sent_requests_when_it_drains() {
     drains_half_sent_requests("hello");
+}
+
+/// `hello` serves from one loop per worker: a hundred keep-alive connections open at once
+/// add no thread, each answers again, and fifty requests pipelined in one write get fifty
+/// answers in order.
+#[test]
+fn hello_serves_a_hundred_open_connections_without_a_thread_for_each() {
+    let port = free_port();
+    let h = Spawned::start(
+        example("hello"),
+        &["--workers", "1", "--port", &port.to_string()],
+        &[],
+    );
+    h.expect_listening(1);
+    let worker = children_of(h.pid())[0];
+    let threads = || {
+        std::fs::read_dir(format!("/proc/{worker}/task"))
+            .expect("the worker's threads")
+            .count()
+    };
+    let before = threads();
+    let request = b"GET / HTTP/1.1\r\nhost: test\r\n\r\n";
+    let mut open: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
+            s.write_all(request).expect("write");
+            read_hello(&mut s);
+            s
+        })
+        .collect();
+    assert_eq!(threads(), before, "threads with 100 connections open");
+    for s in &mut open {
+        s.write_all(request).expect("write");
+        read_hello(s);
+    }
+    let s = &mut open[0];
+    s.write_all(&request.repeat(50)).expect("write");
+    let (mut got, mut buf) = (String::new(), [0u8; 4096]);
+    while got.matches("hello world\n").count() < 50 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => panic!("{} answers of 50", got.matches("hello world\n").count()),
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 50);
+}
+
+/// One of `hello`'s two workers stopped (`SIGSTOP`): every client is still answered, by the
+/// other worker, whatever the policy; what was sent to the stopped one comes back to the
+/// primary after 50 ms. Each client waits 2 s at most, far less than the stop.
+fn hello_answers_while_a_worker_is_stopped(policy: &str) {
+    let port = free_port();
+    let h = Spawned::start(
+        example("hello"),
+        &[
+            "--workers",
+            "2",
+            "--policy",
+            policy,
+            "--port",
+            &port.to_string(),
+        ],
+        &[],
+    );
+    h.expect_listening(2);
+    let workers = children_of(h.pid());
+    stop(workers[0]);
+    for i in 0..20 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        s.write_all(GET_CLOSE).expect("write");
+        let mut answer = String::new();
+        let read = s.read_to_string(&mut answer);
+        assert!(
+            read.is_ok() && answer.ends_with("hello world\n"),
+            "client {i} under {policy}: {read:?} {answer:?}"
+        );
+    }
+    signal(workers[0], rustix::process::Signal::CONT);
+}
+
+#[test]
+fn hello_answers_every_client_while_a_worker_is_stopped_under_rr() {
+    hello_answers_while_a_worker_is_stopped("rr");
+}
+
+#[test]
+fn hello_answers_every_client_while_a_worker_is_stopped_under_lc() {
+    hello_answers_while_a_worker_is_stopped("lc");
+}
+
+#[test]
+fn hello_answers_every_client_while_a_worker_is_stopped_under_steer() {
+    hello_answers_while_a_worker_is_stopped("steer");
 }
 
 #[test]
