@@ -6,8 +6,13 @@
 //! workers serve (the primary's children) or whether the primary is gone. Prints one line
 //! per run.
 //!
+//! With `--stop-secs S`, no kill: one worker is stopped (`SIGSTOP`) a second into the run
+//! and continued (`SIGCONT`) S seconds later, and the hung count is the clients it left
+//! waiting longer than `--hang-secs`.
+//!
 //! ```text
-//! storm --name NAME --port P [--seconds 10] [--every-ms 100] [--clients 32] -- COMMAND...
+//! storm --name NAME --port P [--seconds 10] [--every-ms 100] [--clients 32]
+//!     [--stop-secs S] -- COMMAND...
 //! ```
 //!
 //! COMMAND runs with `PORT=P` in a process group of its own, killed whole at the end; the
@@ -40,6 +45,9 @@ struct Args {
     /// A request with no answer and no error this long counts as hung.
     #[arg(long, default_value_t = 5)]
     hang_secs: u64,
+    /// Instead of kills: stop one worker a second into the run, for this long.
+    #[arg(long)]
+    stop_secs: Option<u64>,
     /// The cluster's command.
     #[arg(required = true, last = true)]
     command: Vec<String>,
@@ -62,17 +70,32 @@ fn main() {
     let clients = Clients::start(args.clients, args.port, hang);
     let (mut kills, mut next) = (0u64, 0usize);
     let end = Instant::now() + Duration::from_secs(args.seconds);
-    while Instant::now() < end {
-        let workers = children(primary);
-        if !workers.is_empty() {
-            next = (next + 1) % workers.len();
-            let pid = rustix::process::Pid::from_raw(workers[next] as i32).expect("pid");
-            if rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok() {
-                kills += 1;
-            }
+    let what = match args.stop_secs {
+        Some(secs) => {
+            std::thread::sleep(Duration::from_secs(1));
+            let worker = children(primary).first().copied().expect("a worker");
+            let pid = rustix::process::Pid::from_raw(worker as i32).expect("pid");
+            rustix::process::kill_process(pid, rustix::process::Signal::STOP).expect("SIGSTOP");
+            std::thread::sleep(Duration::from_secs(secs));
+            rustix::process::kill_process(pid, rustix::process::Signal::CONT).expect("SIGCONT");
+            std::thread::sleep(end.saturating_duration_since(Instant::now()));
+            format!("1 worker SIGSTOPped for {secs} s")
         }
-        std::thread::sleep(Duration::from_millis(args.every_ms));
-    }
+        None => {
+            while Instant::now() < end {
+                let workers = children(primary);
+                if !workers.is_empty() {
+                    next = (next + 1) % workers.len();
+                    let pid = rustix::process::Pid::from_raw(workers[next] as i32).expect("pid");
+                    if rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok() {
+                        kills += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(args.every_ms));
+            }
+            format!("{kills} workers SIGKILLed")
+        }
+    };
     // The storm is over: a calm second, then each client ends with its request in flight
     // (which may take up to `hang` to count as hung).
     std::thread::sleep(Duration::from_secs(1));
@@ -84,7 +107,7 @@ fn main() {
     let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
     let _ = child.wait();
     println!(
-        "{} | {} s, {kills} workers SIGKILLed | answered {} | failed {} | hung {} | {after}",
+        "{} | {} s, {what} | answered {} | failed {} | hung {} | {after}",
         args.name, args.seconds, counted.answered, counted.failed, counted.hung,
     );
 }
