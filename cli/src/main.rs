@@ -101,6 +101,12 @@ struct Run {
     /// its socket's queue [default: off].
     #[arg(long, value_name = "MS")]
     kill_stalled_after: Option<u64>,
+    /// For servers whose client speaks first (HTTP): hold each connection in the kernel
+    /// until its client has sent something, or for about SECS (`TCP_DEFER_ACCEPT`, nginx's
+    /// `deferred`), so that no worker takes a connection with nothing to read [default:
+    /// off].
+    #[arg(long, value_name = "SECS")]
+    defer_accept: Option<u64>,
     /// How long a socket-activated server may take to start (to be first seen taking a
     /// connection) before --kill-stalled-after counts it stalled.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
@@ -188,6 +194,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .scheduling(scheduling)
         .worker_protocol(protocol)
         .kill_stalled_after(args.kill_stalled_after.map(Duration::from_millis))
+        .defer_accept(args.defer_accept.map(Duration::from_secs))
         .start_within(Duration::from_millis(args.start_within));
     if let Some(policy) = SharedPolicy::named(&policy) {
         settings = settings.policy(policy);

@@ -39,6 +39,11 @@ pub(crate) struct Args {
     /// 150M), gracefully.
     #[arg(long, value_name = "SIZE", value_parser = memory)]
     pub(crate) max_memory: Option<u64>,
+    /// Hold each connection in the kernel until its request has begun to arrive, or for
+    /// SECS (`TCP_DEFER_ACCEPT`, nginx's `deferred`): no worker takes a connection with
+    /// nothing to read, so a stopped one holds none of those; 0 turns it off.
+    #[arg(long, value_name = "SECS", default_value_t = 1)]
+    pub(crate) defer_accept: u64,
     /// `auto`: pin worker i to CPU i (of those the primary may use), nginx's
     /// `worker_cpu_affinity auto`; a replacement takes its predecessor's.
     #[arg(long, value_enum, default_value_t = CpuAffinity::None)]
@@ -68,7 +73,9 @@ impl Args {
             Policy::Reuseport => Scheduling::ReusePort,
             Policy::Steer => Scheduling::Steered,
         };
-        let settings = Settings::default().scheduling(scheduling);
+        let settings = Settings::default()
+            .scheduling(scheduling)
+            .defer_accept(Some(Duration::from_secs(self.defer_accept)));
         match self.policy {
             Policy::Lc => settings.policy(SharedPolicy::named("lc").expect("a built-in policy")),
             _ => settings,

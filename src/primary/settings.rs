@@ -87,6 +87,7 @@ pub struct Settings {
     pub(crate) protocol: Option<WorkerProtocol>,
     pub(crate) max_memory: Option<Option<u64>>,
     pub(crate) cpu_affinity: Option<bool>,
+    pub(crate) defer_accept: Option<Option<Duration>>,
 }
 
 /// What the workers forked from now on speak on their channel ([`Settings::worker_protocol`]).
@@ -427,6 +428,21 @@ impl Settings {
         self
     }
 
+    /// TCP listeners made from now on hold each connection in the kernel until its client
+    /// has sent something, or for about `wait` (`TCP_DEFER_ACCEPT`, nginx's `deferred`,
+    /// HAProxy's `defer-accept`): for protocols whose client speaks first, such as HTTP. The
+    /// primary then accepts, and a worker takes, only connections with a request to read, so
+    /// a worker stopped or stuck holds no connection still waiting for its request, and a
+    /// client that connects and sends nothing costs no worker anything. Never for a protocol
+    /// whose server speaks first (SMTP, MySQL): its clients would wait `wait` for a greeting.
+    /// Applies to round-robin, shared, reuseport and steered listeners (and to a socket
+    /// passed by systemd, which is changed for everyone holding it). Default: `None`, off;
+    /// whole seconds, at least one.
+    pub fn defer_accept(mut self, wait: Option<Duration>) -> Self {
+        self.defer_accept = Some(wait.filter(|w| !w.is_zero()));
+        self
+    }
+
     /// What the workers forked from now on speak on their channel: ringleader's frames (the
     /// default) or Node.js's protocol, for unmodified Node cluster applications
     /// ([`WorkerProtocol`]). Set [`Settings::exec`] and [`Settings::args`] to run them
@@ -587,13 +603,21 @@ impl Settings {
             start_within,
             protocol,
             max_memory,
-            cpu_affinity
+            cpu_affinity,
+            defer_accept
         );
     }
 
     /// How long a socket-activated server may take to start ([`Settings::start_within`]).
     pub(crate) fn start_deadline(&self) -> Duration {
         self.start_within.unwrap_or(DEFAULT_START_WITHIN)
+    }
+
+    /// `TCP_DEFER_ACCEPT`'s seconds in force ([`Settings::defer_accept`]); `0`: off.
+    pub(crate) fn defer_accept_secs(&self) -> u32 {
+        self.defer_accept
+            .flatten()
+            .map_or(0, |w| u32::try_from(w.as_secs().max(1)).unwrap_or(u32::MAX))
     }
 
     /// The take-back deadline in force.

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fd::{AsFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::net::{self, AddressFamily, SocketAddrUnix, SocketFlags, SocketType, sockopt};
 
 /// How to set up a listening or bound socket.
@@ -26,6 +26,8 @@ pub struct Options {
     pub reuse_port: bool,
     /// `SO_REUSEADDR` (UDP: several sockets bound to one port).
     pub reuse_addr: bool,
+    /// TCP: `TCP_DEFER_ACCEPT` for this many seconds ([`set_defer_accept`]); `0`: off.
+    pub defer_accept_secs: u32,
 }
 
 impl Default for Options {
@@ -35,6 +37,7 @@ impl Default for Options {
             ipv6_only: false,
             reuse_port: false,
             reuse_addr: true,
+            defer_accept_secs: 0,
         }
     }
 }
@@ -68,8 +71,41 @@ fn socket(addr: &SocketAddr, ty: SocketType, opts: &Options) -> io::Result<Owned
 /// What `bind(2)`/`listen(2)` return: `EADDRINUSE`, `EACCES` (a privileged port), `EADDRNOTAVAIL`…
 pub fn tcp(addr: SocketAddr, opts: &Options) -> io::Result<OwnedFd> {
     let fd = socket(&addr, SocketType::STREAM, opts)?;
+    if opts.defer_accept_secs > 0 {
+        set_defer_accept(&fd, opts.defer_accept_secs)?;
+    }
     net::listen(&fd, opts.backlog)?;
     Ok(fd)
+}
+
+/// `TCP_DEFER_ACCEPT` on a TCP socket: a connection is queued for `accept(2)` only once its
+/// client has sent data, or, with nothing sent, after about `secs` seconds (the kernel rounds
+/// to its SYN-ACK retransmissions); `0` turns it off. For protocols whose client speaks first
+/// (HTTP): nobody takes a connection before there is something to read on it.
+///
+/// # Errors
+/// What `setsockopt(2)` returns (`EOPNOTSUPP` on a socket that is not TCP).
+///
+/// # References
+/// [`tcp(7)`](https://man7.org/linux/man-pages/man7/tcp.7.html)
+pub fn set_defer_accept(fd: impl AsFd, secs: u32) -> io::Result<()> {
+    let secs = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the option value is a `c_int` that lives until the call returns, and its length
+    // is given; the fd is borrowed for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_fd().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const secs).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A TCP socket bound to `addr` but not listening: it holds the port (with `reuse_port`, for a

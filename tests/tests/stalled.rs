@@ -4,7 +4,7 @@
 //! holds only what it took; one stalled past a longer deadline
 //! (`Settings::kill_stalled_after`) is killed and replaced.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -172,4 +172,59 @@ fn a_worker_stalled_past_the_longer_deadline_is_killed_and_replaced() {
         e,
         Event::Exit { worker, signal: Some(ringleader::Signal::KILL), .. } if *worker == stopped
     )));
+}
+
+/// `Settings::defer_accept`: a client that connects and sends nothing is not handed to a
+/// worker (the fixture greets every connection it takes at once), one that sends is; under
+/// round-robin (the primary's socket) and steer (the workers' own sockets).
+fn deferred_listeners_hand_over_only_connections_with_data(settings: Settings) {
+    let h = Harness::new(FIXTURE);
+    h.primary
+        .setup(settings.defer_accept(Some(Duration::from_secs(2))))
+        .expect("setup");
+    h.fork("serve:127.0.0.1:0");
+    h.fork("serve:127.0.0.1:0");
+    let port = h.listening(2)[0].port;
+    let (silent, spoke) = h.drive(move || {
+        let mut silent = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let mut spoke = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        spoke.write_all(b"x").expect("write");
+        spoke.set_read_timeout(Some(MARGIN)).expect("timeout");
+        let mut greeting = [0u8; 64];
+        // A worker took it: its greeting, or a reset (it closed with our byte unread).
+        let spoke = match spoke.read(&mut greeting) {
+            Ok(n) => Ok(String::from_utf8_lossy(&greeting[..n]).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                Ok("hello from (reset)".to_owned())
+            }
+            Err(e) => Err(e),
+        };
+        silent
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut byte = [0u8; 1];
+        (silent.read(&mut byte), spoke)
+    });
+    assert!(
+        spoke.as_ref().is_ok_and(|g| g.starts_with("hello from ")),
+        "{spoke:?}"
+    );
+    assert!(
+        silent
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the silent client was handed over: {silent:?}"
+    );
+}
+
+#[test]
+fn round_robin_with_defer_accept_hands_over_only_connections_with_data() {
+    deferred_listeners_hand_over_only_connections_with_data(policy("rr"));
+}
+
+#[test]
+fn steer_with_defer_accept_hands_over_only_connections_with_data() {
+    deferred_listeners_hand_over_only_connections_with_data(
+        Settings::default().scheduling(Scheduling::Steered),
+    );
 }

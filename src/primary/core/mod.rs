@@ -227,6 +227,7 @@ impl Core {
         self.listeners.take_back_after = self.settings.take_back_deadline();
         self.listeners.kill_stalled_after = self.settings.kill_stalled.flatten();
         self.listeners.start_within = self.settings.start_deadline();
+        self.listeners.defer_accept_secs = self.settings.defer_accept_secs();
         self.ready
             .push_back(Event::Setup(Box::new(self.settings.clone())));
         Ok(())

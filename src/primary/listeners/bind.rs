@@ -52,6 +52,7 @@ impl Listeners {
     ) -> std::io::Result<Listener> {
         let mut opts = Options {
             ipv6_only: req.ipv6_only,
+            defer_accept_secs: self.defer_accept_secs,
             ..Options::default()
         };
         if let Some(b) = req.backlog.filter(|b| *b > 0) {
@@ -64,6 +65,9 @@ impl Listeners {
                     .parse()
                     .map_err(|_| std::io::Error::from_raw_os_error(22))?;
                 let sock = listen::dup_listening_tcp(raw)?;
+                if opts.defer_accept_secs > 0 {
+                    listen::set_defer_accept(&sock, opts.defer_accept_secs)?;
+                }
                 let local = listen::local_addr(&sock)?;
                 (sock, Local::Ip(local), None)
             }
@@ -92,7 +96,13 @@ impl Listeners {
                     (Some(sock), _) => sock,
                     // A socket the service manager passed (socket activation) and bound
                     // there: round-robin and shared sockets use a copy of it.
-                    (None, Some(activated)) if tcp && !per_worker => socket::dup(activated)?,
+                    (None, Some(activated)) if tcp && !per_worker => {
+                        let sock = socket::dup(activated)?;
+                        if opts.defer_accept_secs > 0 {
+                            listen::set_defer_accept(&sock, opts.defer_accept_secs)?;
+                        }
+                        sock
+                    }
                     // The port is held by a bound socket that never listens, so it never
                     // takes connections; each worker gets a listening one of its own.
                     (None, _) if tcp && per_worker => {
@@ -159,11 +169,12 @@ impl Listeners {
 
 /// How a worker's own listening socket in a port's `SO_REUSEPORT` group is made (reuseport
 /// and steered listeners).
-pub(super) fn own_socket_options(req: &Request) -> Options {
+pub(super) fn own_socket_options(req: &Request, defer_accept_secs: u32) -> Options {
     Options {
         ipv6_only: req.ipv6_only,
         reuse_port: true,
         backlog: req.backlog.filter(|b| *b > 0).unwrap_or(511),
+        defer_accept_secs,
         ..Options::default()
     }
 }

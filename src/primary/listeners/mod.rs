@@ -289,6 +289,9 @@ pub(crate) struct Listeners {
     /// Connections that waited at a worker this long are taken back for others
     /// ([`crate::Settings::take_back_after`]); `None`: never.
     pub(crate) take_back_after: Option<Duration>,
+    /// `TCP_DEFER_ACCEPT`'s seconds for TCP listeners made from now on
+    /// ([`crate::Settings::defer_accept`]); `0`: off.
+    pub(crate) defer_accept_secs: u32,
     /// A worker stalled this long is reported, to be killed
     /// ([`crate::Settings::kill_stalled_after`]); `None`: never.
     pub(crate) kill_stalled_after: Option<Duration>,

@@ -53,7 +53,7 @@ impl Listeners {
             self.refuse_listen(cx, id, req.seq, &e);
             return Ok(());
         }
-        let opts = own_socket_options(&req);
+        let opts = own_socket_options(&req, self.defer_accept_secs);
         let (fd, channel) = match self.socket_for(&req.key, id, replaces, &opts, scheduling, taker)
         {
             Ok(given) => given,
