@@ -421,8 +421,9 @@ impl Settings {
     /// connection travels in a message of its own, so a worker holds only those its
     /// application took; the rest are still in the channel, and come back. Under
     /// [`Scheduling::Steered`], a worker's accept queue that held connections and never got
-    /// shorter for `after` is emptied the same way, and the worker steered around for as
-    /// long again.
+    /// shorter for `after` is emptied the same way, and the worker steered around: for
+    /// `after`, twice as long at each stall in a row (up to 800 ms), then it gets
+    /// connections again.
     pub fn take_back_after(mut self, after: Option<Duration>) -> Self {
         self.take_back = Some(after.filter(|a| !a.is_zero()));
         self

@@ -16,6 +16,9 @@ use crate::primary::loads::WorkerLoad;
 pub(super) const STEER_DEEP: u64 = MAX_UNTAKEN / 4;
 /// The longest gap between checks when all is quiet (the gap doubles up to it).
 pub(super) const STEER_QUIET: Duration = Duration::from_millis(16);
+/// The longest a stalled worker is steered around before it gets connections again
+/// ([`stalled_steered`]).
+pub(super) const STALLED_AROUND_MAX: Duration = Duration::from_millis(800);
 /// How long after a worker left its socket is watched closely: connections whose handshake
 /// was under way when the group stopped choosing it land in its queue a little later.
 pub(super) const STEER_LINGER: Duration = Duration::from_millis(100);
@@ -57,9 +60,10 @@ pub(super) struct Place {
     /// Other groups: its queue was emptied by the primary, the worker stalled, and is
     /// steered around until then ([`stalled_steered`]).
     pub(super) around_until: Option<Instant>,
-    /// Since when its worker has been stalled, seen taking no connection from its queue,
-    /// and whether that was reported.
-    pub(super) stalled_since: Option<(Instant, bool)>,
+    /// Its worker's stall, until it is seen taking connections again.
+    pub(super) stall: Option<Stall>,
+    /// Since when it gets connections again after it was steered around, a probe.
+    pub(super) probing_since: Option<Instant>,
 }
 
 impl Steering {
@@ -76,7 +80,8 @@ impl Steering {
                     stuck: None,
                     starting: None,
                     around_until: None,
-                    stalled_since: None,
+                    stall: None,
+                    probing_since: None,
                 })
                 .collect(),
             ..Steering::default()
@@ -104,7 +109,8 @@ impl Steering {
             p.stuck = None;
             p.starting = starting;
             p.around_until = None;
-            p.stalled_since = None;
+            p.stall = None;
+            p.probing_since = None;
             return Ok(p.sock.clone());
         }
         let sock = listen::tcp(addr, opts)?;
@@ -119,7 +125,8 @@ impl Steering {
             stuck: None,
             starting,
             around_until: None,
-            stalled_since: None,
+            stall: None,
+            probing_since: None,
         });
         Ok(sock)
     }
@@ -151,6 +158,10 @@ pub(super) struct Seen {
     pub(super) worker: Option<(WorkerId, bool)>,
     /// Checks in a row that found its queue at the hand-off bound, before this one.
     pub(super) full_checks: u32,
+    /// Its worker took nothing from its queue for the take-back deadline
+    /// ([`stalled_steered`]): steered around, and its queue emptied, even when no other
+    /// worker has room.
+    pub(super) stalled: bool,
 }
 
 /// What a check decides for a group.
@@ -194,6 +205,7 @@ pub(super) fn plan(places: &[Seen]) -> Plan {
             }
             continue;
         };
+        let open = open && !p.stalled;
         plan.weights.push(u32::from(open && p.depth < MAX_UNTAKEN));
         if p.depth > 0 && (!open || full_checks >= 2) {
             plan.take.push((i, Some(wid), p.depth));
@@ -202,10 +214,23 @@ pub(super) fn plan(places: &[Seen]) -> Plan {
     let live = places.iter().filter(|p| p.worker.is_some()).count();
     let open = plan.weights.iter().filter(|&&w| w > 0).count();
     if open == 0 {
+        // Nobody has room: the kernel spreads over the live workers that take connections
+        // (all live ones if every one is stalled), and the queues of stalled workers and of
+        // places left without one are emptied.
+        let taking = |p: &Seen| p.worker.is_some() && !p.stalled;
+        let any_taking = places.iter().any(taking);
         for (w, p) in plan.weights.iter_mut().zip(places) {
-            *w = u32::from(p.worker.is_some());
+            *w = u32::from(if any_taking {
+                taking(p)
+            } else {
+                p.worker.is_some()
+            });
         }
-        plan.take.retain(|(_, w, _)| w.is_none());
+        let stalled: Vec<usize> = (0..places.len())
+            .filter(|&i| any_taking && places[i].stalled)
+            .collect();
+        plan.take
+            .retain(|(i, w, _)| w.is_none() || stalled.contains(i));
     }
     plan.busy |= open < live;
     plan
@@ -249,12 +274,13 @@ impl Listeners {
                         .worker
                         .map(|w| (w, cx.loads.workers.get(&w).is_none_or(WorkerLoad::open))),
                     full_checks: p.full_checks,
+                    stalled: false,
                 })
                 .collect();
             if !st.keep_queues {
                 for (p, seen) in st.places.iter_mut().zip(&mut seen) {
-                    if let Some((_, open)) = &mut seen.worker {
-                        *open &= !stalled_steered(p, seen.depth, now, deadlines, cx);
+                    if seen.worker.is_some() {
+                        seen.stalled = stalled_steered(p, seen.depth, now, deadlines, cx);
                         busy |= p.around_until.is_some();
                     }
                 }
@@ -383,8 +409,9 @@ fn stalled_keeping(
 /// when its queue held connections and never got shorter for the take-back deadline
 /// (`deadlines.0`, [`crate::Settings::take_back_after`]): the worker is stopped, stuck or too
 /// busy, like a round-robin worker that leaves its hand-offs in the channel. It is then
-/// steered around for as long again, and gets connections once more after that: a worker
-/// that takes them is no longer stalled, one that does not is steered around again. A
+/// steered around, for the deadline the first time and twice as long at each stall in a row
+/// (up to [`STALLED_AROUND_MAX`]), and then gets connections again, a probe: a worker whose
+/// queue gets shorter, or that leaves nothing in it for a deadline, is no longer stalled. A
 /// worker stalled for `deadlines.1` ([`crate::Settings::kill_stalled_after`]) is reported,
 /// once, to be killed.
 fn stalled_steered(
@@ -397,34 +424,59 @@ fn stalled_steered(
     let (Some(deadline), Some(worker)) = (deadlines.0, p.worker) else {
         return false;
     };
+    // While it is steered around the primary empties its queue: only a queue that got
+    // shorter while the worker had connections to take says it took some.
+    let took = p.around_until.is_none() && p.stuck.is_some_and(|s| depth < s.depth);
     if p.around_until.is_some_and(|until| now >= until) {
         p.around_until = None;
+        p.probing_since = Some(now);
     }
-    let stuck = stuck_since(p, depth, now).map(|s| (s.since, s.reported));
+    let stuck = stuck_since(p, depth, now).map(|s| s.since);
+    let probed = p
+        .probing_since
+        .is_some_and(|t| now.saturating_duration_since(t) >= deadline);
+    let clear = stuck.is_none() && p.around_until.is_none() && (p.stall.is_none() || probed);
+    if took || clear {
+        p.stall = None;
+        p.probing_since = None;
+        return false;
+    }
     match stuck {
-        // Its queue moved, or is empty while connections go to it: not stalled.
-        None if p.around_until.is_none() => {
-            p.stalled_since = None;
-            false
-        }
-        None => true,
-        Some((since, _)) if now.saturating_duration_since(since) < deadline => {
-            p.around_until.is_some()
-        }
-        Some((since, _)) => {
-            let (first, reported) = p.stalled_since.get_or_insert((since, false));
-            p.around_until = Some(now + deadline);
-            // Its queue is about to be emptied: the clock of the next check starts afresh;
-            // the stall goes on until its queue moves, and is reported once.
+        Some(since) if now.saturating_duration_since(since) >= deadline => {
+            let stall = p.stall.get_or_insert(Stall {
+                since,
+                in_a_row: 0,
+                reported: false,
+            });
+            stall.in_a_row += 1;
+            let around = deadline
+                .saturating_mul(1 << (stall.in_a_row - 1).min(8))
+                .min(STALLED_AROUND_MAX.max(deadline));
+            p.around_until = Some(now + around);
+            p.probing_since = None;
+            // Its queue is about to be emptied: the clock of the next check starts afresh.
             p.stuck = None;
-            let stalled = now.saturating_duration_since(*first);
-            if deadlines.1.is_some_and(|limit| stalled >= limit) && !*reported {
-                *reported = true;
+            let stalled = now.saturating_duration_since(stall.since);
+            if deadlines.1.is_some_and(|limit| stalled >= limit) && !stall.reported {
+                stall.reported = true;
                 cx.out.stalled.push((worker, stalled));
             }
             true
         }
+        // Not long enough yet, or an empty queue: steered around only while it is.
+        _ => p.around_until.is_some(),
     }
+}
+
+/// A steered worker's stall ([`stalled_steered`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Stall {
+    /// Since when it took nothing from its queue.
+    since: Instant,
+    /// Stalls in a row: each steers it around twice as long as the one before.
+    in_a_row: u32,
+    /// Reported to be killed ([`crate::Settings::kill_stalled_after`]).
+    reported: bool,
 }
 
 #[cfg(test)]
@@ -436,7 +488,28 @@ mod tests {
             depth,
             worker,
             full_checks,
+            stalled: false,
         }
+    }
+
+    #[test]
+    fn a_stalled_worker_is_steered_around_and_emptied_even_when_nobody_has_room() {
+        let stalled = Seen {
+            stalled: true,
+            ..at(5, Some((1, true)), 0)
+        };
+        // The other worker is at the bound: nobody has room.
+        let p = plan(&[stalled, at(MAX_UNTAKEN, Some((2, true)), 0)]);
+        assert_eq!(p.weights, [0, 1]);
+        assert_eq!(p.take, [(0, Some(1), 5)]);
+        // Every worker stalled: the kernel spreads over them all, and nothing is taken.
+        let again = Seen {
+            stalled: true,
+            ..at(3, Some((2, true)), 0)
+        };
+        let p = plan(&[stalled, again]);
+        assert_eq!(p.weights, [1, 1]);
+        assert!(p.take.is_empty());
     }
 
     #[test]
