@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use ringleader_sys::epoll::{Epoll, Interest};
 use ringleader_sys::poll::{self, Doorbell};
@@ -49,7 +49,12 @@ pub(super) struct Source {
     ready: Option<OwnedFd>,
     /// `accept` returns `WouldBlock` rather than waiting.
     nonblocking: AtomicBool,
+    /// Takes so far, for a steered source's turns between its socket and its channel.
+    takes: AtomicU32,
 }
+
+/// A steered source reads its channel first once in this many takes.
+const CHANNEL_TURN: u32 = 8;
 
 /// The error a listener's accept returns once its worker is disconnecting.
 pub(super) fn stopped() -> io::Error {
@@ -86,6 +91,7 @@ impl Source {
             rung: AtomicBool::new(false),
             ready,
             nonblocking: AtomicBool::new(false),
+            takes: AtomicU32::new(0),
         })
     }
 
@@ -203,13 +209,37 @@ impl Source {
             From::Handoff { channel } => channel,
             From::Shared(sock) => return accept_now(sock).map(|c| c.map(|fd| (fd, false))),
             From::Steered { listener, channel } => {
+                // The channel brings connections the primary took from a queue, which have
+                // waited already: it goes first one take in `CHANNEL_TURN`, so that a
+                // socket that never runs dry (all the load, when another worker is
+                // stopped) cannot keep them waiting.
+                let channel_first = self.takes.fetch_add(1, Ordering::Relaxed) % CHANNEL_TURN == 0;
+                if channel_first {
+                    if let Some(taken) = self.receive(channel, &mut queued, false)? {
+                        return Ok(Some(taken));
+                    }
+                }
                 if let Some(fd) = accept_now(listener)? {
                     return Ok(Some((fd, false)));
+                }
+                if channel_first {
+                    return Ok(None);
                 }
                 channel
             }
             From::Own(_) => return Ok(None),
         };
+        self.receive(channel, &mut queued, wait)
+    }
+
+    /// The first connection of the channel's next message (waiting for one if `wait`); the
+    /// rest of that message, if it carries several, goes to `queued`.
+    fn receive(
+        &self,
+        channel: &OwnedFd,
+        queued: &mut VecDeque<OwnedFd>,
+        wait: bool,
+    ) -> io::Result<Option<(OwnedFd, bool)>> {
         let (mut buf, mut fds) = ([0u8; 64], Vec::new());
         let blocking = if wait { Blocking::Yes } else { Blocking::No };
         match scm::recv(channel, &mut buf, &mut fds, blocking) {
