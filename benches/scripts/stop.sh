@@ -23,12 +23,14 @@ for policy in ${POLICIES:-rr lc steer none}; do
     "$hello" --workers 2 --policy "$policy" --port "$port"
   if command -v wrk >/dev/null; then
     port=$((port + 1))
-    "$hello" --workers 2 --policy "$policy" --port "$port" </dev/null >/dev/null 2>&1 &
-    primary=$!
+    said=$(mktemp)
+    "$hello" --workers 2 --policy "$policy" --port "$port" </dev/null >"$said" 2>&1 &
     for _ in $(seq 100); do
       curl -sf "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
       sleep 0.1
     done
+    # The primary's pid as it says it (`$!` may be a shell in between).
+    primary=$(sed -n 's/^Primary \([0-9]*\) is running$/\1/p' "$said")
     out=$(mktemp)
     wrk -t2 -c32 -d8s --timeout 1s -H 'Connection: close' "http://127.0.0.1:$port/" >"$out" 2>&1 &
     load=$!
@@ -42,7 +44,7 @@ for policy in ${POLICIES:-rr lc steer none}; do
     timeouts=$(sed -n 's/.*timeout \([0-9]*\).*/\1/p' "$out")
     echo "hello --policy $policy, wrk -c32 --timeout 1s | $requests requests | past 1 s ${timeouts:-0}"
     kill -TERM "$primary" 2>/dev/null || true
-    wait "$primary" 2>/dev/null || true
-    rm -f "$out"
+    wait 2>/dev/null || true
+    rm -f "$out" "$said"
   fi
 done
