@@ -24,12 +24,15 @@ pub(crate) struct WorkerLoad {
     pub(crate) capacity: Option<u32>,
     /// Set once its slot read wrong: it gets no more connections.
     pub(crate) bad: Option<BadSlot>,
+    /// Set by the primary: over its memory limit, it gets no new connections while its
+    /// successor starts ([`crate::Settings::max_memory`]).
+    pub(crate) spared: bool,
 }
 
 impl WorkerLoad {
     /// Whether a policy may be offered this worker at all.
     pub(crate) fn open(&self) -> bool {
-        !self.paused && !self.draining && self.bad.is_none()
+        !self.paused && !self.draining && !self.spared && self.bad.is_none()
     }
 
     pub(crate) fn on_board(&self) -> bool {

@@ -491,8 +491,10 @@ impl Settings {
     /// roll's `RollStep` (and `RollFailed` if the successor fails; the worker then serves
     /// on, and is tried again). The primary reads each worker's resident set from
     /// `/proc/PID/statm` once a second (PM2: every 30 s); one worker is replaced at a time,
-    /// and none while a roll is under way (which replaces it anyway). `None` turns it off.
-    /// Default: off.
+    /// and none while a roll is under way (which replaces it anyway). From the read that
+    /// finds it over, a worker gets no new connections while another worker can take them
+    /// (round-robin and the hand-off policies), so it stops growing while its successor
+    /// starts. `None` turns it off. Default: off.
     pub fn max_memory(mut self, bytes: Option<u64>) -> Self {
         self.max_memory = Some(bytes.filter(|b| *b > 0));
         self

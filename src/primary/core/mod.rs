@@ -138,6 +138,8 @@ pub(crate) struct Core {
     pub(crate) env_policy: Option<SharedPolicy>,
     /// When the workers' resident sets are read next ([`memory`]).
     memory_at: Option<Instant>,
+    /// Workers reported over their memory limit, waiting for or under their replacement.
+    over_memory: std::collections::BTreeSet<WorkerId>,
 }
 
 impl WorkerEntry {
@@ -208,6 +210,7 @@ impl Core {
             loads: super::loads::Loads::new(DEFAULT_BOARD_SLOTS, SharedPolicy::default()),
             env_policy: None,
             memory_at: None,
+            over_memory: std::collections::BTreeSet::new(),
         }
     }
 
