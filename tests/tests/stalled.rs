@@ -52,18 +52,25 @@ fn stopped_worker_holds_no_client(settings: Settings, n: usize) {
     let port = h.listening(2)[0].port;
     let pid = h.primary.worker(stopped).expect("worker").pid();
     stop(pid);
-    let waits = clients(&h, port, n);
-    signal(pid, rustix::process::Signal::CONT);
-    for w in &waits {
-        let (waited, answer) = w
-            .as_ref()
-            .expect("every client answered while one worker stopped");
-        assert_eq!(answer, &format!("hello from {good}\n"), "waited {waited:?}");
+    // Rounds of `n` until some went to the stopped worker and came back: under steer the
+    // kernel's hash may send a whole round to the good one (1 in 256 for 8 clients).
+    for _ in 0..10 {
+        let waits = clients(&h, port, n);
+        for w in &waits {
+            let (waited, answer) = w
+                .as_ref()
+                .expect("every client answered while one worker stopped");
+            assert_eq!(answer, &format!("hello from {good}\n"), "waited {waited:?}");
+        }
+        let stats = h.primary.handoff_stats();
+        if stats.taken_from_stalled + stats.taken_from_queues > 0 {
+            signal(pid, rustix::process::Signal::CONT);
+            return;
+        }
     }
-    let stats = h.primary.handoff_stats();
-    assert!(
-        stats.taken_from_stalled + stats.taken_from_queues > 0,
-        "{stats:?}"
+    panic!(
+        "nothing was taken back from the stopped worker: {:?}",
+        h.primary.handoff_stats()
     );
 }
 
