@@ -197,8 +197,8 @@ pub use ipc::frame::MAX_PAYLOAD;
 pub use policy::SharedPolicy;
 pub use primary::{
     AddressType, Backend, ClusterMetrics, DEFAULT_DRAIN_DELAY, Ending, Event, Events, HandoffStats,
-    Health, Listening, Load, Metrics, Primary, Respawn, Roll, Scheduling, Settings, Stdio,
-    Supervise, Upgrade, WorkerHandle, WorkerMetrics, WorkerProtocol, WorkerState,
+    Health, Listening, Load, Metrics, Phase, Primary, PrimaryMetrics, Respawn, Roll, Scheduling,
+    Settings, Stdio, Supervise, Upgrade, WorkerHandle, WorkerMetrics, WorkerProtocol, WorkerState,
 };
 pub use ringleader_sys::signal::Signal;
 pub use role::{Role, is_worker, role};

@@ -32,7 +32,7 @@ pub use self::handle::WorkerHandle;
 pub use self::health::Health;
 pub use self::listeners::HandoffStats;
 pub use self::loads::Load;
-pub use self::metrics::{ClusterMetrics, Metrics, WorkerMetrics};
+pub use self::metrics::{ClusterMetrics, Metrics, Phase, PrimaryMetrics, WorkerMetrics};
 pub use self::settings::{Respawn, Roll, Scheduling, Settings, Stdio, Upgrade, WorkerProtocol};
 pub use self::state::WorkerState;
 pub use self::supervise::{DEFAULT_DRAIN_DELAY, Ending, Supervise};

@@ -70,6 +70,14 @@ fn metrics_parse_as_prometheus_text_and_count_what_happened() {
         value("ringleader_rolls_total", &[("outcome", "done")]),
         [0.0]
     );
+    for name in [
+        "ringleader_worker_resident_memory_bytes",
+        "ringleader_worker_cpu_seconds_total",
+        "ringleader_worker_active_connections",
+    ] {
+        assert_eq!(value(name, &[]).len(), 2, "{name}");
+    }
+    assert!(value("ringleader_worker_resident_memory_bytes", &[])[0] > 0.0);
     // Prometheus's conventions: a prefix, `_total` on counters only, base units.
     for s in &scrape.samples {
         assert!(s.metric.starts_with("ringleader_"), "{}", s.metric);
@@ -83,11 +91,77 @@ fn metrics_parse_as_prometheus_text_and_count_what_happened() {
     let workers = json["workers"].as_array().expect("workers");
     assert_eq!(workers.len(), 2);
     assert!(workers.iter().all(|w| w["state"] == "listening"));
+    assert!(workers.iter().all(|w| w["phase"] == "listening"));
+    // What `ringleader status` shows: the process's own figures, and the board's.
+    for w in workers {
+        assert!(w["rss_bytes"].as_u64() > Some(0), "{w}");
+        assert!(w["cpu_seconds"].as_f64() >= Some(0.0), "{w}");
+        assert!(w["active"].as_u64().is_some(), "{w}");
+    }
+    assert_eq!(json["primary"]["pid"], std::process::id());
+    assert_eq!(json["primary"]["policy"], "rr");
+    assert_eq!(
+        json["primary"]["listeners"],
+        serde_json::json!([format!("127.0.0.1:{port}")])
+    );
     assert!(json["cluster"]["accepted"].as_u64() >= Some(20));
     // Anything else is refused plainly.
     let (status, _) = h.drive(move || get(admin, "/nope"));
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     assert_eq!(h.primary.metrics().workers.len(), 2);
+}
+
+/// The Grafana dashboard (`contrib/grafana/ringleader.json`) queries only metrics that
+/// `/metrics` has: every `ringleader_…` name in its queries is a family the endpoint emits.
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_the_endpoint_emits() {
+    const DASHBOARD: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../contrib/grafana/ringleader.json"
+    );
+    let (h, _port, admin) = cluster();
+    let (_, body) = h.drive(move || get(admin, "/metrics"));
+    let emitted: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(DASHBOARD).expect("the dashboard"))
+            .expect("JSON");
+    // Every query: the panels' and the variables'.
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            queries.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().expect("list") {
+        if let Some(q) = variable["query"]["query"].as_str() {
+            queries.push(q.to_owned());
+        }
+    }
+    let mut used = std::collections::BTreeSet::new();
+    for q in &queries {
+        let mut rest = q.as_str();
+        while let Some(at) = rest.find("ringleader_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            used.insert(name);
+        }
+    }
+    assert!(used.len() >= 20, "{used:?}");
+    let missing: Vec<&String> = used
+        .iter()
+        .filter(|n| !emitted.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not emitted: {missing:?}; emitted: {emitted:?}"
+    );
 }
 
 #[test]

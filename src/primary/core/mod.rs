@@ -34,6 +34,7 @@ mod turn;
 use super::driver::{Driver, Happening, SIGNALS, dyn_fd};
 use super::event::Event;
 use super::listeners::{Ctx, Listeners, Outbox};
+use super::metrics::Phase;
 use super::settings::{Scheduling, Settings};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::WorkerId;
@@ -151,6 +152,22 @@ impl WorkerEntry {
     /// The first worker of its line of replacements.
     pub(crate) fn lineage(&self) -> WorkerId {
         self.lineage
+    }
+
+    /// What it is doing, for `ringleader status`: listening until it is asked to go, then
+    /// draining while its channel is open (or, a socket-activated one, after `SIGTERM`),
+    /// then stopping.
+    pub(crate) fn phase(&self) -> Phase {
+        let gone = self.exit.is_some() || self.dead;
+        if gone || (self.leaving() && !self.connected) {
+            Phase::Stopping
+        } else if self.leaving() {
+            Phase::Draining
+        } else if self.state == WorkerState::Listening {
+            Phase::Listening
+        } else {
+            Phase::Starting
+        }
     }
 
     /// The worker is being disconnected or its channel is gone (a socket-activated one: it

@@ -2,7 +2,8 @@
 
 use super::{Core, WorkerState};
 use crate::primary::health::Health;
-use crate::primary::metrics::{Metrics, WorkerMetrics};
+use crate::primary::metrics::{Metrics, PrimaryMetrics, WorkerMetrics};
+use crate::primary::settings::Scheduling;
 
 impl Core {
     /// A snapshot of the workers and the counters.
@@ -27,6 +28,7 @@ impl Core {
                     pid: w.pid,
                     state: w.state,
                     uptime: w.uptime(),
+                    phase: w.phase(),
                     restarts: self.tally.restarts(w.lineage()),
                     handed: load.map_or(0, |l| l.handed),
                     taken: load.map_or(0, |l| l.counts.taken),
@@ -38,10 +40,30 @@ impl Core {
                         Some(l) if l.on_board() => l.queued(),
                         _ => self.listeners.untaken_of(*id),
                     },
+                    active: load.filter(|l| l.on_board()).map(|l| l.active()),
+                    rss_bytes: w.pidfd.resident_bytes().ok().filter(|_| w.exit.is_none()),
+                    cpu: w.pidfd.cpu_time().ok().filter(|_| w.exit.is_none()),
                 }
             })
             .collect();
+        let policy = match self.scheduling {
+            Scheduling::RoundRobin => self
+                .settings
+                .policy
+                .as_ref()
+                .or(self.env_policy.as_ref())
+                .map_or("rr", |p| p.name()),
+            Scheduling::Shared => "none",
+            Scheduling::ReusePort => "reuseport",
+            Scheduling::Steered => "steer",
+        };
         Metrics {
+            primary: PrimaryMetrics {
+                pid: std::process::id(),
+                policy: policy.to_owned(),
+                listeners: self.listeners.addresses(),
+                uptime: self.tally.since.elapsed(),
+            },
             workers,
             cluster,
             health: self.health(),

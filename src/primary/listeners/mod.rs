@@ -37,7 +37,7 @@ use super::event::Event;
 use super::loads::Loads;
 use crate::ids::WorkerId;
 use crate::ipc::frame::Kind;
-use crate::ipc::listen::Key;
+use crate::ipc::listen::{Key, Transport};
 
 /// Connections handed to a worker and not yet taken, beyond which it gets no more.
 pub(crate) const MAX_UNTAKEN: u64 = 16;
@@ -403,6 +403,23 @@ impl Listeners {
             }
         }
         any
+    }
+
+    /// Where each listener is bound, in the order they were bound (`udp ` before a UDP
+    /// socket's address).
+    pub(crate) fn addresses(&self) -> Vec<String> {
+        self.keys
+            .values()
+            .filter_map(|key| Some((key, self.by_key.get(key)?)))
+            .map(|(key, l)| {
+                let udp = if key.transport == Transport::Udp {
+                    "udp "
+                } else {
+                    ""
+                };
+                format!("{udp}{}", l.local)
+            })
+            .collect()
     }
 
     /// The listen keys worker `id` is a member of: where it listens.

@@ -21,12 +21,46 @@ use crate::ids::WorkerId;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Metrics {
+    /// The primary itself.
+    pub primary: PrimaryMetrics,
     /// Every worker the primary lists, by id.
     pub workers: Vec<WorkerMetrics>,
     /// The cluster's counters since the primary started.
     pub cluster: ClusterMetrics,
     /// How ready the host is for traffic (what `/readyz` and the agent say).
     pub health: Health,
+}
+
+/// The primary in a [`Metrics`] snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct PrimaryMetrics {
+    /// Its process id.
+    pub pid: u32,
+    /// How connections reach the workers: `rr` (or the hand-off policy's name, such as
+    /// `lc`), `none`, `reuseport` or `steer`, as `RINGLEADER_SCHED_POLICY` spells them.
+    pub policy: String,
+    /// Where its listeners are bound (`HOST:PORT`, or a Unix socket's path), in the order
+    /// they were bound, the sockets of socket-activated workers among them.
+    pub listeners: Vec<String>,
+    /// How long it has run.
+    #[serde(rename = "uptime_seconds", serialize_with = "seconds")]
+    pub uptime: Duration,
+}
+
+/// What a worker is doing, in the words of `ringleader status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Forked, not listening yet.
+    Starting,
+    /// Listening: it gets connections.
+    Listening,
+    /// Asked to go gracefully: it gets no new connections and finishes its own.
+    Draining,
+    /// Its channel is gone or it was killed: it is on its way out.
+    Stopping,
 }
 
 /// One worker in a [`Metrics`] snapshot.
@@ -39,6 +73,8 @@ pub struct WorkerMetrics {
     pub pid: u32,
     /// Its state (Node: `worker.state`).
     pub state: WorkerState,
+    /// What it is doing: starting, listening, draining or stopping.
+    pub phase: Phase,
     /// How long it has run.
     #[serde(rename = "uptime_seconds", serialize_with = "seconds")]
     pub uptime: Duration,
@@ -58,6 +94,15 @@ pub struct WorkerMetrics {
     /// a worker without a board slot (a Node worker, a socket-activated server), by the
     /// kernel's: its hand-off channels and its own socket's accept queue.
     pub queued: u64,
+    /// Connections it took and has not finished, by the board's count; `None` for a worker
+    /// without a board slot (a Node worker, a socket-activated server).
+    pub active: Option<u64>,
+    /// Its resident set in bytes (`/proc/PID/statm`); `None` once it cannot be read.
+    pub rss_bytes: Option<u64>,
+    /// The CPU time it has used, user and system (`/proc/PID/stat`); `None` once it cannot
+    /// be read. Its own children's are not counted.
+    #[serde(rename = "cpu_seconds", serialize_with = "maybe_seconds")]
+    pub cpu: Option<Duration>,
 }
 
 /// The cluster's counters in a [`Metrics`] snapshot.
@@ -104,18 +149,37 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_f64(d.as_secs_f64())
 }
 
+fn maybe_seconds<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
 impl Serialize for WorkerState {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.name())
     }
 }
 
-/// Counts of what the events said, kept as they are delivered.
-#[derive(Debug, Default)]
+/// Counts of what the events said, kept as they are delivered, since the primary started.
+#[derive(Debug)]
 pub(crate) struct Tally {
     pub(crate) cluster: ClusterMetrics,
     /// Replacements per line of workers (by the id of its first).
     restarts: BTreeMap<WorkerId, u64>,
+    /// When the primary started counting: its uptime.
+    pub(crate) since: std::time::Instant,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            cluster: ClusterMetrics::default(),
+            restarts: BTreeMap::new(),
+            since: std::time::Instant::now(),
+        }
+    }
 }
 
 impl Tally {

@@ -44,7 +44,7 @@ impl Family<'_> {
 }
 
 /// A counter or gauge of the whole cluster.
-fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
     Family::start(out, name, kind, help).sample(name, &[], value);
 }
 
@@ -58,6 +58,21 @@ fn per_worker<T: std::fmt::Display>(
     let mut family = Family::start(out, name, kind, help);
     for w in workers {
         family.sample(name, &[("worker", &w.id.to_string())], value(w));
+    }
+}
+
+/// A per-worker family with a sample for each worker that has a value.
+fn per_worker_known<T: std::fmt::Display>(
+    out: &mut String,
+    workers: &[WorkerMetrics],
+    (name, kind, help): (&str, &str, &str),
+    value: impl Fn(&WorkerMetrics) -> Option<T>,
+) {
+    let mut family = Family::start(out, name, kind, help);
+    for w in workers {
+        if let Some(v) = value(w) {
+            family.sample(name, &[("worker", &w.id.to_string())], v);
+        }
     }
 }
 
@@ -171,6 +186,43 @@ impl Metrics {
                 "Connections waiting for the worker: handed and not taken, or in its own socket's accept queue.",
             ),
             |w| w.queued,
+        );
+        per_worker_known(
+            o,
+            workers,
+            (
+                "ringleader_worker_active_connections",
+                "gauge",
+                "Connections the worker took and has not finished (workers with a board slot).",
+            ),
+            |w| w.active,
+        );
+        per_worker_known(
+            o,
+            workers,
+            (
+                "ringleader_worker_resident_memory_bytes",
+                "gauge",
+                "The worker's resident set.",
+            ),
+            |w| w.rss_bytes,
+        );
+        per_worker_known(
+            o,
+            workers,
+            (
+                "ringleader_worker_cpu_seconds_total",
+                "counter",
+                "CPU time the worker has used, user and system.",
+            ),
+            |w| w.cpu.map(|d| d.as_secs_f64()),
+        );
+        single(
+            o,
+            "ringleader_primary_uptime_seconds",
+            "gauge",
+            "How long the primary has run.",
+            self.primary.uptime.as_secs_f64(),
         );
         let c = &self.cluster;
         for (name, help, value) in [
