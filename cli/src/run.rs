@@ -1,14 +1,5 @@
 //! `ringleader run`: runs a program's workers under ringleader's supervisor.
 //!
-//! ```text
-//! ringleader run [--workers N] [--policy rr|none|reuseport|steer|lc|p2c|weighted]
-//!     [--listen [NAME=]ADDR]... [--admin ADDR] [--agent ADDR] [--drain-delay MS]
-//!     [--stop-within MS]
-//!     [--protocol node|ringleader]
-//!     [--restart-delay MS] [--max-restarts N] [--kill-stalled-after MS]
-//!     [--start-within MS] -- PROGRAM [ARGS...]
-//! ```
-//!
 //! Three kinds of worker: unmodified Node.js cluster apps (`node app.js`: Node's own IPC
 //! protocol, picked when PROGRAM is `node`), socket-activated servers (with `--listen`: any
 //! program that serves on the sockets systemd's convention passes at fd 3 on), and programs
@@ -17,8 +8,6 @@
 //! rolls the workers, USR2 upgrades this process, TTIN and TTOU add and retire one; workers
 //! that exit unasked are replaced with a back-off. The lines it prints are Node's familiar
 //! ones (`Primary N is running`, `worker N died`).
-
-mod relay;
 
 use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -32,18 +21,15 @@ use ringleader::{
     WorkerProtocol,
 };
 
-use relay::Relays;
-
-/// Many cores for one program: its workers share its ports under a supervisor.
-#[derive(clap::Parser, Debug)]
-#[command(name = "ringleader", version)]
-enum Cli {
-    /// Runs PROGRAM's workers under the supervisor.
-    Run(Run),
-}
+use crate::relay::Relays;
 
 #[derive(clap::Args, Debug)]
-struct Run {
+pub(crate) struct Run {
+    /// Read options from this TOML file: each flag by its long name (`workers = 4`,
+    /// `listen = ["web=127.0.0.1:8000"]`, `no-prefix = true`) and `command = ["node",
+    /// "app.js"]` for PROGRAM. Flags given here win over the file's.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Workers to fork, at least 1 [default: one per CPU].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     workers: Option<u32>,
@@ -115,8 +101,12 @@ struct Run {
     /// when PROGRAM is `node`].
     #[arg(long, value_enum)]
     protocol: Option<Protocol>,
-    /// The program and its arguments.
-    #[arg(required = true, last = true)]
+    /// Relay the workers' output as they write it, without the `[worker N] ` before each
+    /// line.
+    #[arg(long)]
+    no_prefix: bool,
+    /// The program and its arguments (or `command` in the --config file).
+    #[arg(last = true)]
     program: Vec<OsString>,
 }
 
@@ -126,29 +116,17 @@ enum Protocol {
     Ringleader,
 }
 
-fn main() {
-    if let Err(e) = run() {
-        // The error and its causes: what failed, and the OS's reason.
-        let mut line = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            line.push_str(&format!(": {c}"));
-            cause = c.source();
-        }
-        eprintln!("ringleader: {line}");
-        std::process::exit(1);
-    }
-}
-
 /// How long a worker may take to come online before the command says why it may not.
 const ONLINE_HINT_AFTER: Duration = Duration::from_secs(3);
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let Cli::Run(args) = <Cli as clap::Parser>::parse();
+pub(crate) fn run(args: Run) -> Result<(), Box<dyn std::error::Error>> {
     let Role::Primary(primary) = ringleader::role()? else {
         return Err("ringleader run is a primary; it was started as a worker".into());
     };
-    let (program, program_args) = args.program.split_first().ok_or("no PROGRAM")?;
+    let (program, program_args) = args.program.split_first().ok_or(
+        "no PROGRAM to run: give it after `--` (ringleader run -- node app.js), or as \
+         `command = [\"node\", \"app.js\"]` in the --config file",
+    )?;
     let is_node = Path::new(program)
         .file_name()
         .is_some_and(|n| n == "node" || n == "nodejs");
@@ -241,7 +219,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         match event {
             Event::Fork { worker, .. } => {
                 if let Some(w) = primary.worker(*worker) {
-                    relays.start(w.take_stdout(), w.take_stderr());
+                    let tag = (!args.no_prefix).then(|| format!("[worker {worker}] "));
+                    relays.start(tag, w.take_stdout(), w.take_stderr());
                 }
                 // Started here, after the supervisor blocked its signals: the thread
                 // inherits the mask.
@@ -273,9 +252,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     std::process::exit(ending.exit_code());
 }
 
-/// After `ONLINE_HINT_AFTER` with no worker online, says what the program may lack: a
-/// program that is neither a ringleader program nor a Node cluster app never says it is
-/// online, and would otherwise run on, silent, never served.
 /// `--cpu-affinity`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum CpuAffinity {
@@ -290,6 +266,9 @@ fn memory(s: &str) -> Result<u64, String> {
     ringleader::Settings::parse_memory(s).ok_or_else(|| format!("{s:?} is not a size such as 150M"))
 }
 
+/// After `ONLINE_HINT_AFTER` with no worker online, says what the program may lack: a
+/// program that is neither a ringleader program nor a Node cluster app never says it is
+/// online, and would otherwise run on, silent, never served.
 fn never_online_hint(online: &AtomicBool, program: &str) {
     std::thread::sleep(ONLINE_HINT_AFTER);
     if !online.load(Ordering::Relaxed) {
