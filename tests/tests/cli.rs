@@ -340,8 +340,13 @@ fn node_workers_children_are_gone_after_a_stop() {
     );
     let (mut children, mut listening) = (Vec::<u32>::new(), 0);
     while children.len() < 2 || listening < 2 {
-        match h.expect_one_of(&["CHILD ", "Worker "]) {
-            (0, pid) => children.push(pid.parse().expect("a pid")),
+        // The app's `CHILD pid` lines come tagged: `[worker 1] CHILD 4242`.
+        match h.expect_one_of(&["[worker ", "Worker "]) {
+            (0, line) => {
+                if let Some((_, pid)) = line.split_once("] CHILD ") {
+                    children.push(pid.parse().expect("a pid"));
+                }
+            }
             (_, line) => listening += usize::from(line.contains("listening on")),
         }
     }

@@ -330,4 +330,18 @@ fn the_example_config_file_runs() {
     let out = ringleader(&["status", "--admin", &admin_addr, "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(json["workers"].as_array().map(Vec::len), Some(2), "{json}");
+    // README quotes the file: every line of its TOML block is one of the file's.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let example = std::fs::read_to_string(EXAMPLE).expect("the example");
+    let (_, block) = readme
+        .split_once("```toml\ncommand")
+        .expect("README's config block");
+    let (block, _) = block.split_once("```").expect("the block's end");
+    for line in format!("command{block}").lines().filter(|l| !l.is_empty()) {
+        assert!(
+            example.lines().any(|l| l == line),
+            "README's {line:?} is not in the file"
+        );
+    }
 }
