@@ -143,6 +143,27 @@ fn a_node_app_from_a_config_file_shows_in_status_with_its_output_tagged() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(json["workers"].as_array().map(Vec::len), Some(3), "{json}");
     assert_eq!(json["primary"]["pid"], h.pid());
+
+    // --watch: a table, then another, until it is stopped (or the primary goes).
+    let watch = Spawned::start(
+        ringleader_command(),
+        &[
+            "status",
+            "--admin",
+            &admin_addr,
+            "--watch",
+            "--interval",
+            "100",
+        ],
+        &[],
+    );
+    for _ in 0..2 {
+        let header = watch.expect_line("Primary ");
+        assert!(
+            header.starts_with(&format!("{}: policy rr", h.pid())),
+            "{header}"
+        );
+    }
 }
 
 #[test]
