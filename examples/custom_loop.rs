@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo run --release --example custom_loop -- [--workers N] [--port 8000]
-//!     [--policy rr|lc|none|reuseport|steer] [--admin 127.0.0.1:9000]
+//!     [--policy rr|lc|sticky|none|reuseport|steer|steer-sticky] [--admin 127.0.0.1:9000]
 //! ```
 
 use std::io::Read;

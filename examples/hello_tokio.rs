@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! cargo run --release --features tokio --example hello_tokio -- [--workers N] [--port 8000]
-//!     [--policy rr|lc|none|reuseport|steer] [--admin 127.0.0.1:9000]
+//!     [--policy rr|lc|sticky|none|reuseport|steer|steer-sticky] [--admin 127.0.0.1:9000]
 //! curl -i http://127.0.0.1:8000/
 //! ```
 

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cargo run --release --features tokio --example proxy -- --port 8080 \
-//!     --upstream 127.0.0.1:8000 [--workers N] [--policy rr|lc|none|reuseport|steer]
+//!     --upstream 127.0.0.1:8000 [--workers N] [--policy rr|lc|sticky|none|reuseport|steer|steer-sticky]
 //! ```
 
 use std::net::SocketAddr;

@@ -34,8 +34,10 @@ pub(crate) struct Run {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     workers: Option<u32>,
     /// How connections reach the workers: rr (the primary hands them out), none (a shared
-    /// socket), reuseport (a socket each), steer (a socket each, steered by queue depth), or
-    /// a load-aware hand-off policy (lc, p2c, weighted) [default: rr; none with --listen].
+    /// socket), reuseport (a socket each), steer (a socket each, steered by queue depth), a
+    /// load-aware hand-off policy (lc, p2c, weighted), or sticky sessions, each client to
+    /// one worker by its address: sticky (handed out) or steer-sticky (steered by the
+    /// kernel) [default: rr; none with --listen].
     #[arg(long)]
     policy: Option<String>,
     /// Run PROGRAM as a socket-activated server: the primary listens on ADDR (HOST:PORT,
@@ -154,7 +156,7 @@ pub(crate) fn run(args: Run) -> Result<(), Box<dyn std::error::Error>> {
         .policy
         .unwrap_or_else(|| if activated.is_empty() { "rr" } else { "none" }.to_owned());
     let scheduling = Scheduling::parse(&policy).ok_or_else(|| {
-        format!("--policy {policy}: expected rr, none, reuseport, steer, lc, p2c or weighted")
+        format!("--policy {policy}: expected rr, none, reuseport, steer, lc, p2c, weighted, sticky or steer-sticky")
     })?;
     if !activated.is_empty() && scheduling == Scheduling::RoundRobin {
         return Err(format!(

@@ -68,16 +68,18 @@ impl Args {
     /// `--policy` as the crate's settings: its scheduling, and the hand-off policy.
     pub(crate) fn settings(&self) -> Settings {
         let scheduling = match self.policy {
-            Policy::Rr | Policy::Lc => Scheduling::RoundRobin,
+            Policy::Rr | Policy::Lc | Policy::Sticky => Scheduling::RoundRobin,
             Policy::None => Scheduling::Shared,
             Policy::Reuseport => Scheduling::ReusePort,
-            Policy::Steer => Scheduling::Steered,
+            Policy::Steer | Policy::SteerSticky => Scheduling::Steered,
         };
         let settings = Settings::default()
             .scheduling(scheduling)
             .defer_accept(Some(Duration::from_secs(self.defer_accept)));
+        let named = |name| SharedPolicy::named(name).expect("a built-in policy");
         match self.policy {
-            Policy::Lc => settings.policy(SharedPolicy::named("lc").expect("a built-in policy")),
+            Policy::Lc => settings.policy(named("lc")),
+            Policy::Sticky | Policy::SteerSticky => settings.policy(named("sticky")),
             _ => settings,
         }
     }
@@ -110,9 +112,13 @@ impl Args {
 pub(crate) enum Policy {
     Rr,
     Lc,
+    /// Each client to one worker, by its address (`Sticky`).
+    Sticky,
     None,
     Reuseport,
     Steer,
+    /// Steered by the kernel, each client to one worker by its address.
+    SteerSticky,
 }
 
 /// Runs the cluster's primary until the supervisor ends, then exits with its status.

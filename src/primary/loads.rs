@@ -27,6 +27,9 @@ pub(crate) struct WorkerLoad {
     /// Set by the primary: over its memory limit, it gets no new connections while its
     /// successor starts ([`crate::Settings::max_memory`]).
     pub(crate) spared: bool,
+    /// Its place ([`Candidate::place`]): the first worker of its line of replacements; 0
+    /// until it is set at the fork (then the worker's own id stands for it).
+    pub(crate) place: WorkerId,
 }
 
 impl WorkerLoad {
@@ -48,14 +51,20 @@ impl WorkerLoad {
         self.counts.taken - self.counts.finished
     }
 
+    /// The place of `worker` (whose load this is).
+    pub(crate) fn place_of(&self, worker: WorkerId) -> WorkerId {
+        if self.place == 0 { worker } else { self.place }
+    }
+
     pub(crate) fn candidate(&self, worker: WorkerId, queued: u64) -> Candidate {
-        Candidate {
+        Candidate::new(
             worker,
             queued,
-            active: self.active(),
-            load: self.counts.load,
-            capacity: self.capacity,
-        }
+            self.active(),
+            self.counts.load,
+            self.capacity,
+        )
+        .in_place(self.place_of(worker))
     }
 
     /// Whether a capacity hint says it holds all it can.

@@ -96,7 +96,7 @@ impl Primary {
         let scheduling = match std::env::var(ENV_SCHED_POLICY) {
             Ok(v) => Scheduling::parse(&v).ok_or_else(|| {
                 Error::new(ErrorKind::Settings, OP).detail(format!(
-                    "{ENV_SCHED_POLICY}={v:?}: expected rr, none, reuseport, steer, lc, p2c or weighted"
+                    "{ENV_SCHED_POLICY}={v:?}: expected rr, none, reuseport, steer, lc, p2c, weighted, sticky or steer-sticky"
                 ))
             })?,
             Err(_) => Scheduling::default(),

@@ -40,14 +40,16 @@ pub enum Scheduling {
 impl Scheduling {
     /// Parses `rr`, `none`, `reuseport` or `steer`, the values of `RINGLEADER_SCHED_POLICY` (Node:
     /// `NODE_CLUSTER_SCHED_POLICY`). The names of the other hand-off policies (`lc`, `p2c`,
-    /// `weighted`) parse as round-robin hand-off too: the policy picks the worker.
+    /// `weighted`, `sticky`) parse as round-robin hand-off too: the policy picks the worker.
+    /// `steer-sticky` is steering with the [`Sticky`](crate::policy::Sticky) policy
+    /// (`SharedPolicy::named("steer-sticky")`): the kernel places each client by its address.
     pub fn parse(s: &str) -> Option<Scheduling> {
         match s {
             "rr" => Some(Scheduling::RoundRobin),
+            "steer" | "steer-sticky" => Some(Scheduling::Steered),
             _ if SharedPolicy::named(s).is_some() => Some(Scheduling::RoundRobin),
             "none" => Some(Scheduling::Shared),
             "reuseport" => Some(Scheduling::ReusePort),
-            "steer" => Some(Scheduling::Steered),
             _ => None,
         }
     }

@@ -37,6 +37,7 @@ pub mod pidfd;
 pub mod poll;
 #[cfg(feature = "tokio")]
 pub mod reactor;
+pub mod rendezvous;
 pub mod scm;
 pub mod shm;
 pub mod signal;

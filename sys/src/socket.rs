@@ -99,6 +99,17 @@ pub fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
 }
 
+/// A connected socket's peer and local addresses (`getpeername(2)`, `getsockname(2)`);
+/// `None` for either that is not an IP address (a Unix socket's) or cannot be read.
+pub fn addresses(fd: impl AsFd) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
+    let ip = |a: Option<rustix::net::SocketAddrAny>| a.and_then(|a| a.try_into().ok());
+    let fd = fd.as_fd();
+    (
+        ip(rustix::net::getpeername(fd).ok().flatten()),
+        ip(rustix::net::getsockname(fd).ok()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

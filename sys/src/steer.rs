@@ -9,6 +9,12 @@
 //! the order in which the sockets called `listen(2)`, as long as none of them closes (a
 //! closing socket's place goes to the last one).
 //!
+//! The sticky program ([`sticky_program`]) instead reads the client's address from the IP
+//! header (`SKF_NET_OFF`: the kernel runs a reuseport program with the packet's data past
+//! the TCP header, and the network header behind it) and returns the socket of the place
+//! with the highest rendezvous score ([`crate::rendezvous`]), as the primary's own sticky
+//! policy computes it.
+//!
 //! # References
 //! [`socket(7)`](https://man7.org/linux/man-pages/man7/socket.7.html) (`SO_ATTACH_REUSEPORT_CBPF`),
 //! [`tcp(7)`](https://man7.org/linux/man-pages/man7/tcp.7.html) (`TCP_INFO`),
@@ -17,6 +23,8 @@
 use std::io;
 
 use rustix::fd::{AsFd, AsRawFd};
+
+use crate::rendezvous;
 
 /// `SO_ATTACH_REUSEPORT_CBPF` (Linux 4.5; asm-generic value, as on x86, arm and riscv).
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
@@ -32,6 +40,38 @@ const JMP_JGE_K: u16 = 0x35;
 const RET_K: u16 = 0x06;
 /// `SKF_AD_OFF + SKF_AD_RANDOM`: loading from there gives a random 32-bit number.
 const RANDOM: u32 = (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32;
+/// `SKF_NET_OFF`: loads from there on read the packet's network (IP) header.
+const NET: u32 = libc::SKF_NET_OFF as u32;
+/// `BPF_LD | BPF_B | BPF_ABS`.
+const LD_B_ABS: u16 = 0x30;
+/// `BPF_LD | BPF_IMM`.
+const LD_IMM: u16 = 0x00;
+/// `BPF_LD | BPF_MEM`: the scratch word `k`.
+const LD_MEM: u16 = 0x60;
+/// `BPF_LDX | BPF_MEM`.
+const LDX_MEM: u16 = 0x61;
+/// `BPF_ST`: the accumulator into the scratch word `k`.
+const ST: u16 = 0x02;
+/// `BPF_ALU | BPF_RSH | BPF_K`.
+const RSH_K: u16 = 0x74;
+/// `BPF_ALU | BPF_AND | BPF_K`.
+const AND_K: u16 = 0x54;
+/// `BPF_ALU | BPF_MUL | BPF_K`.
+const MUL_K: u16 = 0x24;
+/// `BPF_ALU | BPF_XOR | BPF_K`.
+const XOR_K: u16 = 0xa4;
+/// `BPF_ALU | BPF_XOR | BPF_X`.
+const XOR_X: u16 = 0xac;
+/// `BPF_MISC | BPF_TAX`: the accumulator into the index register.
+const TAX: u16 = 0x07;
+/// `BPF_JMP | BPF_JEQ | BPF_K`.
+const JMP_JEQ_K: u16 = 0x15;
+/// `BPF_JMP | BPF_JGT | BPF_X`: unsigned.
+const JMP_JGT_X: u16 = 0x2d;
+/// `BPF_JMP | BPF_JA`.
+const JMP_JA: u16 = 0x05;
+/// `BPF_RET | BPF_A`.
+const RET_A: u16 = 0x16;
 
 /// One classic BPF instruction (`struct sock_filter`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +132,109 @@ pub fn program(weights: &[u32]) -> io::Result<Vec<Insn>> {
     Ok(prog)
 }
 
+/// An instruction.
+const fn insn(code: u16, k: u32) -> Insn {
+    Insn {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// The accumulator mixed as [`rendezvous::mix`] does (11 instructions; the index register
+/// is overwritten).
+fn mix_a(prog: &mut Vec<Insn>) {
+    let xorshift = |prog: &mut Vec<Insn>, n: u32| {
+        prog.extend([insn(TAX, 0), insn(RSH_K, n), insn(XOR_X, 0)]);
+    };
+    xorshift(prog, 16);
+    prog.push(insn(MUL_K, rendezvous::MUL_1));
+    xorshift(prog, 15);
+    prog.push(insn(MUL_K, rendezvous::MUL_2));
+    xorshift(prog, 16);
+}
+
+/// The sticky program: the socket at `places[i].1` gets the clients whose key
+/// ([`rendezvous::key`] under `prefixes`, read from the IPv4 or IPv6 header) scores
+/// highest with the seed `places[i].0` ([`rendezvous::score`]); equal scores go to the
+/// earlier place, as in the primary's own policy, so list places in the policy's order.
+///
+/// # Errors
+/// `EINVAL` without places, or with more than a program can hold (about 220).
+pub fn sticky_program(
+    places: &[(u32, u32)],
+    prefixes: rendezvous::Prefixes,
+) -> io::Result<Vec<Insn>> {
+    let Some((first, rest)) = places.split_first() else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    // Scratch words: the key, the best score, the best socket.
+    const KEY: u32 = 0;
+    const BEST: u32 = 1;
+    const SOCKET: u32 = 2;
+    let mut v4 = Vec::new();
+    v4.extend([
+        insn(LD_W_ABS, NET + 12),
+        insn(AND_K, rendezvous::Prefixes::word_mask(prefixes.v4, 0)),
+    ]);
+    mix_a(&mut v4);
+    v4.push(insn(ST, KEY));
+    let mut v6 = Vec::new();
+    for i in 0..4 {
+        v6.extend([
+            insn(LD_W_ABS, NET + 8 + 4 * i),
+            insn(AND_K, rendezvous::Prefixes::word_mask(prefixes.v6, i)),
+        ]);
+        if i > 0 {
+            v6.extend([insn(LDX_MEM, KEY), insn(XOR_X, 0)]);
+        }
+        mix_a(&mut v6);
+        v6.push(insn(ST, KEY));
+    }
+    // The IP version, the high nibble of the header's first byte: 6, or IPv4.
+    let mut prog = vec![
+        insn(LD_B_ABS, NET),
+        insn(RSH_K, 4),
+        Insn {
+            code: JMP_JEQ_K,
+            jt: (v4.len() + 1) as u8,
+            jf: 0,
+            k: 6,
+        },
+    ];
+    prog.extend(v4);
+    prog.push(insn(JMP_JA, v6.len() as u32));
+    prog.extend(v6);
+    let score = |prog: &mut Vec<Insn>, seed: u32| {
+        prog.extend([insn(LD_MEM, KEY), insn(XOR_K, seed)]);
+        mix_a(prog);
+    };
+    score(&mut prog, first.0);
+    prog.extend([insn(ST, BEST), insn(LD_IMM, first.1), insn(ST, SOCKET)]);
+    for &(seed, socket) in rest {
+        score(&mut prog, seed);
+        // Higher than the best so far: the new best; else skip the three that say so.
+        prog.extend([
+            insn(LDX_MEM, BEST),
+            Insn {
+                code: JMP_JGT_X,
+                jt: 0,
+                jf: 3,
+                k: 0,
+            },
+            insn(ST, BEST),
+            insn(LD_IMM, socket),
+            insn(ST, SOCKET),
+        ]);
+    }
+    prog.extend([insn(LD_MEM, SOCKET), insn(RET_A, 0)]);
+    if prog.len() > MAX_INSNS {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(prog)
+}
+
 /// `setsockopt(SO_ATTACH_REUSEPORT_CBPF)`: from now on the group `fd` belongs to (a
 /// listening `SO_REUSEPORT` socket) places new connections by `weights` ([`program`]),
 /// replacing the program it had. The kernel runs it for each connection's first packet.
@@ -100,7 +243,24 @@ pub fn program(weights: &[u32]) -> io::Result<Vec<Insn>> {
 /// `EINVAL` for weights [`program`] refuses or a socket without `SO_REUSEPORT`; what
 /// `setsockopt(2)` returns.
 pub fn steer(fd: impl AsFd, weights: &[u32]) -> io::Result<()> {
-    let prog = program(weights)?;
+    attach(fd, &program(weights)?)
+}
+
+/// [`steer`] with the sticky program ([`sticky_program`]): each client to its place's
+/// socket.
+///
+/// # Errors
+/// As [`steer`]'s, for places [`sticky_program`] refuses.
+pub fn steer_sticky(
+    fd: impl AsFd,
+    places: &[(u32, u32)],
+    prefixes: rendezvous::Prefixes,
+) -> io::Result<()> {
+    attach(fd, &sticky_program(places, prefixes)?)
+}
+
+/// Attaches `prog` to the group of `fd`.
+fn attach(fd: impl AsFd, prog: &[Insn]) -> io::Result<()> {
     let filters: Vec<libc::sock_filter> = prog
         .iter()
         .map(|i| libc::sock_filter {
@@ -229,6 +389,114 @@ mod tests {
         let got = listen::accept(&socks[1], false);
         assert!(got.is_ok());
         assert_eq!(accept_queue(&socks[1]).expect("queue"), 19);
+    }
+
+    /// Where each client (by its address) landed: accepts everything queued in the group.
+    fn landed(socks: &[OwnedFd]) -> Vec<(std::net::IpAddr, usize)> {
+        let mut got = Vec::new();
+        for (i, s) in socks.iter().enumerate() {
+            while let Ok(c) = listen::accept(s, false) {
+                let peer = rustix::net::getpeername(&c)
+                    .ok()
+                    .flatten()
+                    .and_then(|a| std::net::SocketAddr::try_from(a).ok())
+                    .expect("an IP peer");
+                got.push((peer.ip(), i));
+            }
+        }
+        got
+    }
+
+    /// A client from `ip`, bound there before it connects.
+    fn connect_from(ip: std::net::IpAddr, to: std::net::SocketAddr) -> std::net::TcpStream {
+        let domain = if ip.is_ipv4() {
+            rustix::net::AddressFamily::INET
+        } else {
+            rustix::net::AddressFamily::INET6
+        };
+        let fd =
+            rustix::net::socket(domain, rustix::net::SocketType::STREAM, None).expect("socket");
+        rustix::net::bind(&fd, &std::net::SocketAddr::new(ip, 0)).expect("bind");
+        rustix::net::connect(&fd, &to).expect("connect");
+        std::net::TcpStream::from(fd)
+    }
+
+    #[test]
+    fn the_sticky_program_places_each_client_where_the_policy_would() {
+        let (socks, port) = group(4);
+        let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        // Places 1 to 4 on sockets 3, 2, 1, 0, then place 2 gone (its clients move).
+        for places in [vec![1u32, 2, 3, 4], vec![1, 3, 4]] {
+            for prefixes in [
+                rendezvous::Prefixes::default(),
+                rendezvous::Prefixes { v4: 24, v6: 64 },
+            ] {
+                let table: Vec<(u32, u32)> = places
+                    .iter()
+                    .map(|&p| (rendezvous::seed(p), 4 - p))
+                    .collect();
+                steer_sticky(&socks[0], &table, prefixes).expect("attach");
+                let clients: Vec<_> = (1..=100u8)
+                    .map(|i| connect_from(std::net::IpAddr::from([127, 0, 2, i]), to))
+                    .collect();
+                let got = landed(&socks);
+                assert_eq!(got.len(), clients.len());
+                for (ip, socket) in got {
+                    let key = rendezvous::key(ip, prefixes);
+                    let best = places
+                        .iter()
+                        .copied()
+                        .max_by_key(|&p| {
+                            (
+                                rendezvous::score(key, rendezvous::seed(p)),
+                                std::cmp::Reverse(p),
+                            )
+                        })
+                        .expect("a place");
+                    assert_eq!(socket as u32, 4 - best, "{ip} under {prefixes:?}");
+                }
+            }
+        }
+        let n =
+            sticky_program(&[(1, 0); 200], rendezvous::Prefixes::default()).expect("200 places");
+        assert!(n.len() <= MAX_INSNS);
+        assert!(sticky_program(&[], rendezvous::Prefixes::default()).is_err());
+    }
+
+    #[test]
+    fn the_sticky_program_reads_ipv6_headers_too() {
+        let opts = Options {
+            reuse_port: true,
+            ..Options::default()
+        };
+        let first = listen::tcp("[::1]:0".parse().expect("addr"), &opts).expect("listen");
+        let port = listen::local_addr(&first).expect("name").port();
+        let mut socks = vec![first];
+        for _ in 1..4 {
+            let addr = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+            socks.push(listen::tcp(addr, &opts).expect("listen"));
+        }
+        for s in &socks {
+            crate::socket::set_nonblocking(s, true).expect("nonblocking");
+        }
+        let ip = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        let to = std::net::SocketAddr::new(ip, port);
+        // Several place tables, so that ::1 lands on different sockets.
+        for shift in 0..8u32 {
+            let places: Vec<u32> = (1..=4).map(|p| p + 4 * shift).collect();
+            let table: Vec<(u32, u32)> = places
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| (rendezvous::seed(p), i as u32))
+                .collect();
+            steer_sticky(&socks[0], &table, rendezvous::Prefixes::default()).expect("attach");
+            let _c = connect_from(ip, to);
+            let key = rendezvous::key(ip, rendezvous::Prefixes::default());
+            let best = (0..4)
+                .max_by_key(|&i| (rendezvous::score(key, table[i].0), std::cmp::Reverse(i)))
+                .expect("a place");
+            assert_eq!(landed(&socks), [(ip, best)], "places {places:?}");
+        }
     }
 
     #[test]

@@ -58,8 +58,9 @@ impl Core {
             None
         };
         let result = self.spawn_worker(id, env, board, lineage.unwrap_or(id));
-        if result.is_err() {
-            self.loads.release(id);
+        match result {
+            Ok(_) => self.loads.get(id).place = lineage.unwrap_or(id),
+            Err(_) => self.loads.release(id),
         }
         result
     }

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::error::{Error, ErrorKind};
 use crate::ids::WorkerId;
-use crate::policy::Candidate;
+use crate::policy::{Addresses, Candidate};
 use crate::primary::driver::{Handed, Tag, dyn_fd, numbered_token, token_generation};
 use crate::primary::event::Event;
 use crate::primary::loads::{Loads, News, WorkerLoad};
@@ -48,18 +48,24 @@ impl Listeners {
         let now = Instant::now();
         let mut batches: BTreeMap<(ListenerId, WorkerId), Vec<OwnedFd>> = BTreeMap::new();
         let mut left = VecDeque::new();
-        while let Some(p) = self.pending.pop_front() {
+        let by_address = cx.loads.policy.wants_addresses();
+        while let Some(mut p) = self.pending.pop_front() {
             let Some(key) = self.keys.get(&p.listener) else {
                 continue;
             };
             let Some(h) = self.by_key.get_mut(key) else {
                 continue;
             };
+            if by_address && p.addresses.is_none() {
+                let (client, local) = socket::addresses(&p.fd);
+                p.addresses = Some(Addresses::new(client, local));
+            }
             // The worker that handed it back only gets it again if nobody else can.
             let loads = &mut *cx.loads;
-            let choice = pick(h, &batches, p.avoid, loads).or_else(|| {
+            let addresses = p.addresses.as_ref();
+            let choice = pick(h, &batches, p.avoid, addresses, loads).or_else(|| {
                 (!p.strict)
-                    .then(|| pick(h, &batches, None, loads))
+                    .then(|| pick(h, &batches, None, addresses, loads))
                     .flatten()
             });
             match choice {
@@ -422,6 +428,7 @@ pub(super) fn pick(
     h: &Listener,
     batches: &BTreeMap<(ListenerId, WorkerId), Vec<OwnedFd>>,
     avoid: Option<WorkerId>,
+    addresses: Option<&Addresses>,
     loads: &mut Loads,
 ) -> Option<WorkerId> {
     let mut candidates = Vec::with_capacity(h.members.len());
@@ -449,7 +456,10 @@ pub(super) fn pick(
     if candidates.is_empty() {
         return None;
     }
-    let i = loads.policy.pick(&candidates).min(candidates.len() - 1);
+    let i = loads
+        .policy
+        .pick(addresses, &candidates)
+        .min(candidates.len() - 1);
     Some(candidates[i].worker)
 }
 

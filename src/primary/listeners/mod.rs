@@ -38,6 +38,7 @@ use super::loads::Loads;
 use crate::ids::WorkerId;
 use crate::ipc::frame::Kind;
 use crate::ipc::listen::{Key, Transport};
+use crate::policy::Addresses;
 
 /// Connections handed to a worker and not yet taken, beyond which it gets no more.
 pub(crate) const MAX_UNTAKEN: u64 = 16;
@@ -245,6 +246,8 @@ struct Pending {
     strict: bool,
     /// It waited through a hand-off round for want of room: its client may have gone since.
     held: bool,
+    /// Its addresses, once read for a policy that places by them.
+    addresses: Option<Addresses>,
 }
 
 impl Pending {
@@ -261,6 +264,7 @@ impl Pending {
             avoid,
             strict: false,
             held: false,
+            addresses: None,
         }
     }
 }

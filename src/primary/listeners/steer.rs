@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringleader_sys::listen::{self, Options};
-use ringleader_sys::{OwnedFd, socket, steer};
+use ringleader_sys::{OwnedFd, rendezvous, socket, steer};
 
 use super::{Ctx, Listeners, MAX_UNTAKEN, Member, Pending, STEER_BUSY, starved};
 use crate::ids::WorkerId;
@@ -34,6 +34,9 @@ pub(super) struct Steering {
     pub(super) places: Vec<Place>,
     /// The weights of the program attached last (empty: none yet).
     pub(super) weights: Vec<u32>,
+    /// Under a [`Sticky`](crate::policy::Sticky) policy, the places of the sticky program
+    /// attached last: each open socket's seed and index, in place order.
+    pub(super) sticky: Vec<(u32, u32)>,
     /// A worker left recently: watch closely until then.
     pub(super) linger_until: Option<Instant>,
     /// Its workers take no hand-off channel (socket-activated servers, Node workers): the
@@ -295,7 +298,34 @@ impl Listeners {
             for (p, n) in st.places.iter_mut().zip(full_checks) {
                 p.full_checks = n;
             }
-            if weights != st.weights && weights.iter().any(|&w| w > 0) {
+            if let Some(prefixes) = cx.loads.policy.sticky() {
+                // Sticky: the open sockets by their workers' places, hashed in the kernel
+                // as the policy hashes; a closed one's clients go to their next place.
+                let mut table: Vec<(WorkerId, WorkerId, u32)> = st
+                    .places
+                    .iter()
+                    .zip(&weights)
+                    .enumerate()
+                    .filter(|(_, (_, w))| **w > 0)
+                    .filter_map(|(i, (p, _))| {
+                        let w = p.worker?;
+                        let place = cx.loads.workers.get(&w).map_or(w, |l| l.place_of(w));
+                        Some((place, w, i as u32))
+                    })
+                    .collect();
+                table.sort_unstable();
+                let table: Vec<(u32, u32)> = table
+                    .into_iter()
+                    .map(|(place, _, i)| (rendezvous::seed(place), i))
+                    .collect();
+                if !table.is_empty()
+                    && table != st.sticky
+                    && steer::steer_sticky(&*st.places[0].sock, &table, prefixes).is_ok()
+                {
+                    st.sticky = table;
+                    self.stats.steerings += 1;
+                }
+            } else if weights != st.weights && weights.iter().any(|&w| w > 0) {
                 // On failure the group keeps its program (or the kernel's hash), and the next
                 // check tries again.
                 if steer::steer(&*st.places[0].sock, &weights).is_ok() {

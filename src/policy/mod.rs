@@ -5,10 +5,39 @@
 //! draining, under their bound (16 queued, or their capacity hint), with a board slot that
 //! reads sane. The policy picks one. It cannot make the primary overload anyone, whatever
 //! it returns.
+//!
+//! A policy that places clients by their address ([`Sticky`]) says so
+//! ([`Policy::wants_addresses`]), and is then offered each connection's addresses with the
+//! candidates ([`Policy::pick_for`]).
 
+mod sticky;
+
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::ids::WorkerId;
+
+pub use self::sticky::Sticky;
+pub use ringleader_sys::rendezvous::Prefixes;
+
+/// Where a connection comes from and where it arrived, as far as the primary knows: the
+/// client's address (or, with the PROXY protocol, the one its header carries) and the
+/// listener's local address. `None` for a Unix socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Addresses {
+    /// The client.
+    pub client: Option<SocketAddr>,
+    /// Where it connected to.
+    pub local: Option<SocketAddr>,
+}
+
+impl Addresses {
+    /// Addresses by hand: for testing a policy of your own.
+    pub fn new(client: Option<SocketAddr>, local: Option<SocketAddr>) -> Addresses {
+        Addresses { client, local }
+    }
+}
 
 /// One worker a policy may pick, as the board shows it at this moment. Within one burst of
 /// connections, `queued` already counts the ones the policy gave it earlier in the burst.
@@ -25,6 +54,10 @@ pub struct Candidate {
     pub load: u64,
     /// Its capacity hint; `None` when it gave none.
     pub capacity: Option<u32>,
+    /// Its place: the id of the first worker of its line of replacements. A worker that
+    /// replaces another (a respawn, a roll's successor) takes its place, so that a policy
+    /// keyed on places ([`Sticky`]) sends it its predecessor's clients.
+    pub place: WorkerId,
 }
 
 impl Candidate {
@@ -42,7 +75,13 @@ impl Candidate {
             active,
             load,
             capacity,
+            place: worker,
         }
+    }
+
+    /// The same candidate in place `place` (a replacement's: its line's first worker).
+    pub fn in_place(self, place: WorkerId) -> Candidate {
+        Candidate { place, ..self }
     }
 
     /// Connections it holds or will hold: active plus queued.
@@ -56,6 +95,20 @@ impl Candidate {
 pub trait Policy: Send + 'static {
     /// The index in `candidates` of the worker that gets the next connection.
     fn pick(&mut self, candidates: &[Candidate]) -> usize;
+
+    /// The same for a connection whose addresses the primary read, because this policy
+    /// [wants them](Policy::wants_addresses). By default, [`Policy::pick`].
+    fn pick_for(&mut self, addresses: &Addresses, candidates: &[Candidate]) -> usize {
+        let _ = addresses;
+        self.pick(candidates)
+    }
+
+    /// Whether the primary should read each connection's addresses for
+    /// [`Policy::pick_for`] (a system call per connection where the accept did not give
+    /// them). By default, no.
+    fn wants_addresses(&self) -> bool {
+        false
+    }
 }
 
 /// Node's round-robin: the next worker after the last one picked, in id order, among those
@@ -201,15 +254,11 @@ impl Policy for Weighted {
 }
 
 /// The built-in policies by name, as `RINGLEADER_SCHED_POLICY` spells them: `rr`,
-/// `least-connections` (or `lc`), `p2c`, `weighted`.
+/// `least-connections` (or `lc`), `p2c`, `weighted`, `sticky` ([`Sticky::new`]; also
+/// `steer-sticky`, the name [`Scheduling::parse`](crate::Scheduling::parse) reads as
+/// steering with it).
 pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
-    Some(match name {
-        "rr" | "round-robin" => Box::new(RoundRobin::default()),
-        "least-connections" | "lc" => Box::new(LeastConnections::default()),
-        "p2c" | "power-of-two-choices" => Box::new(PowerOfTwoChoices::default()),
-        "weighted" => Box::new(Weighted::default()),
-        _ => return None,
-    })
+    SharedPolicy::named(name).map(|p| -> Box<dyn Policy> { Box::new(p) })
 }
 
 /// A distribution policy as settings hold it: shared, so that settings stay cheap to clone
@@ -218,22 +267,35 @@ pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
 pub struct SharedPolicy {
     name: Arc<str>,
     inner: Arc<Mutex<Box<dyn Policy>>>,
+    /// [`Policy::wants_addresses`], asked once.
+    wants_addresses: bool,
+    /// A [`Sticky`] policy's prefixes: what a steering program hashes on.
+    sticky: Option<Prefixes>,
 }
 
 impl SharedPolicy {
     /// Wraps `policy` under `name` (what `Debug` and logs show).
     pub fn new(name: &str, policy: impl Policy) -> SharedPolicy {
+        let sticky = (&policy as &dyn std::any::Any)
+            .downcast_ref::<Sticky>()
+            .map(Sticky::key_prefixes);
         SharedPolicy {
             name: name.into(),
+            wants_addresses: policy.wants_addresses(),
+            sticky,
             inner: Arc::new(Mutex::new(Box::new(policy))),
         }
     }
 
     /// One of the built-in policies by its `RINGLEADER_SCHED_POLICY` name ([`by_name`]).
     pub fn named(name: &str) -> Option<SharedPolicy> {
-        by_name(name).map(|policy| SharedPolicy {
-            name: name.into(),
-            inner: Arc::new(Mutex::new(policy)),
+        Some(match name {
+            "rr" | "round-robin" => SharedPolicy::new(name, RoundRobin::default()),
+            "least-connections" | "lc" => SharedPolicy::new(name, LeastConnections::default()),
+            "p2c" | "power-of-two-choices" => SharedPolicy::new(name, PowerOfTwoChoices::default()),
+            "weighted" => SharedPolicy::new(name, Weighted::default()),
+            "sticky" | "steer-sticky" => SharedPolicy::new(name, Sticky::new()),
+            _ => return None,
         })
     }
 
@@ -242,12 +304,42 @@ impl SharedPolicy {
         &self.name
     }
 
-    pub(crate) fn pick(&self, candidates: &[Candidate]) -> usize {
+    /// Whether the primary reads each connection's addresses for it.
+    pub(crate) fn wants_addresses(&self) -> bool {
+        self.wants_addresses
+    }
+
+    /// A [`Sticky`] policy's prefixes, for a steering program that places alike.
+    pub(crate) fn sticky(&self) -> Option<Prefixes> {
+        self.sticky
+    }
+
+    /// The policy's pick, for a connection whose `addresses` were read (when it
+    /// [wants them](Policy::wants_addresses)).
+    pub(crate) fn pick(&self, addresses: Option<&Addresses>, candidates: &[Candidate]) -> usize {
         match self.inner.lock() {
-            Ok(mut p) => p.pick(candidates),
+            Ok(mut p) => match addresses {
+                Some(a) => p.pick_for(a, candidates),
+                None => p.pick(candidates),
+            },
             // A policy that panicked once is not trusted again: plain rotation instead.
             Err(_) => 0,
         }
+    }
+}
+
+/// A shared policy is a policy: [`by_name`]'s boxes are these.
+impl Policy for SharedPolicy {
+    fn pick(&mut self, candidates: &[Candidate]) -> usize {
+        SharedPolicy::pick(self, None, candidates)
+    }
+
+    fn pick_for(&mut self, addresses: &Addresses, candidates: &[Candidate]) -> usize {
+        SharedPolicy::pick(self, Some(addresses), candidates)
+    }
+
+    fn wants_addresses(&self) -> bool {
+        self.wants_addresses
     }
 }
 
@@ -279,12 +371,8 @@ mod tests {
         outstanding
             .iter()
             .enumerate()
-            .map(|(i, &(active, queued))| Candidate {
-                worker: i as WorkerId + 1,
-                queued,
-                active,
-                load: 0,
-                capacity: None,
+            .map(|(i, &(active, queued))| {
+                Candidate::new(i as WorkerId + 1, queued, active, 0, None)
             })
             .collect()
     }
@@ -358,7 +446,7 @@ mod tests {
 
     #[test]
     fn names() {
-        for name in ["rr", "least-connections", "lc", "p2c", "weighted"] {
+        for name in ["rr", "least-connections", "lc", "p2c", "weighted", "sticky"] {
             assert!(by_name(name).is_some(), "{name}");
         }
         assert!(by_name("random").is_none());

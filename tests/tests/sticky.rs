@@ -1,0 +1,147 @@
+//! Sticky sessions ([`Sticky`](ringleader::policy::Sticky)): 200 clients, each from its own
+//! loopback address (127.0.2.x, bound before the connect), each reach one worker over every
+//! connection, handed over by the primary (`sticky`) and steered by the kernel
+//! (`steer-sticky`); when one of 4 workers is killed only its clients move, and its
+//! replacement takes them back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+
+use ringleader::policy::SharedPolicy;
+use ringleader::{Event, Respawn, Scheduling, Settings, WorkerId};
+use ringleader_tests::{Harness, WATCHDOG};
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
+
+/// Clients 127.0.2.1 to 127.0.2.200.
+const CLIENTS: u8 = 200;
+
+/// Four fixture workers under the sticky policy with `scheduling`; the port they serve.
+fn cluster(scheduling: Scheduling, respawn: bool) -> (Harness, u16) {
+    let h = Harness::new(FIXTURE);
+    let name = if scheduling == Scheduling::Steered {
+        "steer-sticky"
+    } else {
+        "sticky"
+    };
+    h.primary
+        .setup(
+            Settings::default()
+                .scheduling(scheduling)
+                .policy(SharedPolicy::named(name).expect("a built-in policy"))
+                .respawn(respawn.then(Respawn::default)),
+        )
+        .expect("setup");
+    for _ in 0..4 {
+        h.fork("serve:127.0.0.1:0");
+    }
+    let port = h.listening(4)[0].port;
+    (h, port)
+}
+
+/// The worker that answers a client from 127.0.2.`client`.
+fn worker_for(client: u8, port: u16) -> Result<WorkerId, String> {
+    use rustix::net::{AddressFamily, SocketType};
+    let from = SocketAddr::new(IpAddr::from([127, 0, 2, client]), 0);
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)
+        .map_err(|e| e.to_string())?;
+    rustix::net::bind(&fd, &from).map_err(|e| format!("bind {from}: {e}"))?;
+    rustix::net::connect(&fd, &SocketAddr::from(([127, 0, 0, 1], port)))
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut s = std::net::TcpStream::from(fd);
+    s.set_read_timeout(Some(WATCHDOG))
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    answer
+        .trim()
+        .strip_prefix("hello from ")
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| format!("answer {answer:?}"))
+}
+
+/// Every client's worker, over `rounds` connections each (the same every time, or a panic
+/// naming the client).
+fn owners(h: &Harness, port: u16, rounds: usize) -> BTreeMap<u8, WorkerId> {
+    h.drive(move || {
+        let mut owners = BTreeMap::new();
+        for round in 0..rounds {
+            for client in 1..=CLIENTS {
+                let w = worker_for(client, port).unwrap_or_else(|e| panic!("client {client}: {e}"));
+                let first = *owners.entry(client).or_insert(w);
+                assert_eq!(w, first, "client {client} moved in round {round}");
+            }
+        }
+        owners
+    })
+}
+
+fn only_the_killed_workers_clients_move(scheduling: Scheduling) {
+    let (h, port) = cluster(scheduling, false);
+    let before = owners(&h, port, 3);
+    let used: BTreeSet<WorkerId> = before.values().copied().collect();
+    assert_eq!(used.len(), 4, "every worker has clients: {before:?}");
+    let victim = before[&1];
+    let pid = h.primary.worker(victim).expect("the victim").pid();
+    ringleader_tests::signal(pid, rustix::process::Signal::KILL);
+    h.until_gone(victim);
+    let after = owners(&h, port, 2);
+    let mut moved = 0;
+    for (client, was) in &before {
+        let now = after[client];
+        if *was == victim {
+            assert_ne!(now, victim);
+            moved += 1;
+        } else {
+            assert_eq!(now, *was, "client {client} moved, and its worker lives");
+        }
+    }
+    assert!(moved > 0);
+}
+
+fn a_replacement_takes_its_predecessors_clients_back(scheduling: Scheduling) {
+    let (h, port) = cluster(scheduling, true);
+    let before = owners(&h, port, 2);
+    let victim = before[&1];
+    let pid = h.primary.worker(victim).expect("the victim").pid();
+    ringleader_tests::signal(pid, rustix::process::Signal::KILL);
+    let mut replacement = None;
+    h.until(|e| {
+        if let Event::Respawned {
+            worker, replaces, ..
+        } = e
+        {
+            if *replaces == victim {
+                replacement = Some(*worker);
+            }
+        }
+        matches!(e, Event::Listening { worker, .. } if Some(*worker) == replacement)
+    });
+    let replacement = replacement.expect("a replacement");
+    let after = owners(&h, port, 2);
+    for (client, was) in &before {
+        let expected = if *was == victim { replacement } else { *was };
+        assert_eq!(after[client], expected, "client {client}");
+    }
+}
+
+#[test]
+fn handed_over_each_client_stays_and_only_a_killed_workers_clients_move() {
+    only_the_killed_workers_clients_move(Scheduling::RoundRobin);
+}
+
+#[test]
+fn steered_each_client_stays_and_only_a_killed_workers_clients_move() {
+    only_the_killed_workers_clients_move(Scheduling::Steered);
+}
+
+#[test]
+fn handed_over_a_replacement_takes_its_predecessors_clients_back() {
+    a_replacement_takes_its_predecessors_clients_back(Scheduling::RoundRobin);
+}
+
+#[test]
+fn steered_a_replacement_takes_its_predecessors_clients_back() {
+    a_replacement_takes_its_predecessors_clients_back(Scheduling::Steered);
+}
