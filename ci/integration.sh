@@ -8,6 +8,14 @@ command -v python3 >/dev/null || { apt-get update -q >/dev/null && apt-get insta
 # NOT RUN where it cannot have HAProxy, namespaces or root).
 command -v haproxy >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q haproxy >/dev/null; } \
   || echo "== haproxy could not be installed: tests/tests/balancer.rs will not run"
+# socket.io and its own client, for the sticky-session check of tests/tests/sticky.rs (which
+# says NOT RUN without them), at the versions package-lock.json pins.
+if command -v npm >/dev/null; then
+  npm ci --prefix tests/node/socketio --no-audit --no-fund --loglevel=error >/dev/null \
+    || echo "== socket.io could not be installed: the socket.io check of tests/tests/sticky.rs will not run"
+else
+  echo "== no npm: the socket.io check of tests/tests/sticky.rs will not run"
+fi
 cargo build --workspace --all-targets --locked
 run() {
   if command -v cargo-nextest >/dev/null 2>&1; then

@@ -2,7 +2,8 @@
 //! loopback address (127.0.2.x, bound before the connect), each reach one worker over every
 //! connection, handed over by the primary (`sticky`) and steered by the kernel
 //! (`steer-sticky`); when one of 4 workers is killed only its clients move, and its
-//! replacement takes them back.
+//! replacement takes them back. And socket.io's long-polling sessions, with its own client,
+//! all complete under `ringleader run --policy sticky` with Node workers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -144,4 +145,65 @@ fn handed_over_a_replacement_takes_its_predecessors_clients_back() {
 #[test]
 fn steered_a_replacement_takes_its_predecessors_clients_back() {
     a_replacement_takes_its_predecessors_clients_back(Scheduling::Steered);
+}
+
+const SOCKETIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/socketio");
+
+/// socket.io's own client, over long-polling only (every poll a new connection), `clients`
+/// sessions from 127.0.1.x against a socket.io app on `port`: its `completed C of N` line.
+fn socketio_sessions(port: u16, clients: u32) -> String {
+    let out = std::process::Command::new("node")
+        .arg(format!("{SOCKETIO}/clients.js"))
+        .env("PORT", port.to_string())
+        .env("CLIENTS", clients.to_string())
+        .env("MESSAGES", "8")
+        .output()
+        .expect("node clients.js");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// An unmodified socket.io app written for Node's cluster under `ringleader run --policy
+/// POLICY`, two workers: every session of 100 completes under `sticky` and `steer-sticky`,
+/// where under round-robin almost none does (as under Node's own primary).
+#[test]
+fn socketio_long_polling_sessions_complete_under_ringleader_run_sticky() {
+    if !std::path::Path::new(SOCKETIO)
+        .join("node_modules/socket.io")
+        .exists()
+    {
+        eprintln!("NOT RUN: socket.io is not installed (npm ci --prefix tests/node/socketio)");
+        return;
+    }
+    for (policy, all) in [("sticky", true), ("steer-sticky", true), ("rr", false)] {
+        let port = ringleader_tests::free_port();
+        let h = ringleader_tests::Spawned::start(
+            ringleader_tests::ringleader_command(),
+            &[
+                "run",
+                "--workers",
+                "2",
+                "--policy",
+                policy,
+                "--",
+                "node",
+                &format!("{SOCKETIO}/app.js"),
+            ],
+            &[("PORT", &port.to_string())],
+        );
+        h.expect_listening(2);
+        let line = socketio_sessions(port, 100);
+        let completed: u32 = line
+            .strip_prefix("completed ")
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{policy}: {line:?}"));
+        if all {
+            assert_eq!(completed, 100, "{policy}: {line}");
+        } else {
+            assert!(
+                completed < 50,
+                "{policy} completed sessions by chance: {line}"
+            );
+        }
+    }
 }

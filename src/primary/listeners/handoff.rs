@@ -270,7 +270,10 @@ impl Listeners {
     /// if nobody else can take it), and until it takes a connection again it is sent one at
     /// a time. A worker stopped (`SIGSTOP`), stuck, or too slow to read its queue holds no
     /// client longer than the deadline. Checks come at the deadline of the oldest connection
-    /// sent and not yet known to be taken, while any is.
+    /// sent and not yet known to be taken, while any is. Under a
+    /// [`Sticky`](crate::policy::Sticky) policy nothing is taken back from a worker that
+    /// lives: its clients' sessions are there, so they wait for it, and a worker stuck for
+    /// good is ended by [`crate::Settings::kill_stalled_after`].
     fn take_back_stalled(&mut self, cx: &mut Ctx<'_>) {
         self.stall_check_at = None;
         let Some(deadline) = self.take_back_after else {
@@ -279,6 +282,7 @@ impl Listeners {
         let now = Instant::now();
         let mut next: Option<Instant> = None;
         let mut stalled = Vec::new();
+        let sticky = cx.loads.policy.sticky().is_some();
         for h in self.by_key.values() {
             for (wid, m) in &h.members {
                 let Some(m) = m else { continue };
@@ -320,6 +324,13 @@ impl Listeners {
                 if stalled >= limit && !cx.out.stalled.iter().any(|(w, _)| *w == wid) {
                     cx.out.stalled.push((wid, stalled));
                 }
+            }
+            if sticky {
+                // Its clients are its own: they wait for it (or for its end, when it is
+                // killed as stalled), and the check comes again to see.
+                let at = now + deadline;
+                next = Some(next.map_or(at, |n| n.min(at)));
+                continue;
             }
             let fds = m.read_back();
             self.stats.taken_from_stalled += fds.len() as u64;
@@ -424,6 +435,10 @@ fn forget_oldest(sent: &mut VecDeque<(Instant, u64)>, queued: u64) -> bool {
 /// The worker the policy picks among those that may take a connection now: members of the
 /// listener, open on the board (not paused, draining or bad), with room (untaken plus this
 /// turn's batch below the bound, and below their capacity hint).
+///
+/// A [`Sticky`](crate::policy::Sticky) policy is offered the open members with or without
+/// room: a client must reach its own worker, so when that one has no room the connection
+/// waits for it (`None`) rather than going to another.
 pub(super) fn pick(
     h: &Listener,
     batches: &BTreeMap<(ListenerId, WorkerId), Vec<OwnedFd>>,
@@ -431,7 +446,9 @@ pub(super) fn pick(
     addresses: Option<&Addresses>,
     loads: &mut Loads,
 ) -> Option<WorkerId> {
+    let waits = loads.policy.sticky().is_some();
     let mut candidates = Vec::with_capacity(h.members.len());
+    let mut full = Vec::new();
     for (wid, m) in &h.members {
         let Some(m) = m else { continue };
         if avoid == Some(*wid) {
@@ -451,7 +468,18 @@ pub(super) fn pick(
         } else {
             MAX_UNTAKEN
         };
-        candidates.extend(candidate(*wid, m.untaken.get(), batched, bound, load));
+        match candidate(*wid, m.untaken.get(), batched, bound, load) {
+            Some(c) => candidates.push(c),
+            None if waits => {
+                full.push(*wid);
+                let queued = m.untaken.get();
+                candidates.push(load.map_or_else(
+                    || WorkerLoad::default().candidate(*wid, queued),
+                    |l| l.candidate(*wid, queued),
+                ));
+            }
+            None => {}
+        }
     }
     if candidates.is_empty() {
         return None;
@@ -460,7 +488,8 @@ pub(super) fn pick(
         .policy
         .pick(addresses, &candidates)
         .min(candidates.len() - 1);
-    Some(candidates[i].worker)
+    let chosen = candidates[i].worker;
+    (!full.contains(&chosen)).then_some(chosen)
 }
 
 /// A hand-off's token: the listener and the worker.

@@ -186,7 +186,12 @@ pub(super) struct Plan {
 /// the queue of a worker that left, may not take connections, or stayed at the bound for two
 /// checks is emptied by the primary. When no worker may take more, the kernel spreads over
 /// all live ones and only the queues of workers that left are emptied.
-pub(super) fn plan(places: &[Seen]) -> Plan {
+///
+/// `sticky` (the [`Sticky`](crate::policy::Sticky) policy): a client must reach its own
+/// worker while that worker takes connections, so a full queue neither closes a place nor is
+/// emptied; the worker's clients wait for it in the kernel, as they would for a server of
+/// their own.
+pub(super) fn plan(places: &[Seen], sticky: bool) -> Plan {
     let mut plan = Plan {
         weights: Vec::with_capacity(places.len()),
         take: Vec::new(),
@@ -209,8 +214,9 @@ pub(super) fn plan(places: &[Seen]) -> Plan {
             continue;
         };
         let open = open && !p.stalled;
-        plan.weights.push(u32::from(open && p.depth < MAX_UNTAKEN));
-        if p.depth > 0 && (!open || full_checks >= 2) {
+        let room = sticky || p.depth < MAX_UNTAKEN;
+        plan.weights.push(u32::from(open && room));
+        if p.depth > 0 && (!open || (full_checks >= 2 && !sticky)) {
             plan.take.push((i, Some(wid), p.depth));
         }
     }
@@ -293,7 +299,7 @@ impl Listeners {
                 mut take,
                 full_checks,
                 busy: soon,
-            } = plan(&seen);
+            } = plan(&seen, cx.loads.policy.sticky().is_some());
             busy |= soon;
             for (p, n) in st.places.iter_mut().zip(full_checks) {
                 p.full_checks = n;
@@ -529,7 +535,7 @@ mod tests {
             ..at(5, Some((1, true)), 0)
         };
         // The other worker is at the bound: nobody has room.
-        let p = plan(&[stalled, at(MAX_UNTAKEN, Some((2, true)), 0)]);
+        let p = plan(&[stalled, at(MAX_UNTAKEN, Some((2, true)), 0)], false);
         assert_eq!(p.weights, [0, 1]);
         assert_eq!(p.take, [(0, Some(1), 5)]);
         // Every worker stalled: the kernel spreads over them all, and nothing is taken.
@@ -537,14 +543,17 @@ mod tests {
             stalled: true,
             ..at(3, Some((2, true)), 0)
         };
-        let p = plan(&[stalled, again]);
+        let p = plan(&[stalled, again], false);
         assert_eq!(p.weights, [1, 1]);
         assert!(p.take.is_empty());
     }
 
     #[test]
     fn quiet_open_workers_share_evenly_and_nothing_is_taken() {
-        let p = plan(&[at(0, Some((1, true)), 0), at(1, Some((2, true)), 0)]);
+        let p = plan(
+            &[at(0, Some((1, true)), 0), at(1, Some((2, true)), 0)],
+            false,
+        );
         assert_eq!(p.weights, [1, 1]);
         assert!(p.take.is_empty() && !p.busy);
         assert_eq!(p.full_checks, [0, 0]);
@@ -556,30 +565,55 @@ mod tests {
             at(MAX_UNTAKEN, Some((1, true)), 0),
             at(0, Some((2, true)), 0),
         ];
-        let first = plan(&places);
+        let first = plan(&places, false);
         assert_eq!(first.weights, [0, 1]);
         assert!(first.take.is_empty() && first.busy);
         let again = [
             at(MAX_UNTAKEN, Some((1, true)), first.full_checks[0]),
             places[1],
         ];
-        assert_eq!(plan(&again).take, [(0, Some(1), MAX_UNTAKEN)]);
+        assert_eq!(plan(&again, false).take, [(0, Some(1), MAX_UNTAKEN)]);
     }
 
     #[test]
     fn a_paused_worker_gets_nothing_and_its_queue_goes_to_others() {
-        let p = plan(&[at(3, Some((1, false)), 0), at(0, Some((2, true)), 0)]);
+        let p = plan(
+            &[at(3, Some((1, false)), 0), at(0, Some((2, true)), 0)],
+            false,
+        );
         assert_eq!(p.weights, [0, 1]);
         assert_eq!(p.take, [(0, Some(1), 3)]);
     }
 
     #[test]
     fn a_left_socket_is_emptied_even_when_nobody_has_room() {
-        let p = plan(&[at(2, None, 0), at(MAX_UNTAKEN, Some((2, false)), 5)]);
+        let p = plan(
+            &[at(2, None, 0), at(MAX_UNTAKEN, Some((2, false)), 5)],
+            false,
+        );
         // Nobody may take more: the kernel spreads over the live worker, whose own queue
         // stays; the left socket's is emptied.
         assert_eq!(p.weights, [0, 1]);
         assert_eq!(p.take, [(0, None, 2)]);
         assert!(p.busy);
+    }
+
+    #[test]
+    fn under_sticky_a_full_queue_keeps_its_place_and_is_not_emptied() {
+        let full = at(MAX_UNTAKEN, Some((1, true)), 3);
+        let p = plan(&[full, at(0, Some((2, true)), 0)], true);
+        assert_eq!(p.weights, [1, 1]);
+        assert!(p.take.is_empty());
+        // A worker that may not take connections, or left, still loses its place.
+        let p = plan(
+            &[
+                at(4, Some((1, false)), 0),
+                at(0, Some((2, true)), 0),
+                at(2, None, 0),
+            ],
+            true,
+        );
+        assert_eq!(p.weights, [0, 1, 0]);
+        assert_eq!(p.take, [(0, Some(1), 4), (2, None, 2)]);
     }
 }
