@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! policy_bench [--scenario equal|slow-one|bimodal|keepalive-mix|all] [--rate R]
-//!              [--seconds S] [--workers N] [--policies rr,lc,p2c,weighted,none,reuseport,steer]
+//!              [--seconds S] [--workers N]
+//!              [--policies rr,lc,p2c,weighted,sticky,none,reuseport,steer,steer-sticky]
 //!              [--out DIR]
 //! ```
 //!
@@ -50,7 +51,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "rr,lc,p2c,weighted,none,reuseport,steer"
+        default_value = "rr,lc,p2c,weighted,sticky,none,reuseport,steer,steer-sticky"
     )]
     policies: Vec<String>,
     /// Where the JSON and the charts go.
@@ -143,6 +144,9 @@ fn run_cluster(primary: &Primary, run: &str) {
         "none" => settings.scheduling(Scheduling::Shared),
         "reuseport" => settings.scheduling(Scheduling::ReusePort),
         "steer" => settings.scheduling(Scheduling::Steered),
+        "steer-sticky" => settings
+            .scheduling(Scheduling::Steered)
+            .policy(SharedPolicy::named("steer-sticky").expect("a policy name")),
         name => settings
             .scheduling(Scheduling::RoundRobin)
             .policy(SharedPolicy::named(name).expect("a policy name")),
@@ -305,7 +309,7 @@ fn drive_all(args: &Args) {
          open loop on 127.0.0.1"
     );
     println!(
-        "{:<14} {:<10} {:>9} {:>8} {:>9} {:>9} {:>9} {:>7}  shares",
+        "{:<14} {:<12} {:>9} {:>8} {:>9} {:>9} {:>9} {:>7}  shares",
         "scenario", "policy", "req/s", "errors", "p50 ms", "p99 ms", "p99.9 ms", "jain"
     );
     let mut outcomes = Vec::new();
@@ -314,7 +318,7 @@ fn drive_all(args: &Args) {
             let o = run_one(scenario, policy, workers, rate, seconds);
             let shares: Vec<String> = o.shares.iter().map(|(w, n)| format!("{w}:{n}")).collect();
             println!(
-                "{:<14} {:<10} {:>9.0} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>7.3}  {}",
+                "{:<14} {:<12} {:>9.0} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>7.3}  {}",
                 o.scenario,
                 o.policy,
                 o.completed as f64 / o.seconds,
@@ -355,7 +359,7 @@ fn run_one(scenario: &Scenario, policy: &str, workers: usize, rate: f64, seconds
     let conn_rate = rate / scenario.requests_per_connection();
     let total = (conn_rate * seconds) as u64;
     let gap = Duration::from_secs_f64(1.0 / conn_rate);
-    let (tx, rx) = mpsc::channel::<(Instant, Vec<u64>)>();
+    let (tx, rx) = mpsc::channel::<(u64, Instant, Vec<u64>)>();
     let rx = Arc::new(Mutex::new(rx));
     // Enough client threads that the client never queues: each connection blocks one.
     let clients: Vec<_> = (0..256)
@@ -364,8 +368,8 @@ fn run_one(scenario: &Scenario, policy: &str, workers: usize, rate: f64, seconds
             std::thread::spawn(move || {
                 loop {
                     let job = rx.lock().map(|r| r.recv());
-                    let Ok(Ok((due, costs))) = job else { break };
-                    match one_connection(port, due, &costs) {
+                    let Ok(Ok((n, due, costs))) = job else { break };
+                    match one_connection(port, n, due, &costs) {
                         Ok(mut l) => latencies.lock().map(|mut v| v.append(&mut l)).unwrap_or(()),
                         Err(()) => {
                             errors.fetch_add(costs.len() as u64, Ordering::Relaxed);
@@ -381,7 +385,7 @@ fn run_one(scenario: &Scenario, policy: &str, workers: usize, rate: f64, seconds
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        if tx.send((due, scenario.connection(n))).is_err() {
+        if tx.send((n, due, scenario.connection(n))).is_err() {
             break;
         }
     }
@@ -423,8 +427,19 @@ fn run_one(scenario: &Scenario, policy: &str, workers: usize, rate: f64, seconds
 
 /// One connection: its requests one after the other. Latency of the first is counted from
 /// when it was due (open loop); of the others from when each was sent.
-fn one_connection(port: u16, due: Instant, costs: &[u64]) -> Result<Vec<u64>, ()> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(drop)?;
+fn one_connection(port: u16, n: u64, due: Instant, costs: &[u64]) -> Result<Vec<u64>, ()> {
+    // From one of 200 client addresses (127.0.3.1 to .200), by connection number, so that
+    // `sticky` has clients to keep apart; the other policies do not look.
+    let from = std::net::SocketAddr::from(([127, 0, 3, (n % 200) as u8 + 1], 0));
+    let fd = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::STREAM,
+        None,
+    )
+    .map_err(drop)?;
+    rustix::net::bind(&fd, &from).map_err(drop)?;
+    rustix::net::connect(&fd, &std::net::SocketAddr::from(([127, 0, 0, 1], port))).map_err(drop)?;
+    let stream = TcpStream::from(fd);
     stream.set_nodelay(true).map_err(drop)?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

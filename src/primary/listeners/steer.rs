@@ -286,7 +286,11 @@ impl Listeners {
                     stalled: false,
                 })
                 .collect();
-            if !st.keep_queues {
+            // Under a sticky policy a live worker keeps its clients however slowly it takes
+            // them (as a hand-off would): a stall is only reported, as for kept queues.
+            let sticky = cx.loads.policy.sticky();
+            let stalls_kept = st.keep_queues || sticky.is_some();
+            if !stalls_kept {
                 for (p, seen) in st.places.iter_mut().zip(&mut seen) {
                     if seen.worker.is_some() {
                         seen.stalled = stalled_steered(p, seen.depth, now, deadlines, cx);
@@ -299,12 +303,12 @@ impl Listeners {
                 mut take,
                 full_checks,
                 busy: soon,
-            } = plan(&seen, cx.loads.policy.sticky().is_some());
+            } = plan(&seen, sticky.is_some());
             busy |= soon;
             for (p, n) in st.places.iter_mut().zip(full_checks) {
                 p.full_checks = n;
             }
-            if let Some(prefixes) = cx.loads.policy.sticky() {
+            if let Some(prefixes) = sticky {
                 // Sticky: the open sockets by their workers' places, hashed in the kernel
                 // as the policy hashes; a closed one's clients go to their next place.
                 let mut table: Vec<(WorkerId, WorkerId, u32)> = st
@@ -339,10 +343,12 @@ impl Listeners {
                     self.stats.steerings += 1;
                 }
             }
-            if st.keep_queues {
+            if stalls_kept {
                 for (p, seen) in st.places.iter_mut().zip(&seen) {
                     stalled_keeping(p, seen.depth, now, kill_after, cx);
                 }
+            }
+            if st.keep_queues {
                 // Relayed workers (Node's) can take what waits at a place left without a
                 // worker; socket-activated servers only take from their own sockets.
                 let relayed = h.members.values().flatten().any(Member::is_relayed);
