@@ -14,7 +14,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ringleader::internals::BenchBoard;
 use ringleader::internals::frame::{self, Kind};
 use ringleader::policy::{
-    Candidate, LeastConnections, Policy, PowerOfTwoChoices, RoundRobin, Weighted,
+    Addresses, Candidate, LeastConnections, Policy, PowerOfTwoChoices, RoundRobin, Sticky, Weighted,
 };
 use ringleader_sys::scm::{self, Blocking};
 
@@ -95,6 +95,12 @@ fn board(c: &mut Criterion) {
                 b.iter(|| black_box(policy.pick(black_box(&candidates))));
             });
         }
+        // A client's address hashed against every place.
+        let mut sticky = Sticky::new();
+        let client = Addresses::new(Some("192.0.2.7:40000".parse().expect("an address")), None);
+        g.bench_function(BenchmarkId::new("pick_sticky", workers), |b| {
+            b.iter(|| black_box(sticky.pick_for(black_box(&client), black_box(&candidates))));
+        });
     }
     let board = BenchBoard::new(1);
     g.bench_function("hint_push_pop", |b| {
