@@ -90,8 +90,9 @@
 //!   connections go to others);
 //! - a [`policy::Policy`] picks among the workers that are open and under their bound:
 //!   [`policy::RoundRobin`] (the default), [`policy::LeastConnections`],
-//!   [`policy::PowerOfTwoChoices`], [`policy::Weighted`], or your own, set with
-//!   [`Settings::policy`] or `RINGLEADER_SCHED_POLICY=rr|lc|p2c|weighted`;
+//!   [`policy::PowerOfTwoChoices`], [`policy::Weighted`], [`policy::Sticky`] (each client
+//!   to one worker, by its address), or your own, set with [`Settings::policy`] or
+//!   `RINGLEADER_SCHED_POLICY=rr|lc|p2c|weighted|sticky|steer-sticky`;
 //! - [`WorkerHandle::load`] shows what the primary sees; [`Primary::handoff_stats`] counts the
 //!   hand-off as a whole.
 //!
