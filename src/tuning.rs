@@ -17,9 +17,9 @@
 //!   every connection that arrived meanwhile at once and hands each worker its share in one
 //!   system call (a message per connection). The first connection after a quiet spell is taken at once. Under load the
 //!   primary wakes once per round instead of once per connection (and a worker once per
-//!   batch): on the measuring VM its CPU per connection drops from 15 µs to about 5 µs at
-//!   200 µs rounds and about 3 µs at 1 ms, while a connection that arrives during a rest
-//!   waits up to the interval. `Primary::set_accept_rounds` changes it at run time.
+//!   batch), at the price of a connection that arrives during a rest waiting up to the
+//!   interval (`benches/results/NOTES.md`, "accept rounds", has what it saved when it came).
+//!   `Primary::set_accept_rounds` changes it at run time.
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -1,7 +1,8 @@
 //! Node.js's IPC protocol, as an unmodified Node cluster worker speaks it over its channel
 //! (`NODE_CHANNEL_FD`, `NODE_CHANNEL_SERIALIZATION_MODE=json`): one JSON value per line,
-//! fds passed with `SCM_RIGHTS`, one per `NODE_HANDLE` line. The specification is
-//! `shared/reference/node-cluster.md` sections 1 and 2, captured from Node 20.
+//! fds passed with `SCM_RIGHTS`, one per `NODE_HANDLE` line. Node defines it in
+//! `lib/internal/child_process.js` and `lib/internal/cluster/`; the lines the tests below
+//! decode were captured from Node 20.20.2 talking to its own primary.
 //!
 //! Decoding is a pure function of one line ([`decode`]), so that it can be fuzzed: a line that
 //! is not JSON, not UTF-8, or an internal message with fields of the wrong type is an error,
@@ -471,7 +472,7 @@ mod tests {
 
     #[test]
     fn the_captured_round_robin_session_decodes() {
-        // shared/reference/node-cluster.md 2.2, Node v20.20.2.
+        // Captured from Node v20.20.2: a round-robin session's worker side.
         assert_eq!(
             decoded(r#"{"cmd":"NODE_CLUSTER","act":"online","seq":0}"#),
             FromWorker::Cluster {

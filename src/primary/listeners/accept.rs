@@ -34,7 +34,7 @@ impl Listener {
         );
         // A round takes what arrived while the listener rested. When a round found nothing,
         // the next arming watches instead, and the first connection after the quiet spell is
-        // handed over at once (then the listener rests: `Core::rest`).
+        // handed over at once (then the listener rests: `Listeners::rest`).
         let round = self.rounds.is_some() && !self.quiet;
         let armed = if round {
             driver.accept_waiting(&sock, tok)
