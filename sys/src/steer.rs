@@ -329,18 +329,22 @@ mod tests {
     use crate::listen::{self, Options};
     use rustix::fd::OwnedFd;
 
-    /// `n` listening sockets in one group on a free loopback port, in group order.
+    /// `n` listening sockets in one group on a free port of 127.0.0.1, in group order.
     fn group(n: usize) -> (Vec<OwnedFd>, u16) {
+        group_on(std::net::Ipv4Addr::LOCALHOST.into(), n)
+    }
+
+    /// `n` listening sockets in one group on a free port of `ip`, in group order.
+    fn group_on(ip: std::net::IpAddr, n: usize) -> (Vec<OwnedFd>, u16) {
         let opts = Options {
             reuse_port: true,
             ..Options::default()
         };
-        let first = listen::tcp("127.0.0.1:0".parse().expect("addr"), &opts).expect("listen");
+        let first = listen::tcp(std::net::SocketAddr::new(ip, 0), &opts).expect("listen");
         let port = listen::local_addr(&first).expect("name").port();
         let mut socks = vec![first];
         for _ in 1..n {
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            socks.push(listen::tcp(addr, &opts).expect("listen"));
+            socks.push(listen::tcp(std::net::SocketAddr::new(ip, port), &opts).expect("listen"));
         }
         for s in &socks {
             crate::socket::set_nonblocking(s, true).expect("nonblocking");
@@ -465,21 +469,8 @@ mod tests {
 
     #[test]
     fn the_sticky_program_reads_ipv6_headers_too() {
-        let opts = Options {
-            reuse_port: true,
-            ..Options::default()
-        };
-        let first = listen::tcp("[::1]:0".parse().expect("addr"), &opts).expect("listen");
-        let port = listen::local_addr(&first).expect("name").port();
-        let mut socks = vec![first];
-        for _ in 1..4 {
-            let addr = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
-            socks.push(listen::tcp(addr, &opts).expect("listen"));
-        }
-        for s in &socks {
-            crate::socket::set_nonblocking(s, true).expect("nonblocking");
-        }
         let ip = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        let (socks, port) = group_on(ip, 4);
         let to = std::net::SocketAddr::new(ip, port);
         // Several place tables, so that ::1 lands on different sockets.
         for shift in 0..8u32 {

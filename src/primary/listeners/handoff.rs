@@ -396,10 +396,15 @@ fn candidate(
     if load.is_some_and(|l| l.full(queued)) {
         return None;
     }
-    Some(load.map_or_else(
+    Some(offered(worker, queued, load))
+}
+
+/// Worker `worker` as a policy sees it, with `queued` connections waiting for it.
+fn offered(worker: WorkerId, queued: u64, load: Option<&WorkerLoad>) -> Candidate {
+    load.map_or_else(
         || WorkerLoad::default().candidate(worker, queued),
         |l| l.candidate(worker, queued),
-    ))
+    )
 }
 
 /// Forgets the `n` newest connections of a record of sends (they came back unsent).
@@ -472,11 +477,7 @@ pub(super) fn pick(
             Some(c) => candidates.push(c),
             None if waits => {
                 full.push(*wid);
-                let queued = m.untaken.get();
-                candidates.push(load.map_or_else(
-                    || WorkerLoad::default().candidate(*wid, queued),
-                    |l| l.candidate(*wid, queued),
-                ));
+                candidates.push(offered(*wid, m.untaken.get(), load));
             }
             None => {}
         }
