@@ -124,6 +124,12 @@ impl Core {
             return;
         };
         if u.retiring {
+            // Hand-offs the last dispatch queued on the ring (or that ended with
+            // connections left over) are seen neither in the pending queue nor in a
+            // worker's channel until they are settled: without this, the workers could be
+            // disconnected with a connection on its way to one of them, which would then
+            // have no one to go to.
+            self.settle_handoffs();
             if self.listeners.handed_all() {
                 self.upgrading = None;
                 let _ = self.disconnect_all();
