@@ -67,4 +67,7 @@ pub mod errno {
     pub const EAGAIN: i32 = libc::EAGAIN;
     /// Invalid argument (an io_uring flag the kernel does not know).
     pub const EINVAL: i32 = libc::EINVAL;
+    /// Protocol not supported (a PROXY protocol listener under a scheduling where the
+    /// workers accept by themselves).
+    pub const EPROTONOSUPPORT: i32 = libc::EPROTONOSUPPORT;
 }

@@ -110,6 +110,66 @@ pub fn addresses(fd: impl AsFd) -> (Option<std::net::SocketAddr>, Option<std::ne
     )
 }
 
+/// What waits to be read on the connected socket `fd`, copied into `buf` and left there
+/// (`recv(2)` with `MSG_PEEK | MSG_DONTWAIT`): how many bytes, `0` at end of file.
+///
+/// # Errors
+/// `WouldBlock` when nothing waits; what `recv(2)` returns.
+pub fn peek(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    let flags = net::RecvFlags::PEEK | net::RecvFlags::DONTWAIT;
+    Ok(net::recv(fd, buf, flags)?.0)
+}
+
+/// Reads exactly `buf.len()` bytes that already wait on the connected socket `fd` (seen by
+/// [`peek`]), without waiting for more.
+///
+/// # Errors
+/// `UnexpectedEof` if fewer wait; what `recv(2)` returns.
+pub fn read_waiting(fd: impl AsFd, buf: &mut [u8]) -> io::Result<()> {
+    let fd = fd.as_fd();
+    let mut at = 0;
+    while at < buf.len() {
+        match net::recv(fd, &mut buf[at..], net::RecvFlags::DONTWAIT) {
+            Ok((0, _)) | Err(rustix::io::Errno::AGAIN) => {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok((n, _)) => at += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// `SO_RCVLOWAT`: the socket `fd` reads as readable (`poll(2)`, epoll, io_uring's poll) only
+/// once `bytes` wait, or at end of file or an error. `1` is the default.
+///
+/// # Errors
+/// What `setsockopt(2)` returns.
+///
+/// # References
+/// [`socket(7)`](https://man7.org/linux/man-pages/man7/socket.7.html)
+pub fn set_receive_low_water(fd: impl AsFd, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the option value is a `c_int` that lives until the call returns, and its length
+    // is given; the fd is borrowed for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&raw const bytes).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +215,45 @@ mod tests {
             "sent a request, then shut down its half"
         );
         drop(idle);
+    }
+
+    /// Whether `fd` reads as readable now.
+    fn readable(fd: &TcpStream) -> bool {
+        let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        rustix::event::poll(&mut fds, Some(&zero)).expect("poll") == 1
+    }
+
+    #[test]
+    fn a_peek_leaves_the_bytes_a_low_water_mark_holds_readiness_back_until_more_come() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (mut client, server) = pair(&listener);
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            peek(&server, &mut buf).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock)
+        );
+        client.write_all(b"PROXY").expect("send");
+        settled(&server);
+        assert_eq!(peek(&server, &mut buf).expect("peek"), 5);
+        set_receive_low_water(&server, 6).expect("low water");
+        assert!(!readable(&server), "5 bytes wait, 6 are asked for");
+        client.write_all(b" TCP4").expect("send");
+        settled(&server);
+        assert!(readable(&server));
+        set_receive_low_water(&server, 1).expect("low water");
+        let mut head = [0u8; 6];
+        read_waiting(&server, &mut head).expect("read");
+        assert_eq!(&head, b"PROXY ");
+        assert_eq!(peek(&server, &mut buf).expect("peek"), 4, "the rest stays");
+        let mut more = [0u8; 5];
+        assert_eq!(
+            read_waiting(&server, &mut more).map_err(|e| e.kind()),
+            Err(io::ErrorKind::UnexpectedEof),
+            "only 4 wait"
+        );
     }
 }
