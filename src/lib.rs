@@ -122,6 +122,7 @@ mod ids;
 mod ipc;
 pub mod policy;
 mod primary;
+mod proxy_protocol;
 mod role;
 #[cfg(feature = "tokio")]
 pub mod tokio;
@@ -183,6 +184,23 @@ pub mod internals {
     pub fn board_attach(bytes: &[u8], handed: u64) {
         crate::board::fuzz_attach(bytes, handed);
     }
+
+    /// How the start of `bytes` reads as a PROXY protocol header (see the `proxy_header`
+    /// fuzz target): `None` while it may still become one, else its length and the
+    /// addresses it carries, or why it is refused.
+    pub fn proxy_header(
+        bytes: &[u8],
+    ) -> Option<Result<(usize, Option<crate::Proxied>), &'static str>> {
+        use crate::proxy_protocol::{Header, parse};
+        match parse(bytes) {
+            Header::Incomplete => None,
+            Header::Complete { len, proxied } => Some(Ok((len, proxied))),
+            Header::Malformed(why) => Some(Err(why)),
+        }
+    }
+
+    /// The longest PROXY protocol header accepted.
+    pub const MAX_PROXY_HEADER: usize = crate::proxy_protocol::MAX_HEADER;
 }
 /// The README's Rust blocks, compiled as doctests (the example is run by
 /// `tests/tests/readme.rs`).
@@ -198,9 +216,11 @@ pub use ipc::frame::MAX_PAYLOAD;
 pub use policy::SharedPolicy;
 pub use primary::{
     AddressType, Backend, ClusterMetrics, DEFAULT_DRAIN_DELAY, Ending, Event, Events, HandoffStats,
-    Health, Listening, Load, Metrics, Phase, Primary, PrimaryMetrics, Respawn, Roll, Scheduling,
-    Settings, Stdio, Supervise, Upgrade, WorkerHandle, WorkerMetrics, WorkerProtocol, WorkerState,
+    Health, Listening, Load, Metrics, Phase, Primary, PrimaryMetrics, ProxyProtocol, Respawn, Roll,
+    Scheduling, Settings, Stdio, Supervise, Upgrade, WorkerHandle, WorkerMetrics, WorkerProtocol,
+    WorkerState,
 };
+pub use proxy_protocol::Proxied;
 pub use ringleader_sys::signal::Signal;
 pub use role::{Role, is_worker, role};
 pub use tuning::{ENV_ACCEPT_ROUNDS_US, ENV_BUSY_POLL_US};

@@ -8,7 +8,14 @@ use std::path::Path;
 
 /// The leaves: they import no cluster code (`primary`, `worker`, `role`).
 const LEAVES: &[&str] = &[
-    "ids", "contract", "tuning", "error", "ipc", "board", "policy",
+    "ids",
+    "contract",
+    "tuning",
+    "error",
+    "ipc",
+    "board",
+    "policy",
+    "proxy_protocol",
 ];
 
 /// Every `.rs` file under `dir`, with its top-level module name.
