@@ -26,7 +26,7 @@ use clap::{CommandFactory, FromArgMatches};
 #[command(name = "ringleader", version)]
 enum Cli {
     /// Runs PROGRAM's workers under the supervisor.
-    Run(run::Run),
+    Run(Box<run::Run>),
     /// Shows the workers of a running `ringleader run` (its admin endpoint's /status).
     Status(status::Status),
     /// Prints a completion script for SHELL (bash: `ringleader completions bash >
@@ -60,7 +60,7 @@ fn dispatch() -> Result<(), Box<dyn std::error::Error>> {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let matches = config::with_config_file(Cli::command(), argv)?;
     match Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()) {
-        Cli::Run(args) => run::run(args),
+        Cli::Run(args) => run::run(*args),
         Cli::Status(args) => status::status(args),
         Cli::Completions { shell } => {
             clap_complete::generate(

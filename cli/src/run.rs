@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ringleader::{
-    Ending, Event, Respawn, Role, Scheduling, Settings, SharedPolicy, Stdio, Supervise,
-    WorkerProtocol,
+    Ending, Event, ProxyProtocol, Respawn, Role, Scheduling, Settings, SharedPolicy, Stdio,
+    Supervise, WorkerProtocol,
 };
 
 use crate::relay::Relays;
@@ -95,6 +95,13 @@ pub(crate) struct Run {
     /// off].
     #[arg(long, value_name = "SECS")]
     defer_accept: Option<u64>,
+    /// The workers' TCP listeners on PORT get connections that start with a PROXY protocol
+    /// header (HAProxy's `send-proxy` or `send-proxy-v2`, v1 or v2). The primary reads it,
+    /// its client is the one --policy sticky places by, and the workers get the connection
+    /// without it. Repeat, or separate by commas, for more ports. Round-robin policies
+    /// only (rr, lc, p2c, weighted, sticky).
+    #[arg(long, value_name = "PORT", value_delimiter = ',')]
+    proxy_protocol: Vec<u16>,
     /// How long a socket-activated server may take to start (to be first seen taking a
     /// connection) before --kill-stalled-after counts it stalled.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
@@ -175,6 +182,10 @@ pub(crate) fn run(args: Run) -> Result<(), Box<dyn std::error::Error>> {
         .worker_protocol(protocol)
         .kill_stalled_after(args.kill_stalled_after.map(Duration::from_millis))
         .defer_accept(args.defer_accept.map(Duration::from_secs))
+        .proxy_protocol(
+            (!args.proxy_protocol.is_empty())
+                .then(|| ProxyProtocol::on_ports(args.proxy_protocol.iter().copied())),
+        )
         .start_within(Duration::from_millis(args.start_within));
     if let Some(policy) = SharedPolicy::named(&policy) {
         settings = settings.policy(policy);

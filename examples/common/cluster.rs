@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use ringleader::{Ending, Event, Primary, Scheduling, Settings, SharedPolicy, Supervise};
+use ringleader::{
+    Ending, Event, Primary, ProxyProtocol, Scheduling, Settings, SharedPolicy, Supervise,
+};
 
 /// How long a graceful stop may take.
 pub(crate) const STOP_WITHIN: Duration = Duration::from_secs(5);
@@ -48,6 +50,11 @@ pub(crate) struct Args {
     /// `worker_cpu_affinity auto`; a replacement takes its predecessor's.
     #[arg(long, value_enum, default_value_t = CpuAffinity::None)]
     pub(crate) cpu_affinity: CpuAffinity,
+    /// Every connection starts with a PROXY protocol header (HAProxy's `send-proxy` or
+    /// `send-proxy-v2`), which the primary reads: the client it names is the one policies
+    /// see (sticky places by it). Round-robin policies only (rr, lc, sticky).
+    #[arg(long)]
+    pub(crate) proxy_protocol: bool,
 }
 
 /// `--cpu-affinity`.
@@ -75,7 +82,11 @@ impl Args {
         };
         let settings = Settings::default()
             .scheduling(scheduling)
-            .defer_accept(Some(Duration::from_secs(self.defer_accept)));
+            .defer_accept(Some(Duration::from_secs(self.defer_accept)))
+            .proxy_protocol(
+                self.proxy_protocol
+                    .then(|| ProxyProtocol::on_ports([self.port])),
+            );
         let named = |name| SharedPolicy::named(name).expect("a built-in policy");
         match self.policy {
             Policy::Lc => settings.policy(named("lc")),

@@ -53,6 +53,10 @@ pub(crate) struct Reply {
     /// worker's own listening socket; connections come from both.
     #[serde(default)]
     pub(crate) steered: bool,
+    /// Each connection starts with a PROXY protocol header, whole, which the worker reads
+    /// off before the application sees the connection.
+    #[serde(default)]
+    pub(crate) proxy_protocol: bool,
 }
 
 /// Worker to primary: `Listening` and `Close`.

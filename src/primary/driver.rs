@@ -34,6 +34,9 @@ pub(crate) enum Tag {
     Taken = 4,
     /// The admin endpoint's epoll set ([`crate::Primary::serve_admin`]).
     Admin = 5,
+    /// A connection whose PROXY protocol header has not all come; its id is its number
+    /// while it waits (`listeners::headers`).
+    Header = 6,
 }
 
 pub(crate) const SIGNALS: u64 = 3;
@@ -68,6 +71,7 @@ pub(crate) fn untoken(token: u64) -> (u32, Option<Tag>) {
         3 if id > 0 => Some(Tag::Accept),
         4 => Some(Tag::Taken),
         5 => Some(Tag::Admin),
+        6 => Some(Tag::Header),
         _ => None,
     };
     (id, tag)
@@ -140,6 +144,20 @@ impl Driver {
                 None => ring.poll(fd, Flags::IN, token).map(Some),
             },
             Driver::Epoll(ep, ..) => ep.add(fd.as_fd(), token, Interest::READ).map(|()| None),
+        }
+    }
+
+    /// Watches `fd` again after a [`Driver::watch_read`] without a receive buffer fired:
+    /// io_uring's poll is one-shot and is queued again (its operation returned), epoll's
+    /// registration stays.
+    pub(crate) fn watch_again(
+        &mut self,
+        fd: &Arc<dyn AsFd>,
+        token: u64,
+    ) -> std::io::Result<Option<OpId>> {
+        match self {
+            Driver::Uring(ring, _) => ring.poll(fd, Flags::IN, token).map(Some),
+            Driver::Epoll(..) => Ok(None),
         }
     }
 

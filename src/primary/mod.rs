@@ -33,7 +33,9 @@ pub use self::health::Health;
 pub use self::listeners::HandoffStats;
 pub use self::loads::Load;
 pub use self::metrics::{ClusterMetrics, Metrics, Phase, PrimaryMetrics, WorkerMetrics};
-pub use self::settings::{Respawn, Roll, Scheduling, Settings, Stdio, Upgrade, WorkerProtocol};
+pub use self::settings::{
+    ProxyProtocol, Respawn, Roll, Scheduling, Settings, Stdio, Upgrade, WorkerProtocol,
+};
 pub use self::state::WorkerState;
 pub use self::supervise::{DEFAULT_DRAIN_DELAY, Ending, Supervise};
 use crate::contract::{ENV_BACKEND, ENV_SCHED_POLICY, ENV_URING_KERNEL};

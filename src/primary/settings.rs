@@ -90,6 +90,7 @@ pub struct Settings {
     pub(crate) max_memory: Option<Option<u64>>,
     pub(crate) cpu_affinity: Option<bool>,
     pub(crate) defer_accept: Option<Option<Duration>>,
+    pub(crate) proxy_protocol: Option<Option<ProxyProtocol>>,
 }
 
 /// What the workers forked from now on speak on their channel ([`Settings::worker_protocol`]).
@@ -164,6 +165,53 @@ impl Upgrade {
     pub fn ready_within(mut self, d: Duration) -> Self {
         self.ready_within = d;
         self
+    }
+}
+
+/// Listeners whose connections start with HAProxy's PROXY protocol header, v1 or v2
+/// ([`Settings::proxy_protocol`]): the TCP listeners on these ports, under round-robin
+/// scheduling.
+///
+/// The primary reads each connection's header before it hands the connection over, and
+/// refuses (closes) a connection whose header is malformed, longer than 4096 bytes, or not
+/// complete within [`ProxyProtocol::within`] (default 3 s). The client address the header
+/// carries is the one policies see ([`crate::policy::Sticky`] keys on it). A ringleader
+/// worker's [`TcpListener::accept`](crate::TcpListener::accept) reads the header off and
+/// returns that address, and [`Connection::proxied`](crate::Connection::proxied) gives
+/// both; a Node worker gets the connection without the header.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use ringleader::{ProxyProtocol, Settings};
+/// let settings = Settings::default()
+///     .proxy_protocol(Some(ProxyProtocol::on_ports([8080]).within(Duration::from_secs(1))));
+/// # let _ = settings;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    pub(crate) ports: Vec<u16>,
+    pub(crate) within: Duration,
+}
+
+impl ProxyProtocol {
+    /// The TCP listeners on `ports` expect the header.
+    pub fn on_ports(ports: impl IntoIterator<Item = u16>) -> ProxyProtocol {
+        ProxyProtocol {
+            ports: ports.into_iter().collect(),
+            within: Duration::from_secs(3),
+        }
+    }
+
+    /// How long a connection may take to send its whole header (default 3 s).
+    pub fn within(mut self, d: Duration) -> ProxyProtocol {
+        self.within = d;
+        self
+    }
+
+    /// Whether a listener on `port` expects the header.
+    pub(crate) fn covers(&self, port: u16) -> bool {
+        self.ports.contains(&port)
     }
 }
 
@@ -446,6 +494,15 @@ impl Settings {
         self
     }
 
+    /// Listeners whose connections start with a PROXY protocol header, which the primary
+    /// reads ([`ProxyProtocol`]); `None` (the default): none. Round-robin scheduling only:
+    /// under the others the workers accept by themselves, and a listen on a port named here
+    /// is refused with `EPROTONOSUPPORT`.
+    pub fn proxy_protocol(mut self, proxy: Option<ProxyProtocol>) -> Self {
+        self.proxy_protocol = Some(proxy);
+        self
+    }
+
     /// What the workers forked from now on speak on their channel: ringleader's frames (the
     /// default) or Node.js's protocol, for unmodified Node cluster applications
     /// ([`WorkerProtocol`]). Set [`Settings::exec`] and [`Settings::args`] to run them
@@ -609,7 +666,8 @@ impl Settings {
             protocol,
             max_memory,
             cpu_affinity,
-            defer_accept
+            defer_accept,
+            proxy_protocol
         );
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ringleader_sys::{AsFd, BorrowedFd};
 
 use super::board::WorkerBoard;
+use crate::proxy_protocol::Proxied;
 
 /// A connection from a worker's listener: use it as the stream itself (it dereferences to
 /// it, and reads and writes like it). When it is dropped, however the application drops it,
@@ -16,6 +17,8 @@ use super::board::WorkerBoard;
 pub struct Connection<S> {
     stream: Option<S>,
     board: Option<Arc<WorkerBoard>>,
+    /// What its PROXY protocol header said, on a listener that reads one.
+    pub(crate) proxied: Option<Proxied>,
 }
 
 impl<S> Connection<S> {
@@ -26,7 +29,15 @@ impl<S> Connection<S> {
         Connection {
             stream: Some(stream),
             board,
+            proxied: None,
         }
+    }
+
+    /// Where the connection really came from and went to, as its PROXY protocol header
+    /// said ([`ProxyProtocol`](crate::ProxyProtocol)): `None` on a listener without the
+    /// protocol, and for a proxy's own connection (a `LOCAL` or `UNKNOWN` header).
+    pub fn proxied(&self) -> Option<Proxied> {
+        self.proxied
     }
 
     /// The plain stream, no longer counted: closing it does not tell the board.
@@ -65,6 +76,7 @@ impl<S> Connection<S> {
             Ok(stream) => Ok(Connection {
                 stream: Some(stream),
                 board,
+                proxied: self.proxied,
             }),
             Err(e) => {
                 if let Some(b) = board {

@@ -67,6 +67,8 @@ struct Binding {
     worker: Worker,
     key: Key,
     source: Source,
+    /// Each connection starts with a PROXY protocol header, read off in `accept`.
+    proxy: bool,
 }
 
 impl Worker {
@@ -128,6 +130,7 @@ impl Worker {
             worker: self.clone(),
             key,
             source,
+            proxy: reply.proxy_protocol,
         };
         let notice = Notice {
             key: binding.key.clone(),
@@ -172,6 +175,7 @@ impl Worker {
                 worker: self.clone(),
                 key,
                 source: Source::own(sock, self).map_err(|e| Error::io("listen", e))?,
+                proxy: false,
             };
             return Ok(TcpListener { binding, local });
         }
@@ -362,7 +366,13 @@ impl TcpListener {
         self.local
     }
 
-    /// Waits for the next connection (Node: a `'connection'` event).
+    /// Waits for the next connection (Node: a `'connection'` event), and its client's
+    /// address.
+    ///
+    /// On a listener whose connections start with a PROXY protocol header
+    /// ([`ProxyProtocol`](crate::ProxyProtocol)) the header is read off first, and the
+    /// address is the one it carries (the socket's for a proxy's own connection, such as a
+    /// health check); [`Connection::proxied`] gives both of its addresses.
     ///
     /// # Errors
     /// `ConnectionAborted` once this worker is disconnecting; what `accept4(2)`/`recvmsg(2)`
@@ -370,10 +380,23 @@ impl TcpListener {
     pub fn accept(&self) -> io::Result<(Connection<TcpStream>, SocketAddr)> {
         loop {
             let (fd, handed) = self.binding.accept()?;
-            let stream = self.binding.connection(TcpStream::from(fd), handed);
+            let proxied = match self.binding.proxy {
+                // The primary saw the whole header in the socket: only a client that reset
+                // the connection since makes this fail, and it is gone.
+                true => match crate::proxy_protocol::strip(&fd) {
+                    Ok(proxied) => proxied,
+                    Err(_) => {
+                        drop(self.binding.connection(TcpStream::from(fd), handed));
+                        continue;
+                    }
+                },
+                false => None,
+            };
+            let mut stream = self.binding.connection(TcpStream::from(fd), handed);
             // A client that already reset its connection has no peer: nothing to serve.
             if let Ok(peer) = stream.peer_addr() {
-                return Ok((stream, peer));
+                stream.proxied = proxied;
+                return Ok((stream, proxied.map_or(peer, |p| p.source)));
             }
         }
     }
@@ -398,8 +421,21 @@ impl TcpListener {
     /// # Errors
     /// [`ErrorKind::Disconnected`] without a primary; the stream is given back
     /// ([`Error::take_fd`]).
+    ///
+    /// On a listener with the PROXY protocol the connection's header has been read, and no
+    /// other worker could learn its client: it is not handed back, and the error gives it
+    /// back to you to serve or close ([`ErrorKind::Settings`]).
     pub fn reject(&self, stream: Connection<TcpStream>) -> Result<()> {
-        self.binding.reject(OwnedFd::from(stream.finish()))
+        let fd = OwnedFd::from(stream.finish());
+        if self.binding.proxy {
+            return Err(Error::new(ErrorKind::Settings, "reject a connection")
+                .detail(
+                    "its PROXY protocol header has been read: another worker could not \
+                     learn its client",
+                )
+                .with_fd(Some(fd)));
+        }
+        self.binding.reject(fd)
     }
 
     /// The connections, until the listener stops (Node: `server.on('connection')`).

@@ -76,19 +76,10 @@ impl Host {
     /// `hello` in this host: 2 workers on port 8000, readiness on 9000, the agent on 9001,
     /// and a lame-duck of `drain_ms`.
     fn hello(&self, drain_ms: &str) -> Spawned {
-        let hello = example("hello");
         let (admin, agent) = (format!("{}:9000", self.addr), format!("{}:9001", self.addr));
-        let h = Spawned::start(
-            "ip",
+        self.run_hello(
+            2,
             &[
-                "netns",
-                "exec",
-                &self.ns,
-                hello.to_str().expect("a UTF-8 path"),
-                "--workers",
-                "2",
-                "--port",
-                "8000",
                 "--admin",
                 &admin,
                 "--agent",
@@ -96,9 +87,26 @@ impl Host {
                 "--drain-delay",
                 drain_ms,
             ],
-            &[],
-        );
-        h.expect_listening(2);
+        )
+    }
+
+    /// `hello` in this host: `workers` workers on port 8000, with `args`.
+    fn run_hello(&self, workers: usize, args: &[&str]) -> Spawned {
+        let hello = example("hello");
+        let n = workers.to_string();
+        let mut all = vec![
+            "netns",
+            "exec",
+            &self.ns,
+            hello.to_str().expect("a UTF-8 path"),
+            "--workers",
+            &n,
+            "--port",
+            "8000",
+        ];
+        all.extend_from_slice(args);
+        let h = Spawned::start("ip", &all, &[]);
+        h.expect_listening(workers);
         h
     }
 }
@@ -319,5 +327,93 @@ fn a_host_stops_rolls_upgrades_and_retires_behind_haproxy_with_no_failed_post() 
         assert!((0.20..=0.45).contains(&share), "host 1's share {share}");
         assert_eq!(tally.failed, 0, "{tally:?}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// HAProxy in TCP mode on 127.0.0.1:`port` in front of `host`, each connection introduced
+/// by a PROXY protocol v2 header (`send-proxy-v2`).
+fn haproxy_tcp_proxy_v2(dir: &std::path::Path, port: u16, host: &Host) -> Spawned {
+    let config = format!(
+        "defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    \
+         timeout server 30s\n\
+         frontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n\
+         backend be\n    server h1 {}:8000 send-proxy-v2\n",
+        host.addr
+    );
+    let path = dir.join("haproxy-tcp.cfg");
+    std::fs::write(&path, config).expect("write haproxy-tcp.cfg");
+    Spawned::start(
+        "haproxy",
+        &["-db", "-f", path.to_str().expect("a UTF-8 path")],
+        &[],
+    )
+}
+
+/// One GET from 127.0.2.`client` through HAProxy at 127.0.0.1:`port`: the worker that
+/// answered (`x-worker-id`).
+fn worker_through(client: u8, port: u16) -> Result<String, String> {
+    use rustix::net::{AddressFamily, SocketType};
+    let from = std::net::SocketAddr::from(([127, 0, 2, client], 0));
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)
+        .map_err(|e| e.to_string())?;
+    rustix::net::bind(&fd, &from).map_err(|e| format!("bind {from}: {e}"))?;
+    rustix::net::connect(&fd, &std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut s = std::net::TcpStream::from(fd);
+    s.set_read_timeout(Some(WATCHDOG))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("x-worker-id: "))
+        .map(|id| id.trim().to_owned())
+        .ok_or_else(|| format!("answer {answer:?}"))
+}
+
+#[test]
+fn behind_haproxy_with_send_proxy_v2_each_client_keeps_its_worker() {
+    if let Some(why) = cannot_run() {
+        eprintln!("balancer: NOT RUN: {why}");
+        return;
+    }
+    let host = match Host::new(3) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("balancer: NOT RUN: no network namespace here: {e}");
+            return;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("rl-balancer-pp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let _hello = host.run_hello(4, &["--policy", "sticky", "--proxy-protocol"]);
+    let port = free_port();
+    let _haproxy = haproxy_tcp_proxy_v2(&dir, port, &host);
+    let deadline = Instant::now() + WATCHDOG;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: HAProxy does not listen"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Every connection reaches the host from HAProxy's one address: only the header tells
+    // the clients apart.
+    let mut owners: BTreeMap<u8, String> = BTreeMap::new();
+    for round in 0..3 {
+        for client in 1..=40u8 {
+            let w = worker_through(client, port).unwrap_or_else(|e| panic!("client {client}: {e}"));
+            let first = owners.entry(client).or_insert_with(|| w.clone());
+            assert_eq!(&w, first, "client 127.0.2.{client} moved in round {round}");
+        }
+    }
+    let mut shares: BTreeMap<&str, usize> = BTreeMap::new();
+    for w in owners.values() {
+        *shares.entry(w).or_default() += 1;
+    }
+    eprintln!("balancer: send-proxy-v2, sticky: clients per worker {shares:?}");
+    assert!(shares.len() >= 3, "clients per worker: {shares:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

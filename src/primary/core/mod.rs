@@ -243,11 +243,25 @@ impl Core {
             }
             self.scheduling = s;
         }
+        let proxy = settings
+            .proxy_protocol
+            .clone()
+            .unwrap_or_else(|| self.settings.proxy_protocol.clone().flatten());
+        if proxy.is_some() && self.scheduling != Scheduling::RoundRobin {
+            return Err(
+                Error::new(ErrorKind::Settings, "set up the primary").detail(format!(
+                    "the PROXY protocol is read by the primary, which sees connections only \
+                     under round-robin scheduling, not {:?}",
+                    self.scheduling
+                )),
+            );
+        }
         self.settings.merge(settings);
         self.listeners.take_back_after = self.settings.take_back_deadline();
         self.listeners.kill_stalled_after = self.settings.kill_stalled.flatten();
         self.listeners.start_within = self.settings.start_deadline();
         self.listeners.defer_accept_secs = self.settings.defer_accept_secs();
+        self.listeners.proxy = self.settings.proxy_protocol.clone().flatten();
         self.ready
             .push_back(Event::Setup(Box::new(self.settings.clone())));
         Ok(())

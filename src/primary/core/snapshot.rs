@@ -17,6 +17,8 @@ impl Core {
         cluster.closed_unserved = stats.closed_unserved;
         cluster.closed_gone = stats.closed_gone;
         cluster.accept_errors = stats.accept_errors;
+        cluster.proxy_headers_read = stats.proxy_headers_read;
+        cluster.proxy_headers_refused = stats.proxy_headers_refused;
         let workers = self
             .workers
             .iter()

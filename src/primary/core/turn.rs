@@ -255,6 +255,7 @@ impl Core {
             Some(Tag::Accept) => self.with_listeners(|l, cx| l.accept_ready(cx, id)),
             Some(Tag::Taken) => self.listeners.on_taken(id, token_generation(tok), more),
             Some(Tag::Admin) => self.admin_turn(),
+            Some(Tag::Header) => self.with_listeners(|l, cx| l.on_header(cx, id)),
             Some(Tag::Writable) => {
                 if let Some(s) = self.workers.get_mut(&id) {
                     s.write_armed = false;

@@ -111,7 +111,8 @@ impl Listeners {
             let swept = !more && h.in_flight == 0;
             if let Ok(fd) = result {
                 self.stats.accepted += 1;
-                self.pending.push_back(Pending::new(listener, fd));
+                let proxy = h.proxy;
+                self.arrived(listener, fd, proxy);
             }
             if swept {
                 self.sweep(listener);
@@ -128,7 +129,8 @@ impl Listeners {
                     h.taken += 1;
                 }
                 self.stats.accepted += 1;
-                self.pending.push_back(Pending::new(listener, fd));
+                let proxy = h.proxy;
+                self.arrived(listener, fd, proxy);
                 if self.pending.len() >= MAX_PENDING {
                     // Stop at once: completions already posted still arrive, nothing more.
                     self.pause_accept(cx, &key);
@@ -173,6 +175,41 @@ impl Listeners {
         }
     }
 
+    /// A connection accepted on `listener`: pending for a worker, or, on a listener whose
+    /// connections start with a PROXY protocol header (`proxy`), to be read first.
+    fn arrived(&mut self, listener: ListenerId, fd: OwnedFd, proxy: bool) {
+        if proxy {
+            self.unread.push((listener, fd));
+        } else {
+            self.pending.push_back(Pending::new(listener, fd));
+        }
+    }
+
+    /// Looks at the headers of the connections accepted since the last dispatch, and
+    /// refuses those whose deadline passed: what is whole goes to the pending queue.
+    pub(super) fn read_headers(&mut self, cx: &mut Ctx<'_>) {
+        let within = self.proxy.as_ref().map_or(Duration::ZERO, |p| p.within);
+        self.headers.expire(cx.driver, Instant::now());
+        for (listener, fd) in std::mem::take(&mut self.unread) {
+            let looked = self.headers.start(cx.driver, listener, fd, within);
+            self.on_looked(looked);
+        }
+    }
+
+    /// A connection waiting for its header has more to read (or has gone).
+    pub(crate) fn on_header(&mut self, cx: &mut Ctx<'_>, number: u32) {
+        let looked = self.headers.on_ready(cx.driver, number);
+        self.on_looked(looked);
+    }
+
+    fn on_looked(&mut self, looked: super::headers::Looked) {
+        if let super::headers::Looked::Ready(p) = looked {
+            self.pending.push_back(p);
+        }
+        self.stats.proxy_headers_read = self.headers.read;
+        self.stats.proxy_headers_refused = self.headers.refused;
+    }
+
     /// epoll: the listening socket is readable.
     pub(crate) fn accept_ready(&mut self, cx: &mut Ctx<'_>, listener: ListenerId) {
         let Some(key) = self.keys.get(&listener).cloned() else {
@@ -197,11 +234,11 @@ impl Listeners {
     /// fewer than [`MAX_PENDING`] wait here. How many it took, and whether it stopped for
     /// want of fds or memory. A failure of one connection (`ECONNABORTED`…) is skipped.
     fn take_waiting(&mut self, listener: ListenerId, tries: usize) -> (usize, bool) {
-        let Some(sock) = self
+        let Some((sock, proxy)) = self
             .keys
             .get(&listener)
             .and_then(|key| self.by_key.get(key))
-            .map(|h| h.sock.clone())
+            .map(|h| (h.sock.clone(), h.proxy))
         else {
             return (0, false);
         };
@@ -214,7 +251,7 @@ impl Listeners {
                 Ok(fd) => {
                     taken += 1;
                     self.stats.accepted += 1;
-                    self.pending.push_back(Pending::new(listener, fd));
+                    self.arrived(listener, fd, proxy);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if starved(&e) => return (taken, true),

@@ -147,6 +147,7 @@ impl Listeners {
             local,
             unix_path,
             handoff,
+            proxy: false,
             members: BTreeMap::new(),
             accept_op: None,
             accepting: false,

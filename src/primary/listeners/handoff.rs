@@ -17,6 +17,7 @@ use crate::policy::{Addresses, Candidate};
 use crate::primary::driver::{Handed, Tag, dyn_fd, numbered_token, token_generation};
 use crate::primary::event::Event;
 use crate::primary::loads::{Loads, News, WorkerLoad};
+use crate::proxy_protocol::Header;
 
 /// How soon connections that wait for room look again when only the board can say that
 /// room came (a worker paused, draining or at its capacity hint: shared memory wakes
@@ -30,6 +31,9 @@ impl Listeners {
     pub(crate) fn dispatch(&mut self, cx: &mut Ctx<'_>) {
         if !self.by_key.is_empty() {
             self.read_board(cx);
+        }
+        if !self.unread.is_empty() || self.headers.len() > 0 {
+            self.read_headers(cx);
         }
         if self.steer_at.is_some_and(|at| at <= Instant::now()) {
             self.steer(cx);
@@ -57,8 +61,22 @@ impl Listeners {
                 continue;
             };
             if by_address && p.addresses.is_none() {
-                let (client, local) = socket::addresses(&p.fd);
-                p.addresses = Some(Addresses::new(client, local));
+                // Back from a worker, on a PROXY protocol listener: the header, still in
+                // the socket, names the client (a `LOCAL` one names none: the socket's).
+                let proxied = match h.proxy {
+                    true => match crate::proxy_protocol::peek(&p.fd) {
+                        Ok((Header::Complete { proxied, .. }, _)) => proxied,
+                        _ => None,
+                    },
+                    false => None,
+                };
+                p.addresses = Some(match proxied {
+                    Some(p) => Addresses::new(Some(p.source), Some(p.destination)),
+                    None => {
+                        let (client, local) = socket::addresses(&p.fd);
+                        Addresses::new(client, local)
+                    }
+                });
             }
             // The worker that handed it back only gets it again if nobody else can.
             let loads = &mut *cx.loads;

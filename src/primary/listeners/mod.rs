@@ -14,6 +14,7 @@
 mod accept;
 mod bind;
 mod handoff;
+mod headers;
 mod inherit;
 mod leave;
 mod protocol;
@@ -194,6 +195,8 @@ struct Listener {
     /// The socket file the primary created, removed when the listener goes.
     unix_path: Option<PathBuf>,
     handoff: bool,
+    /// Its connections start with a PROXY protocol header, which the primary reads.
+    proxy: bool,
     /// Every worker using the listener; round-robin ones have a hand-off channel.
     members: BTreeMap<WorkerId, Option<Member>>,
     accept_op: Option<OpId>,
@@ -312,6 +315,13 @@ pub(crate) struct Listeners {
     /// What each worker's listen requests came to, until its exit is told
     /// ([`Listeners::listened`]).
     listened: BTreeMap<WorkerId, Listened>,
+    /// The listeners whose connections start with a PROXY protocol header
+    /// ([`crate::Settings::proxy_protocol`]), from their next bind on.
+    pub(crate) proxy: Option<crate::ProxyProtocol>,
+    /// Connections accepted on such listeners, to be looked at by the next dispatch.
+    unread: Vec<(ListenerId, OwnedFd)>,
+    /// Connections whose header has not all come.
+    headers: headers::Headers,
 }
 
 /// What a worker's listen requests came to, for telling whether it booted
@@ -360,6 +370,12 @@ pub struct HandoffStats {
     /// ([`Settings::take_back_after`](crate::Settings::take_back_after)). Also counted in
     /// `taken_back`.
     pub taken_from_stalled: u64,
+    /// PROXY protocol listeners ([`crate::ProxyProtocol`]): connections whose header the
+    /// primary read whole.
+    pub proxy_headers_read: u64,
+    /// PROXY protocol listeners: connections refused (closed) for a malformed or too long
+    /// header, a client that left mid-header, or one past the deadline.
+    pub proxy_headers_refused: u64,
 }
 
 impl Listeners {
@@ -387,9 +403,11 @@ impl Listeners {
     }
 
     /// Whether nothing this primary accepted waits, and it accepts no more: none pending
-    /// here, none untaken in a worker's channel, no accept of its own still in flight.
+    /// here (nor waiting for its PROXY protocol header), none untaken in a worker's channel, no accept of its own still in flight.
     pub(crate) fn handed_all(&self) -> bool {
         self.pending.is_empty()
+            && self.unread.is_empty()
+            && self.headers.len() == 0
             && self.by_key.values().all(|l| l.in_flight == 0)
             && self
                 .by_key
@@ -475,9 +493,17 @@ impl Listeners {
         let Some(Some(m)) = self.by_key.get(key).and_then(|l| l.members.get(&id)) else {
             return None;
         };
-        let fd = m.direct.borrow_mut().as_mut()?.pop_front()?;
-        m.untaken.set(m.untaken.get().saturating_sub(1));
-        Some(fd)
+        let proxy = self.by_key.get(key).is_some_and(|l| l.proxy);
+        loop {
+            let fd = m.direct.borrow_mut().as_mut()?.pop_front()?;
+            m.untaken.set(m.untaken.get().saturating_sub(1));
+            // A Node worker reads the client's bytes only: the header is read off here. It
+            // waits whole in the socket (it was seen there), so this fails only for a
+            // connection whose client reset it since; that one is closed.
+            if !proxy || crate::proxy_protocol::strip(&fd).is_ok() {
+                return Some(fd);
+            }
+        }
     }
 
     /// Connections waiting for worker `id`: handed to it and not read from its channels yet
@@ -527,6 +553,7 @@ impl Listeners {
             .chain(self.steer_at)
             .chain(self.recheck_at)
             .chain(self.stall_check_at)
+            .chain(self.headers.next_deadline())
             .min()
     }
 

@@ -77,6 +77,7 @@ impl Listeners {
             handoff: listener.handoff,
             // The fd is a channel whose first message is the worker's own socket.
             steered: steered && channel,
+            proxy_protocol: listener.proxy,
         };
         cx.out
             .send(id, Kind::ListenReply, &proto::encode(&reply), Some(fd));
@@ -106,7 +107,21 @@ impl Listeners {
             Scheduling::Steered => !steerable,
             _ => false,
         };
-        let listener = self.bind(cx, req, handoff, steer, scheduling)?;
+        let mut listener = self.bind(cx, req, handoff, steer, scheduling)?;
+        let port = match &listener.local {
+            Local::Ip(addr) if req.key.transport == Transport::Tcp => Some(addr.port()),
+            _ => None,
+        };
+        if let (Some(port), Some(proxy)) = (port, &self.proxy) {
+            if proxy.covers(port) {
+                if !handoff {
+                    // Only the primary reads the header, and under this scheduling the
+                    // workers accept by themselves.
+                    return Err(std::io::Error::from_raw_os_error(errno::EPROTONOSUPPORT));
+                }
+                listener.proxy = true;
+            }
+        }
         self.keys.insert(listener.id, req.key.clone());
         self.by_key.insert(req.key.clone(), listener);
         Ok(())
@@ -284,6 +299,7 @@ impl Listeners {
             local: None,
             handoff: false,
             steered: false,
+            proxy_protocol: false,
         };
         cx.out
             .send(id, Kind::ListenReply, &proto::encode(&reply), None);

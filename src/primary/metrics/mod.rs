@@ -123,6 +123,11 @@ pub struct ClusterMetrics {
     pub closed_gone: u64,
     /// Accepts that failed.
     pub accept_errors: u64,
+    /// PROXY protocol listeners: headers the primary read whole.
+    pub proxy_headers_read: u64,
+    /// PROXY protocol listeners: connections refused for their header (malformed, too long,
+    /// cut short, or late).
+    pub proxy_headers_refused: u64,
     /// Workers that exited.
     pub exits: u64,
     /// Workers forked to replace one that exited unasked.

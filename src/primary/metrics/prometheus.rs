@@ -262,6 +262,16 @@ impl Metrics {
                 c.accept_errors,
             ),
             (
+                "ringleader_proxy_headers_read_total",
+                "PROXY protocol headers read whole.",
+                c.proxy_headers_read,
+            ),
+            (
+                "ringleader_proxy_headers_refused_total",
+                "Connections refused for their PROXY protocol header.",
+                c.proxy_headers_refused,
+            ),
+            (
                 "ringleader_worker_exits_total",
                 "Workers that exited.",
                 c.exits,

@@ -294,6 +294,24 @@ fn run_worker(worker: &Worker, mode: &str) {
             drop(listener);
             echo(worker);
         }
+        // `serve-peer:ADDR`: `serve:`, each answer naming the client `accept` gave and, for a
+        // connection that came with a PROXY protocol header, where it went:
+        // `hello from N peer ADDR to ADDR|-`.
+        m if m.starts_with("serve-peer:") => {
+            let listener = worker.listen_tcp(&m[11..]).expect("listen");
+            loop {
+                let Ok((mut conn, peer)) = listener.accept() else {
+                    break;
+                };
+                let to = conn
+                    .proxied()
+                    .map_or("-".to_owned(), |p| p.destination.to_string());
+                let line = format!("hello from {} peer {peer} to {to}\n", worker.id());
+                let _ = conn.write_all(line.as_bytes());
+            }
+            drop(listener);
+            echo(worker);
+        }
         // `tokio-serve:ADDR`: `serve:` from a tokio runtime (ringleader::tokio::TcpListener).
         m if m.starts_with("tokio-serve:") => {
             let listener = worker.listen_tcp(&m[12..]).expect("listen");
