@@ -2,7 +2,8 @@
 //! loopback address (127.0.2.x, bound before the connect), each reach one worker over every
 //! connection, handed over by the primary (`sticky`) and steered by the kernel
 //! (`steer-sticky`); when one of 4 workers is killed only its clients move, and its
-//! replacement takes them back. And socket.io's long-polling sessions, with its own client,
+//! replacement takes them back; a stopped worker's clients wait for it up to a cap and then
+//! spill, and the other clients are served all along. And socket.io's long-polling sessions, with its own client,
 //! all complete under `ringleader run --policy sticky` with Node workers.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -148,6 +149,73 @@ fn steered_a_replacement_takes_its_predecessors_clients_back() {
 }
 
 const SOCKETIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/socketio");
+
+/// A connection from 127.0.2.`client` to 127.0.0.1:`port`, its answer not read yet.
+fn connect_from(client: u8, port: u16) -> std::net::TcpStream {
+    use rustix::net::{AddressFamily, SocketType};
+    let from = SocketAddr::new(IpAddr::from([127, 0, 2, client]), 0);
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    rustix::net::bind(&fd, &from).expect("bind");
+    rustix::net::connect(&fd, &SocketAddr::from(([127, 0, 0, 1], port))).expect("connect");
+    let s = std::net::TcpStream::from(fd);
+    s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
+    s
+}
+
+#[test]
+fn a_stopped_workers_clients_wait_for_it_up_to_a_cap_and_never_stop_the_others() {
+    let (h, port) = cluster(Scheduling::RoundRobin, false);
+    let owners = owners(&h, port, 1);
+    let victim = owners[&1];
+    let pid = h.primary.worker(victim).expect("the victim").pid();
+    let theirs: Vec<u8> = owners
+        .iter()
+        .filter(|(_, w)| **w == victim)
+        .map(|(c, _)| *c)
+        .collect();
+    let others: Vec<u8> = owners
+        .iter()
+        .filter(|(_, w)| **w != victim)
+        .map(|(c, _)| *c)
+        .collect();
+    ringleader_tests::signal(pid, rustix::process::Signal::STOP);
+    // More of its clients' connections than the primary's whole queue (256) holds.
+    let waiting: Vec<std::net::TcpStream> = h.drive(move || {
+        (0..400)
+            .map(|i| connect_from(theirs[i % theirs.len()], port))
+            .collect()
+    });
+    // The others are served as ever: accepting did not stop.
+    let others_ok = h.drive(move || {
+        others
+            .iter()
+            .map(|c| worker_for(*c, port).map_err(|e| format!("client {c}: {e}")))
+            .collect::<Result<Vec<_>, _>>()
+    });
+    others_ok.expect("the other clients are served");
+    ringleader_tests::signal(pid, rustix::process::Signal::CONT);
+    let answers: Vec<WorkerId> = h.drive(move || {
+        waiting
+            .into_iter()
+            .map(|mut s| {
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).expect("read");
+                answer
+                    .trim()
+                    .strip_prefix("hello from ")
+                    .and_then(|id| id.parse().ok())
+                    .unwrap_or_else(|| panic!("answer {answer:?}"))
+            })
+            .collect()
+    });
+    // Each was answered: by its own worker once it ran again (16 in its channel, 64 in the
+    // primary), or at its next place.
+    let own = answers.iter().filter(|w| **w == victim).count();
+    let spilled = h.primary.handoff_stats().spilled;
+    assert_eq!(answers.len(), 400);
+    assert!(own >= 16 + 64, "{own} waited for their own worker");
+    assert_eq!(spilled as usize, 400 - own, "{own} own, {spilled} spilled");
+}
 
 /// socket.io's own client, over long-polling only (every poll a new connection), `clients`
 /// sessions from 127.0.1.x against a socket.io app on `port`: its `completed C of N` line.

@@ -19,6 +19,7 @@ impl Core {
         cluster.accept_errors = stats.accept_errors;
         cluster.proxy_headers_read = stats.proxy_headers_read;
         cluster.proxy_headers_refused = stats.proxy_headers_refused;
+        cluster.spilled = stats.spilled;
         let workers = self
             .workers
             .iter()

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use ringleader_sys::{OwnedFd, socket};
 
 use super::{
-    Ctx, Listener, ListenerId, Listeners, MAX_PENDING, MAX_UNTAKEN, Pending, STALLED_BOUND,
-    STEER_BUSY,
+    Ctx, Listener, ListenerId, Listeners, MAX_PENDING, MAX_UNTAKEN, MAX_WAITING_FOR_ONE, Pending,
+    STALLED_BOUND, STEER_BUSY,
 };
 use crate::error::{Error, ErrorKind};
 use crate::ids::WorkerId;
@@ -52,6 +52,8 @@ impl Listeners {
         let now = Instant::now();
         let mut batches: BTreeMap<(ListenerId, WorkerId), Vec<OwnedFd>> = BTreeMap::new();
         let mut left = VecDeque::new();
+        // Connections left waiting for a full worker of their own (sticky), per worker.
+        let mut waiting: BTreeMap<WorkerId, usize> = BTreeMap::new();
         let by_address = cx.loads.policy.wants_addresses();
         while let Some(mut p) = self.pending.pop_front() {
             let Some(key) = self.keys.get(&p.listener) else {
@@ -81,20 +83,33 @@ impl Listeners {
             // The worker that handed it back only gets it again if nobody else can.
             let loads = &mut *cx.loads;
             let addresses = p.addresses.as_ref();
-            let choice = pick(h, &batches, p.avoid, addresses, loads).or_else(|| {
-                (!p.strict)
-                    .then(|| pick(h, &batches, None, addresses, loads))
-                    .flatten()
-            });
+            let mut choice = pick(h, &batches, p.avoid, addresses, loads, false);
+            if choice == Pick::NoOne && !p.strict {
+                choice = pick(h, &batches, None, addresses, loads, false);
+            }
+            if let Pick::WaitsFor(wid) = choice {
+                // One full worker's clients may not fill the queue: at the cap, the newest
+                // goes to its next place, so that accepting never stops for them.
+                if waiting.get(&wid).is_some_and(|n| *n >= MAX_WAITING_FOR_ONE) {
+                    choice = pick(h, &batches, None, addresses, loads, true);
+                    if let Pick::To(_) = choice {
+                        self.stats.spilled += 1;
+                    }
+                }
+            }
             match choice {
                 // Its client left while it waited: a worker would only read end of file.
-                Some(_) if p.held && socket::peer_gone(&p.fd) => {
+                Pick::To(_) if p.held && socket::peer_gone(&p.fd) => {
                     self.stats.closed_gone += 1;
                 }
-                Some(wid) => {
+                Pick::To(wid) => {
                     batches.entry((p.listener, wid)).or_default().push(p.fd);
                 }
-                None => left.push_back(Pending { held: true, ..p }),
+                Pick::WaitsFor(wid) => {
+                    *waiting.entry(wid).or_default() += 1;
+                    left.push_back(Pending { held: true, ..p });
+                }
+                Pick::NoOne => left.push_back(Pending { held: true, ..p }),
             }
         }
         let mut sent_any = false;
@@ -461,15 +476,17 @@ fn forget_oldest(sent: &mut VecDeque<(Instant, u64)>, queued: u64) -> bool {
 ///
 /// A [`Sticky`](crate::policy::Sticky) policy is offered the open members with or without
 /// room: a client must reach its own worker, so when that one has no room the connection
-/// waits for it (`None`) rather than going to another.
+/// waits for it ([`Pick::WaitsFor`]) rather than going to another; with `spill`, only
+/// those with room, and the client goes to its next place.
 pub(super) fn pick(
     h: &Listener,
     batches: &BTreeMap<(ListenerId, WorkerId), Vec<OwnedFd>>,
     avoid: Option<WorkerId>,
     addresses: Option<&Addresses>,
     loads: &mut Loads,
-) -> Option<WorkerId> {
-    let waits = loads.policy.sticky().is_some();
+    spill: bool,
+) -> Pick {
+    let waits = loads.policy.sticky().is_some() && !spill;
     let mut candidates = Vec::with_capacity(h.members.len());
     let mut full = Vec::new();
     for (wid, m) in &h.members {
@@ -501,14 +518,29 @@ pub(super) fn pick(
         }
     }
     if candidates.is_empty() {
-        return None;
+        return Pick::NoOne;
     }
     let i = loads
         .policy
         .pick(addresses, &candidates)
         .min(candidates.len() - 1);
     let chosen = candidates[i].worker;
-    (!full.contains(&chosen)).then_some(chosen)
+    if full.contains(&chosen) {
+        Pick::WaitsFor(chosen)
+    } else {
+        Pick::To(chosen)
+    }
+}
+
+/// Where a pending connection goes ([`pick`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Pick {
+    /// To this worker now.
+    To(WorkerId),
+    /// It waits for this worker, its own, which has no room now.
+    WaitsFor(WorkerId),
+    /// No worker may take it now.
+    NoOne,
 }
 
 /// A hand-off's token: the listener and the worker.

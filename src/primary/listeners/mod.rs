@@ -50,6 +50,12 @@ pub(crate) const MAX_UNTAKEN: u64 = 16;
 /// the queue can exceed this by at most one backlog (511 by default).
 const MAX_PENDING: usize = 256;
 
+/// The most connections that wait in the primary for one full worker of their own (the
+/// [`Sticky`](crate::policy::Sticky) policy's): past it the newest go to their next place,
+/// so that one stuck worker's clients cannot fill the queue ([`MAX_PENDING`]) and stop the
+/// accepts of everyone else.
+const MAX_WAITING_FOR_ONE: usize = MAX_PENDING / 4;
+
 /// Whether an accept error means the process or the system is short of resources (the
 /// connection itself is fine and stays queued in the kernel).
 fn starved(e: &std::io::Error) -> bool {
@@ -376,6 +382,9 @@ pub struct HandoffStats {
     /// PROXY protocol listeners: connections refused (closed) for a malformed or too long
     /// header, a client that left mid-header, or one past the deadline.
     pub proxy_headers_refused: u64,
+    /// Sticky policies: connections sent to their client's next place because too many
+    /// already waited in the primary for their own, full worker.
+    pub spilled: u64,
 }
 
 impl Listeners {

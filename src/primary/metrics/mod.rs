@@ -128,6 +128,9 @@ pub struct ClusterMetrics {
     /// PROXY protocol listeners: connections refused for their header (malformed, too long,
     /// cut short, or late).
     pub proxy_headers_refused: u64,
+    /// Sticky policies: connections sent to their client's next place because too many
+    /// waited for their own, full worker.
+    pub spilled: u64,
     /// Workers that exited.
     pub exits: u64,
     /// Workers forked to replace one that exited unasked.

@@ -262,6 +262,11 @@ impl Metrics {
                 c.accept_errors,
             ),
             (
+                "ringleader_connections_spilled_total",
+                "Connections sent to their client's next place: too many waited for their own worker.",
+                c.spilled,
+            ),
+            (
                 "ringleader_proxy_headers_read_total",
                 "PROXY protocol headers read whole.",
                 c.proxy_headers_read,
