@@ -3,8 +3,9 @@
 //! connection, handed over by the primary (`sticky`) and steered by the kernel
 //! (`steer-sticky`); when one of 4 workers is killed only its clients move, and its
 //! replacement takes them back; a stopped worker's clients wait for it up to a cap and then
-//! spill, and the other clients are served all along. And socket.io's long-polling sessions, with its own client,
-//! all complete under `ringleader run --policy sticky` with Node workers.
+//! spill, and the other clients are served all along. And socket.io's long-polling
+//! sessions, with its own client, all complete under `ringleader run --policy sticky` with
+//! Node workers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
