@@ -174,7 +174,9 @@ impl Upgrade {
 ///
 /// The primary reads each connection's header before it hands the connection over, and
 /// refuses (closes) a connection whose header is malformed, longer than 4096 bytes, or not
-/// complete within [`ProxyProtocol::within`] (default 3 s). The client address the header
+/// complete within [`ProxyProtocol::within`] (default 3 s). The proxy speaks first, so such a
+/// listener defers its accepts until the header begins to come (`TCP_DEFER_ACCEPT` for as
+/// long as `within`, unless [`Settings::defer_accept`] sets it). The client address the header
 /// carries is the one policies see ([`crate::policy::Sticky`] keys on it). A ringleader
 /// worker's [`TcpListener::accept`](crate::TcpListener::accept) reads the header off and
 /// returns that address, and [`Connection::proxied`](crate::Connection::proxied) gives

@@ -3,7 +3,7 @@
 //! under one harness.
 //!
 //! ```text
-//! cluster_server --mode http|tcp --workers N --port P --kill-every MS
+//! cluster_server --mode http|tcp --workers N --port P --kill-every MS [--proxy-protocol]
 //! ```
 //! `tcp` writes `hello\n` and closes; `http` answers hello world with keep-alive. `--workers 0`
 //! serves in one process. The policy comes from `RINGLEADER_SCHED_POLICY`, else
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ringleader::{Event, Primary, Role, Scheduling, Settings, Signal};
+use ringleader::{Event, Primary, ProxyProtocol, Role, Scheduling, Settings, Signal};
 use serde_json::json;
 
 /// ringleader's side of the Node baseline harness.
@@ -35,6 +35,10 @@ struct Args {
     /// SIGKILL a live worker every this many milliseconds (0: never).
     #[arg(long, default_value_t = 0)]
     kill_every: u64,
+    /// Each connection starts with a PROXY protocol header, which the primary reads
+    /// (round-robin hand-off only).
+    #[arg(long)]
+    proxy_protocol: bool,
 }
 
 #[derive(Default)]
@@ -52,6 +56,7 @@ fn main() {
         args.workers,
         args.kill_every,
     );
+    let proxy = args.proxy_protocol.then(|| ProxyProtocol::on_ports([port]));
     match ringleader::role().expect("role") {
         Role::Worker(worker) => {
             let counts = Arc::new(Counts::default());
@@ -74,7 +79,7 @@ fn main() {
             }
         }
         Role::Primary(primary) if workers == 0 => single(port, http, &primary),
-        Role::Primary(primary) => cluster(&primary, workers, kill_every),
+        Role::Primary(primary) => cluster(&primary, workers, kill_every, proxy),
     }
 }
 
@@ -152,7 +157,7 @@ fn single(port: u16, http: bool, _primary: &Primary) {
     );
 }
 
-fn cluster(primary: &Primary, workers: usize, kill_every: u64) {
+fn cluster(primary: &Primary, workers: usize, kill_every: u64, proxy: Option<ProxyProtocol>) {
     if std::env::var_os(ringleader::ENV_SCHED_POLICY).is_none() {
         let policy = std::env::var("NODE_CLUSTER_SCHED_POLICY").ok();
         if let Some(s) = policy.as_deref().and_then(Scheduling::parse) {
@@ -161,6 +166,9 @@ fn cluster(primary: &Primary, workers: usize, kill_every: u64) {
                 .expect("setup");
         }
     }
+    primary
+        .setup(Settings::default().proxy_protocol(proxy))
+        .expect("setup");
     primary
         .watch_signals(&[Signal::TERM, Signal::INT])
         .expect("signals");

@@ -19,7 +19,7 @@ use ringleader_sys::{OwnedFd, socket};
 use super::{ListenerId, MAX_PENDING, Pending};
 use crate::policy::Addresses;
 use crate::primary::driver::{Driver, Tag, dyn_fd, token};
-use crate::proxy_protocol::{self, Header};
+use crate::proxy_protocol::{self, Header, Proxied};
 
 /// One connection waiting for the rest of its header.
 struct Waiting {
@@ -70,6 +70,12 @@ impl Headers {
         fd: OwnedFd,
         within: Duration,
     ) -> Looked {
+        // Most often the whole header is there already (the listener defers its accepts
+        // until data comes): then nothing is kept here.
+        if let Ok((Header::Complete { proxied, .. }, _)) = proxy_protocol::peek(&fd) {
+            self.read += 1;
+            return Looked::Ready(ready(listener, fd, proxied));
+        }
         if self.waiting.len() >= MAX_PENDING {
             // The oldest has waited longest for a header that does not come.
             if let Some((&oldest, _)) = self.waiting.iter().next() {
@@ -138,17 +144,16 @@ impl Headers {
             Header::Complete { proxied, .. } => {
                 let w = self.forget(driver, number).expect("looked at just now");
                 self.read += 1;
-                // Back to the default, for the worker's reads.
-                let _ = socket::set_receive_low_water(&*w.fd, 1);
+                if w.seen > 0 {
+                    // Back to the default, for the worker's reads.
+                    let _ = socket::set_receive_low_water(&*w.fd, 1);
+                }
                 let fd = Arc::try_unwrap(w.fd).or_else(|fd| socket::dup(&*fd));
                 let Ok(fd) = fd else {
                     self.refused += 1;
                     return Looked::Refused;
                 };
-                let mut pending = Pending::new(w.listener, fd);
-                pending.addresses =
-                    proxied.map(|p| Addresses::new(Some(p.source), Some(p.destination)));
-                Looked::Ready(pending)
+                Looked::Ready(ready(w.listener, fd, proxied))
             }
             Header::Malformed(_) => self.refuse(driver, number),
             // Woken with nothing more: end of file (or an error) mid-header.
@@ -157,7 +162,12 @@ impl Headers {
                 w.seen = seen;
                 let fd = dyn_fd(&w.fd);
                 let tok = token(number, Tag::Header);
-                let watched = socket::set_receive_low_water(&*w.fd, seen + 1).and_then(|()| {
+                // Nothing seen yet: the default mark (one byte) is the one wanted.
+                let marked = match seen {
+                    0 => Ok(()),
+                    _ => socket::set_receive_low_water(&*w.fd, seen + 1),
+                };
+                let watched = marked.and_then(|()| {
                     if w.watched {
                         driver.watch_again(&fd, tok)
                     } else {
@@ -193,4 +203,12 @@ impl Headers {
         }
         Some(w)
     }
+}
+
+/// A connection whose header was read whole, pending for a worker, with the addresses the
+/// header carries for the policy (a proxy's own connection: its socket's, read if asked).
+fn ready(listener: ListenerId, fd: OwnedFd, proxied: Option<Proxied>) -> Pending {
+    let mut pending = Pending::new(listener, fd);
+    pending.addresses = proxied.map(|p| Addresses::new(Some(p.source), Some(p.destination)));
+    pending
 }

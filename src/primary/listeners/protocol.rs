@@ -120,6 +120,13 @@ impl Listeners {
                     return Err(std::io::Error::from_raw_os_error(errno::EPROTONOSUPPORT));
                 }
                 listener.proxy = true;
+                if self.defer_accept_secs == 0 {
+                    // The proxy speaks first: the kernel holds each connection until its
+                    // header begins to come, so that the first look finds it (most often
+                    // whole) and no watch is needed.
+                    let secs = proxy.within.as_secs().max(1);
+                    listen::set_defer_accept(&*listener.sock, secs.try_into().unwrap_or(1))?;
+                }
             }
         }
         self.keys.insert(listener.id, req.key.clone());

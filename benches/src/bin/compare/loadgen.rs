@@ -3,6 +3,8 @@
 //! per second. Three workloads:
 //!
 //! - `Conn`: connect, read the server's short answer to end of file, close, again;
+//! - `ConnProxy`: `Conn` with a PROXY protocol v1 header sent first, as HAProxy's
+//!   `send-proxy` does;
 //! - `KeepAlive`: HTTP/1.1 requests one after another on each connection;
 //! - `Close`: one HTTP request per connection (`Connection: close`).
 //!
@@ -20,6 +22,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Workload {
     Conn,
+    ConnProxy,
     KeepAlive,
     Close,
 }
@@ -51,6 +54,7 @@ impl Outcome {
 
 const KEEP_ALIVE: &[u8] = b"GET / HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
 const CLOSE: &[u8] = b"GET / HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n";
+const PROXY_HEADER: &[u8] = b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 8000\r\n";
 
 struct Slot {
     fd: Option<OwnedFd>,
@@ -102,10 +106,10 @@ pub(crate) fn run(port: u16, workload: Workload, inflight: usize, duration: Dura
                     continue;
                 }
                 slot.connecting = false;
-                let request = if workload == Workload::Close {
-                    CLOSE
-                } else {
-                    KEEP_ALIVE
+                let request = match workload {
+                    Workload::Close => CLOSE,
+                    Workload::ConnProxy => PROXY_HEADER,
+                    _ => KEEP_ALIVE,
                 };
                 if rustix::io::write(fd, request).is_err()
                     || epoll.modify(fd, r.token, Interest::READ).is_err()
@@ -132,7 +136,7 @@ pub(crate) fn run(port: u16, workload: Workload, inflight: usize, duration: Dura
                 }
             }
             match workload {
-                Workload::Conn => {
+                Workload::Conn | Workload::ConnProxy => {
                     if eof {
                         if slot.got.is_empty() {
                             fail(&epoll, &addr, i, slot, workload, &mut out);
@@ -219,8 +223,8 @@ fn open(
             return;
         }
     };
-    // HTTP speaks first: wait for the connection to complete. The short-connection server
-    // speaks first: wait for its answer.
+    // HTTP (and a PROXY header) goes first: wait for the connection to complete. The
+    // short-connection server speaks first: wait for its answer.
     let (interest, connecting) = match w {
         Workload::Conn => (Interest::READ, false),
         _ => (

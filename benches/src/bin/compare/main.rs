@@ -239,6 +239,23 @@ fn run(primary: &Primary, args: Args) {
             ));
         }
         if (policy, workers) == ("rr", 2) {
+            // The same with a PROXY protocol header on every connection, which the primary
+            // reads before the hand-off (Node has no such thing).
+            let proxied = measure(&cfg, Side::Ours, policy, workers, Workload::ConnProxy);
+            rows.push(Row::new(
+                "conn/s, rr with a PROXY header, 2 workers",
+                proxied.rate,
+                None,
+                Better::Higher,
+                None,
+            ));
+            rows.push(Row::new(
+                "primary CPU us/conn, rr with a PROXY header, 2 workers",
+                proxied.primary_us_per_op,
+                None,
+                Better::Lower,
+                None,
+            ));
             rows.push(Row::new(
                 "primary peak RSS, MB",
                 ours.primary_rss_mb,

@@ -155,7 +155,11 @@ pub(crate) fn one_run(
     w: Workload,
 ) -> Measured {
     let port = free_port();
-    let mode = if w == Workload::Conn { "tcp" } else { "http" };
+    let mode = if matches!(w, Workload::Conn | Workload::ConnProxy) {
+        "tcp"
+    } else {
+        "http"
+    };
     let (workers_arg, policy_env) = if policy == "single" {
         ("0".to_owned(), "rr")
     } else {
@@ -190,6 +194,9 @@ pub(crate) fn one_run(
             &port.to_string(),
         ])
         .args(["--kill-every", "0"]);
+        if w == Workload::ConnProxy {
+            cmd.arg("--proxy-protocol");
+        }
     }
     cmd.env("NODE_CLUSTER_SCHED_POLICY", policy_env)
         .env_remove("RINGLEADER_SCHED_POLICY")
