@@ -173,6 +173,13 @@ pub(crate) fn run(args: Run) -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
+    if !args.proxy_protocol.is_empty() && scheduling != Scheduling::RoundRobin {
+        return Err(format!(
+            "--proxy-protocol: the primary reads each connection's header, and under --policy \
+             {policy} the workers accept by themselves; use rr, lc, p2c, weighted or sticky"
+        )
+        .into());
+    }
     let mut settings = Settings::default()
         // Piped, to be relayed a whole line at a time (`relay`).
         .stdio(Stdio::Inherit, Stdio::Pipe, Stdio::Pipe)

@@ -1,7 +1,8 @@
 //! What `ringleader run` tells a user who got something wrong, and how it prints workers'
 //! output: a missing program named with the OS's reason, a program that never comes online
 //! told what to add, a taken port named, a socket-activated server that dies not reported
-//! listening, no worker count of 0, hostnames in `--listen`, and worker lines never split.
+//! listening, no worker count of 0, `--proxy-protocol` under a policy where workers accept,
+//! hostnames in `--listen`, and worker lines never split.
 
 use std::io::Read;
 use std::net::ToSocketAddrs;
@@ -92,6 +93,27 @@ fn zero_workers_is_refused() {
     let (code, lines) = run(&["--workers", "0", "--", "true"]).lines_until_exit();
     assert_eq!(code, Some(2), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("--workers")), "{lines:?}");
+}
+
+#[test]
+fn the_proxy_protocol_under_a_policy_where_workers_accept_is_refused_with_the_policies_that_work() {
+    let (code, lines) = run(&[
+        "--policy",
+        "none",
+        "--proxy-protocol",
+        "8000",
+        "--",
+        "sleep",
+        "60",
+    ])
+    .lines_until_exit();
+    assert_eq!(code, Some(1), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("--proxy-protocol")
+            && l.contains("--policy none")
+            && l.contains("rr, lc, p2c, weighted or sticky")),
+        "{lines:?}"
+    );
 }
 
 #[test]

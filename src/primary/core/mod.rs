@@ -251,7 +251,7 @@ impl Core {
             return Err(
                 Error::new(ErrorKind::Settings, "set up the primary").detail(format!(
                     "the PROXY protocol is read by the primary, which sees connections only \
-                     under round-robin scheduling, not {:?}",
+                     under round-robin scheduling, not under {:?}",
                     self.scheduling
                 )),
             );
