@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fd::{AsFd, AsRawFd, OwnedFd};
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{self, AddressFamily, SocketAddrUnix, SocketFlags, SocketType, sockopt};
 
 /// How to set up a listening or bound socket.
@@ -90,22 +90,7 @@ pub fn tcp(addr: SocketAddr, opts: &Options) -> io::Result<OwnedFd> {
 /// [`tcp(7)`](https://man7.org/linux/man-pages/man7/tcp.7.html)
 pub fn set_defer_accept(fd: impl AsFd, secs: u32) -> io::Result<()> {
     let secs = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
-    // SAFETY: the option value is a `c_int` that lives until the call returns, and its length
-    // is given; the fd is borrowed for the call.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_fd().as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&raw const secs).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::socket::set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, secs)
 }
 
 /// A TCP socket bound to `addr` but not listening: it holds the port (with `reuse_port`, for a

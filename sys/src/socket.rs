@@ -150,16 +150,26 @@ pub fn read_waiting(fd: impl AsFd, buf: &mut [u8]) -> io::Result<()> {
 /// # References
 /// [`socket(7)`](https://man7.org/linux/man-pages/man7/socket.7.html)
 pub fn set_receive_low_water(fd: impl AsFd, bytes: usize) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, bytes)
+}
+
+/// `setsockopt(2)` of an `int` option.
+pub(crate) fn set_int_option(
+    fd: impl AsFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     // SAFETY: the option value is a `c_int` that lives until the call returns, and its length
     // is given; the fd is borrowed for the call.
     let r = unsafe {
         libc::setsockopt(
             fd.as_fd().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            (&raw const bytes).cast(),
+            level,
+            name,
+            (&raw const value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

@@ -292,6 +292,25 @@ pub fn fetch_hello(port: u16) -> Result<String, String> {
     }
 }
 
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `from` (bound before the
+/// connect: 127.0.0.0/8 is all this host's), reads bounded by [`WATCHDOG`].
+///
+/// # Errors
+/// What went wrong, as text.
+pub fn connect_from(from: [u8; 4], port: u16) -> Result<std::net::TcpStream, String> {
+    use rustix::net::{AddressFamily, SocketType};
+    let from = std::net::SocketAddr::from((from, 0));
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)
+        .map_err(|e| e.to_string())?;
+    rustix::net::bind(&fd, &from).map_err(|e| format!("bind {from}: {e}"))?;
+    rustix::net::connect(&fd, &std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .map_err(|e| format!("connect: {e}"))?;
+    let s = std::net::TcpStream::from(fd);
+    s.set_read_timeout(Some(WATCHDOG))
+        .map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
 /// The example `name` (`target/<profile>/examples/name`; the test runs from
 /// `target/<profile>/deps`), built with the `tokio` feature first if a plain
 /// `cargo test -p ringleader-tests` left it out.

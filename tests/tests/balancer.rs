@@ -140,13 +140,28 @@ fn haproxy(dir: &std::path::Path, port: u16, hosts: &[&Host]) -> Spawned {
             h.addr
         ));
     }
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, config).expect("write haproxy.cfg");
-    Spawned::start(
+    start_haproxy(dir, "haproxy.cfg", &config, port)
+}
+
+/// HAProxy in the foreground with `config`, written to `dir`/`name`, once it listens on
+/// 127.0.0.1:`port`.
+fn start_haproxy(dir: &std::path::Path, name: &str, config: &str, port: u16) -> Spawned {
+    let path = dir.join(name);
+    std::fs::write(&path, config).expect("write HAProxy's configuration");
+    let haproxy = Spawned::start(
         "haproxy",
         &["-db", "-f", path.to_str().expect("a UTF-8 path")],
         &[],
-    )
+    );
+    let deadline = Instant::now() + WATCHDOG;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog: HAProxy does not listen"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    haproxy
 }
 
 /// A runtime API command's answer.
@@ -222,14 +237,6 @@ fn a_host_stops_rolls_upgrades_and_retires_behind_haproxy_with_no_failed_post() 
     let _host2 = hosts[1].hello(&drain);
     let port = free_port();
     let _haproxy = haproxy(&dir, port, &[&hosts[0], &hosts[1]]);
-    let deadline = Instant::now() + WATCHDOG;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "watchdog: HAProxy does not listen"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
     let counts: Counts = Arc::default();
     let mut clients = Load::new();
     let c = counts.clone();
@@ -340,28 +347,13 @@ fn haproxy_tcp_proxy_v2(dir: &std::path::Path, port: u16, host: &Host) -> Spawne
          backend be\n    server h1 {}:8000 send-proxy-v2\n",
         host.addr
     );
-    let path = dir.join("haproxy-tcp.cfg");
-    std::fs::write(&path, config).expect("write haproxy-tcp.cfg");
-    Spawned::start(
-        "haproxy",
-        &["-db", "-f", path.to_str().expect("a UTF-8 path")],
-        &[],
-    )
+    start_haproxy(dir, "haproxy-tcp.cfg", &config, port)
 }
 
 /// One GET from 127.0.2.`client` through HAProxy at 127.0.0.1:`port`: the worker that
 /// answered (`x-worker-id`).
 fn worker_through(client: u8, port: u16) -> Result<String, String> {
-    use rustix::net::{AddressFamily, SocketType};
-    let from = std::net::SocketAddr::from(([127, 0, 2, client], 0));
-    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)
-        .map_err(|e| e.to_string())?;
-    rustix::net::bind(&fd, &from).map_err(|e| format!("bind {from}: {e}"))?;
-    rustix::net::connect(&fd, &std::net::SocketAddr::from(([127, 0, 0, 1], port)))
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut s = std::net::TcpStream::from(fd);
-    s.set_read_timeout(Some(WATCHDOG))
-        .map_err(|e| e.to_string())?;
+    let mut s = ringleader_tests::connect_from([127, 0, 2, client], port)?;
     s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut answer = String::new();
@@ -391,14 +383,6 @@ fn behind_haproxy_with_send_proxy_v2_each_client_keeps_its_worker() {
     let _hello = host.run_hello(4, &["--policy", "sticky", "--proxy-protocol"]);
     let port = free_port();
     let _haproxy = haproxy_tcp_proxy_v2(&dir, port, &host);
-    let deadline = Instant::now() + WATCHDOG;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "watchdog: HAProxy does not listen"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
     // Every connection reaches the host from HAProxy's one address: only the header tells
     // the clients apart.
     let mut owners: BTreeMap<u8, String> = BTreeMap::new();

@@ -9,11 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr};
 
 use ringleader::policy::SharedPolicy;
 use ringleader::{Event, Respawn, Scheduling, Settings, WorkerId};
-use ringleader_tests::{Harness, WATCHDOG};
+use ringleader_tests::Harness;
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 
@@ -45,16 +44,7 @@ fn cluster(scheduling: Scheduling, respawn: bool) -> (Harness, u16) {
 
 /// The worker that answers a client from 127.0.2.`client`.
 fn worker_for(client: u8, port: u16) -> Result<WorkerId, String> {
-    use rustix::net::{AddressFamily, SocketType};
-    let from = SocketAddr::new(IpAddr::from([127, 0, 2, client]), 0);
-    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)
-        .map_err(|e| e.to_string())?;
-    rustix::net::bind(&fd, &from).map_err(|e| format!("bind {from}: {e}"))?;
-    rustix::net::connect(&fd, &SocketAddr::from(([127, 0, 0, 1], port)))
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut s = std::net::TcpStream::from(fd);
-    s.set_read_timeout(Some(WATCHDOG))
-        .map_err(|e| e.to_string())?;
+    let mut s = ringleader_tests::connect_from([127, 0, 2, client], port)?;
     let mut answer = String::new();
     s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
     answer
@@ -151,18 +141,6 @@ fn steered_a_replacement_takes_its_predecessors_clients_back() {
 
 const SOCKETIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/node/socketio");
 
-/// A connection from 127.0.2.`client` to 127.0.0.1:`port`, its answer not read yet.
-fn connect_from(client: u8, port: u16) -> std::net::TcpStream {
-    use rustix::net::{AddressFamily, SocketType};
-    let from = SocketAddr::new(IpAddr::from([127, 0, 2, client]), 0);
-    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
-    rustix::net::bind(&fd, &from).expect("bind");
-    rustix::net::connect(&fd, &SocketAddr::from(([127, 0, 0, 1], port))).expect("connect");
-    let s = std::net::TcpStream::from(fd);
-    s.set_read_timeout(Some(WATCHDOG)).expect("timeout");
-    s
-}
-
 #[test]
 fn a_stopped_workers_clients_wait_for_it_up_to_a_cap_and_never_stop_the_others() {
     let (h, port) = cluster(Scheduling::RoundRobin, false);
@@ -183,7 +161,10 @@ fn a_stopped_workers_clients_wait_for_it_up_to_a_cap_and_never_stop_the_others()
     // More of its clients' connections than the primary's whole queue (256) holds.
     let waiting: Vec<std::net::TcpStream> = h.drive(move || {
         (0..400)
-            .map(|i| connect_from(theirs[i % theirs.len()], port))
+            .map(|i| {
+                ringleader_tests::connect_from([127, 0, 2, theirs[i % theirs.len()]], port)
+                    .expect("connect")
+            })
             .collect()
     });
     // The others are served as ever: accepting did not stop.
