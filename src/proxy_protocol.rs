@@ -16,7 +16,7 @@
 //! reading of the addresses.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ppp::{HeaderResult, v1, v2};
 use ringleader_sys::{AsFd, socket};
@@ -99,14 +99,18 @@ pub(crate) fn parse(bytes: &[u8]) -> Header {
         HeaderResult::V1(Ok(h)) if h.header.len() == len => Header::Complete {
             len,
             proxied: match h.addresses {
-                v1::Addresses::Tcp4(a) => Some(Proxied {
-                    source: (a.source_address, a.source_port).into(),
-                    destination: (a.destination_address, a.destination_port).into(),
-                }),
-                v1::Addresses::Tcp6(a) => Some(Proxied {
-                    source: (a.source_address, a.source_port).into(),
-                    destination: (a.destination_address, a.destination_port).into(),
-                }),
+                v1::Addresses::Tcp4(a) => Some(between(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                )),
+                v1::Addresses::Tcp6(a) => Some(between(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                )),
                 v1::Addresses::Unknown => None,
             },
         },
@@ -114,20 +118,32 @@ pub(crate) fn parse(bytes: &[u8]) -> Header {
             len,
             proxied: match (h.command, h.addresses) {
                 (v2::Command::Local, _) => None,
-                (v2::Command::Proxy, v2::Addresses::IPv4(a)) => Some(Proxied {
-                    source: (a.source_address, a.source_port).into(),
-                    destination: (a.destination_address, a.destination_port).into(),
-                }),
-                (v2::Command::Proxy, v2::Addresses::IPv6(a)) => Some(Proxied {
-                    source: (a.source_address, a.source_port).into(),
-                    destination: (a.destination_address, a.destination_port).into(),
-                }),
+                (v2::Command::Proxy, v2::Addresses::IPv4(a)) => Some(between(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                )),
+                (v2::Command::Proxy, v2::Addresses::IPv6(a)) => Some(between(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                )),
                 // A Unix socket's or no address: the connection's own stand.
                 (v2::Command::Proxy, _) => None,
             },
         },
         HeaderResult::V1(_) => Header::Malformed("a malformed PROXY protocol v1 line"),
         HeaderResult::V2(_) => Header::Malformed("a malformed PROXY protocol v2 header"),
+    }
+}
+
+/// The addresses of a header's address block.
+fn between(source: impl Into<IpAddr>, sport: u16, dest: impl Into<IpAddr>, dport: u16) -> Proxied {
+    Proxied {
+        source: SocketAddr::new(source.into(), sport),
+        destination: SocketAddr::new(dest.into(), dport),
     }
 }
 
