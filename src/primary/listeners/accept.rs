@@ -190,10 +190,13 @@ impl Listeners {
     pub(super) fn read_headers(&mut self, cx: &mut Ctx<'_>) {
         let within = self.proxy.as_ref().map_or(Duration::ZERO, |p| p.within);
         self.headers.expire(cx.driver, Instant::now());
-        for (listener, fd) in std::mem::take(&mut self.unread) {
+        // Taken and put back, to keep its capacity.
+        let mut unread = std::mem::take(&mut self.unread);
+        for (listener, fd) in unread.drain(..) {
             let looked = self.headers.start(cx.driver, listener, fd, within);
             self.on_looked(looked);
         }
+        self.unread = unread;
     }
 
     /// A connection waiting for its header has more to read (or has gone).

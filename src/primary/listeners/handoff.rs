@@ -17,7 +17,6 @@ use crate::policy::{Addresses, Candidate};
 use crate::primary::driver::{Handed, Tag, dyn_fd, numbered_token, token_generation};
 use crate::primary::event::Event;
 use crate::primary::loads::{Loads, News, WorkerLoad};
-use crate::proxy_protocol::Header;
 
 /// How soon connections that wait for room look again when only the board can say that
 /// room came (a worker paused, draining or at its capacity hint: shared memory wakes
@@ -63,22 +62,7 @@ impl Listeners {
                 continue;
             };
             if by_address && p.addresses.is_none() {
-                // Back from a worker, on a PROXY protocol listener: the header, still in
-                // the socket, names the client (a `LOCAL` one names none: the socket's).
-                let proxied = match h.proxy {
-                    true => match crate::proxy_protocol::peek(&p.fd) {
-                        Ok((Header::Complete { proxied, .. }, _)) => proxied,
-                        _ => None,
-                    },
-                    false => None,
-                };
-                p.addresses = Some(match proxied {
-                    Some(p) => Addresses::new(Some(p.source), Some(p.destination)),
-                    None => {
-                        let (client, local) = socket::addresses(&p.fd);
-                        Addresses::new(client, local)
-                    }
-                });
+                p.addresses = Some(super::headers::addresses(&p.fd, h.proxy));
             }
             // The worker that handed it back only gets it again if nobody else can.
             let loads = &mut *cx.loads;

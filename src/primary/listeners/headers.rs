@@ -209,6 +209,28 @@ impl Headers {
 /// header carries for the policy (a proxy's own connection: its socket's, read if asked).
 fn ready(listener: ListenerId, fd: OwnedFd, proxied: Option<Proxied>) -> Pending {
     let mut pending = Pending::new(listener, fd);
-    pending.addresses = proxied.map(|p| Addresses::new(Some(p.source), Some(p.destination)));
+    pending.addresses = proxied.map(named);
     pending
+}
+
+/// The addresses a policy sees for connection `fd`: those its PROXY protocol header names,
+/// on a listener that reads one (`proxy`; the header stays in the socket until a worker
+/// takes the connection, so one that came back still has it), else the socket's.
+pub(super) fn addresses(fd: &OwnedFd, proxy: bool) -> Addresses {
+    let proxied = match proxy.then(|| proxy_protocol::peek(fd)) {
+        Some(Ok((Header::Complete { proxied, .. }, _))) => proxied,
+        _ => None,
+    };
+    proxied.map_or_else(
+        || {
+            let (client, local) = socket::addresses(fd);
+            Addresses::new(client, local)
+        },
+        named,
+    )
+}
+
+/// What a header names, as a policy sees it.
+fn named(p: Proxied) -> Addresses {
+    Addresses::new(Some(p.source), Some(p.destination))
 }
