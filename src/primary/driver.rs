@@ -147,20 +147,6 @@ impl Driver {
         }
     }
 
-    /// Watches `fd` again after a [`Driver::watch_read`] without a receive buffer fired:
-    /// io_uring's poll is one-shot and is queued again (its operation returned), epoll's
-    /// registration stays.
-    pub(crate) fn watch_again(
-        &mut self,
-        fd: &Arc<dyn AsFd>,
-        token: u64,
-    ) -> std::io::Result<Option<OpId>> {
-        match self {
-            Driver::Uring(ring, _) => ring.poll(fd, Flags::IN, token).map(Some),
-            Driver::Epoll(..) => Ok(None),
-        }
-    }
-
     /// Starts accepting on a listening socket: multishot accept on io_uring, readiness on
     /// epoll.
     pub(crate) fn accept(
@@ -279,12 +265,17 @@ impl Driver {
         settled
     }
 
-    /// io_uring: re-arms a one-shot read watch; epoll: nothing (level-triggered).
-    pub(crate) fn rearm_read(&mut self, fd: &Arc<dyn AsFd>, token: u64) -> std::io::Result<()> {
-        if let Driver::Uring(ring, _) = self {
-            ring.poll(fd, Flags::IN, token)?;
+    /// io_uring: re-arms a one-shot read watch, and returns its operation (to cancel it);
+    /// epoll: nothing (level-triggered, the registration stays).
+    pub(crate) fn rearm_read(
+        &mut self,
+        fd: &Arc<dyn AsFd>,
+        token: u64,
+    ) -> std::io::Result<Option<OpId>> {
+        match self {
+            Driver::Uring(ring, _) => ring.poll(fd, Flags::IN, token).map(Some),
+            Driver::Epoll(..) => Ok(None),
         }
-        Ok(())
     }
 
     /// Asks to hear when a channel becomes writable (`on`), or stops asking.

@@ -109,18 +109,17 @@ impl Headers {
         self.look(driver, number)
     }
 
-    /// Refuses the connections whose deadline passed; how many.
-    pub(super) fn expire(&mut self, driver: &mut Driver, now: Instant) -> usize {
+    /// Refuses the connections whose deadline passed.
+    pub(super) fn expire(&mut self, driver: &mut Driver, now: Instant) {
         let late: Vec<u32> = self
             .waiting
             .iter()
             .filter(|(_, w)| w.by <= now)
             .map(|(n, _)| *n)
             .collect();
-        for n in &late {
-            self.refuse(driver, *n);
+        for n in late {
+            self.refuse(driver, n);
         }
-        late.len()
     }
 
     /// When the next deadline comes.
@@ -169,7 +168,7 @@ impl Headers {
                 };
                 let watched = marked.and_then(|()| {
                     if w.watched {
-                        driver.watch_again(&fd, tok)
+                        driver.rearm_read(&fd, tok)
                     } else {
                         driver.watch_read(&fd, tok, None)
                     }
